@@ -1,0 +1,56 @@
+"""Timing helpers shared by the ``bm_*.py`` benchmarks.
+
+Each benchmark module exposes ``run(device: str, quick: bool) -> list[dict]``; every row has at
+least ``bench``, ``case``, ``impl`` and ``ms`` (median milliseconds), and may add ``per_image_ms``,
+``speedup`` or ``gbps``. ``benchmarks/run.py`` runs every module and prints one table.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device="cpu", warmup: int = 2, iters: int = 10,
+            max_seconds: float = 20.0) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after ``warmup`` calls.
+
+    Stops early once ``max_seconds`` have been spent (slow peers), with at least 3 timed calls.
+    """
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    start = time.perf_counter()
+    for i in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if i >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return statistics.median(times)
+
+
+def row(bench: str, case: str, impl: str, ms: float, **extra) -> dict:
+    out = {"bench": bench, "case": case, "impl": impl, "ms": round(ms, 4)}
+    out.update(extra)
+    return out
+
+
+def add_speedups(rows: list[dict], ours: str = "pyfaid") -> list[dict]:
+    """Add ``speedup`` (peer ms / pyfaid ms) to every peer row of the same bench and case."""
+    base = {(r["bench"], r["case"]): r["ms"] for r in rows if r["impl"] == ours}
+    for r in rows:
+        b = base.get((r["bench"], r["case"]))
+        if b and r["impl"] != ours:
+            r["pyfaid_speedup"] = round(r["ms"] / b, 2)
+    return rows

@@ -1,0 +1,64 @@
+// Operator schemas of the `pyfaid` namespace.
+//
+// Every op is declared here, once. The CPU kernels register themselves in
+// `<op>/<op>_cpu.cpp` with TORCH_LIBRARY_IMPL(pyfaid, CPU, m) and the CUDA kernels in
+// `<op>/<op>_cuda.cu` with TORCH_LIBRARY_IMPL(pyfaid, CUDA, m). Backward formulas are
+// separate ops, attached in Python with torch.library.register_autograd; shapes for
+// tracing come from torch.library.register_fake (pyfaid/render, pyfaid/graph).
+
+#include <torch/library.h>
+
+#include <ATen/core/dispatch/Dispatcher.h>
+
+TORCH_LIBRARY(pyfaid, m) {
+  // ---- rasterize (csrc/rasterize) -------------------------------------------------------
+  // pos [B, V, 4] float32 clip space, tri [F, 3] int32 -> rast [B, H, W, 4] = (u, v, z/w, id + 1)
+  m.def("rasterize(Tensor pos, Tensor tri, int height, int width) -> Tensor");
+  // grad_rast [B, H, W, 4] (only u, v carry gradient) -> grad_pos [B, V, 4]
+  m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast) -> Tensor");
+
+  // ---- interpolate (csrc/interpolate) ---------------------------------------------------
+  // attr [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
+  m.def("interpolate(Tensor attr, Tensor rast, Tensor tri) -> Tensor");
+  // -> (grad_attr [B, V, C], grad_rast [B, H, W, 4])
+  m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri) -> (Tensor, Tensor)");
+
+  // ---- vertex normals (csrc/normals) ----------------------------------------------------
+  // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
+  m.def("vertex_normals(Tensor verts, Tensor tri) -> Tensor");
+  m.def("vertex_normals_backward(Tensor grad_normals, Tensor verts, Tensor tri) -> Tensor");
+
+  // ---- spherical-harmonic shading (csrc/sh_shading) -------------------------------------
+  // normals [B, N, 3], albedo [B, N, 3], gamma [B, 27] -> colour [B, N, 3]
+  m.def("sh_shading(Tensor normals, Tensor albedo, Tensor gamma) -> Tensor");
+  // -> (grad_normals, grad_albedo, grad_gamma)
+  m.def("sh_shading_backward(Tensor grad_out, Tensor normals, Tensor albedo, Tensor gamma) -> (Tensor, Tensor, Tensor)");
+
+  // ---- Chebyshev graph convolution (csrc/cheb) ------------------------------------------
+  // x [B, N, Fin], scaled Laplacian as CSR (crow [N+1], col [nnz], val [nnz]),
+  // weight [K, Fin, Fout], bias [Fout] or None -> out [B, N, Fout]
+  m.def("cheb_conv(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, Tensor? bias) -> Tensor");
+  // -> (grad_x, grad_weight, grad_bias)
+  m.def("cheb_conv_backward(Tensor grad_out, Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, bool has_bias) -> (Tensor, Tensor, Tensor)");
+}
+
+#ifndef WITH_CUDA
+// A CPU-only build answers CUDA tensors with an error that says how to get CUDA support,
+// instead of the dispatcher's generic "could not run with arguments from the CUDA backend".
+namespace {
+void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/) {
+  TORCH_CHECK(false, op.schema().name(),
+              ": got CUDA tensors, but this pyfaid build has no CUDA kernels (built CPU-only). "
+              "Reinstall with a CUDA-enabled torch and nvcc on PATH (or FORCE_CUDA=1): "
+              "pip install --no-build-isolation .");
+}
+}  // namespace
+
+TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
+  for (const char* name : {"rasterize", "rasterize_backward", "interpolate", "interpolate_backward",
+                           "vertex_normals", "vertex_normals_backward", "sh_shading",
+                           "sh_shading_backward", "cheb_conv", "cheb_conv_backward"}) {
+    m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
+  }
+}
+#endif
