@@ -115,15 +115,29 @@ def _dataset(kind: str, root: Optional[str], n: int, face_model, seed: int):
         return SyntheticFaces(seed=seed, length=n, face_model=face_model, occlusion=False)
     from pyfaid.data import datasets as _ds
 
-    names = {"celeba": ("CelebA", "CelebADataset"), "aflw2000": ("AFLW2000", "AFLW2000Dataset"),
-             "folder": ("ImageFolder", "FaceFolder", "FolderDataset")}[kind]
-    for name in names:
-        cls = getattr(_ds, name, None)
-        if cls is not None:
-            return cls(root)
-    if hasattr(_ds, "build"):
-        return _ds.build(f"{kind}:{root}")
-    raise RuntimeError(f"pyfaid.data.datasets has no loader for {kind!r} data")
+    cls = {"celeba": _ds.CelebA, "aflw2000": _ds.AFLW2000, "folder": _ds.ImageFolderFaces}[kind]
+    return cls(root)
+
+
+def _batches(dataset, count: int, batch_size: int):
+    """Yield lists of up to ``batch_size`` valid items (then the number of skipped ones) until
+    ``count`` valid items were produced or the dataset ends. Datasets return None for images that
+    cannot be read or hold no face."""
+    batch, skipped, done = [], 0, 0
+    for i in range(len(dataset)):
+        if done >= count:
+            break
+        item = dataset[i]
+        if item is None:
+            skipped += 1
+            continue
+        batch.append(item)
+        done += 1
+        if len(batch) == batch_size:
+            yield batch + [skipped]
+            batch, skipped = [], 0
+    if batch or skipped:
+        yield batch + [skipped]
 
 
 def _item_image(item) -> torch.Tensor:
@@ -186,7 +200,7 @@ def evaluate(
     from tqdm import tqdm
 
     from pyfaid import metrics
-    from pyfaid.reconstruct import _predict, _resolve_device, _renderer, load_model
+    from pyfaid.reconstruct import _resolve_device, load_model
 
     if not checkpoints:
         raise ValueError("evaluate needs at least one checkpoint")
@@ -198,24 +212,26 @@ def evaluate(
             raise ValueError(f"occlusion {occ!r}: expected none or synthetic")
     kind, root = _parse_data(data)
     dev = _resolve_device(device)
-    renderer = _renderer(dev)
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
     models = {name: load_model(path, dev) for name, path in checkpoints.items()}
     face_model = next(iter(models.values()))[1]
     dataset = _dataset(kind, root, n, face_model, seed)
     count = min(n, len(dataset))
-    if count == 0:
-        raise ValueError(f"--data {data}: the dataset is empty")
     dataset_name = {"synthetic": "Synthetic", "celeba": "CelebA", "aflw2000": "AFLW2000", "folder": "Folder"}[kind]
     conditions = {"none": "clean", "synthetic": "occluded"}
     values: Dict[str, Dict[str, Dict[str, List[float]]]] = {}
     samples = {"input": [], "occluded": [], "render": {}}
     from pyfaid.data import occlude
 
-    idx_batches = [list(range(s, min(s + batch_size, count))) for s in range(0, count, batch_size)]
     bar = tqdm(total=count * len(occlusions) * len(models), desc="evaluate", unit="img", disable=not progress)
-    for bi, idx in enumerate(idx_batches):
-        items = [dataset[i] for i in idx]
+    skipped = 0
+    used = 0
+    for bi, items in enumerate(_batches(dataset, count, batch_size)):
+        skipped += items.pop()  # the batch generator appends its count of skipped (unreadable / no face) items
+        idx = list(range(used, used + len(items)))
+        used += len(items)
+        if not items:
+            continue
         clean = torch.stack([_item_image(it) for it in items]).to(dev)
         occluded, _ = occlude(clean.cpu(), seed=OCCLUSION_SEED + bi)
         occluded = occluded.to(dev)
@@ -231,9 +247,9 @@ def evaluate(
             cond = conditions[occ]
             inp = clean if occ == "none" else occluded
             for mname, (net, fm) in models.items():
-                coeffs, colors = _predict(net, inp)
-                out = renderer(fm, coeffs, colors=colors)
-                img, mask = out["image"].clamp(0, 1), out["mask"]
+                rec = net(inp, render_coarse=False)
+                coeffs = rec.coeffs
+                img, mask = rec.image.clamp(0, 1), rec.mask
                 comp = _composite(img, mask, clean)
                 vals = {
                     "psnr": metrics.psnr(img, clean, mask),
@@ -245,7 +261,7 @@ def evaluate(
                     vals[f"id_{ename}"] = metrics.id_similarity(comp, clean, enc)
                 if gt is not None:
                     fmask = fm.face_mask.to(dev)
-                    vals["color_error"] = (out["colors"][:, fmask].clamp(0, 1) - gt["colors"][:, fmask]).abs().mean(dim=(1, 2))
+                    vals["color_error"] = (rec.fine_colors[:, fmask].clamp(0, 1) - gt["colors"][:, fmask]).abs().mean(dim=(1, 2))
                     parts = fm.split_coeffs(coeffs)
                     verts = fm.shape(parts["id"], parts["exp"])
                     err = procrustes_error(verts[:, fmask], gt["vertices"][:, fmask])
@@ -260,10 +276,13 @@ def evaluate(
                         lst.extend(comp[: num_samples - len(lst)].cpu())
                 bar.update(len(idx))
     bar.close()
+    if used == 0:
+        raise ValueError(f"--data {data}: no usable images ({skipped} skipped: unreadable or no face)")
     report = {
         "dataset": dataset_name,
         "data": data,
-        "n": count,
+        "n": used,
+        "skipped": skipped,
         "seed": seed,
         "occlusion_seed": OCCLUSION_SEED,
         "reference": "clean image",

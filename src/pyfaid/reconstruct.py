@@ -181,26 +181,32 @@ def load_model(checkpoint: Union[str, os.PathLike], device="cpu"):
     """Build a FAID model from a checkpoint written by ``python -m pyfaid.train``.
 
     Args:
-        checkpoint: path of a ``.pt`` dict with ``model`` (state dict), ``step`` and the resolved
-            ``config``.
+        checkpoint: path of a ``.pt`` dict with ``model`` (trainable state dict), ``step`` and the
+            resolved ``config``.
         device: where to put the model.
 
     Returns:
         ``(model, face_model)``: the FAID model in eval mode and its MorphableModel.
+
+    Raises:
+        FileNotFoundError: no such checkpoint. ValueError: not a pyfaid training checkpoint.
     """
-    from pyfaid import models as _models
+    from pyfaid.config import from_dict
+    from pyfaid.models import build_faid
 
     path = str(checkpoint)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path}: no such file ({NO_CHECKPOINT_MESSAGE})")
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or "model" not in ckpt:
-        raise ValueError(f"checkpoint {path}: not a pyfaid training checkpoint (no 'model' entry)")
-    model = _models.FAID.from_checkpoint(ckpt) if hasattr(_models.FAID, "from_checkpoint") else None
-    if model is None:
-        model = _models.FAID.from_config(ckpt.get("config"))
-        model.load_state_dict(ckpt["model"])
-    model = model.to(device).eval()
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - report which file is broken
+        raise ValueError(f"checkpoint {path}: cannot be read by torch.load ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"checkpoint {path}: not a pyfaid training checkpoint (needs 'model' and 'config')")
+    cfg = from_dict(ckpt["config"], source=path)
+    model = build_faid(cfg, device=_resolve_device(device))
+    model.load_trainable_state_dict(ckpt["model"])
+    model.eval()
     return model, model.face_model
 
 
@@ -226,18 +232,10 @@ def _renderer(device):
 
 
 def _predict(model, crops: torch.Tensor):
-    """FAID forward -> (coeffs [B, 257], fine colours [B, V, 3] or None)."""
+    """FAID forward -> (coeffs [B, 257], fine albedo [B, V, 3])."""
     with torch.no_grad():
-        out = model(crops)
-    if isinstance(out, torch.Tensor):
-        return out, None
-    coeffs = out["coeffs"]
-    colors = None
-    for key in ("colors_fine", "fine_colors", "tex_fine", "colors"):
-        if key in out and out[key] is not None:
-            colors = out[key]
-            break
-    return coeffs, colors
+        out = model(crops, render_coarse=False)
+    return out.coeffs, out.fine_colors
 
 
 # ----------------------------------------------------------------------------------------------
@@ -590,22 +588,30 @@ def fit(
 
 
 def _align(images: List[np.ndarray], device):
-    """Detect and align faces -> list of (crop [3,224,224], lm5 [5,2] or None, transform) / None."""
+    """Detect and align faces.
+
+    Returns:
+        per image either ``(crop [3, 224, 224], landmarks5 in crop pixels [5, 2], transform)``
+        or the error message (str) when no face was found.
+    """
     from pyfaid.encoders import align_faces
 
-    crops, transforms, lms = align_faces(images)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # failures are reported per image by the caller
+        res = align_faces(images)
+    crops, transforms, lms = res
+    errors = getattr(res, "errors", [None] * len(images))
     out = []
     for i in range(len(images)):
-        lm = None if lms is None else lms[i]
-        tr = None if transforms is None else transforms[i]
-        failed = tr is None or (lm is not None and not torch.isfinite(torch.as_tensor(lm)).all())
-        if failed:
-            out.append(None)
+        m = transforms[i]
+        if errors[i] is not None or m is None:
+            out.append(errors[i] or "no face found")
             continue
-        crop = crops[i].to(device).float()
-        if lm is not None:
-            lm = torch.as_tensor(lm, dtype=torch.float32, device=device)
-        out.append((crop, lm, tr))
+        m = np.asarray(m, np.float64)
+        lm = np.asarray(lms[i], np.float64) @ m[:, :2].T + m[:, 2]  # image -> crop pixels
+        out.append((crops[i].to(device).float(), torch.as_tensor(lm, dtype=torch.float32, device=device), m))
     return out
 
 
@@ -652,7 +658,7 @@ def reconstruct(
         net, face_model = load_model(checkpoint, dev)
     else:
         net, face_model = None, _default_face_model(dev)
-    renderer = _renderer(dev)
+    renderer = net.renderer if net is not None else _renderer(dev)
     images, names = [], []
     for it in items:
         if isinstance(it, (str, os.PathLike)):
@@ -663,8 +669,8 @@ def reconstruct(
             names.append("array")
     aligned = _align(images, dev)
     for a, name in zip(aligned, names):
-        if a is None:
-            raise FaceNotFoundError(f"{name}: no face detected")
+        if isinstance(a, str):
+            raise FaceNotFoundError(f"{name}: no face detected ({a})")
     crops = torch.stack([a[0] for a in aligned])
     lms = [a[1] for a in aligned]
     if net is not None:
