@@ -200,7 +200,7 @@ def evaluate(
     from tqdm import tqdm
 
     from pyfaid import metrics
-    from pyfaid.reconstruct import _resolve_device, load_model
+    from pyfaid.reconstruct import _predict, _renderer, _resolve_device, load_model
 
     if not checkpoints:
         raise ValueError("evaluate needs at least one checkpoint")
@@ -212,6 +212,7 @@ def evaluate(
             raise ValueError(f"occlusion {occ!r}: expected none or synthetic")
     kind, root = _parse_data(data)
     dev = _resolve_device(device)
+    renderer = _renderer(dev)  # 224x224 Deep3DFaceRecon camera: the frame of the aligned crops
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
     models = {name: load_model(path, dev) for name, path in checkpoints.items()}
     face_model = next(iter(models.values()))[1]
@@ -247,9 +248,9 @@ def evaluate(
             cond = conditions[occ]
             inp = clean if occ == "none" else occluded
             for mname, (net, fm) in models.items():
-                rec = net(inp, render_coarse=False)
-                coeffs = rec.coeffs
-                img, mask = rec.image.clamp(0, 1), rec.mask
+                coeffs, colors = _predict(net, inp)
+                out = renderer(fm, coeffs, colors=colors)
+                img, mask = out["image"].clamp(0, 1), out["mask"]
                 comp = _composite(img, mask, clean)
                 vals = {
                     "psnr": metrics.psnr(img, clean, mask),
@@ -261,7 +262,7 @@ def evaluate(
                     vals[f"id_{ename}"] = metrics.id_similarity(comp, clean, enc)
                 if gt is not None:
                     fmask = fm.face_mask.to(dev)
-                    vals["color_error"] = (rec.fine_colors[:, fmask].clamp(0, 1) - gt["colors"][:, fmask]).abs().mean(dim=(1, 2))
+                    vals["color_error"] = (out["colors"][:, fmask].clamp(0, 1) - gt["colors"][:, fmask]).abs().mean(dim=(1, 2))
                     parts = fm.split_coeffs(coeffs)
                     verts = fm.shape(parts["id"], parts["exp"])
                     err = procrustes_error(verts[:, fmask], gt["vertices"][:, fmask])

@@ -232,9 +232,17 @@ def _renderer(device):
 
 
 def _predict(model, crops: torch.Tensor):
-    """FAID forward -> (coeffs [B, 257], fine albedo [B, V, 3])."""
+    """FAID forward on 224 crops -> (coeffs [B, 257], fine albedo [B, V, 3]).
+
+    The crops are resized to the model's render size first (its camera is Deep3DFaceRecon's
+    scaled to that size, so the coefficients mean the same at every resolution).
+    """
+    size = int(getattr(model.renderer, "image_size", crops.shape[-1]))
+    x = crops
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     with torch.no_grad():
-        out = model(crops, render_coarse=False)
+        out = model(x, render_coarse=False)
     return out.coeffs, out.fine_colors
 
 
@@ -658,7 +666,7 @@ def reconstruct(
         net, face_model = load_model(checkpoint, dev)
     else:
         net, face_model = None, _default_face_model(dev)
-    renderer = net.renderer if net is not None else _renderer(dev)
+    renderer = _renderer(dev)
     images, names = [], []
     for it in items:
         if isinstance(it, (str, os.PathLike)):

@@ -1,0 +1,168 @@
+"""pyfaid.reconstruct: export round-trips, test-time fitting, CLI error handling."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from pyfaid import reconstruct as R
+
+
+def _tiny_reconstruction():
+    import trimesh
+
+    mesh = trimesh.creation.icosphere(subdivisions=1)
+    v = torch.tensor(mesh.vertices, dtype=torch.float32)
+    f = torch.tensor(mesh.faces, dtype=torch.int64)
+    g = torch.Generator().manual_seed(0)
+    albedo = torch.rand(v.shape[0], 3, generator=g)
+    shaded = torch.rand(v.shape[0], 3, generator=g)
+    return R.Reconstruction(input=torch.zeros(3, 224, 224), coeffs=torch.zeros(257), vertices=v,
+                            faces=f, albedo=albedo, shaded=shaded)
+
+
+@pytest.mark.parametrize("fmt", ["obj", "ply"])
+@pytest.mark.parametrize("colors", ["albedo", "shaded"])
+def test_mesh_roundtrip(tmp_path, fmt, colors):
+    import trimesh
+
+    rec = _tiny_reconstruction()
+    path = tmp_path / f"face.{fmt}"
+    getattr(rec, f"save_{fmt}")(path, colors=colors)
+    back = trimesh.load(str(path), process=False, force="mesh")
+    assert back.vertices.shape == tuple(rec.vertices.shape)
+    np.testing.assert_allclose(back.vertices, rec.vertices.numpy(), atol=1e-5)
+    np.testing.assert_array_equal(back.faces, rec.faces.numpy())
+    want = (getattr(rec, colors).numpy() * 255 + 0.5).astype(np.uint8)
+    got = np.asarray(back.visual.vertex_colors)[:, :3]
+    np.testing.assert_allclose(got.astype(int), want.astype(int), atol=1)
+
+
+def test_npz(tmp_path):
+    rec = _tiny_reconstruction()
+    rec.coeffs[254:257] = torch.tensor([1.0, 2.0, 3.0])
+    rec.save_npz(tmp_path / "c.npz")
+    z = np.load(tmp_path / "c.npz")
+    assert z["coeffs"].shape == (257,)
+    np.testing.assert_allclose(z["coeff_trans"], [1, 2, 3])
+    assert z["vertices"].shape == tuple(rec.vertices.shape)
+
+
+def test_no_checkpoint_no_fit(tmp_path, capsys):
+    with pytest.raises(R.NoCheckpointError, match="pyfaid.train") as exc:
+        R.reconstruct(str(tmp_path / "x.png"))
+    assert "--fit" in str(exc.value)
+    code = R.main([str(tmp_path / "x.png"), "--out", str(tmp_path / "out")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "python -m pyfaid.train" in err and "--fit" in err
+
+
+def test_unreadable_image(tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    with pytest.raises(R.ImageReadError, match="bad.png"):
+        R.load_image(bad)
+    with pytest.raises(R.ImageReadError, match="no such file"):
+        R.load_image(tmp_path / "missing.png")
+
+
+# -------------------------------------------------------------------------- needs the full stack
+
+def _stack():
+    try:
+        from pyfaid import facemodel  # noqa: F401
+        from pyfaid.render import Renderer  # noqa: F401
+        from pyfaid.encoders import align_faces  # noqa: F401
+
+        R._default_face_model("cpu")
+    except (ImportError, AttributeError, RuntimeError, OSError) as exc:
+        pytest.skip(f"face model / renderer / encoders not available in this checkout: {exc}")
+
+
+def _synthetic_target(fm, renderer):
+    """A rendered face with known pose, shape, texture and light, plus its 5 landmarks."""
+    g = torch.Generator().manual_seed(5)
+    c = torch.zeros(1, 257)
+    c[0, 0:fm.n_id] = 0.8 * torch.randn(fm.n_id, generator=g)
+    c[0, 144:144 + fm.n_tex] = 0.8 * torch.randn(fm.n_tex, generator=g)
+    c[0, 224:227] = torch.tensor([0.08, -0.15, 0.04])
+    c[0, 227] = 0.3
+    c[0, 228:230] = torch.tensor([0.1, -0.1])
+    c[0, 254:257] = torch.tensor([0.05, -0.04, 0.2])
+    with torch.no_grad():
+        out = renderer(fm, c)
+    bg = torch.full((1, 3, 224, 224), 0.35)
+    img = out["mask"] * out["image"].clamp(0, 1) + (1 - out["mask"]) * bg
+    return img, R._landmarks5(out["landmarks"])
+
+
+def test_fit_improves_masked_psnr():
+    _stack()
+    from pyfaid import metrics
+
+    fm = R._default_face_model("cpu")
+    renderer = R._renderer("cpu")
+    target, lm5 = _synthetic_target(fm, renderer)
+
+    def score(c, col):
+        with torch.no_grad():
+            out = renderer(fm, c, colors=col)
+        return metrics.psnr(out["image"].clamp(0, 1), target, out["mask"]).item()
+
+    c0 = torch.zeros(1, 257)
+    before = score(c0, None)
+    c, col, hist = R.fit(fm, renderer, target, c0, None, lm5, steps=40)
+    after = score(c, col)
+    assert len(hist) == 40 and all(np.isfinite(h["loss"]) for h in hist)
+    assert hist[-1]["landmark"] < hist[0]["landmark"]
+    assert after > before + 3.0, (before, after)
+
+
+def _write_png(path, rgb):
+    import cv2
+
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def test_cli_bad_inputs_do_not_stop_the_others(tmp_path, capsys):
+    _stack()
+    from skimage import data
+
+    src = tmp_path / "in"
+    src.mkdir()
+    _write_png(src / "a_face.png", data.astronaut())
+    _write_png(src / "b_noface.png", np.full((200, 200, 3), 128, np.uint8))
+    (src / "c_broken.jpg").write_bytes(b"\x00garbage")
+    out = tmp_path / "out"
+    code = R.main([str(src), "--out", str(out), "--fit", "3", "--no-id-loss"])
+    captured = capsys.readouterr()
+    assert code == 1
+    for ext in ("obj", "ply", "npz", "png"):
+        assert (out / f"a_face.{ext}").is_file(), ext
+    assert not (out / "b_noface.obj").exists()
+    assert "b_noface.png" in captured.err and "no face" in captured.err
+    assert "c_broken.jpg" in captured.err and "not a readable image" in captured.err
+    assert "reconstructed 1/3" in captured.out
+    import cv2
+
+    strip = cv2.imread(str(out / "a_face.png"))
+    assert strip.shape == (224, 6 * 224, 3)
+    # python API: a face-less image raises a clear error naming it
+    with pytest.raises(R.FaceNotFoundError, match="b_noface.png"):
+        R.reconstruct(str(src / "b_noface.png"), fit_steps=1)
+
+
+def test_reconstruction_render_and_pose():
+    _stack()
+    from skimage import data
+
+    rec = R.reconstruct(data.astronaut(), fit_steps=2, id_loss=False)
+    assert rec.input.shape == (3, 224, 224) and 0 <= rec.input.min() and rec.input.max() <= 1
+    V = rec.face_model.num_vertices
+    assert rec.vertices.shape == (V, 3) and rec.albedo.shape == (V, 3) and rec.shaded.shape == (V, 3)
+    out = rec.render()
+    assert out["image"].shape == (1, 3, 224, 224) and out["mask"].sum() > 1000
+    side = rec.render(pose=(0.0, 0.7, 0.0))
+    assert not torch.allclose(side["mask"], out["mask"])
