@@ -1,0 +1,3 @@
+"""Differentiable rendering: rasterize, interpolate, vertex_normals, sh_shading, Renderer."""
+
+from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
