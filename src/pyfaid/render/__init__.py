@@ -1,0 +1,10 @@
+from pyfaid.render.camera import (  # noqa: F401
+    apply_pose,
+    clip_space,
+    euler_rotation,
+    project,
+    random_angles,
+    to_camera,
+    to_pixels,
+)
+from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401
