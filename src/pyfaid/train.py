@@ -318,8 +318,20 @@ def _ddp_ignore(objective) -> list:
 
 
 def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] = None,
-          device: Optional[str] = None, resume: bool = False, progress: bool = True) -> dict:
-    """Run training; returns a summary dict (steps, images/s, final losses, evaluation)."""
+          device: Optional[str] = None, resume: bool = False, progress: bool = True,
+          build_model=None, dataset=None, return_model: bool = False):
+    """Run training.
+
+    Args:
+        cfg: resolved configuration (replaced by the checkpoint's own when resuming).
+        out_dir, max_steps, device, resume: as the command-line flags.
+        build_model: optional ``f(cfg, device) -> FAID`` replacing :func:`build_faid`.
+        dataset: optional dataset (items with ``image`` and ``mask``) replacing ``cfg.data``.
+        return_model: also return the trained model.
+
+    Returns:
+        summary dict (steps, images/s, last loss terms, evaluation), or ``(summary, model)``.
+    """
     from tqdm import tqdm
 
     from pyfaid.models.faid import FAIDObjective, build_faid
@@ -353,7 +365,7 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
     np.random.seed(seed + d.rank)
     torch.manual_seed(seed)  # identical initial weights on every rank
 
-    faid = build_faid(cfg, dev)
+    faid = (build_model or build_faid)(cfg, dev)
     faid.train()
     objective = FAIDObjective(faid, cfg.loss)
     params = [p for p in faid.parameters() if p.requires_grad]
@@ -381,7 +393,8 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
         model = DDP(objective, device_ids=[dev.index] if dev.type == "cuda" else None,
                     find_unused_parameters=False)
 
-    dataset = build_dataset(cfg, out_dir)
+    if dataset is None:
+        dataset = build_dataset(cfg, out_dir)
     if len(dataset) == 0:
         raise ValueError(f"dataset {cfg.data.dataset!r} is empty")
     B = cfg.train.batch_size
@@ -485,7 +498,7 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
     if writer is not None:
         writer.close()
     d.barrier()
-    return summary
+    return (summary, faid) if return_model else summary
 
 
 def main(argv=None) -> int:

@@ -125,11 +125,15 @@ class ImageFolderFaces(Dataset):
         if self.align:
             from pyfaid.encoders import align_faces
 
-            crops, transforms, _ = align_faces(x[None])
-            crop = crops[0]
-            if not torch.isfinite(crop).all():
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                res = align_faces([img])
+            valid = getattr(res, "valid", None)
+            if (valid is not None and not bool(valid[0])) or res[1][0] is None:
                 return self._skip(path, "no face found")
-            x, transform = crop, transforms[0] if transforms is not None else None
+            x, transform = res[0][0], res[1][0]
         if cp is not None:
             import cv2
 

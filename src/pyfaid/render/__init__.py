@@ -1,3 +1,14 @@
 """Differentiable rendering: rasterize, interpolate, vertex_normals, sh_shading, Renderer."""
 
 from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
+from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
+from pyfaid.render.camera import (  # noqa: F401
+    apply_pose,
+    clip_space,
+    euler_rotation,
+    project,
+    random_angles,
+    to_camera,
+    to_pixels,
+)
+from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401

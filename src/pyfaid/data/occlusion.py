@@ -1,0 +1,490 @@
+"""Synthetic occluders for aligned face images.
+
+``occlude`` pastes random occluders onto a batch of aligned face images (faces centred, as in the
+224x224 crops the models use): sunglasses (two dark lenses with a bridge, or a band across the
+eyes), hands (skin-coloured palms with finger-like protrusions), hair (many thin curved strands
+across the forehead and eyes), textured patches (noise, stripes, checker, photo-like gradients)
+and pixel-noise regions. It is used for the occluded-CelebA protocol and for the model's ``I_occ``
+self-augmentation.
+
+Shapes are drawn with OpenCV on per-image numpy canvases. Every image draws its own random
+numbers from ``numpy.random.default_rng((seed, index))``, so a fixed seed gives the same occluders
+for image ``index`` whatever the batch it sits in.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+__all__ = ["occlude", "OCCLUDER_KINDS"]
+
+#: Every occluder kind ``occlude`` can draw.
+OCCLUDER_KINDS = ("sunglasses", "hand", "hair", "patch", "noise")
+
+# Relative frequency of each kind when ``kinds`` is not given.
+_KIND_WEIGHTS = {"sunglasses": 1.0, "hand": 1.0, "hair": 0.8, "patch": 1.0, "noise": 0.6}
+
+# Skin tones (RGB in [0, 1]) from very light to very dark; hands pick one and jitter it.
+_SKIN_TONES = np.array(
+    [
+        [0.96, 0.80, 0.69], [0.91, 0.72, 0.60], [0.85, 0.64, 0.50], [0.78, 0.56, 0.42],
+        [0.66, 0.46, 0.33], [0.55, 0.37, 0.26], [0.43, 0.28, 0.19], [0.30, 0.20, 0.14],
+    ],
+    dtype=np.float32,
+)
+# Hair colours (RGB): black, dark brown, brown, auburn, blonde, grey.
+_HAIR_COLOURS = np.array(
+    [
+        [0.04, 0.03, 0.03], [0.15, 0.09, 0.05], [0.30, 0.19, 0.10], [0.45, 0.20, 0.08],
+        [0.75, 0.62, 0.38], [0.55, 0.55, 0.55],
+    ],
+    dtype=np.float32,
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# Small drawing helpers. Every occluder returns (colour [H, W, 3] float32, alpha [H, W] float32).
+# ----------------------------------------------------------------------------------------------
+
+
+def _pt(x: float, y: float) -> tuple[int, int]:
+    """Float point to OpenCV's fixed-point integer coordinates (4 fractional bits)."""
+    return int(round(x * 16)), int(round(y * 16))
+
+
+_SHIFT = 4  # fractional bits used with _pt
+
+
+def _face_anchor(rng: np.random.Generator, size: int) -> tuple[float, float]:
+    """A point near the centre of an aligned face (Gaussian around the image centre)."""
+    x = rng.normal(0.5, 0.08) * size
+    y = rng.normal(0.5, 0.09) * size
+    return float(np.clip(x, 0.15 * size, 0.85 * size)), float(np.clip(y, 0.15 * size, 0.85 * size))
+
+
+def _eye_line(rng: np.random.Generator, size: int) -> tuple[float, float]:
+    """Centre of the eye region of an aligned face, with jitter."""
+    return rng.normal(0.5, 0.03) * size, rng.uniform(0.36, 0.48) * size
+
+
+def _rotate(points: np.ndarray, centre: tuple[float, float], angle: float) -> np.ndarray:
+    """Rotate ``points [N, 2]`` about ``centre`` by ``angle`` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    p = points - np.asarray(centre)
+    return np.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]], 1) + np.asarray(centre)
+
+
+def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    return xs, ys
+
+
+def _smooth_noise(rng: np.random.Generator, size: int, scale: float, channels: int = 1) -> np.ndarray:
+    """Zero-mean, unit-ish noise with features about ``scale`` pixels big, [H, W, C] float32."""
+    small = max(2, int(round(size / max(scale, 1.0))))
+    noise = rng.standard_normal((small, small, channels)).astype(np.float32)
+    out = cv2.resize(noise, (size, size), interpolation=cv2.INTER_CUBIC)
+    if out.ndim == 2:
+        out = out[..., None]
+    return out / max(float(out.std()), 1e-6)
+
+
+def _random_colour(rng: np.random.Generator) -> np.ndarray:
+    return rng.uniform(0.0, 1.0, 3).astype(np.float32)
+
+
+def _texture(rng: np.random.Generator, size: int, kind: str | None = None) -> np.ndarray:
+    """A random texture filling the whole canvas, [H, W, 3] float32 in [0, 1]."""
+    kind = kind or rng.choice(["noise", "stripes", "checker", "gradient"])
+    xs, ys = _coords(size)
+    if kind == "noise":
+        scale = rng.uniform(1.0, 12.0)
+        n = _smooth_noise(rng, size, scale, 3)
+        base = _random_colour(rng)
+        tex = base + rng.uniform(0.1, 0.35) * n
+    elif kind == "stripes":
+        theta = rng.uniform(0, np.pi)
+        period = rng.uniform(4.0, 24.0) * size / 224.0
+        t = (np.cos(theta) * xs + np.sin(theta) * ys) * (2 * np.pi / period)
+        w = (0.5 + 0.5 * np.sin(t))[..., None]
+        if rng.random() < 0.6:  # hard-edged stripes
+            w = (w > 0.5).astype(np.float32)
+        c0, c1 = _random_colour(rng), _random_colour(rng)
+        tex = c0 * w + c1 * (1 - w)
+    elif kind == "checker":
+        cell = rng.uniform(5.0, 28.0) * size / 224.0
+        theta = rng.uniform(0, np.pi / 2)
+        u = np.cos(theta) * xs + np.sin(theta) * ys
+        v = -np.sin(theta) * xs + np.cos(theta) * ys
+        w = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None].astype(np.float32)
+        c0, c1 = _random_colour(rng), _random_colour(rng)
+        tex = c0 * w + c1 * (1 - w)
+    else:  # photo-like: smooth gradient between colours plus low-frequency blotches
+        theta = rng.uniform(0, 2 * np.pi)
+        t = (np.cos(theta) * (xs - size / 2) + np.sin(theta) * (ys - size / 2)) / size + 0.5
+        t = np.clip(t, 0, 1)[..., None]
+        c0, c1 = _random_colour(rng), _random_colour(rng)
+        tex = c0 * (1 - t) + c1 * t
+        tex = tex + 0.12 * _smooth_noise(rng, size, rng.uniform(20, 60), 3)
+        tex = tex + 0.04 * _smooth_noise(rng, size, 2.0, 3)
+    return np.clip(tex, 0.0, 1.0).astype(np.float32)
+
+
+def _shade_linear(rng: np.random.Generator, size: int, strength: float) -> np.ndarray:
+    """A soft linear brightness ramp, [H, W, 1], for making flat shapes look lit."""
+    xs, ys = _coords(size)
+    theta = rng.uniform(0, 2 * np.pi)
+    t = (np.cos(theta) * (xs - size / 2) + np.sin(theta) * (ys - size / 2)) / size
+    return (1.0 + strength * t)[..., None].astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------
+# Occluder kinds
+# ----------------------------------------------------------------------------------------------
+
+
+def _sunglasses(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    s = size / 224.0
+    cx, cy = _eye_line(rng, size)
+    angle = rng.normal(0.0, 0.08)
+    mask = np.zeros((size, size), np.uint8)
+    frame_colour = np.clip(rng.uniform(0.0, 0.25) + rng.normal(0, 0.05, 3), 0, 1).astype(np.float32)
+    lens_colour = np.clip(rng.uniform(0.01, 0.12) + rng.normal(0, 0.04, 3), 0, 1).astype(np.float32)
+    if rng.random() < 0.7:
+        # Two lenses, a bridge and the temple arms.
+        half_gap = rng.uniform(25, 33) * s  # eye centre to image centre
+        rx, ry = rng.uniform(18, 25) * s, rng.uniform(12, 18) * s
+        centres = _rotate(np.array([[cx - half_gap, cy], [cx + half_gap, cy]]), (cx, cy), angle)
+        deg = np.degrees(angle)
+        round_lenses = rng.random() < 0.5
+        for (x, y) in centres:
+            if round_lenses:
+                cv2.ellipse(mask, _pt(x, y), _pt(rx, ry), deg, 0, 360, 255, -1, cv2.LINE_AA, _SHIFT)
+            else:  # rounded-rectangle lens: a rotated box with an ellipse softening its corners
+                box = np.array([[-rx, -ry * 0.9], [rx, -ry], [rx * 0.85, ry], [-rx * 0.85, ry * 0.9]])
+                pts = _rotate(box + [x, y], (x, y), angle)
+                cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+                cv2.ellipse(mask, _pt(x, y), _pt(rx * 1.02, ry * 1.05), deg, 0, 360, 255, -1,
+                            cv2.LINE_AA, _SHIFT)
+        thick = max(1, int(round(rng.uniform(2, 4) * s)))
+        inner = _rotate(np.array([[cx - half_gap + rx * 0.9, cy - ry * 0.4],
+                                  [cx + half_gap - rx * 0.9, cy - ry * 0.4]]), (cx, cy), angle)
+        cv2.line(mask, _pt(*inner[0]), _pt(*inner[1]), 255, thick, cv2.LINE_AA, _SHIFT)
+        outer = _rotate(np.array([[cx - half_gap - rx, cy - ry * 0.3], [cx - half_gap - rx - 30 * s, cy - ry * 0.1],
+                                  [cx + half_gap + rx, cy - ry * 0.3], [cx + half_gap + rx + 30 * s, cy - ry * 0.1]]),
+                        (cx, cy), angle)
+        cv2.line(mask, _pt(*outer[0]), _pt(*outer[1]), 255, thick, cv2.LINE_AA, _SHIFT)
+        cv2.line(mask, _pt(*outer[2]), _pt(*outer[3]), 255, thick, cv2.LINE_AA, _SHIFT)
+    else:
+        # A band across the eyes (visor / blindfold), possibly textured.
+        half_w = rng.uniform(55, 110) * s
+        half_h = rng.uniform(9, 18) * s
+        box = np.array([[cx - half_w, cy - half_h], [cx + half_w, cy - half_h],
+                        [cx + half_w, cy + half_h], [cx - half_w, cy + half_h]])
+        pts = _rotate(box, (cx, cy), angle)
+        cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+        if rng.random() < 0.4:
+            lens_colour = _random_colour(rng) * rng.uniform(0.2, 1.0)
+    alpha = mask.astype(np.float32) / 255.0
+    # Dark glossy lenses: base colour, a soft vertical ramp and a specular streak.
+    colour = np.broadcast_to(lens_colour, (size, size, 3)).astype(np.float32).copy()
+    colour *= _shade_linear(rng, size, rng.uniform(0.5, 1.5))
+    xs, ys = _coords(size)
+    streak_t = (xs - cx) * np.cos(0.7) + (ys - cy) * np.sin(0.7)
+    streak = np.exp(-((streak_t - rng.normal(0, 20 * s)) ** 2) / (2 * (6 * s) ** 2))
+    colour += rng.uniform(0.05, 0.25) * streak[..., None]
+    colour = 0.8 * colour + 0.2 * frame_colour
+    return np.clip(colour, 0, 1), alpha
+
+
+def _hand(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    s = size / 224.0
+    mask = np.zeros((size, size), np.uint8)
+    # The palm sits on the face or slides in from a side; the fingers point away from the wrist.
+    px, py = _face_anchor(rng, size)
+    py += rng.uniform(0, 20) * s  # hands tend to cover the lower face
+    scale = rng.uniform(0.8, 1.3) * s
+    direction = -np.pi / 2 + rng.normal(0.0, 0.9)  # fingers mostly up: the arm comes from below
+    d = np.array([np.cos(direction), np.sin(direction)])
+    n = np.array([-d[1], d[0]])
+    palm_rx, palm_ry = 30 * scale, 36 * scale  # across, along the hand
+    cv2.ellipse(mask, _pt(px, py), _pt(palm_ry, palm_rx), np.degrees(direction), 0, 360, 255, -1,
+                cv2.LINE_AA, _SHIFT)
+    # Wrist/forearm going back out of the picture.
+    wrist = np.array([px, py]) - d * palm_ry * 0.6
+    far = wrist - d * size
+    cv2.line(mask, _pt(*wrist), _pt(*far), 255, max(1, int(round(40 * scale))), cv2.LINE_AA, _SHIFT)
+    n_fingers = int(rng.integers(3, 5)) + 1  # the last one is the thumb
+    spread = rng.uniform(0.05, 0.25)
+    finger_lines = []
+    for k in range(n_fingers - 1):
+        off = (k - (n_fingers - 2) / 2) * 15 * scale
+        base = np.array([px, py]) + d * palm_ry * 0.6 + n * off
+        ang = direction + (k - (n_fingers - 2) / 2) * spread + rng.normal(0, 0.05)
+        length = rng.uniform(35, 50) * scale * (0.8 if k in (0, n_fingers - 2) else 1.0)
+        tip = base + length * np.array([np.cos(ang), np.sin(ang)])
+        width = int(round(rng.uniform(11, 14) * scale))
+        cv2.line(mask, _pt(*base), _pt(*tip), 255, max(1, width), cv2.LINE_AA, _SHIFT)
+        finger_lines.append((base, tip, width))
+    # Thumb on one side, angled outward.
+    side = rng.choice([-1.0, 1.0])
+    tbase = np.array([px, py]) + n * side * palm_rx * 0.8
+    tang = direction + side * rng.uniform(0.6, 1.1)
+    ttip = tbase + rng.uniform(30, 40) * scale * np.array([np.cos(tang), np.sin(tang)])
+    cv2.line(mask, _pt(*tbase), _pt(*ttip), 255, max(1, int(round(14 * scale))), cv2.LINE_AA, _SHIFT)
+    alpha = mask.astype(np.float32) / 255.0
+    tone = _SKIN_TONES[rng.integers(len(_SKIN_TONES))] * rng.uniform(0.85, 1.1) + rng.normal(0, 0.02, 3)
+    colour = np.broadcast_to(tone.astype(np.float32), (size, size, 3)).copy()
+    colour *= _shade_linear(rng, size, rng.uniform(0.3, 0.9))
+    # Soft self-shadowing towards the outline and dark creases between fingers.
+    inner = cv2.GaussianBlur(alpha, (0, 0), 4 * s)
+    colour *= (0.7 + 0.3 * inner)[..., None]
+    creases = np.zeros((size, size), np.uint8)
+    for base, tip, width in finger_lines:
+        for sgn in (-1, 1):
+            off = n * sgn * width * 0.5
+            cv2.line(creases, _pt(*(base + off)), _pt(*(tip + off)), 255, 1, cv2.LINE_AA, _SHIFT)
+    colour *= (1.0 - 0.35 * creases.astype(np.float32)[..., None] / 255.0)
+    colour += 0.02 * _smooth_noise(rng, size, 3.0, 1)
+    return np.clip(colour, 0, 1), alpha
+
+
+def _hair(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    s = size / 224.0
+    mask = np.zeros((size, size), np.uint8)
+    base_colour = _HAIR_COLOURS[rng.integers(len(_HAIR_COLOURS))]
+    colour = np.zeros((size, size, 3), np.float32)
+    n_strands = int(rng.integers(30, 90))
+    # A lock of hair: strands fan out from a parting above the forehead and fall across it.
+    part_x = rng.normal(0.5, 0.12) * size
+    part_y = rng.uniform(0.05, 0.2) * size
+    fall = rng.choice([-1.0, 1.0])  # which side the lock falls to
+    width = rng.uniform(40, 110) * s
+    drop = rng.uniform(0.3, 0.55) * size  # how far down it reaches (forehead, eyes)
+    for _ in range(n_strands):
+        x0 = part_x + rng.normal(0, width * 0.3)
+        y0 = part_y + rng.normal(0, 6 * s)
+        x3 = x0 + fall * rng.uniform(0.2, 1.0) * width
+        y3 = y0 + drop * rng.uniform(0.6, 1.1)
+        x1, y1 = x0 + fall * rng.uniform(0, 0.6) * width, y0 + rng.uniform(0, 0.3) * drop
+        x2, y2 = x3 + rng.normal(0, 10 * s), y3 - rng.uniform(0.2, 0.5) * drop
+        t = np.linspace(0, 1, 24)[:, None]
+        curve = ((1 - t) ** 3) * [x0, y0] + 3 * ((1 - t) ** 2) * t * [x1, y1] \
+            + 3 * (1 - t) * t ** 2 * [x2, y2] + t ** 3 * [x3, y3]
+        thick = 1 if rng.random() < 0.7 else 2
+        thick = max(1, int(round(thick * s)))
+        cv2.polylines(mask, [np.round(curve * 16).astype(np.int32)], False, 255, thick, cv2.LINE_AA, _SHIFT)
+        strand_colour = np.clip(base_colour * rng.uniform(0.6, 1.4) + rng.normal(0, 0.02, 3), 0, 1)
+        cv2.polylines(colour, [np.round(curve * 16).astype(np.int32)], False,
+                      tuple(float(c) for c in strand_colour), thick, cv2.LINE_AA, _SHIFT)
+    alpha = mask.astype(np.float32) / 255.0
+    colour = colour / np.maximum(alpha[..., None], 1e-3)  # undo anti-aliasing premultiplication
+    return np.clip(colour, 0, 1), alpha
+
+
+def _random_region(rng: np.random.Generator, size: int, lo: float, hi: float) -> np.ndarray:
+    """A filled random shape (rotated rectangle, ellipse or polygon) near the face, [H, W] in [0, 1]."""
+    s = size / 224.0
+    mask = np.zeros((size, size), np.uint8)
+    cx, cy = _face_anchor(rng, size)
+    rx, ry = rng.uniform(lo, hi, 2) * s
+    angle = rng.uniform(0, np.pi)
+    shape = rng.choice(["rect", "ellipse", "poly"])
+    if shape == "rect":
+        box = np.array([[-rx, -ry], [rx, -ry], [rx, ry], [-rx, ry]]) + [cx, cy]
+        pts = _rotate(box, (cx, cy), angle)
+        cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+    elif shape == "ellipse":
+        cv2.ellipse(mask, _pt(cx, cy), _pt(rx, ry), np.degrees(angle), 0, 360, 255, -1, cv2.LINE_AA, _SHIFT)
+    else:
+        k = int(rng.integers(5, 9))
+        th = np.sort(rng.uniform(0, 2 * np.pi, k))
+        r = rng.uniform(0.6, 1.0, k)
+        pts = np.stack([cx + rx * r * np.cos(th), cy + ry * r * np.sin(th)], 1)
+        cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, _SHIFT)
+    return mask.astype(np.float32) / 255.0
+
+
+def _patch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    alpha = _random_region(rng, size, 18, 55)
+    return _texture(rng, size), alpha
+
+
+def _noise(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    size = image.shape[0]
+    alpha = _random_region(rng, size, 15, 45)
+    mode = rng.choice(["uniform", "gaussian", "salt_pepper"])
+    if mode == "uniform":
+        colour = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
+    elif mode == "gaussian":
+        sigma = rng.uniform(0.25, 0.5)
+        colour = image + sigma * rng.standard_normal((size, size, 3)).astype(np.float32)
+    else:
+        u = rng.uniform(0, 1, (size, size, 1)).astype(np.float32)
+        colour = np.where(u < 0.5, 0.0, 1.0).astype(np.float32).repeat(3, 2)
+    alpha = (alpha > 0.5).astype(np.float32)  # noise regions are hard-edged
+    return np.clip(colour, 0, 1), alpha
+
+
+_DRAW: dict[str, Callable[[np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+    "sunglasses": _sunglasses,
+    "hand": _hand,
+    "hair": _hair,
+    "patch": _patch,
+    "noise": _noise,
+}
+
+
+def _occlude_one(
+    image: np.ndarray,
+    rng: np.random.Generator,
+    kinds: Sequence[str],
+    max_occluders: int,
+    coverage: tuple[float, float],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """Draw the occluders of one [H, W, 3] float32 image.
+
+    Returns ``(transmittance [H, W], premultiplied colour [H, W, 3], mask [H, W], kinds drawn)``:
+    the occluded image is ``image * transmittance + colour``.
+    """
+    size = image.shape[0]
+    weights = np.array([_KIND_WEIGHTS.get(k, 1.0) for k in kinds])
+    weights = weights / weights.sum()
+    n_target = int(rng.integers(1, max_occluders + 1))
+    out = image.copy()
+    trans = np.ones((size, size), np.float32)  # product of (1 - alpha)
+    layer = np.zeros((size, size, 3), np.float32)  # premultiplied occluder colour
+    covered = np.zeros((size, size), np.float32)  # union of occluder alphas
+    drawn: list[str] = []
+    lo, hi = coverage
+    attempts = 0
+    while attempts < 4 * max_occluders + 4:
+        attempts += 1
+        kind = kinds[int(rng.choice(len(kinds), p=weights))]
+        colour, alpha = _DRAW[kind](rng, out)
+        new_cov = np.maximum(covered, alpha)
+        frac = float((new_cov > 0.5).mean())
+        if frac > hi and drawn:
+            continue  # too much: skip this one and try another
+        if frac > hi:  # the first occluder alone is too big: shrink it towards its centre
+            alpha = _shrink_to(alpha, hi)
+            new_cov = np.maximum(covered, alpha)
+            frac = float((new_cov > 0.5).mean())
+        a = alpha[..., None]
+        out = out * (1 - a) + colour * a
+        layer = layer * (1 - a) + colour * a
+        trans = trans * (1 - alpha)
+        covered = new_cov
+        drawn.append(kind)
+        if len(drawn) >= n_target and frac >= lo:
+            break
+        if len(drawn) >= max_occluders:
+            break
+    return trans, layer, (covered > 0.5).astype(np.float32), drawn
+
+
+def _shrink_to(alpha: np.ndarray, frac: float) -> np.ndarray:
+    """Erode an alpha mask until at most ``frac`` of the image is covered (keeps its shape)."""
+    kernel = np.ones((3, 3), np.uint8)
+    a = alpha
+    for _ in range(64):
+        if float((a > 0.5).mean()) <= frac:
+            break
+        a = cv2.erode(a, kernel, iterations=2)
+    return a
+
+
+def _per_image_seeds(
+    batch: int, seed: int | None, generator: torch.Generator | None, indices: Sequence[int] | None
+) -> list[np.random.Generator]:
+    if indices is None:
+        indices = range(batch)
+    indices = [int(i) for i in indices]
+    if len(indices) != batch:
+        raise ValueError(f"occlude: `indices` has {len(indices)} entries for a batch of {batch} images")
+    if seed is None:
+        # Draw a base seed from the given (or the global) torch generator.
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    elif generator is not None:
+        raise ValueError("occlude: pass either `seed` or `generator`, not both")
+    if seed < 0:
+        raise ValueError(f"occlude: `seed` must be non-negative, got {seed}")
+    return [np.random.default_rng((int(seed), i)) for i in indices]
+
+
+def occlude(
+    images: torch.Tensor,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    kinds: Sequence[str] | None = None,
+    max_occluders: int = 3,
+    coverage: tuple[float, float] = (0.04, 0.3),
+    indices: Sequence[int] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Paste random occluders onto aligned face images.
+
+    Occluders favour the central face region (aligned faces are centred): sunglasses sit on the
+    eye line, hair falls from above the forehead, hands, patches and noise regions are placed
+    around the image centre.
+
+    Args:
+        images: ``[B, 3, H, W]`` RGB in [0, 1] (float, any device). ``H == W`` is required.
+        seed: base seed. Image ``b`` uses ``numpy.random.default_rng((seed, indices[b]))``, so the
+            result for one image does not depend on the rest of the batch.
+        generator: a ``torch.Generator`` to draw the base seed from when ``seed`` is None (the
+            global torch RNG is used when both are None).
+        kinds: subset of ``OCCLUDER_KINDS`` to draw from (default: all).
+        max_occluders: at most this many occluders per image (at least one is drawn).
+        coverage: ``(lo, hi)`` fraction of the image area the occluders should cover together;
+            more occluders are added (up to ``max_occluders``) until ``lo`` is reached and ones
+            that would exceed ``hi`` are skipped (a single too-large first one is shrunk).
+        indices: per-image ids used for seeding (default ``range(B)``); datasets pass their item
+            indices here.
+
+    Returns:
+        ``(occluded [B, 3, H, W], occluder_mask [B, 1, H, W])``, same dtype and device as
+        ``images``; the mask is 1.0 where an occluder covers the pixel and 0.0 elsewhere. The
+        occluded image is differentiable w.r.t. ``images`` (occluder pixels get zero gradient).
+    """
+    if not isinstance(images, torch.Tensor) or images.dim() != 4 or images.shape[1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise ValueError(f"occlude: `images` must be a [B, 3, H, W] tensor, got {shape}")
+    if not images.is_floating_point():
+        raise ValueError(f"occlude: `images` must be float in [0, 1], got {images.dtype}")
+    if images.shape[2] != images.shape[3]:
+        raise ValueError(f"occlude: `images` must be square, got {images.shape[2]}x{images.shape[3]}")
+    kinds = tuple(OCCLUDER_KINDS if kinds is None else kinds)
+    unknown = [k for k in kinds if k not in _DRAW]
+    if unknown or not kinds:
+        raise ValueError(f"occlude: unknown or empty `kinds` {unknown or kinds}; choose from {OCCLUDER_KINDS}")
+    if max_occluders < 1:
+        raise ValueError(f"occlude: `max_occluders` must be >= 1, got {max_occluders}")
+    lo, hi = float(coverage[0]), float(coverage[1])
+    if not (0.0 <= lo <= hi <= 1.0) or hi <= 0.0:
+        raise ValueError(f"occlude: `coverage` must satisfy 0 <= lo <= hi <= 1, hi > 0; got {coverage}")
+
+    batch = images.shape[0]
+    rngs = _per_image_seeds(batch, seed, generator, indices)
+    np_images = images.detach().to("cpu", torch.float32).clamp(0, 1).permute(0, 2, 3, 1).numpy()
+    trans, layers, masks = [], [], []
+    for b in range(batch):
+        img = np.ascontiguousarray(np_images[b])
+        t, layer, mask, _ = _occlude_one(img, rngs[b], kinds, max_occluders, (lo, hi))
+        trans.append(t)
+        layers.append(layer)
+        masks.append(mask)
+    dev, dt = images.device, images.dtype
+    trans_t = torch.from_numpy(np.stack(trans))[:, None].to(dev, dt)  # [B, 1, H, W]
+    layer_t = torch.from_numpy(np.stack(layers)).permute(0, 3, 1, 2).to(dev, dt)  # [B, 3, H, W]
+    mask_t = torch.from_numpy(np.stack(masks))[:, None].to(dev, dt).contiguous()  # [B, 1, H, W]
+    # Composite in torch so the occluded image stays differentiable w.r.t. ``images``.
+    occluded = (images * trans_t + layer_t).clamp(0.0, 1.0)
+    return occluded.contiguous(), mask_t

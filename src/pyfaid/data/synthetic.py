@@ -1,0 +1,347 @@
+"""Synthetic training faces rendered from the morphable model, with ground truth.
+
+``SyntheticFaces`` draws, for every ``(seed, index)``, a random identity, expression and albedo,
+a head pose (yaw up to +-80 degrees, moderate pitch and roll), a translation jitter, spherical-
+harmonic lighting (ambient-dominant, sometimes a harsh side light, coloured tints), a random
+background (gradients, smooth noise, blurred random shapes), optional blur and pixel noise, and
+random occluders (``pyfaid.data.occlude``). Items carry the clean and occluded images, the visible
+face mask, the coefficients, the camera-space vertices, the albedo and the generator's labels.
+
+Whole batches render in one ``Renderer`` call: use ``SyntheticFaces.batch(indices)``, or a
+``DataLoader`` (the dataset implements ``__getitems__``, which the loader's batched fetch uses).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from pyfaid.data.occlusion import occlude
+
+__all__ = ["SyntheticFaces"]
+
+_NUM_COEFFS = 257
+_ID, _EXP, _TEX, _ANGLE, _GAMMA, _TRANS = (0, 80), (80, 144), (144, 224), (224, 227), (227, 254), (254, 257)
+# Rec. 709 luma weights, for the scalar skin tone label.
+_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
+
+def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
+    return np.random.default_rng((int(seed), int(index), int(stream)))
+
+
+class SyntheticFaces(Dataset):
+    """Random faces rendered from a morphable model, deterministic per ``(seed, index)``.
+
+    Args:
+        seed: base seed; item ``i`` depends only on ``(seed, i)`` and the options below.
+        length: number of items.
+        face_model: a ``pyfaid.facemodel.MorphableModel``; ``None`` loads
+            ``pyfaid.facemodel.load("default")`` on first use.
+        image_size: output size in pixels (the camera's focal length and centre scale with it, so
+            a face fills the same fraction of the image as at 224).
+        occlusion: paste random occluders into ``image`` (``clean`` never has them).
+        id_scale: standard deviation of the identity coefficients.
+        exp_scale: standard deviation of the expression coefficients.
+        tex_scale: standard deviation of the albedo coefficients.
+        max_yaw: yaw limit in degrees.
+        max_pitch: pitch limit in degrees.
+        max_roll: roll limit in degrees.
+        harsh_light_prob: probability of a strong side light with little ambient light.
+        tint_prob: probability of a strongly coloured light.
+        blur_prob: probability of a Gaussian blur of the whole picture.
+        noise_prob: probability of Gaussian pixel noise on the whole picture.
+        occlusion_kwargs: extra keyword arguments for ``occlude`` (``kinds``, ``max_occluders``,
+            ``coverage``).
+        device: where to render (``"cpu"`` by default); returned tensors are on the CPU.
+
+    Each item is a dict:
+        ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
+        ``clean [3, H, W]``, ``mask [1, H, W]`` face pixels not covered by occluders (0/1),
+        ``face_mask [1, H, W]`` all face pixels, ``occluder_mask [1, H, W]``,
+        ``coeffs [257]``, ``vertices [V, 3]`` (camera space), ``colors [V, 3]`` ground-truth
+        albedo, ``landmarks [68, 2]`` (pixels, y down), ``index`` (int64 scalar), and
+        ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
+        (radians), ``skin_tone`` (scalar: mean luma of the albedo over the face region), and one
+        entry per phenotype label array the face model carries (see ``phenotype_labels``).
+    """
+
+    def __init__(
+        self,
+        seed: int = 0,
+        length: int = 10000,
+        face_model: torch.nn.Module | None = None,
+        image_size: int = 224,
+        occlusion: bool = True,
+        id_scale: float = 1.0,
+        exp_scale: float = 0.6,
+        tex_scale: float = 1.0,
+        max_yaw: float = 80.0,
+        max_pitch: float = 20.0,
+        max_roll: float = 15.0,
+        harsh_light_prob: float = 0.25,
+        tint_prob: float = 0.2,
+        blur_prob: float = 0.2,
+        noise_prob: float = 0.3,
+        occlusion_kwargs: dict | None = None,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        if int(length) < 0:
+            raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
+        if int(seed) < 0:
+            raise ValueError(f"SyntheticFaces: `seed` must be >= 0, got {seed}")
+        if int(image_size) < 16:
+            raise ValueError(f"SyntheticFaces: `image_size` must be >= 16, got {image_size}")
+        self.seed = int(seed)
+        self.length = int(length)
+        self.image_size = int(image_size)
+        self.occlusion = bool(occlusion)
+        self.id_scale, self.exp_scale, self.tex_scale = float(id_scale), float(exp_scale), float(tex_scale)
+        self.max_yaw, self.max_pitch, self.max_roll = float(max_yaw), float(max_pitch), float(max_roll)
+        self.harsh_light_prob = float(harsh_light_prob)
+        self.tint_prob = float(tint_prob)
+        self.blur_prob = float(blur_prob)
+        self.noise_prob = float(noise_prob)
+        self.occlusion_kwargs = dict(occlusion_kwargs or {})
+        self.device = torch.device(device)
+        self._face_model = face_model
+        self._renderer = None
+
+    # ------------------------------------------------------------------------------ plumbing
+    @property
+    def face_model(self) -> torch.nn.Module:
+        """The morphable model (the default one is loaded on first use)."""
+        if self._face_model is None:
+            from pyfaid import facemodel
+
+            self._face_model = facemodel.load("default")
+        return self._face_model
+
+    @property
+    def renderer(self) -> torch.nn.Module:
+        """The ``Renderer`` used (Deep3DFaceRecon's camera scaled to ``image_size``)."""
+        if self._renderer is None:
+            from pyfaid.render.renderer import Renderer
+
+            scale = self.image_size / 224.0
+            self._renderer = Renderer(image_size=self.image_size, focal=1015.0 * scale,
+                                      center=112.0 * scale, camera_distance=10.0)
+        return self._renderer
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _check_index(self, index: int) -> int:
+        i = int(index)
+        if i < 0:
+            i += self.length
+        if not 0 <= i < self.length:
+            raise IndexError(f"SyntheticFaces: index {index} out of range for length {self.length}")
+        return i
+
+    # ------------------------------------------------------------------------- parameters
+    def sample_coeffs(self, index: int) -> np.ndarray:
+        """The 257 coefficients of item ``index`` (float32 numpy array)."""
+        fm = self.face_model
+        rng = _rng(self.seed, index, 1)
+        c = np.zeros(_NUM_COEFFS, np.float32)
+        c[_ID[0]:_ID[0] + fm.n_id] = rng.standard_normal(fm.n_id) * self.id_scale
+        c[_EXP[0]:_EXP[0] + fm.n_exp] = rng.standard_normal(fm.n_exp) * self.exp_scale
+        c[_TEX[0]:_TEX[0] + fm.n_tex] = rng.standard_normal(fm.n_tex) * self.tex_scale
+        # Pose: most faces within +-35 degrees of frontal, the rest anywhere up to max_yaw.
+        if rng.random() < 0.6:
+            yaw = np.clip(rng.normal(0.0, 20.0), -self.max_yaw, self.max_yaw)
+        else:
+            yaw = rng.uniform(-self.max_yaw, self.max_yaw)
+        pitch = np.clip(rng.normal(0.0, self.max_pitch / 2.0), -self.max_pitch, self.max_pitch)
+        roll = np.clip(rng.normal(0.0, self.max_roll / 2.0), -self.max_roll, self.max_roll)
+        c[_ANGLE[0]:_ANGLE[1]] = np.radians([pitch, yaw, roll])
+        c[_GAMMA[0]:_GAMMA[1]] = self._sample_light(rng)
+        c[_TRANS[0]:_TRANS[1]] = [rng.normal(0, 0.06), rng.normal(0, 0.06), rng.uniform(-0.6, 0.6)]
+        return c
+
+    def _sample_light(self, rng: np.random.Generator) -> np.ndarray:
+        """27 SH coefficients (3 channels x 9, Deep3DFaceRecon order, before the 0.8 ambient offset).
+
+        Band 1 reads ``(-n_y, n_z, -n_x)``: a light from the image right needs a negative
+        coefficient 3, a light from above a negative coefficient 1.
+        """
+        sh = np.zeros(9, np.float64)
+        if rng.random() < self.harsh_light_prob:
+            sh[0] = rng.uniform(-0.55, -0.3)  # little ambient
+            side = rng.choice([-1.0, 1.0])
+            sh[3] = -side * rng.uniform(0.35, 0.6)  # strong light from one side
+            sh[2] = rng.uniform(0.0, 0.15)
+            sh[1] = rng.normal(-0.05, 0.08)
+            sh[4:] = rng.normal(0.0, 0.08, 5)
+        else:
+            sh[0] = rng.uniform(-0.15, 0.35)  # ambient-dominant
+            sh[1] = rng.normal(-0.06, 0.06)  # usually from slightly above
+            sh[2] = rng.uniform(0.0, 0.25)  # frontal fill
+            sh[3] = rng.normal(0.0, 0.12)
+            sh[4:] = rng.normal(0.0, 0.04, 5)
+        if rng.random() < self.tint_prob:
+            tint = 1.0 + rng.normal(0.0, 0.25, 3)
+        else:
+            tint = 1.0 + rng.normal(0.0, 0.05, 3)
+        tint = np.clip(tint, 0.4, 1.6)
+        gamma = np.zeros((3, 9), np.float64)
+        for ch in range(3):
+            gamma[ch] = sh * tint[ch]
+            # Keep the tint on the total ambient (offset included), not only on the sampled part.
+            gamma[ch, 0] = (0.8 + sh[0]) * tint[ch] - 0.8
+        return gamma.reshape(-1).astype(np.float32)
+
+    # ------------------------------------------------------------------------ backgrounds
+    def _background(self, rng: np.random.Generator) -> np.ndarray:
+        """A random background, [H, W, 3] float32 in [0, 1]."""
+        size = self.image_size
+        kind = rng.choice(["gradient", "noise", "shapes", "mixed"], p=[0.25, 0.2, 0.3, 0.25])
+        ys, xs = np.mgrid[0:size, 0:size].astype(np.float32) / size
+        theta = rng.uniform(0, 2 * np.pi)
+        t = np.clip((np.cos(theta) * (xs - 0.5) + np.sin(theta) * (ys - 0.5)) * rng.uniform(0.8, 2.0) + 0.5, 0, 1)
+        c0, c1 = rng.uniform(0, 1, 3), rng.uniform(0, 1, 3)
+        bg = (c0 * (1 - t[..., None]) + c1 * t[..., None]).astype(np.float32)
+        if kind in ("noise", "mixed"):
+            small = int(rng.integers(3, 24))
+            blob = cv2.resize(rng.uniform(0, 1, (small, small, 3)).astype(np.float32), (size, size),
+                              interpolation=cv2.INTER_CUBIC)
+            w = 1.0 if kind == "noise" else 0.5
+            bg = bg * (1 - w) + np.clip(blob, 0, 1) * w
+        if kind in ("shapes", "mixed"):
+            canvas = (bg * 255).astype(np.uint8)
+            s = size / 224.0
+            for _ in range(int(rng.integers(4, 14))):
+                colour = tuple(int(v) for v in rng.integers(0, 256, 3))
+                x, y = (int(v) for v in rng.integers(0, size, 2))
+                shape = rng.integers(0, 3)
+                if shape == 0:
+                    ax = (int(rng.uniform(10, 80) * s), int(rng.uniform(10, 80) * s))
+                    cv2.ellipse(canvas, (x, y), ax, float(rng.uniform(0, 180)), 0, 360, colour, -1)
+                elif shape == 1:
+                    w2, h2 = (int(v * s) for v in rng.uniform(10, 90, 2))
+                    cv2.rectangle(canvas, (x - w2, y - h2), (x + w2, y + h2), colour, -1)
+                else:
+                    x2, y2 = (int(v) for v in rng.integers(0, size, 2))
+                    cv2.line(canvas, (x, y), (x2, y2), colour, max(1, int(rng.uniform(2, 12) * s)))
+            sigma = rng.uniform(1.0, 8.0) * s
+            bg = cv2.GaussianBlur(canvas, (0, 0), sigma).astype(np.float32) / 255.0
+        bg = bg + rng.normal(0, 0.015) * rng.standard_normal((size, size, 1)).astype(np.float32)
+        return np.clip(bg, 0, 1).astype(np.float32)
+
+    def _post(self, image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Camera effects on the whole picture: optional blur, then optional pixel noise."""
+        if rng.random() < self.blur_prob:
+            image = cv2.GaussianBlur(image, (0, 0), rng.uniform(0.5, 1.6) * self.image_size / 224.0)
+        if rng.random() < self.noise_prob:
+            sigma = rng.uniform(0.005, 0.04)
+            image = image + sigma * rng.standard_normal(image.shape).astype(np.float32)
+        return np.clip(image, 0, 1).astype(np.float32)
+
+    # ------------------------------------------------------------------------------ labels
+    def phenotype_labels(self, id_coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Phenotype labels the face model carries, evaluated for identity coefficients.
+
+        For every ``labels`` entry of the model that is a float array of shape ``[n_id, T]``
+        (a map from identity coefficients to named phenotype quantities, such as the weights of
+        the model's source shape targets), the label is ``id_coeffs @ array`` (``[B, T]``).
+
+        Args:
+            id_coeffs: ``[B, n_id]``.
+
+        Returns:
+            dict name -> ``[B, T]`` float32 tensor.
+        """
+        out = {}
+        fm = self.face_model
+        for name, arr in getattr(fm, "labels", {}).items():
+            if isinstance(arr, torch.Tensor) and arr.is_floating_point() and arr.dim() == 2 \
+                    and arr.shape[0] == fm.n_id:
+                out[name] = (id_coeffs.float() @ arr.float().to(id_coeffs.device)).float()
+        return out
+
+    # ------------------------------------------------------------------------------ batches
+    @torch.no_grad()
+    def batch(self, indices: Sequence[int]) -> dict:
+        """Generate several items at once (one renderer call).
+
+        Args:
+            indices: item indices.
+
+        Returns:
+            dict of stacked tensors (the item keys with a leading batch dimension; ``labels`` is
+            a dict of stacked tensors too).
+        """
+        idx = [self._check_index(i) for i in indices]
+        if not idx:
+            raise ValueError("SyntheticFaces.batch: `indices` is empty")
+        fm = self.face_model
+        size = self.image_size
+        coeffs = torch.from_numpy(np.stack([self.sample_coeffs(i) for i in idx]))  # [B, 257]
+        model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
+        out = self.renderer(model, coeffs.to(self.device))
+        render = out["image"].float().cpu()  # [B, 3, H, W]
+        face = out["mask"].float().cpu()  # [B, 1, H, W]
+        # Soften the silhouette from the inside (cheap anti-aliasing against the background).
+        soft = F.avg_pool2d(face, 3, stride=1, padding=1, count_include_pad=False) * face
+
+        cleans = []
+        for b, i in enumerate(idx):
+            rng = _rng(self.seed, i, 2)
+            bg = torch.from_numpy(self._background(rng)).permute(2, 0, 1)
+            img = render[b] * soft[b] + bg * (1 - soft[b])
+            img = self._post(np.ascontiguousarray(img.permute(1, 2, 0).numpy()), rng)
+            cleans.append(torch.from_numpy(img).permute(2, 0, 1))
+        clean = torch.stack(cleans).contiguous()  # [B, 3, H, W]
+        if self.occlusion:
+            image, occ = occlude(clean, seed=self.seed, indices=idx, **self.occlusion_kwargs)
+        else:
+            image, occ = clean.clone(), torch.zeros_like(face)
+        visible = face * (1 - occ)
+
+        id_c = coeffs[:, _ID[0]:_ID[0] + fm.n_id]
+        albedo = out["colors"].float().cpu()
+        region = fm.face_mask.cpu()
+        if not bool(region.any()):
+            region = torch.ones_like(region)
+        skin = (albedo[:, region].clamp(0, 1) @ torch.from_numpy(_LUMA)).mean(1)  # [B]
+        labels = {
+            "id": id_c.clone(),
+            "exp": coeffs[:, _EXP[0]:_EXP[0] + fm.n_exp].clone(),
+            "tex": coeffs[:, _TEX[0]:_TEX[0] + fm.n_tex].clone(),
+            "angles": coeffs[:, _ANGLE[0]:_ANGLE[1]].clone(),
+            "skin_tone": skin,
+        }
+        labels.update(self.phenotype_labels(id_c))
+        return {
+            "image": image.contiguous(),
+            "clean": clean,
+            "mask": visible.contiguous(),
+            "face_mask": face.contiguous(),
+            "occluder_mask": occ.contiguous(),
+            "coeffs": coeffs,
+            "vertices": out["vertices"].float().cpu(),
+            "colors": albedo,
+            "landmarks": out["landmarks"].float().cpu(),
+            "index": torch.tensor(idx, dtype=torch.int64),
+            "labels": labels,
+        }
+
+    @staticmethod
+    def _unbatch(batch: dict, b: int) -> dict:
+        item = {k: v[b] for k, v in batch.items() if k != "labels"}
+        item["labels"] = {k: v[b] for k, v in batch["labels"].items()}
+        return item
+
+    def __getitem__(self, index: int) -> dict:
+        return self._unbatch(self.batch([index]), 0)
+
+    def __getitems__(self, indices: Sequence[int]) -> list[dict]:
+        """Batched fetch used by ``torch.utils.data.DataLoader`` (one render per batch)."""
+        batch = self.batch(list(indices))
+        return [self._unbatch(batch, b) for b in range(len(batch["index"]))]

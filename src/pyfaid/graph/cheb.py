@@ -1,0 +1,159 @@
+"""Chebyshev spectral graph convolution on meshes (Defferrard et al. 2016), with pyfaid's op.
+
+``cheb_conv(x, lap, W, b) = sum_k T_k(L~) x W_k + b`` where ``T_k`` are Chebyshev polynomials of the
+scaled Laplacian ``L~`` from :func:`pyfaid.graph.scaled_laplacian`. The whole K-term recurrence runs
+in one compiled op (CPU and CUDA) without any dense ``N x N`` matrix; its backward reuses the same
+recurrence because ``L~`` is symmetric.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from pyfaid._ext import check_device, ops
+
+__all__ = ["cheb_conv", "ChebConv", "ChebResBlock"]
+
+
+def _csr_parts(lap: torch.Tensor, n: int, dtype: torch.dtype):
+    if not isinstance(lap, torch.Tensor) or lap.layout != torch.sparse_csr:
+        raise TypeError("cheb_conv: `lap` must be a sparse CSR tensor from pyfaid.graph.scaled_laplacian, "
+                        f"got {getattr(lap, 'layout', type(lap))}")
+    if lap.dim() != 2 or lap.shape[0] != lap.shape[1] or lap.shape[0] != n:
+        raise ValueError(f"cheb_conv: `lap` must be [N, N] with N = {n} (vertices of `x`), got shape "
+                         f"{tuple(lap.shape)}")
+    crow, col, val = lap.crow_indices(), lap.col_indices(), lap.values()
+    if crow.dtype != torch.int64:
+        crow, col = crow.long(), col.long()
+    if val.dtype != dtype:
+        val = val.to(dtype)
+    return crow.contiguous(), col.contiguous(), val.detach().contiguous()
+
+
+def cheb_conv(x: torch.Tensor, lap: torch.Tensor, weight: torch.Tensor,
+              bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Chebyshev graph convolution ``sum_k T_k(L~) x W_k + bias``.
+
+    ``T_0 x = x``, ``T_1 x = L~ x``, ``T_k x = 2 L~ T_{k-1} x - T_{k-2} x``. Differentiable with
+    respect to ``x``, ``weight`` and ``bias``; the Laplacian is a constant.
+
+    Args:
+        x: ``[B, N, Fin]`` or ``[N, Fin]`` vertex features, float32 or float64.
+        lap: ``[N, N]`` sparse CSR scaled Laplacian from :func:`pyfaid.graph.scaled_laplacian`
+            (must be symmetric), on ``x``'s device; its values are cast to ``x``'s dtype.
+        weight: ``[K, Fin, Fout]`` filter weights, ``K >= 1`` Chebyshev terms.
+        bias: optional ``[Fout]``.
+
+    Returns:
+        ``[B, N, Fout]`` (or ``[N, Fout]`` for a 2-D ``x``).
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+        raise ValueError(f"cheb_conv: `x` must be [B, N, Fin] or [N, Fin], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 3 or weight.shape[0] < 1:
+        raise ValueError("cheb_conv: `weight` must be [K, Fin, Fout] with K >= 1, got "
+                         f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)}")
+    check_device(x, "x")
+    squeeze = x.dim() == 2
+    if squeeze:
+        x = x.unsqueeze(0)
+    crow, col, val = _csr_parts(lap, x.shape[1], x.dtype)
+    out = ops.cheb_conv(x.contiguous(), crow, col, val, weight.contiguous(),
+                        None if bias is None else bias.contiguous())
+    return out.squeeze(0) if squeeze else out
+
+
+@torch.library.register_fake("pyfaid::cheb_conv")
+def _cheb_conv_fake(x, crow, col, val, weight, bias):
+    torch._check(x.dim() == 3 and weight.dim() == 3)
+    return x.new_empty((x.shape[0], x.shape[1], weight.shape[2]))
+
+
+@torch.library.register_fake("pyfaid::cheb_conv_backward")
+def _cheb_conv_backward_fake(grad_out, x, crow, col, val, weight, has_bias):
+    grad_b = weight.new_empty((weight.shape[2],) if has_bias else (0,))
+    return x.new_empty(x.shape), weight.new_empty(weight.shape), grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, crow, col, val, weight, bias = inputs
+    ctx.has_bias = bias is not None
+    ctx.save_for_backward(x, crow, col, val, weight)
+
+
+def _backward(ctx, grad_out):
+    x, crow, col, val, weight = ctx.saved_tensors
+    grad_x, grad_w, grad_b = ops.cheb_conv_backward(grad_out.contiguous(), x, crow, col, val, weight,
+                                                    ctx.has_bias)
+    return grad_x, None, None, None, grad_w, (grad_b if ctx.has_bias else None)
+
+
+torch.library.register_autograd("pyfaid::cheb_conv", _backward, setup_context=_setup_context)
+
+
+class ChebConv(nn.Module):
+    """Chebyshev graph convolution layer (``K`` terms) on a fixed mesh Laplacian.
+
+    Args:
+        in_channels: ``Fin``.
+        out_channels: ``Fout``.
+        K: number of Chebyshev terms (filter support: K-1 rings), ``K >= 1``.
+        bias: add a learnable ``[Fout]`` bias.
+
+    Shape:
+        forward(x ``[B, N, Fin]`` or ``[N, Fin]``, lap sparse CSR ``[N, N]``) -> ``[B, N, Fout]``
+        (or ``[N, Fout]``).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, K: int, bias: bool = True):
+        super().__init__()
+        if K < 1:
+            raise ValueError(f"ChebConv: `K` must be >= 1, got {K}")
+        self.in_channels, self.out_channels, self.K = in_channels, out_channels, K
+        self.weight = nn.Parameter(torch.empty(K, in_channels, out_channels))
+        self.bias = nn.Parameter(torch.empty(out_channels)) if bias else None
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Glorot-uniform weights (per Chebyshev term, fan_in = Fin, fan_out = Fout), zero bias."""
+        bound = math.sqrt(6.0 / (self.in_channels + self.out_channels))
+        nn.init.uniform_(self.weight, -bound, bound)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
+        return cheb_conv(x, lap, self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{self.in_channels}, {self.out_channels}, K={self.K}, bias={self.bias is not None}"
+
+
+_ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+
+
+class ChebResBlock(nn.Module):
+    """Spectral residual block: ``act(x + conv2(act(conv1(x))))`` with two ``ChebConv(C, C, K)``.
+
+    Args:
+        channels: feature width ``C`` (input and output).
+        K: Chebyshev terms of both convolutions.
+        activation: ``"elu"`` (default), ``"relu"`` or ``"leaky_relu"`` (slope 0.2).
+
+    Shape:
+        forward(x ``[B, N, C]`` or ``[N, C]``, lap sparse CSR ``[N, N]``) -> same shape as ``x``.
+    """
+
+    def __init__(self, channels: int, K: int, activation: str = "elu"):
+        super().__init__()
+        if activation not in _ACTIVATIONS:
+            raise ValueError(f"ChebResBlock: `activation` must be one of {sorted(_ACTIVATIONS)}, got {activation!r}")
+        self.conv1 = ChebConv(channels, channels, K)
+        self.conv2 = ChebConv(channels, channels, K)
+        self.act = _ACTIVATIONS[activation]()
+
+    def forward(self, x: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
+        h = self.act(self.conv1(x, lap))
+        return self.act(x + self.conv2(h, lap))

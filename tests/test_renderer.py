@@ -1,0 +1,259 @@
+"""Tests for pyfaid.render's camera and Renderer (Deep3DFaceRecon conventions)."""
+
+import math
+
+import pytest
+import torch
+
+from pyfaid.render import camera as cam
+from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer
+
+SH_C0 = math.sqrt(math.pi) / 2  # a0 * c0 of Deep3DFaceRecon's SH: the constant band's factor
+
+
+# ---------------------------------------------------------------------------------- camera
+def test_euler_rotation_is_rz_ry_rx_and_orthonormal():
+    angles = torch.tensor([[0.3, -0.7, 0.2], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    rot = cam.euler_rotation(angles)
+    eye = torch.eye(3, dtype=torch.float64)
+    assert torch.allclose(rot @ rot.transpose(1, 2), eye.expand(2, 3, 3), atol=1e-12)
+    assert torch.allclose(torch.linalg.det(rot), torch.ones(2, dtype=torch.float64))
+    assert torch.allclose(rot[1], eye)
+
+    def single(axis, a):
+        t = torch.zeros(1, 3, dtype=torch.float64)
+        t[0, axis] = a
+        return cam.euler_rotation(t)[0]
+
+    assert torch.allclose(rot[0], single(2, 0.2) @ single(1, -0.7) @ single(0, 0.3))
+
+
+def test_rotation_signs():
+    nose = torch.tensor([[[0.0, 0.0, 1.0]]])
+    yaw = cam.apply_pose(nose, cam.euler_rotation(torch.tensor([[0.0, 0.4, 0.0]])), torch.zeros(1, 3))
+    assert yaw[0, 0, 0] > 0.3  # positive yaw: nose to +x (image right)
+    pitch = cam.apply_pose(nose, cam.euler_rotation(torch.tensor([[0.4, 0.0, 0.0]])), torch.zeros(1, 3))
+    assert pitch[0, 0, 1] < -0.3  # positive pitch: nose down
+    right = torch.tensor([[[1.0, 0.0, 0.0]]])
+    roll = cam.apply_pose(right, cam.euler_rotation(torch.tensor([[0.0, 0.0, 0.4]])), torch.zeros(1, 3))
+    assert roll[0, 0, 1] > 0.3  # positive roll: counter-clockwise as the camera sees it
+
+
+def test_clip_space_agrees_with_pixel_projection():
+    pts = torch.randn(2, 50, 3, dtype=torch.float64) * 0.5
+    pts_cam = cam.to_camera(pts, 10.0)
+    for size, focal, center in ((224, 1015.0, 112.0), (128, 500.0, 70.0)):
+        clip = cam.clip_space(pts_cam, focal, center, size)
+        ndc = clip[..., :2] / clip[..., 3:]
+        pix = cam.to_pixels(cam.project(pts_cam, focal, center), size)
+        # nvdiffrast: pixel (row i, col j) has its centre at NDC ((2j+1)/W - 1, (2i+1)/H - 1).
+        assert torch.allclose(ndc, (2 * pix + 1) / size - 1, atol=1e-10)
+    depth = clip[..., 2] / clip[..., 3]
+    assert (depth.abs() < 1).all()
+    assert torch.allclose(cam.clip_space(torch.tensor([[[0.0, 0.0, 5.0]]]), 1.0, 64.0, 128)[..., 2] / 5.0,
+                          torch.tensor(-1.0))
+
+
+def test_random_angles_limits_and_seed():
+    g = torch.Generator().manual_seed(0)
+    a = cam.random_angles(1000, g, max_yaw=80, max_pitch=10, max_roll=5)
+    assert a.shape == (1000, 3)
+    assert a[:, 1].abs().max() <= math.radians(80) and a[:, 1].abs().max() > math.radians(70)
+    assert a[:, 0].abs().max() <= math.radians(10) and a[:, 2].abs().max() <= math.radians(5)
+    assert torch.equal(a, cam.random_angles(1000, torch.Generator().manual_seed(0), 80, 10, 5))
+
+
+# ------------------------------------------------------------------------- a tiny test model
+def _tiny_model(dtype=torch.float64):
+    """A 1 x 1 square facing the camera (4x4 vertex grid) plus a triangle "nose" pointing up."""
+    MorphableModel = pytest.importorskip("pyfaid.facemodel").MorphableModel
+    n = 4
+    ys, xs = torch.meshgrid(torch.linspace(0.5, -0.5, n), torch.linspace(-0.5, 0.5, n), indexing="ij")
+    verts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.zeros(n * n)], 1)
+    tris = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            i = r * n + c
+            # counter-clockwise as seen from +z (row r is above row r + 1)
+            tris += [[i, i + n, i + 1], [i + 1, i + n, i + n + 1]]
+    V = verts.shape[0]
+    gen = torch.Generator().manual_seed(0)
+    id_base = torch.zeros(3 * V, 2)
+    id_base[0::3, 0] = verts[:, 0] * 0.2  # widen
+    id_base[1::3, 1] = 0.1  # move up
+    exp_base = torch.randn(3 * V, 1, generator=gen) * 0.01
+    mean_tex = torch.stack([0.2 + 0.6 * (verts[:, 0] + 0.5), torch.full((V,), 0.5), 0.2 + 0.6 * (verts[:, 1] + 0.5)], 1)
+    tex_base = torch.randn(3 * V, 3, generator=gen) * 0.05
+    lmk = torch.arange(68) % V
+    model = MorphableModel(verts.numpy(), id_base.numpy(), exp_base.numpy(), mean_tex.numpy(), tex_base.numpy(),
+                           torch.tensor(tris).numpy(), lmk.numpy(), torch.ones(V, dtype=torch.bool).numpy())
+    return model.to(dtype)
+
+
+def _coeffs(batch=1, dtype=torch.float64):
+    return torch.zeros(batch, 257, dtype=dtype)
+
+
+def test_square_lands_where_the_pinhole_camera_says(device):
+    model = _tiny_model().to(device)
+    out = Renderer()(model, _coeffs().to(device))
+    mask = out["mask"][0, 0].cpu()
+    # Half-size 0.5 at depth 10, focal 1015: u in 112 +- 50.75 = [61.25, 162.75]; pixel j has its
+    # centre at u = j + 0.5, so columns (and rows) 61 .. 162 are covered (102 of them).
+    cols = mask.amax(0).nonzero().flatten()
+    rows = mask.amax(1).nonzero().flatten()
+    assert abs(int(cols[0]) - 61) <= 1 and abs(int(cols[-1]) - 162) <= 1
+    assert abs(int(rows[0]) - 61) <= 1 and abs(int(rows[-1]) - 162) <= 1
+    # Landmarks are vertex projections in pixel-centre coordinates: the top-left corner vertex 0
+    # is at (61.25 - 0.5, 61.25 - 0.5), the bottom-right vertex 15 at (162.25, 162.25).
+    lm = out["landmarks"][0].cpu()
+    assert torch.allclose(lm[0], torch.tensor([60.75, 60.75], dtype=lm.dtype), atol=1e-6)
+    assert torch.allclose(lm[15], torch.tensor([162.25, 162.25], dtype=lm.dtype), atol=1e-6)
+    assert out["image"].shape == (1, 3, 224, 224) and out["mask"].shape == (1, 1, 224, 224)
+    assert out["vertices"].shape == (1, 16, 3)
+    assert torch.allclose(out["vertices"][0, :, 2].cpu(), torch.full((16,), 10.0, dtype=torch.float64))
+
+
+def test_image_is_upright_and_translation_moves_it():
+    model = _tiny_model()
+    r = Renderer()
+    c = _coeffs()
+    c[0, 255] = 0.3  # +y translation: up in the picture
+    c[0, 254] = -0.2  # -x translation: left in the picture
+    mask = r(model, c)["mask"][0, 0]
+    rows = mask.amax(1).nonzero().flatten()
+    cols = mask.amax(0).nonzero().flatten()
+    assert rows[0] < 61 - 25 and cols[0] < 61 - 15
+    # The albedo's blue channel is strongest at the top vertex row: it must be on the top image rows.
+    img = r(model, _coeffs())["image"][0]
+    top, bottom = img[2, 70, 112], img[2, 150, 112]
+    assert top > bottom + 0.1
+
+
+def test_constant_light_shading_values():
+    model = _tiny_model()
+    V = model.num_vertices
+    colors = torch.full((V, 3), 0.5, dtype=torch.float64)
+    out = Renderer()(model, _coeffs(), colors=colors)
+    centre = out["image"][0, :, 112, 112]
+    expected = 0.5 * AMBIENT_OFFSET * SH_C0
+    assert torch.allclose(centre, torch.full((3,), expected, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(out["colors"][0], colors)
+    # A frontal light (band-1 z coefficient, slot 2 of each channel) brightens a camera-facing face.
+    c = _coeffs()
+    c[0, 227 + 2] = c[0, 227 + 11] = c[0, 227 + 20] = 0.2
+    lit = Renderer()(model, c, colors=colors)["image"][0, :, 112, 112]
+    assert (lit > centre + 0.05).all()
+    # Outside the face the image is black and the mask is 0.
+    assert out["image"][0, :, 5, 5].abs().sum() == 0 and out["mask"][0, 0, 5, 5] == 0
+
+
+def test_gradients_flow_to_coeffs_and_colors():
+    model = _tiny_model()
+    V = model.num_vertices
+    coeffs = _coeffs(2)
+    coeffs[1, 225] = 0.3
+    coeffs.requires_grad_()
+    colors = (torch.rand(2, V, 3, dtype=torch.float64) * 0.5 + 0.2).requires_grad_()
+    r = Renderer(image_size=64, focal=1015.0 * 64 / 224, center=32.0)
+    weight = torch.rand(2, 3, 64, 64, dtype=torch.float64)
+    out = r(model, coeffs, colors=colors)
+    (out["image"] * weight).sum().backward()
+    assert colors.grad.abs().sum() > 0
+    assert coeffs.grad[:, 227:254].abs().sum() > 0  # lighting
+    assert coeffs.grad[:, 0:2].abs().sum() > 0  # identity (through vertex positions)
+
+    # Finite differences for the lighting and the texture coefficients (rasterization unchanged).
+    coeffs2 = coeffs.detach().clone().requires_grad_()
+    loss = (r(model, coeffs2)["image"] * weight).sum()
+    (grad,) = torch.autograd.grad(loss, coeffs2)
+    for k in (144, 146, 227, 236, 229):
+        e = torch.zeros_like(coeffs2)
+        e[:, k] = 1e-6
+        plus = (r(model, coeffs2.detach() + e)["image"] * weight).sum()
+        minus = (r(model, coeffs2.detach() - e)["image"] * weight).sum()
+        fd = (plus - minus) / 2e-6
+        assert torch.allclose(grad[:, k].sum(), fd, rtol=1e-4, atol=1e-6), k
+
+
+def test_render_views_replaces_angles():
+    model = _tiny_model()
+    r = Renderer()
+    c = _coeffs(2)
+    angles = torch.tensor([[0.0, 0.5, 0.0], [0.0, -0.5, 0.0]], dtype=torch.float64)
+    a = r.render_views(model, c, angles)
+    c2 = c.clone()
+    c2[:, 224:227] = angles
+    b = r(model, c2)
+    assert torch.equal(a["image"], b["image"])
+    # Yawing a square makes it narrower.
+    assert a["mask"].sum() < r(model, c)["mask"].sum() * 2 * 0.95
+    views, ang = r.random_views(model, c, generator=torch.Generator().manual_seed(0))
+    assert ang.shape == (2, 3) and views["image"].shape == (2, 3, 224, 224)
+
+
+def test_bad_input():
+    model = _tiny_model()
+    r = Renderer()
+    with pytest.raises(ValueError, match="coeffs"):
+        r(model, torch.zeros(1, 256, dtype=torch.float64))
+    with pytest.raises(ValueError, match="colors"):
+        r(model, _coeffs(), colors=torch.zeros(5, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="angles"):
+        r.render_views(model, _coeffs(), torch.zeros(2, 3, dtype=torch.float64))
+
+
+# --------------------------------------------------------------------- the default face model
+@pytest.fixture(scope="module")
+def default_model():
+    return pytest.importorskip("pyfaid.facemodel").load("default")
+
+
+@pytest.fixture(scope="module")
+def frontal(default_model):
+    return Renderer()(default_model, torch.zeros(1, 257))
+
+
+def test_mean_face_is_a_centred_face_sized_blob(frontal):
+    mask = frontal["mask"][0, 0]
+    coverage = float(mask.mean())
+    assert 0.15 < coverage < 0.8, coverage
+    ys, xs = torch.nonzero(mask, as_tuple=True)
+    assert abs(float(xs.float().mean()) - 111.5) < 12
+    assert abs(float(ys.float().mean()) - 111.5) < 25
+    img = frontal["image"][0]
+    assert float(img[:, mask > 0].mean()) > 0.15  # lit, not black
+
+
+def test_mean_face_is_upright(frontal):
+    lm = frontal["landmarks"][0]
+    # iBUG-68: 8 chin, 30 nose tip, 27 nose bridge top, 36/45 outer eye corners, 48/54 mouth corners.
+    assert lm[8, 1] > lm[30, 1] > lm[27, 1]  # chin below the nose below the brow (y down)
+    assert lm[36, 0] < lm[45, 0]  # subject's right eye on the image left
+    assert lm[48, 1] > lm[36, 1]
+    assert (lm > 0).all() and (lm < 224).all()
+
+
+def test_mean_face_turns_with_yaw(default_model, frontal):
+    r = Renderer()
+    angles = torch.tensor([[0.0, 0.6, 0.0], [0.0, -0.6, 0.0]])
+    views = r.render_views(default_model, torch.zeros(2, 257), angles)
+    nose0 = frontal["landmarks"][0, 30, 0]
+    assert views["landmarks"][0, 30, 0] > nose0 + 10  # positive yaw: nose to the image right
+    assert views["landmarks"][1, 30, 0] < nose0 - 10
+    # The nose moves further than the face outline's centre (it turns, not just shifts).
+    for b, sgn in ((0, 1), (1, -1)):
+        xs = torch.nonzero(views["mask"][b, 0], as_tuple=True)[1].float()
+        shift_centroid = xs.mean() - torch.nonzero(frontal["mask"][0, 0], as_tuple=True)[1].float().mean()
+        shift_nose = views["landmarks"][b, 30, 0] - nose0
+        assert sgn * shift_nose > sgn * shift_centroid
+
+
+def test_default_model_gradients(default_model):
+    r = Renderer(image_size=96, focal=1015.0 * 96 / 224, center=48.0)
+    coeffs = torch.zeros(1, 257, requires_grad=True)
+    out = r(default_model, coeffs)
+    out["image"].mean().backward()
+    g = coeffs.grad[0]
+    assert g[227:254].abs().sum() > 0 and g[144:224].abs().sum() > 0 and g[0:80].abs().sum() > 0
+    assert torch.isfinite(g).all()

@@ -1,0 +1,399 @@
+"""Training tests on tiny sizes: a 162-vertex sphere face model, 32x32 renders, tiny encoders.
+
+The real identity/attribute encoders are pretrained networks tested in test_encoders.py; here the
+encoders only need the same interface (``embed``/``features``), so two tiny frozen conv nets stand in
+for them to keep these tests fast. Everything else (renderer, ChebConv, FAID, objective, training
+loop, checkpoints, DDP) is the real code.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+
+import pytest
+import torch
+import torch.nn as nn
+
+from pyfaid.config import Config, from_dict
+
+S = 32  # render size
+
+
+# ----------------------------------------------------------------------------- tiny components
+def tiny_face_model():
+    import trimesh
+
+    from pyfaid.facemodel import MorphableModel
+
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=0.8)
+    V = torch.tensor(mesh.vertices, dtype=torch.float32)
+    V[:, 2] *= 0.6
+    g = torch.Generator().manual_seed(0)
+    nv = V.shape[0]
+    id_base = 0.02 * torch.randn(3 * nv, 8, generator=g)
+    exp_base = 0.01 * torch.randn(3 * nv, 4, generator=g)
+    mean_tex = 0.5 + 0.2 * torch.tanh(V)  # smooth colour gradient
+    tex_base = 0.05 * torch.randn(3 * nv, 6, generator=g)
+    tri = torch.tensor(mesh.faces, dtype=torch.int32)
+    lmk = torch.arange(68) % nv
+    return MorphableModel(V, id_base, exp_base, mean_tex, tex_base, tri, lmk, torch.ones(nv, dtype=torch.bool))
+
+
+class TinyIdentity(nn.Module):
+    """Frozen random conv net with the identity-encoder interface (embed / features)."""
+
+    def __init__(self, dim=16):
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.c1 = nn.Conv2d(3, 8, 5, stride=4)
+        self.c2 = nn.Conv2d(8, dim, 3, stride=2)
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * 0.2)
+        self.calls = 0
+
+    def features(self, x):
+        self.calls += 1
+        a = torch.relu(self.c1(x))
+        return [a, self.c2(a)]
+
+    def embed(self, x):
+        return self.features(x)[-1].mean((2, 3))
+
+
+class TinyAttributes(TinyIdentity):
+    def __init__(self):
+        super().__init__(dim=6)
+
+    def features(self, x):  # attribute encoder: features(images) -> [B, D_fa]
+        self.calls += 1
+        return self.c2(torch.relu(self.c1(x))).mean((2, 3))
+
+
+def tiny_cfg(**over) -> Config:
+    d = {
+        "data": {"image_size": S, "val_size": 0, "seed": 0},
+        "model": {"backbone": "resnet18", "input_size": 32, "hidden": 4, "cheb_k": 2, "decoder_nodes": 16,
+                  "decoder_code": 4, "pos_embed": 2},
+        "loss": {"sa_size": 0, "max_yaw": 0.5},
+        "optim": {"lr": 1e-3, "decay_every": 1000},
+        "train": {"batch_size": 2, "max_steps": 4, "ckpt_every": 2, "eval_at_end": False, "seed": 0},
+        "log": {"tensorboard": False},
+    }
+    for k, v in over.items():
+        sec, key = k.split("__")
+        d.setdefault(sec, {})[key] = v
+    return from_dict(d)
+
+
+def build_tiny(cfg: Config, device="cpu"):
+    from pyfaid.models import FAID, CoarseModel, FineModel
+    from pyfaid.render import Renderer
+
+    fm = tiny_face_model()
+    renderer = Renderer(image_size=S, focal=1015.0 * S / 224, center=S / 2)
+    m = cfg.model
+    idn, att = TinyIdentity(), TinyAttributes()
+    feat = (16 if m.use_id_features else 0) + (6 if m.use_fa_features else 0)
+    fine = FineModel(fm.triangles, fm.mean_shape, feat, hidden=m.hidden, K=m.cheb_k, nodes=m.decoder_nodes,
+                     code=m.decoder_code, pos_embed=m.pos_embed) if m.fine else None
+    return FAID(fm, renderer, CoarseModel(m.backbone, None, m.input_size), fine, idn, att,
+                m.use_id_features, m.use_fa_features).to(device)
+
+
+class TinyFaces(torch.utils.data.Dataset):
+    """Renders of the tiny face model with random coefficients over a noisy background."""
+
+    def __init__(self, n=8, seed=0, sigterm_at=None):
+        from pyfaid.render import Renderer
+
+        fm = tiny_face_model()
+        r = Renderer(image_size=S, focal=1015.0 * S / 224, center=S / 2)
+        g = torch.Generator().manual_seed(seed)
+        c = torch.zeros(n, 257)
+        c[:, :8] = torch.randn(n, 8, generator=g)
+        c[:, 144:150] = torch.randn(n, 6, generator=g)
+        c[:, 224:227] = 0.2 * torch.randn(n, 3, generator=g)
+        c[:, 227] = 0.3 * torch.randn(n, generator=g)
+        c[:, 254:256] = 0.1 * torch.randn(n, 2, generator=g)
+        with torch.no_grad():
+            out = r(fm, c)
+        bg = 0.3 * torch.rand(n, 3, S, S, generator=g)
+        self.images = out["image"] * out["mask"] + bg * (1 - out["mask"])
+        self.masks = out["mask"]
+        self.sigterm_at, self.calls = sigterm_at, 0
+
+    def __len__(self):
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        self.calls += 1
+        if self.sigterm_at is not None and self.calls == self.sigterm_at:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return {"image": self.images[i], "mask": self.masks[i]}
+
+
+def run(tmp_path, name, cfg=None, **kw):
+    from pyfaid.train import train
+
+    cfg = cfg or tiny_cfg()
+    return train(cfg, out_dir=str(tmp_path / name), device="cpu", progress=False, build_model=build_tiny,
+                 dataset=kw.pop("dataset", None) or TinyFaces(), **kw)
+
+
+# ----------------------------------------------------------------------------- objective
+def _objective(cfg):
+    from pyfaid.models import FAIDObjective
+
+    torch.manual_seed(0)
+    faid = build_tiny(cfg)
+    return FAIDObjective(faid, cfg.loss), faid
+
+
+def _batch():
+    ds = TinyFaces(4)
+    return ds.images, ds.masks
+
+
+def test_forward_reconstruction_shapes():
+    _, faid = _objective(tiny_cfg())
+    img, _ = _batch()
+    rec = faid(img)
+    V = faid.face_model.num_vertices
+    assert rec.coeffs.shape == (4, 257) and rec.vertices.shape == (4, V, 3)
+    assert rec.coarse_colors.shape == rec.fine_colors.shape == (4, V, 3)
+    assert rec.image.shape == rec.coarse_image.shape == (4, 3, S, S) and rec.mask.shape == (4, 1, S, S)
+    assert rec.landmarks.shape == (4, 68, 2)
+    # zero-initialised heads: the untrained model is the mean face and fine == coarse
+    assert rec.coeffs.abs().max() == 0
+    assert torch.allclose(rec.fine_colors, faid.face_model.mean_tex.expand(4, -1, -1))
+    assert rec["coeffs"] is rec.coeffs
+
+
+def test_self_augmentation_terms_finite_and_differentiable():
+    obj, faid = _objective(tiny_cfg())
+    img, mask = _batch()
+    # move away from the zero init so every path carries gradient
+    with torch.no_grad():
+        faid.coarse.fc.bias.normal_(0, 0.05)
+        faid.fine.mesh.gcn.head.weight.normal_(0, 0.05)
+        faid.fine.faid.gcn.head.weight.normal_(0, 0.05)
+    total, terms, recon, extras = obj(img, mask, torch.Generator().manual_seed(3))
+    for key in ("sa_rot_aug_photo", "sa_rot_in_photo", "sa_occ_aug_photo", "sa_occ_in_photo",
+                "sa_rot_aug_id", "sa_rot_in_att", "sa_occ_aug_att", "sa_occ_in_id", "rob"):
+        assert key in terms, key
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert extras["sa_rot"].shape == (4, 3, S, S) and extras["sa_occ"].shape == (4, 3, S, S)
+    # I_rot is a different view than the reconstruction of I
+    assert (extras["sa_rot"] - recon.image.detach()).abs().mean() > 1e-3
+    total.backward()
+    grads = [p.grad for p in faid.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert faid.fine.faid.to_code.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("switch,removed,kept", [
+    ({"loss__att": 0.0}, ["att", "sa_rot_aug_att", "sa_occ_in_att"], ["id", "rob", "sa_rot_aug_id"]),
+    ({"loss__rob": 0.0}, ["rob"], ["att", "id"]),
+    ({"loss__att": 0.0, "loss__rob": 0.0}, ["att", "rob"], ["id", "photo"]),
+    ({"loss__self_aug": False}, ["sa_rot_aug_photo", "sa_occ_in_photo", "sa_rot_in_id"], ["att", "rob"]),
+])
+def test_ablation_switches_remove_terms(switch, removed, kept):
+    full_obj, _ = _objective(tiny_cfg())
+    obj, faid = _objective(tiny_cfg(**switch))
+    img, mask = _batch()
+    _, full_terms, _, _ = full_obj(img, mask, torch.Generator().manual_seed(0))
+    _, terms, _, _ = obj(img, mask, torch.Generator().manual_seed(0))
+    for k in removed:
+        assert k in full_terms and k not in terms, k
+    for k in kept:
+        assert k in terms, k
+    w = obj.weights()
+    assert all(w[k] == 0 for k in removed if k in w and not k.startswith("sa_")) or "loss__self_aug" in switch
+
+
+def test_ablation_photo_id_never_calls_attribute_encoder_for_losses():
+    cfg = tiny_cfg(loss__att=0.0, loss__rob=0.0, model__use_fa_features=False)
+    obj, faid = _objective(cfg)
+    img, mask = _batch()
+    faid.perceptual.attr_encoder.calls = 0
+    obj(img, mask, torch.Generator().manual_seed(0))
+    assert faid.perceptual.attr_encoder.calls == 0
+
+
+def test_no_fa_features_switch_changes_decoder_input():
+    _, full = _objective(tiny_cfg())
+    _, nofa = _objective(tiny_cfg(model__use_fa_features=False))
+    assert full.fine.faid.to_code.in_features == 22 and nofa.fine.faid.to_code.in_features == 16
+    img, _ = _batch()
+    enc = full.encode(img)
+    assert full.decoder_features(enc).shape[1] == 22 and nofa.decoder_features(enc).shape[1] == 16
+
+
+# ----------------------------------------------------------------------------- training loop
+def test_training_decreases_loss(tmp_path):
+    from pyfaid.models import FAIDObjective
+
+    cfg = tiny_cfg(train__max_steps=12, optim__lr=3e-3, loss__self_aug=False, loss__rob=0.0)
+    ds = TinyFaces(8)
+    img, mask = ds.images[:4], ds.masks[:4]
+    torch.manual_seed(0)
+    before = FAIDObjective(build_tiny(cfg), cfg.loss).eval()
+    with torch.no_grad():
+        l0 = before(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
+    summary, faid = run(tmp_path, "dec", cfg, dataset=ds, return_model=True)
+    assert summary["step"] == 12
+    with torch.no_grad():
+        l1 = FAIDObjective(faid.eval(), cfg.loss)(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
+    assert l1 < 0.9 * l0, (l0, l1)
+
+
+def _params(model):
+    return {k: v.clone() for k, v in model.trainable_state_dict().items()}
+
+
+def test_resume_matches_uninterrupted_run(tmp_path):
+    from pyfaid.train import list_checkpoints
+
+    cfg = tiny_cfg(train__max_steps=4)
+    _, full = run(tmp_path, "full", cfg, return_model=True)
+    run(tmp_path, "part", tiny_cfg(train__max_steps=2))
+    ck = list_checkpoints(str(tmp_path / "part"))
+    assert [os.path.basename(p) for p in ck] == ["ckpt_00000002.pt"]
+    state = torch.load(ck[-1], weights_only=False)
+    for key in ("model", "optimizer", "scheduler", "step", "rng", "config", "samples"):
+        assert key in state
+    summary, resumed = run(tmp_path, "part", tiny_cfg(train__max_steps=4), resume=True, return_model=True)
+    assert summary["step"] == 4
+    a, b = _params(full), _params(resumed)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+    # max-steps counts resumed steps: asking for 4 again does nothing
+    again = run(tmp_path, "part", tiny_cfg(train__max_steps=4), resume=True)
+    assert again["step"] == 4
+
+
+def test_sigterm_saves_checkpoint(tmp_path):
+    from pyfaid.train import list_checkpoints
+
+    cfg = tiny_cfg(train__max_steps=50, train__ckpt_every=0)
+    summary = run(tmp_path, "sig", cfg, dataset=TinyFaces(8, sigterm_at=5))
+    assert summary["interrupted"] and 2 <= summary["step"] < 50
+    ck = list_checkpoints(str(tmp_path / "sig"))
+    assert ck and torch.load(ck[-1], weights_only=False)["step"] == summary["step"]
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    from pyfaid import train as T
+
+    path = str(tmp_path / "ckpt_00000001.pt")
+    T.save_atomic({"step": 1}, path)
+
+    def broken_save(obj, f, *a, **k):
+        with open(f, "wb") as fh:
+            fh.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(T.torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        T.save_atomic({"step": 2}, path)
+    with pytest.raises(OSError):
+        T.save_atomic({"step": 2}, str(tmp_path / "ckpt_00000002.pt"))
+    monkeypatch.undo()
+    assert sorted(os.listdir(tmp_path)) == ["ckpt_00000001.pt"]
+    assert torch.load(path, weights_only=False)["step"] == 1
+
+
+def test_sampler_order_independent_of_world_size():
+    from pyfaid.train import ResumableSampler
+
+    one = iter(ResumableSampler(10, 4, 0, 1, seed=3))
+    two = [iter(ResumableSampler(10, 2, r, 2, seed=3)) for r in range(2)]
+    for _ in range(6):
+        assert next(one) == next(two[0]) + next(two[1])
+    resumed = iter(ResumableSampler(10, 4, 0, 1, seed=3, start=8))
+    ref = iter(ResumableSampler(10, 4, 0, 1, seed=3))
+    next(ref), next(ref)
+    assert next(resumed) == next(ref)
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, out, result_dir):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), WORLD_SIZE=str(world), RANK=str(rank),
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    from pyfaid.train import train
+
+    summary, faid = train(tiny_cfg(train__max_steps=3, loss__sa_size=1), out_dir=out, device="cpu",
+                          progress=False, build_model=build_tiny, dataset=TinyFaces(8), return_model=True)
+    torch.save(faid.trainable_state_dict(), os.path.join(result_dir, f"rank{rank}.pt"))
+    import torch.distributed as dist
+
+    dist.destroy_process_group()
+
+
+def test_ddp_two_cpu_processes_identical_parameters(tmp_path):
+    import torch.multiprocessing as mp
+
+    out = str(tmp_path / "ddp")
+    mp.spawn(_ddp_worker, args=(2, _free_port(), out, str(tmp_path)), nprocs=2, join=True)
+    a = torch.load(tmp_path / "rank0.pt")
+    b = torch.load(tmp_path / "rank1.pt")
+    init = _params(build_tiny(tiny_cfg()))
+    changed = 0
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+        changed += int(not torch.equal(a[k], init[k]))
+    assert changed > 0
+    from pyfaid.train import list_checkpoints
+
+    ck = torch.load(list_checkpoints(out)[-1], weights_only=False)
+    assert ck["step"] == 3 and ck["world_size"] == 2 and ck["samples"] == 3 * 2 * 2
+
+
+# ----------------------------------------------------------------------------- errors
+def test_cli_unknown_config_key(capsys):
+    from pyfaid.train import main
+
+    assert main(["--set", "loss.phot=1", "--max-steps", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown config key 'loss.phot'" in err and "loss.photo" in err
+
+
+def test_missing_face_model_file(tmp_path):
+    from pyfaid.models import build_faid
+
+    cfg = tiny_cfg(model__face_model=str(tmp_path / "BFM_model_front.mat"))
+    with pytest.raises(FileNotFoundError, match="BFM_model_front.mat"):
+        build_faid(cfg)
+
+
+def test_dataset_errors_and_broken_images(tmp_path):
+    import cv2
+    import numpy as np
+
+    from pyfaid.data.datasets import CelebA, ImageFolderFaces, collate_skip
+
+    with pytest.raises(FileNotFoundError, match="not found"):
+        ImageFolderFaces(str(tmp_path / "nope"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images"):
+        ImageFolderFaces(str(tmp_path / "empty"))
+    with pytest.raises(FileNotFoundError, match="img_align_celeba"):
+        CelebA(str(tmp_path / "empty"))
+    d = tmp_path / "imgs"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), (np.random.rand(40, 40, 3) * 255).astype(np.uint8))
+    (d / "b.jpg").write_bytes(b"not an image")
+    ds = ImageFolderFaces(str(d), image_size=S, align=False)
+    batch = collate_skip([ds[0], ds[1]])
+    assert batch["skipped"] == 1 and batch["image"].shape == (1, 3, S, S)
+    assert ds.skipped == 1 and "b.jpg" in ds.skipped_files[0][0]
