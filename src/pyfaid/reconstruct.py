@@ -463,6 +463,38 @@ def _landmarks5(lm68: torch.Tensor) -> torch.Tensor:
     return torch.stack([lm68[:, list(idx)].mean(dim=1) for idx in LANDMARK5_FROM_68], dim=1)
 
 
+def project_landmarks(face_model, renderer, coeffs: torch.Tensor) -> torch.Tensor:
+    """The model's 68 landmarks projected to pixels, without rasterizing.
+
+    Args:
+        face_model: MorphableModel.
+        renderer: Renderer (its camera).
+        coeffs: ``[B, 257]``.
+
+    Returns:
+        ``[B, 68, 2]`` pixel coordinates (x right, y down), as the Renderer's ``landmarks``.
+    """
+    from pyfaid.render import camera as cam
+
+    parts = face_model.split_coeffs(coeffs)
+    shape = face_model.shape(parts["id"], parts["exp"])[:, face_model.landmark_idx]
+    world = cam.apply_pose(shape, cam.euler_rotation(parts["angle"]), parts["trans"])
+    return renderer.project_points(cam.to_camera(world, renderer.camera_distance))
+
+
+def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torch.Tensor, steps: int) -> None:
+    """Landmark-only Adam steps on rotation and translation (no rasterization: ~1 ms each)."""
+    opt = torch.optim.Adam([p["angle"], p["trans"]], lr=0.03)
+    size = float(renderer.image_size)
+    for _ in range(steps):
+        c = torch.cat([p[k] for k in ("id", "exp", "tex", "angle", "gamma", "trans")], dim=1)
+        lm = _landmarks5(project_landmarks(face_model, renderer, c))
+        loss = (((lm - landmarks5) / size) ** 2).sum(-1).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+
 def fit(
     face_model,
     renderer,
@@ -474,6 +506,7 @@ def fit(
     id_encoder=None,
     schedule: Optional[FitSchedule] = None,
     progress: bool = False,
+    prealign_steps: int = 60,
 ):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
@@ -488,6 +521,7 @@ def fit(
         id_encoder: identity encoder with ``embed`` (e.g. dlib), or None to skip that loss.
         schedule: :class:`FitSchedule` (defaults when None).
         progress: show a tqdm bar.
+        prealign_steps: landmark-only pose steps before fitting (cheap; needs ``landmarks5``).
 
     Returns:
         ``(coeffs [B, 257], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
@@ -516,6 +550,9 @@ def fit(
     if id_encoder is not None:
         with torch.no_grad():
             id_target = F.normalize(id_encoder.embed(target), dim=-1)
+
+    if landmarks5 is not None and prealign_steps > 0:
+        _prealign(face_model, renderer, p, landmarks5, prealign_steps)
 
     groups = {
         "angle": sch.lr_pose, "trans": sch.lr_trans, "gamma": sch.lr_light,
