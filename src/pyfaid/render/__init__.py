@@ -1,3 +1,6 @@
+"""Differentiable rendering: rasterize, interpolate, vertex_normals, sh_shading, Renderer."""
+
+from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
 from pyfaid.render.camera import (  # noqa: F401
     apply_pose,
     clip_space,

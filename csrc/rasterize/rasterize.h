@@ -1,0 +1,362 @@
+// Rasterizer math shared by the CPU (rasterize_cpu.cpp) and CUDA (rasterize_cuda.cu) kernels.
+//
+// Conventions (nvdiffrast's): pos is clip space (x, y, z, w); pixel (i, j) has its centre at
+// NDC x = (2i + 1) / W - 1, y = (2j + 1) / H - 1 (row 0 at NDC y = -1). rast[b, j, i] =
+// (u, v, z/w, triangle_id + 1), where u, v are the perspective-correct barycentric weights of the
+// triangle's first and second vertex, and 0 in the last channel marks an empty pixel.
+//
+// Homogeneous rasterization (Olano & Greer): with q_k = (x_k W/2, y_k H/2, w_k) the vertices in
+// centred pixel units and p = (px, py, 1) a pixel centre (px = i + 1/2 - W/2), the three "edge
+// functions" A_k(p) = p . (q_{k+1} x q_{k+2}) are linear in p. For triangles with all w > 0 the
+// pixel is inside iff all A_k have the sign of det[q0 q1 q2], and the perspective-correct
+// barycentrics are A_k / (A_0 + A_1 + A_2). sum_k A_k w_k = det, so z/w = p . (sum_k z_k E_k) / det
+// is a plane in screen space. Because E = q_a x q_b is exactly antisymmetric in floating point (no
+// fused multiply-add: the device helpers below use round-to-nearest intrinsics), two triangles that
+// share an edge get exactly opposite edge functions there, and the tie rule on A == 0 gives every
+// pixel centre on a shared edge to exactly one of them (watertight, and identical on CPU and GPU).
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+
+#include "utils/checks.h"
+
+#if defined(__CUDACC__)
+#define PYFAID_HD __host__ __device__ __forceinline__
+#define PYFAID_UNROLL _Pragma("unroll")
+#else
+#define PYFAID_HD inline
+#define PYFAID_UNROLL
+#endif
+
+namespace pyfaid {
+namespace raster {
+
+// Tile edge in pixels (CPU and CUDA bin triangles into kTile x kTile screen tiles).
+constexpr int kTile = 16;
+
+// ---- Arithmetic without contraction into FMA (so CPU and GPU round identically) -----------
+PYFAID_HD float rn_mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+PYFAID_HD double rn_mul(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+PYFAID_HD float rn_add(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+PYFAID_HD double rn_add(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+PYFAID_HD float rn_sub(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+PYFAID_HD double rn_sub(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __dsub_rn(a, b);
+#else
+  return a - b;
+#endif
+}
+PYFAID_HD float rn_div(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fdiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+PYFAID_HD double rn_div(double a, double b) {
+#if defined(__CUDA_ARCH__)
+  return __ddiv_rn(a, b);
+#else
+  return a / b;
+#endif
+}
+
+template <typename T>
+PYFAID_HD T t_abs(T a) {
+  return a < T(0) ? -a : a;
+}
+template <typename T>
+PYFAID_HD T t_min(T a, T b) {
+  return b < a ? b : a;
+}
+template <typename T>
+PYFAID_HD T t_max(T a, T b) {
+  return a < b ? b : a;
+}
+template <typename T>
+PYFAID_HD bool t_finite(T a) {
+  // NaN fails the comparison, +-inf exceed max().
+  return a >= -std::numeric_limits<T>::max() && a <= std::numeric_limits<T>::max();
+}
+
+// Centred pixel coordinate of pixel index i in an image of n pixels: i + 1/2 - n/2 (exact).
+template <typename T>
+PYFAID_HD T pixel_centre(int i, int n) {
+  return T(2 * i + 1 - n) * T(0.5);
+}
+
+// Cross product c = a x b of homogeneous 2D points (x, y, w).
+template <typename T>
+PYFAID_HD void cross3(const T a[3], const T b[3], T c[3]) {
+  c[0] = rn_sub(rn_mul(a[1], b[2]), rn_mul(a[2], b[1]));
+  c[1] = rn_sub(rn_mul(a[2], b[0]), rn_mul(a[0], b[2]));
+  c[2] = rn_sub(rn_mul(a[0], b[1]), rn_mul(a[1], b[0]));
+}
+
+// Evaluate a screen-space linear function e . (px, py, 1).
+template <typename T>
+PYFAID_HD T eval_linear(const T e[3], T px, T py) {
+  return rn_add(rn_add(rn_mul(e[0], px), rn_mul(e[1], py)), e[2]);
+}
+
+// Vertex k of a triangle in centred homogeneous pixel units: (x W/2, y H/2, w).
+template <typename T>
+PYFAID_HD void load_q(const T* v, T half_w, T half_h, T q[3]) {
+  q[0] = rn_mul(v[0], half_w);
+  q[1] = rn_mul(v[1], half_h);
+  q[2] = v[3];
+}
+
+// Everything the pixel loop needs about one triangle.
+template <typename T>
+struct TriSetup {
+  T e[3][3];      // edge functions A_k(p) = e[k] . p, all >= 0 inside (sign-normalised)
+  T d[3];         // depth plane: z/w = d . p
+  int32_t x0, y0;  // inclusive pixel bounding box (x0 > x1 or y0 > y1: triangle culled)
+  int32_t x1, y1;
+  int32_t flags;  // bit k set: edge k owns pixel centres with A_k == 0 (tie rule)
+};
+
+template <typename T>
+PYFAID_HD void mark_culled(TriSetup<T>& s) {
+  s.x0 = 1;
+  s.x1 = 0;
+  s.y0 = 1;
+  s.y1 = 0;
+  s.flags = 0;
+}
+
+template <typename T>
+PYFAID_HD bool is_culled(const TriSetup<T>& s) {
+  return s.x0 > s.x1 || s.y0 > s.y1;
+}
+
+// Set up triangle (v0, v1, v2) (pointers to clip-space xyzw) for a width x height image.
+// Culls (returns false and marks `s` culled) triangles with a vertex at w <= 0 or non-finite
+// coordinates, triangles entirely outside the clip volume, degenerate (zero-area) triangles and
+// triangles whose bounding box holds no pixel centre.
+template <typename T>
+PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, int height,
+                              TriSetup<T>& s) {
+  const T* v[3] = {v0, v1, v2};
+  mark_culled(s);
+  for (int k = 0; k < 3; ++k) {
+    if (!(v[k][3] > T(0))) return false;  // w <= 0 or NaN
+    if (!t_finite(v[k][0]) || !t_finite(v[k][1]) || !t_finite(v[k][2]) || !t_finite(v[k][3]))
+      return false;
+  }
+  // Entirely outside one clip plane.
+  for (int c = 0; c < 3; ++c) {
+    if (v[0][c] > v[0][3] && v[1][c] > v[1][3] && v[2][c] > v[2][3]) return false;
+    if (v[0][c] < -v[0][3] && v[1][c] < -v[1][3] && v[2][c] < -v[2][3]) return false;
+  }
+  const T half_w = T(0.5) * T(width), half_h = T(0.5) * T(height);
+  T q[3][3];
+  for (int k = 0; k < 3; ++k) load_q(v[k], half_w, half_h, q[k]);
+
+  // Screen positions (centred pixel units) for the bounding box and the degeneracy test.
+  T sx[3], sy[3];
+  for (int k = 0; k < 3; ++k) {
+    sx[k] = rn_div(q[k][0], q[k][2]);
+    sy[k] = rn_div(q[k][1], q[k][2]);
+  }
+  const T ax = rn_sub(sx[1], sx[0]), ay = rn_sub(sy[1], sy[0]);
+  const T bx = rn_sub(sx[2], sx[0]), by = rn_sub(sy[2], sy[0]);
+  const T area2 = rn_sub(rn_mul(ax, by), rn_mul(ay, bx));
+  const T scale = rn_mul(rn_add(t_abs(ax), t_abs(ay)), rn_add(t_abs(bx), t_abs(by)));
+  // |sin(angle)| below ~16 ulp: zero area up to rounding.
+  if (!(t_abs(area2) > T(16) * std::numeric_limits<T>::epsilon() * scale)) return false;
+
+  // Pixel-centre bounding box, clamped to the image (a small margin keeps it conservative with
+  // respect to the exact edge test, which alone decides coverage).
+  const T eps = T(1.0 / 256.0);
+  const T ox = T(0.5) * T(width - 1), oy = T(0.5) * T(height - 1);
+  T lo_x = t_min(t_min(sx[0], sx[1]), sx[2]) + ox - eps;
+  T hi_x = t_max(t_max(sx[0], sx[1]), sx[2]) + ox + eps;
+  T lo_y = t_min(t_min(sy[0], sy[1]), sy[2]) + oy - eps;
+  T hi_y = t_max(t_max(sy[0], sy[1]), sy[2]) + oy + eps;
+  lo_x = t_min(t_max(lo_x, T(-1)), T(width));
+  hi_x = t_min(t_max(hi_x, T(-1)), T(width));
+  lo_y = t_min(t_max(lo_y, T(-1)), T(height));
+  hi_y = t_min(t_max(hi_y, T(-1)), T(height));
+  int x0 = static_cast<int>(ceil(lo_x)), x1 = static_cast<int>(floor(hi_x));
+  int y0 = static_cast<int>(ceil(lo_y)), y1 = static_cast<int>(floor(hi_y));
+  x0 = x0 < 0 ? 0 : x0;
+  y0 = y0 < 0 ? 0 : y0;
+  x1 = x1 > width - 1 ? width - 1 : x1;
+  y1 = y1 > height - 1 ? height - 1 : y1;
+  if (x0 > x1 || y0 > y1) return false;
+
+  T e[3][3];
+  cross3(q[1], q[2], e[0]);
+  cross3(q[2], q[0], e[1]);
+  cross3(q[0], q[1], e[2]);
+  T det = rn_add(rn_add(rn_mul(q[0][0], e[0][0]), rn_mul(q[0][1], e[0][1])),
+                 rn_mul(q[0][2], e[0][2]));
+  if (!(det != T(0)) || !t_finite(det)) return false;
+  const bool flip = det < T(0);
+  if (flip) det = -det;
+  int flags = 0;
+  for (int k = 0; k < 3; ++k) {
+    for (int c = 0; c < 3; ++c) s.e[k][c] = flip ? -e[k][c] : e[k][c];
+    // Tie rule: an edge owns its own pixel centres when its normal points to +x, or to +y when
+    // vertical. The neighbour across a shared edge has the exact negation, so one owner.
+    if (s.e[k][0] > T(0) || (s.e[k][0] == T(0) && s.e[k][1] > T(0))) flags |= 1 << k;
+  }
+  // Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing).
+  for (int c = 0; c < 3; ++c) {
+    const T n = rn_add(rn_add(rn_mul(v0[2], s.e[0][c]), rn_mul(v1[2], s.e[1][c])),
+                       rn_mul(v2[2], s.e[2][c]));
+    s.d[c] = rn_div(n, det);
+    if (!t_finite(s.d[c])) return false;
+  }
+  s.x0 = x0;
+  s.x1 = x1;
+  s.y0 = y0;
+  s.y1 = y1;
+  s.flags = flags;
+  return true;
+}
+
+// Coverage test of pixel centre (px, py); on success `depth` is z/w, in [-1, 1].
+template <typename T>
+PYFAID_HD bool covers(const TriSetup<T>& s, T px, T py, T& depth) {
+PYFAID_UNROLL
+  for (int k = 0; k < 3; ++k) {
+    const T a = eval_linear(s.e[k], px, py);
+    if (a < T(0) || (a == T(0) && !((s.flags >> k) & 1))) return false;
+  }
+  depth = eval_linear(s.d, px, py);
+  return depth >= T(-1) && depth <= T(1);
+}
+
+// Perspective-correct barycentrics (u, v) of a covered pixel centre.
+template <typename T>
+PYFAID_HD void barycentrics(const TriSetup<T>& s, T px, T py, T& u, T& v) {
+  const T a0 = eval_linear(s.e[0], px, py);
+  const T a1 = eval_linear(s.e[1], px, py);
+  const T a2 = eval_linear(s.e[2], px, py);
+  const T sum = rn_add(rn_add(a0, a1), a2);
+  if (sum > T(0)) {
+    u = rn_div(a0, sum);
+    v = rn_div(a1, sum);
+  } else {  // unreachable for a covered pixel of a non-degenerate triangle; keeps NaN out
+    u = T(1) / T(3);
+    v = T(1) / T(3);
+  }
+}
+
+// Backward of (u, v) = (A_0, A_1) / (A_0 + A_1 + A_2) with A_k = p . (q_{k+1} x q_{k+2}):
+// given dL/du, dL/dv, accumulate dL/dq into gq[k][0..2] (q = (x W/2, y H/2, w)).
+template <typename T>
+PYFAID_HD void barycentrics_backward(const T q[3][3], T px, T py, T gu, T gv, T gq[3][3]) {
+  const T p[3] = {px, py, T(1)};
+  T e[3][3];
+  cross3(q[1], q[2], e[0]);
+  cross3(q[2], q[0], e[1]);
+  cross3(q[0], q[1], e[2]);
+  T a[3];
+  for (int k = 0; k < 3; ++k) a[k] = eval_linear(e[k], px, py);
+  const T sum = a[0] + a[1] + a[2];
+  for (int k = 0; k < 3; ++k)
+    for (int c = 0; c < 3; ++c) gq[k][c] = T(0);
+  if (!(sum != T(0)) || !t_finite(sum)) return;
+  const T inv = T(1) / sum;
+  const T u = a[0] * inv, v = a[1] * inv;
+  const T dot = gu * u + gv * v;
+  const T ga[3] = {(gu - dot) * inv, (gv - dot) * inv, -dot * inv};
+  // A_k = det[p, q_j, q_l] with (k, j, l) cyclic: dA_k/dq_j = q_l x p, dA_k/dq_l = p x q_j.
+  for (int k = 0; k < 3; ++k) {
+    const int j = (k + 1) % 3, l = (k + 2) % 3;
+    T c1[3], c2[3];
+    c1[0] = q[l][1] * p[2] - q[l][2] * p[1];
+    c1[1] = q[l][2] * p[0] - q[l][0] * p[2];
+    c1[2] = q[l][0] * p[1] - q[l][1] * p[0];
+    c2[0] = p[1] * q[j][2] - p[2] * q[j][1];
+    c2[1] = p[2] * q[j][0] - p[0] * q[j][2];
+    c2[2] = p[0] * q[j][1] - p[1] * q[j][0];
+    for (int c = 0; c < 3; ++c) {
+      gq[j][c] += ga[k] * c1[c];
+      gq[l][c] += ga[k] * c2[c];
+    }
+  }
+}
+
+// Triangle id stored in rast[..., 3] (id + 1; 0 = empty) back to an index, -1 when empty.
+template <typename T>
+PYFAID_HD int64_t decode_id(T r3) {
+  return r3 > T(0.5) ? static_cast<int64_t>(r3 + T(0.5)) - 1 : -1;
+}
+
+// ---- Host-side input checks shared by the CPU and CUDA entry points ------------------------
+
+// pos [B, V, 4] float32/float64 contiguous; tri [F, 3] int32 contiguous on pos's device.
+inline void check_pos_tri(const at::Tensor& pos, const at::Tensor& tri, const char* op) {
+  check_floating(pos, "pos", op);
+  TORCH_CHECK(pos.dim() == 3 && pos.size(2) == 4, op, ": `pos` must have shape [B, V, 4], got ",
+              pos.sizes());
+  check_tensor(tri, "tri", at::kInt, 2, op);
+  TORCH_CHECK(tri.size(1) == 3, op, ": `tri` must have shape [F, 3], got ", tri.sizes());
+  check_same_device(pos, "pos", tri, "tri", op);
+  TORCH_CHECK(pos.scalar_type() != at::kFloat || tri.size(0) < (1 << 24), op,
+              ": float32 rast can store at most 2^24 - 1 triangle ids, got ", tri.size(0),
+              " triangles (use float64)");
+}
+
+// Every index of tri lies in [0, num_vertices). One reduction (a device sync on CUDA).
+inline void check_tri_range(const at::Tensor& tri, int64_t num_vertices, const char* op,
+                            const char* vert_name) {
+  if (tri.numel() == 0) return;
+  auto mm = at::aminmax(tri);
+  const int64_t lo = std::get<0>(mm).item<int64_t>();
+  const int64_t hi = std::get<1>(mm).item<int64_t>();
+  TORCH_CHECK(lo >= 0 && hi < num_vertices, op, ": `tri` indices must lie in [0, ", num_vertices,
+              ") (the rows of `", vert_name, "`), got values in [", lo, ", ", hi, "]");
+}
+
+// rast [B, H, W, 4] with pos's dtype and device.
+inline void check_rast(const at::Tensor& rast, const at::Tensor& like, const char* name,
+                       const char* op) {
+  check_tensor(rast, name, like.scalar_type(), 4, op);
+  TORCH_CHECK(rast.size(3) == 4, op, ": `", name, "` must have shape [B, H, W, 4], got ",
+              rast.sizes());
+  check_same_device(rast, name, like, "the other inputs", op);
+}
+
+}  // namespace raster
+}  // namespace pyfaid
