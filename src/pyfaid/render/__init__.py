@@ -1,6 +1,7 @@
 """Differentiable rendering: rasterize, interpolate, vertex_normals, sh_shading, Renderer."""
 
 from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
+from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
 from pyfaid.render.camera import (  # noqa: F401
     apply_pose,
     clip_space,
