@@ -122,12 +122,27 @@ class _Slim(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.ds)
 
+    def _slim(self, item):
+        return None if item is None else {k: item[k] for k in self.keys if k in item}
+
+    def __getitems__(self, indices):
+        """Batched fetch (SyntheticFaces renders a whole batch at once)."""
+        todo = [i for i in indices if self.cache is None or i not in self.cache]
+        if todo:
+            if hasattr(self.ds, "__getitems__"):
+                got = self.ds.__getitems__(todo)
+            else:
+                got = [self.ds[i] for i in todo]
+            got = dict(zip(todo, (self._slim(it) for it in got)))
+            if self.cache is None:
+                return [got[i] for i in indices]
+            self.cache.update(got)
+        return [self.cache[i] for i in indices]
+
     def __getitem__(self, i):
         if self.cache is not None and i in self.cache:
             return self.cache[i]
-        item = self.ds[i]
-        if item is not None:
-            item = {k: item[k] for k in self.keys if k in item}
+        item = self._slim(self.ds[i])
         if self.cache is not None:
             self.cache[i] = item
         return item

@@ -1,0 +1,125 @@
+"""Hand-designed albedo model for the default face (MakeHuman ships no albedo statistics).
+
+:func:`design_albedo` turns smooth region weights (lips, brows, cheeks, ...; each ``[V]`` in
+[0, 1]) into a mean albedo and an albedo basis. Every basis direction is a designed colour field
+with a per-vertex amplitude that is about one standard deviation of that effect in a population
+(e.g. the melanin direction moves the mean skin red channel by ~0.09, so +-2 sigma spans fair to
+dark skin). The directions are orthonormalised in their listed order (QR, so the leading ones keep
+their meaning) and each column keeps the norm of its Gram-Schmidt residual (the part of the designed
+field that earlier directions do not explain), so a coefficient of 1 never exceeds the designed
+amplitude and coefficients drawn from N(0, 1) give plausible, varied skin.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["design_albedo", "MEAN_SKIN"]
+
+#: Mean skin albedo (linear RGB, roughly BFM's mean skin tone / 255).
+MEAN_SKIN = np.array([0.68, 0.50, 0.42])
+_LIPS = np.array([0.62, 0.33, 0.32])
+_BROWS = np.array([0.30, 0.22, 0.17])
+_SCLERA = np.array([0.86, 0.83, 0.80])
+_IRIS = np.array([0.30, 0.20, 0.13])
+_PUPIL = np.array([0.05, 0.04, 0.04])
+_MOUTH = np.array([0.28, 0.12, 0.11])
+
+
+def _eye_colours(verts, eye):
+    """Sclera / iris / pupil colours for the eye-cavity vertices, by distance to each eye centre."""
+    col = np.tile(_SCLERA, (len(verts), 1))
+    iris_w = np.zeros(len(verts))
+    sel = eye > 0.5
+    for side in (-1, 1):
+        m = sel & (np.sign(verts[:, 0]) == side)
+        if not m.any():
+            continue
+        c = verts[m].mean(0)
+        r = np.hypot(verts[:, 0] - c[0], (verts[:, 1] - c[1]) * 1.1)
+        w_iris = np.clip((0.075 - r) / 0.012, 0, 1) * m
+        w_pupil = np.clip((0.03 - r) / 0.008, 0, 1) * m
+        col = col * (1 - w_iris[:, None]) + _IRIS * w_iris[:, None]
+        col = col * (1 - w_pupil[:, None]) + _PUPIL * w_pupil[:, None]
+        iris_w = np.maximum(iris_w, w_iris)
+    return col, iris_w
+
+
+def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
+    """Mean albedo and albedo basis from region weights.
+
+    Args:
+        verts: ``[V, 3]`` mean shape (model space, decimetres).
+        regions: dict of ``[V]`` weights in [0, 1]: ``lips brows cheeks nose forehead periorbital
+            beard eye mouth``.
+        n_tex: number of basis vectors (the designed semantic directions come first; the rest are
+            low spatial harmonics).
+
+    Returns:
+        (mean_tex ``[V, 3]``, tex_base ``[3V, n_tex]``, names ``list[str]``).
+    """
+    V = len(verts)
+    r = regions
+    eye, mouth = r["eye"][:, None], r["mouth"][:, None]
+    eye_col, iris = _eye_colours(verts, r["eye"])
+    skin = np.tile(MEAN_SKIN, (V, 1))
+    skin = skin * (1 - 0.06 * r["periorbital"][:, None])  # slightly darker around the eyes
+    skin = skin + np.array([0.025, -0.01, -0.01]) * r["cheeks"][:, None]
+    lw = (0.85 * r["lips"])[:, None]
+    skin = skin * (1 - lw) + _LIPS * lw
+    bw = (0.75 * r["brows"])[:, None]
+    skin = skin * (1 - bw) + _BROWS * bw
+    mean = skin * (1 - eye) + eye_col * eye
+    mean = mean * (1 - mouth) + _MOUTH * mouth
+
+    not_eye = (1 - eye) * (1 - 0.7 * mouth)  # skin-effects fade in the eyes / mouth slit
+    ones = np.ones((V, 1))
+    x = verts[:, 0] / max(np.abs(verts[:, 0]).max(), 1e-9)
+    y = verts[:, 1] / max(np.abs(verts[:, 1]).max(), 1e-9)
+
+    dirs, names = [], []
+
+    def add(name, field):
+        dirs.append(np.asarray(field, np.float64).reshape(V, 3))
+        names.append(name)
+
+    add("melanin", -skin * np.array([0.13, 0.15, 0.18]) * not_eye)  # darker and browner
+    add("hemoglobin", np.array([0.035, -0.02, -0.012]) * ones * not_eye)
+    add("yellowness", np.array([0.01, 0.012, -0.035]) * ones * not_eye)
+    add("lip_colour", np.array([0.06, -0.03, -0.01]) * r["lips"][:, None])
+    add("brow_darkness", -np.array([0.12, 0.1, 0.08]) * r["brows"][:, None])
+    add("periorbital_darkness", -np.array([0.05, 0.05, 0.035]) * r["periorbital"][:, None] * (1 - eye))
+    add("cheek_blush", np.array([0.035, -0.015, -0.01]) * r["cheeks"][:, None])
+    add("tzone_shine", np.array([0.035, 0.035, 0.035]) * np.maximum(r["nose"], r["forehead"])[:, None] * not_eye)
+    add("beard_shadow", -np.array([0.08, 0.06, 0.04]) * r["beard"][:, None] * (1 - r["lips"][:, None]))
+    add("iris_colour", np.array([-0.1, -0.06, -0.02]) * iris[:, None])
+    add("sclera_tint", np.array([0.0, -0.03, -0.04]) * (eye[:, 0] * (1 - iris))[:, None])
+    # low spatial harmonics, luminance and redness, amplitude falling with frequency
+    lum = np.array([0.012, 0.012, 0.012])
+    red = np.array([0.008, -0.004, -0.003])
+    freqs = [(fx, fy) for s in range(1, 8) for fx in range(0, s + 1) for fy in [s - fx]]
+    for fx, fy in freqs:
+        for px in ((np.cos, "c"), (np.sin, "s")) if fx else ((np.cos, "c"),):
+            for py in ((np.cos, "c"), (np.sin, "s")) if fy else ((np.cos, "c"),):
+                if fx == 0 and fy == 0:
+                    continue
+                h = px[0](np.pi * fx * x / 2) * py[0](np.pi * fy * y / 2)
+                h = h[:, None] * not_eye / (1.0 + 0.5 * (fx + fy))
+                for cname, c in (("lum", lum), ("red", red)):
+                    if len(dirs) >= n_tex:
+                        break
+                    add(f"harmonic_{cname}_{px[1]}{fx}_{py[1]}{fy}", h * c)
+            if len(dirs) >= n_tex:
+                break
+        if len(dirs) >= n_tex:
+            break
+    if len(dirs) < n_tex:
+        raise RuntimeError(f"only {len(dirs)} albedo directions designed, {n_tex} requested")
+    A = np.stack([d.reshape(-1) for d in dirs[:n_tex]], 1)  # [3V, n_tex]
+    # Gram-Schmidt in order (= QR with a positive diagonal), via the Cholesky factor of A^T A
+    L = np.linalg.cholesky(A.T @ A)
+    Q = np.linalg.solve(L, A.T).T  # A = Q L^T, Q orthonormal
+    # each column keeps the amplitude of the part of its designed field that the earlier
+    # directions do not explain (the Gram-Schmidt residual): A = (Q diag(L)) (diag(L)^-1 L^T)
+    basis = Q * np.diag(L)[None, :]
+    return mean, basis, names[:n_tex]
