@@ -65,8 +65,9 @@ def _checkpoint(tmp_path, name="ckpt.pt", overrides=()):
         from pyfaid.config import load_config
         from pyfaid.models import build_faid
 
+        # no attribute encoder: its trained weights are an optional asset
         cfg = load_config("default", ["data.image_size=64", "model.input_size=64", "model.decoder_nodes=32",
-                                      *overrides])
+                                      "model.use_fa_features=false", "loss.att=0", "loss.rob=0", *overrides])
         faid = build_faid(cfg)
     except (ImportError, AttributeError, RuntimeError, OSError) as exc:
         pytest.skip(f"FAID model stack not available in this checkout: {exc}")
@@ -77,16 +78,16 @@ def _checkpoint(tmp_path, name="ckpt.pt", overrides=()):
 
 def test_evaluate_synthetic_end_to_end(tmp_path, capsys):
     ck = _checkpoint(tmp_path)
-    ck2 = _checkpoint(tmp_path, "noFA.pt", ["model.use_fa_features=false"])
+    ck2 = _checkpoint(tmp_path, "coarse.pt", ["model.fine=false"])
     out = tmp_path / "eval"
     code = E.main(["--checkpoint", ck, "--data", "synthetic", "--n", "2", "--batch-size", "2",
-                   "--out", str(out), "--ablations", f"w/o FA={ck2}"])
+                   "--out", str(out), "--ablations", f"coarse only={ck2}"])
     assert code == 0
     rep = json.loads((out / "report.json").read_text())
     assert rep["n"] == 2 and rep["reference"] == "clean image"
     assert set(rep["conditions"]) == {"clean", "occluded"}
     for cond in rep["conditions"].values():
-        assert set(cond) == {"FAID", "w/o FA"}
+        assert set(cond) == {"FAID", "coarse only"}
         for st in cond.values():
             for key in ("psnr", "ssim", "psnr_image", "ssim_image", "color_error", "shape_error", "shape_error_mm"):
                 assert set(st[key]) == {"mean", "std", "n"}, key

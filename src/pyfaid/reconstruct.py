@@ -441,7 +441,7 @@ class FitSchedule:
     w_photo: float = 1.0
     w_landmark: float = 20.0
     w_id: float = 0.2
-    id_every: int = 1
+    id_every: int = 2
     w_reg_id: float = 3e-4
     w_reg_exp: float = 0.8 * 3e-4
     w_reg_tex: float = 1.7e-2 * 3e-4
@@ -450,12 +450,43 @@ class FitSchedule:
     w_color_smooth: float = 2.0
     nonskin_weight: float = 0.2
     nonskin_weight_fine: float = 0.6
+    final_lr_frac: float = 0.2
+
+
+_ORDER = ("id", "exp", "tex", "angle", "gamma", "trans")
+
+
+def _model_shape(face_model, p: Dict[str, torch.Tensor]) -> torch.Tensor:
+    parts = face_model.split_coeffs(torch.cat([p[k] for k in _ORDER], dim=1))
+    return face_model.shape(parts["id"], parts["exp"])
+
+
+def _model_texture(face_model, p: Dict[str, torch.Tensor]) -> torch.Tensor:
+    parts = face_model.split_coeffs(torch.cat([p[k] for k in _ORDER], dim=1))
+    return face_model.texture(parts["tex"])
+
+
+class _FixedShape:
+    """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated)."""
+
+    def __init__(self, face_model, shape: torch.Tensor):
+        self._fm = face_model
+        self._shape = shape
+
+    def __getattr__(self, name):
+        return getattr(self._fm, name)
+
+    def shape(self, id_coeff, exp_coeff):
+        return self._shape
 
 
 def _edges(tri: torch.Tensor) -> torch.Tensor:
+    """Unique undirected edges ``[E, 2]`` (int64) of a triangle list ``[F, 3]``."""
     e = torch.cat([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]], dim=0).long()
     e = torch.sort(e, dim=1).values
-    return torch.unique(e, dim=0)
+    n = int(e.max()) + 1 if e.numel() else 1
+    key = torch.unique(e[:, 0] * n + e[:, 1])
+    return torch.stack([key // n, key % n], dim=1)
 
 
 def _landmarks5(lm68: torch.Tensor) -> torch.Tensor:
@@ -484,15 +515,21 @@ def project_landmarks(face_model, renderer, coeffs: torch.Tensor) -> torch.Tenso
 
 def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torch.Tensor, steps: int) -> None:
     """Landmark-only Adam steps on rotation and translation (no rasterization: ~1 ms each)."""
+    from pyfaid.render import camera as cam
+
+    with torch.no_grad():
+        pts = _model_shape(face_model, p)[:, face_model.landmark_idx]  # [B, 68, 3]
     opt = torch.optim.Adam([p["angle"], p["trans"]], lr=0.03)
     size = float(renderer.image_size)
     for _ in range(steps):
-        c = torch.cat([p[k] for k in ("id", "exp", "tex", "angle", "gamma", "trans")], dim=1)
-        lm = _landmarks5(project_landmarks(face_model, renderer, c))
+        world = cam.apply_pose(pts, cam.euler_rotation(p["angle"]), p["trans"])
+        lm = _landmarks5(renderer.project_points(cam.to_camera(world, renderer.camera_distance)))
         loss = (((lm - landmarks5) / size) ** 2).sum(-1).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
+    for k in ("angle", "trans"):
+        p[k].grad = None
 
 
 def fit(
@@ -536,7 +573,7 @@ def fit(
     p = {k: coeffs[:, s].clone().requires_grad_(True) for k, s in _SLICES.items()}
     if colors is None:
         with torch.no_grad():
-            base = face_model.texture(p["tex"][:, : face_model.n_tex])
+            base = _model_texture(face_model, p)
         tex_drives_colors = True
     else:
         base = colors.detach().to(dev, torch.float32)
@@ -562,6 +599,8 @@ def fit(
         [{"params": [p[k]], "lr": lr, "name": k} for k, lr in groups.items()]
         + [{"params": [delta], "lr": sch.lr_colors, "name": "delta"}]
     )
+    for g in opt.param_groups:
+        g["lr0"] = g["lr"]
     n1 = int(round(steps * sch.pose_frac))
     n2 = int(round(steps * sch.shape_frac))
     history = []
@@ -571,47 +610,67 @@ def fit(
 
         it = tqdm(it, desc="fitting", leave=False)
     size = float(target.shape[-1])
+    model_now, albedo_fixed, stage_now = face_model, None, 0
     for step in it:
         stage = 1 if step < n1 else (2 if step < n2 else 3)
+        if stage != stage_now:
+            # Stages 1 and 3 keep the shape (and the albedo under the colour offsets) fixed: cache
+            # them so that a step costs only the pose, lighting and rasterization.
+            stage_now = stage
+            with torch.no_grad():
+                albedo_fixed = (_model_texture(face_model, p).detach()
+                                if tex_drives_colors else base)
+                if stage == 2:
+                    model_now = face_model
+                else:
+                    model_now = _FixedShape(face_model, _model_shape(face_model, p).detach())
+            for g in opt.param_groups:
+                g["lr_active"] = (g["name"] in ("angle", "trans", "gamma") or
+                                  (stage == 2 and g["name"] in ("id", "exp")) or
+                                  (stage == 2 and g["name"] == "tex" and tex_drives_colors) or
+                                  (stage == 3 and g["name"] == "delta"))
+        # linear learning-rate decay to ``final_lr_frac`` over each stage (settles the oscillation
+        # of the last Adam steps)
+        start, end = (0, n1) if stage == 1 else ((n1, n2) if stage == 2 else (n2, steps))
+        frac = (step - start) / max(1, end - start - 1)
         for g in opt.param_groups:
-            active = (g["name"] in ("angle", "trans", "gamma") or
-                      (stage >= 2 and g["name"] in ("id", "exp", "tex")) or
-                      (stage >= 3 and g["name"] == "delta"))
-            g["lr_active"] = active
+            g["lr"] = g["lr0"] * (1.0 - (1.0 - sch.final_lr_frac) * frac)
         c = torch.cat([p[k] for k in ("id", "exp", "tex", "angle", "gamma", "trans")], dim=1)
-        if tex_drives_colors:
-            albedo = face_model.texture(p["tex"][:, : face_model.n_tex])
+        if stage == 2 and tex_drives_colors:
+            col = _model_texture(face_model, p)
+        elif stage == 3:
+            col = albedo_fixed + delta
         else:
-            albedo = base
-        col = albedo + delta
-        out = renderer(face_model, c, colors=col)
+            col = albedo_fixed
+        out = renderer(model_now, c, colors=col)
         mask = out["mask"].detach()
         nsw = sch.nonskin_weight if stage < 3 else sch.nonskin_weight_fine
         w = mask * (skin + nsw * (1 - skin))
         diff = torch.sqrt(((out["image"] - target) ** 2).sum(dim=1, keepdim=True) + 1e-8)
         photo = (w * diff).sum(dim=(1, 2, 3)) / w.sum(dim=(1, 2, 3)).clamp_min(1.0)
         loss = sch.w_photo * photo.mean()
-        terms = {"photo": float(photo.mean())}
+        terms = {"stage": stage, "photo": float(photo.detach().mean())}
         if landmarks5 is not None:
             lm = _landmarks5(out["landmarks"])
             lml = (((lm - landmarks5) / size) ** 2).sum(-1).mean()
             loss = loss + sch.w_landmark * lml
-            terms["landmark"] = float(lml)
-        if id_encoder is not None and stage >= 2 and step % max(1, sch.id_every) == 0:
+            terms["landmark"] = float(lml.detach())
+        if id_encoder is not None and stage >= 2 and (step - n1) % max(1, sch.id_every) == 0:
             comp = mask * out["image"] + (1 - mask) * target
             emb = F.normalize(id_encoder.embed(comp), dim=-1)
             idl = (1 - (emb * id_target).sum(-1)).mean()
             loss = loss + sch.w_id * idl
-            terms["id"] = float(idl)
-        reg = (sch.w_reg_id * (p["id"] ** 2).sum(1) + sch.w_reg_exp * (p["exp"] ** 2).sum(1)
-               + sch.w_reg_tex * (p["tex"] ** 2).sum(1)).mean()
+            terms["id"] = float(idl.detach())
         g3 = p["gamma"].reshape(B, 3, 9)
-        reg = reg + sch.w_gamma * ((g3 - g3.mean(dim=1, keepdim=True)) ** 2).mean()
-        if stage >= 3:
+        reg = sch.w_gamma * ((g3 - g3.mean(dim=1, keepdim=True)) ** 2).mean()
+        if stage == 2:
+            reg = reg + (sch.w_reg_id * (p["id"] ** 2).sum(1) + sch.w_reg_exp * (p["exp"] ** 2).sum(1)
+                         + sch.w_reg_tex * (p["tex"] ** 2).sum(1)).mean()
+        if stage == 3:
             d_e = delta[:, edges[:, 0]] - delta[:, edges[:, 1]]
             reg = reg + sch.w_color_l2 * (delta ** 2).mean() + sch.w_color_smooth * (d_e ** 2).mean()
         loss = loss + reg
-        terms["loss"] = float(loss)
+        terms["loss"] = float(loss.detach())
         history.append(terms)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -622,7 +681,7 @@ def fit(
         opt.step()
     with torch.no_grad():
         c = torch.cat([p[k] for k in ("id", "exp", "tex", "angle", "gamma", "trans")], dim=1)
-        albedo = face_model.texture(p["tex"][:, : face_model.n_tex]) if tex_drives_colors else base
+        albedo = _model_texture(face_model, p) if tex_drives_colors else base
         col = (albedo + delta).clamp(0, 1)
     return c.detach(), col.detach(), history
 
