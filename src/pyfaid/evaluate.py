@@ -238,7 +238,12 @@ def evaluate(
         occluded = occluded.to(dev)
         gt = None
         if kind == "synthetic" and isinstance(items[0], dict) and "vertices" in items[0]:
-            gt = {"vertices": torch.stack([it["vertices"] for it in items]).to(dev).float(),
+            # ground-truth model-space shape (identity + expression, no pose) from the generator's
+            # coefficients; the items' camera-space vertices are a reflection of world space
+            # (depth = camera_distance - z), which a rotation cannot align
+            gt_c = torch.stack([torch.as_tensor(it["coeffs"]) for it in items]).to(dev).float()
+            gt_parts = face_model.split_coeffs(gt_c)
+            gt = {"vertices": face_model.shape(gt_parts["id"], gt_parts["exp"]),
                   "colors": torch.stack([it["colors"] for it in items]).to(dev).float()}
         if len(samples["input"]) < num_samples:
             k = num_samples - len(samples["input"])
@@ -260,7 +265,7 @@ def evaluate(
                 }
                 for ename, enc in encs.items():
                     vals[f"id_{ename}"] = metrics.id_similarity(comp, clean, enc)
-                if gt is not None:
+                if gt is not None and fm.num_vertices == face_model.num_vertices:
                     fmask = fm.face_mask.to(dev)
                     vals["color_error"] = (out["colors"][:, fmask].clamp(0, 1) - gt["colors"][:, fmask]).abs().mean(dim=(1, 2))
                     parts = fm.split_coeffs(coeffs)
@@ -434,7 +439,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     ckpts: Dict[str, str] = {}
     if args.checkpoint:
         ckpts[args.name] = args.checkpoint

@@ -846,7 +846,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--fit", type=int, default=0, metavar="STEPS", help="test-time fitting steps per image")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--no-id-loss", action="store_true", help="fit without the identity loss")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch CPU threads (default 1: fitting works on small tensors, where extra "
+                         "threads gain little and oversubscribed cores lose a lot)")
     args = ap.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     if args.checkpoint is None and args.fit <= 0:
         print(f"error: {NO_CHECKPOINT_MESSAGE}", file=sys.stderr)
