@@ -476,7 +476,7 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             step += 1
             samples += B * d.world
             n0 += images.shape[0] * d.world
-            last_terms = {k: float(v) for k, v in terms.items()}
+            last_terms = {k: float(v.detach()) for k, v in terms.items()}
             last_terms["total"] = float(total)
             ips = n0 / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)

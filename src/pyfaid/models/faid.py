@@ -304,7 +304,8 @@ class FAIDObjective(nn.Module):
             terms["rob"] = torch.stack(rob).mean()
 
         if c.self_aug and (c.sa_rot or c.sa_occ):
-            n = images.shape[0] if c.sa_size <= 0 else min(c.sa_size, images.shape[0])
+            # at least 2 items: BatchNorm in train mode needs more than one value per channel
+            n = images.shape[0] if c.sa_size <= 0 else min(max(c.sa_size, 2), images.shape[0])
             sub = recon if n == images.shape[0] else _slice(recon, n)
             sa = faid.self_augment(sub, generator, rot=c.sa_rot, occ=c.sa_occ,
                                    max_angles=(c.max_pitch, c.max_yaw, c.max_roll))
