@@ -245,7 +245,7 @@ def test_training_decreases_loss(tmp_path):
     with torch.no_grad():
         l0 = before(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
     summary, faid = run(tmp_path, "dec", cfg, dataset=ds, return_model=True)
-    assert summary["step"] == 12
+    assert summary["step"] == 10
     with torch.no_grad():
         l1 = FAIDObjective(faid.eval(), cfg.loss)(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
     assert l1 < 0.9 * l0, (l0, l1)
@@ -335,7 +335,9 @@ def _ddp_worker(rank, world, port, out, result_dir):
 
     summary, faid = train(tiny_cfg(train__max_steps=2), out_dir=out, device="cpu",
                           progress=False, build_model=build_tiny, dataset=TinyFaces(8), return_model=True)
-    torch.save(faid.trainable_state_dict(), os.path.join(result_dir, f"rank{rank}.pt"))
+    # parameters (BatchNorm running statistics are per replica; checkpoints keep rank 0's)
+    params = {n: p.detach().clone() for n, p in faid.named_parameters() if p.requires_grad}
+    torch.save(params, os.path.join(result_dir, f"rank{rank}.pt"))
     import torch.distributed as dist
 
     dist.destroy_process_group()
@@ -348,7 +350,8 @@ def test_ddp_two_cpu_processes_identical_parameters(tmp_path):
     mp.spawn(_ddp_worker, args=(2, _free_port(), out, str(tmp_path)), nprocs=2, join=True)
     a = torch.load(tmp_path / "rank0.pt")
     b = torch.load(tmp_path / "rank1.pt")
-    init = _params(build_tiny(tiny_cfg()))
+    torch.manual_seed(0)
+    init = dict(build_tiny(tiny_cfg()).named_parameters())
     changed = 0
     for k in a:
         assert torch.equal(a[k], b[k]), k
