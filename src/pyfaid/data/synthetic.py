@@ -331,7 +331,8 @@ class SyntheticFaces(Dataset):
             cleans.append(torch.from_numpy(img).permute(2, 0, 1))
         clean = torch.stack(cleans).contiguous()  # [B, 3, H, W]
         if self.occlusion:
-            image, occ = occlude(clean, seed=self.seed, indices=idx, **self.occlusion_kwargs)
+            image, occ = occlude(clean, seed=self.seed, indices=idx, landmarks=out["landmarks"].cpu(),
+                                 **self.occlusion_kwargs)
         else:
             image, occ = clean.clone(), torch.zeros_like(face)
         visible = face * (1 - occ)
