@@ -15,6 +15,7 @@
 
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 namespace pyfaid {
@@ -23,6 +24,12 @@ namespace {
 
 constexpr int64_t FACE_GRAIN = 2048;
 constexpr int64_t VERTEX_GRAIN = 1024;
+
+// Scratch buffer without the zero fill of std::vector (every element is written before use).
+template <typename T>
+std::unique_ptr<T[]> scratch(int64_t n) {
+  return std::unique_ptr<T[]>(new T[static_cast<size_t>(n)]);
+}
 
 // Corners (3 * triangle + k) that use each vertex: corner[start[v] .. start[v + 1]).
 struct Adjacency {
@@ -55,8 +62,8 @@ inline void cross(const T* a, const T* b, T* out) {
 
 // fn[b, t] = (p1 - p0) x (p2 - p0) for every batch element and triangle.
 template <typename T>
-std::vector<T> face_normals(const T* p, const int32_t* tri, int64_t B, int64_t V, int64_t F) {
-  std::vector<T> fn(static_cast<size_t>(B * F) * 3);
+std::unique_ptr<T[]> face_normals(const T* p, const int32_t* tri, int64_t B, int64_t V, int64_t F) {
+  auto fn = scratch<T>(B * F * 3);
   at::parallel_for(0, B * F, FACE_GRAIN, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const int64_t b = i / F, t = i % F;
@@ -66,7 +73,7 @@ std::vector<T> face_normals(const T* p, const int32_t* tri, int64_t B, int64_t V
       const T* p2 = pb + 3 * static_cast<int64_t>(tri[3 * t + 2]);
       const T e1[3] = {p1[0] - p0[0], p1[1] - p0[1], p1[2] - p0[2]};
       const T e2[3] = {p2[0] - p0[0], p2[1] - p0[1], p2[2] - p0[2]};
-      cross(e1, e2, fn.data() + 3 * i);
+      cross(e1, e2, fn.get() + 3 * i);
     }
   });
   return fn;
@@ -110,14 +117,14 @@ at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri) {
   AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "vertex_normals_cpu", [&] {
     using T = scalar_t;
     const T* p = verts.data_ptr<T>();
-    const std::vector<T> fn = face_normals<T>(p, tri.data_ptr<int32_t>(), B, V, F);
+    const auto fn = face_normals<T>(p, tri.data_ptr<int32_t>(), B, V, F);
     T* o = out.data_ptr<T>();
     const T eps2 = static_cast<T>(NORMAL_EPS * NORMAL_EPS);
     at::parallel_for(0, B * V, VERTEX_GRAIN, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / V, v = i % V;
         T s[3];
-        gather_sum(adj, fn.data() + b * F * 3, v, s);
+        gather_sum(adj, fn.get() + b * F * 3, v, s);
         const T len2 = s[0] * s[0] + s[1] * s[1] + s[2] * s[2];
         T* n = o + 3 * i;
         if (len2 > eps2) {
@@ -153,17 +160,17 @@ at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at:
     const T* p = verts.data_ptr<T>();
     const int32_t* t3 = tri.data_ptr<int32_t>();
     const T* g = grad_normals.data_ptr<T>();
-    const std::vector<T> fn = face_normals<T>(p, t3, B, V, F);
+    const auto fn = face_normals<T>(p, t3, B, V, F);
     const T eps2 = static_cast<T>(NORMAL_EPS * NORMAL_EPS);
     // 1. gradient with respect to the unnormalised vertex sums s_v.
-    std::vector<T> grad_s(static_cast<size_t>(B * V) * 3);
+    auto grad_s = scratch<T>(B * V * 3);
     at::parallel_for(0, B * V, VERTEX_GRAIN, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / V, v = i % V;
         T s[3];
-        gather_sum(adj, fn.data() + b * F * 3, v, s);
+        gather_sum(adj, fn.get() + b * F * 3, v, s);
         const T len2 = s[0] * s[0] + s[1] * s[1] + s[2] * s[2];
-        T* gs = grad_s.data() + 3 * i;
+        T* gs = grad_s.get() + 3 * i;
         if (len2 > eps2) {
           const T inv = T(1) / std::sqrt(len2);
           const T n[3] = {s[0] * inv, s[1] * inv, s[2] * inv};
@@ -178,15 +185,15 @@ at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at:
       }
     });
     // 2. gradient with respect to every face normal: the sum over its three corners.
-    std::vector<T> grad_f(static_cast<size_t>(B * F) * 3);
+    auto grad_f = scratch<T>(B * F * 3);
     at::parallel_for(0, B * F, FACE_GRAIN, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / F, t = i % F;
-        const T* gs = grad_s.data() + b * V * 3;
+        const T* gs = grad_s.get() + b * V * 3;
         const T* a = gs + 3 * static_cast<int64_t>(t3[3 * t]);
         const T* c = gs + 3 * static_cast<int64_t>(t3[3 * t + 1]);
         const T* d = gs + 3 * static_cast<int64_t>(t3[3 * t + 2]);
-        T* gf = grad_f.data() + 3 * i;
+        T* gf = grad_f.get() + 3 * i;
         gf[0] = a[0] + c[0] + d[0];
         gf[1] = a[1] + c[1] + d[1];
         gf[2] = a[2] + c[2] + d[2];
@@ -198,7 +205,7 @@ at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at:
       for (int64_t i = begin; i < end; ++i) {
         const int64_t b = i / V, v = i % V;
         const T* pb = p + b * V * 3;
-        const T* gfb = grad_f.data() + b * F * 3;
+        const T* gfb = grad_f.get() + b * F * 3;
         T acc[3] = {T(0), T(0), T(0)};
         for (int64_t j = adj.start[v]; j < adj.start[v + 1]; ++j) {
           const int64_t corner = adj.corner[j], t = corner / 3, k = corner % 3;

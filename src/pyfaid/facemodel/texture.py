@@ -83,9 +83,9 @@ def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
         dirs.append(np.asarray(field, np.float64).reshape(V, 3))
         names.append(name)
 
-    add("melanin", -skin * np.array([0.13, 0.15, 0.18]) * not_eye)  # darker and browner
-    add("hemoglobin", np.array([0.035, -0.02, -0.012]) * ones * not_eye)
-    add("yellowness", np.array([0.01, 0.012, -0.035]) * ones * not_eye)
+    add("melanin", -skin * np.array([0.15, 0.17, 0.2]) * not_eye)  # darker and browner
+    add("hemoglobin", np.array([0.025, -0.012, -0.008]) * ones * not_eye)
+    add("yellowness", np.array([0.008, 0.006, -0.022]) * ones * not_eye)
     add("lip_colour", np.array([0.06, -0.03, -0.01]) * r["lips"][:, None])
     add("brow_darkness", -np.array([0.12, 0.1, 0.08]) * r["brows"][:, None])
     add("periorbital_darkness", -np.array([0.05, 0.05, 0.035]) * r["periorbital"][:, None] * (1 - eye))
