@@ -481,7 +481,7 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             samples += B * d.world
             n0 += images.shape[0] * d.world
             last_terms = {k: float(v.detach()) for k, v in terms.items()}
-            last_terms["total"] = float(total)
+            last_terms["total"] = float(total.detach())
             ips = n0 / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{last_terms['total']:.4f}", photo=f"{last_terms['photo']:.4f}",

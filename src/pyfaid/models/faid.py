@@ -359,7 +359,8 @@ def build_faid(cfg, device="cpu") -> FAID:
     coarse = CoarseModel(m.backbone, m.backbone_weights, m.input_size)
 
     need_id = lc.id > 0 or lc.rob > 0 or (m.fine and m.faid_decoder and m.use_id_features)
-    need_att = lc.att > 0 or lc.rob > 0 or (m.fine and m.faid_decoder and m.use_fa_features)
+    # L_rob = L_id + L_att uses whichever encoders the other terms need
+    need_att = lc.att > 0 or (m.fine and m.faid_decoder and m.use_fa_features)
     id_enc = None
     if need_id:
         kw = {"weights": m.identity_weights} if m.identity_weights else {}
