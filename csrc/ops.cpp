@@ -40,6 +40,8 @@ TORCH_LIBRARY(pyfaid, m) {
   m.def("cheb_conv(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, Tensor? bias) -> Tensor");
   // -> (grad_x, grad_weight, grad_bias)
   m.def("cheb_conv_backward(Tensor grad_out, Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, bool has_bias) -> (Tensor, Tensor, Tensor)");
+  // One sparse product L~ x (x [N, C] -> [N, C]); its own adjoint because L~ is symmetric.
+  m.def("cheb_spmm(Tensor crow, Tensor col, Tensor val, Tensor x) -> Tensor");
 }
 
 #ifndef WITH_CUDA

@@ -37,6 +37,32 @@ void check_inputs(const char* op, const at::Tensor& x, const char* x_name, const
   check_same_device(weight, "weight", x, x_name, op);
 }
 
+void check_spmm_inputs(const char* op, const at::Tensor& crow, const at::Tensor& col,
+                       const at::Tensor& val, const at::Tensor& x) {
+  TORCH_CHECK(x.defined(), op, ": `x` is undefined");
+  check_floating(x, "x", op);
+  TORCH_CHECK(x.dim() == 2, op, ": `x` must be [N, C], got shape ", x.sizes());
+  check_tensor(crow, "crow", at::kLong, 1, op);
+  check_tensor(col, "col", at::kLong, 1, op);
+  check_tensor(val, "val", x.scalar_type(), 1, op);
+  TORCH_CHECK(crow.numel() == x.size(0) + 1, op, ": `crow` must have N + 1 = ", x.size(0) + 1,
+              " entries for `x` with N = ", x.size(0), " rows, got ", crow.numel());
+  TORCH_CHECK(col.numel() == val.numel(), op, ": `col` and `val` must have the same length, got ",
+              col.numel(), " and ", val.numel());
+  check_same_device(crow, "crow", x, "x", op);
+  check_same_device(col, "col", x, "x", op);
+  check_same_device(val, "val", x, "x", op);
+}
+
+void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& x,
+                int64_t fout) {
+  if (!bias.has_value() || !bias->defined()) return;
+  check_tensor(*bias, "bias", x.scalar_type(), 1, op);
+  TORCH_CHECK(bias->numel() == fout, op, ": `bias` must be [Fout] = [", fout, "], got shape ",
+              bias->sizes());
+  check_same_device(*bias, "bias", x, "x", op);
+}
+
 namespace {
 
 // [B, N, F] -> node-major [N * B, F] (a view when B == 1).

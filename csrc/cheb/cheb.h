@@ -40,6 +40,14 @@ void check_inputs(const char* op, const at::Tensor& x, const char* x_name, const
                   const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
                   bool x_is_grad_out);
 
+// Checks of cheb_spmm's arguments: x [N, C] float32/float64 and the CSR triple for N vertices.
+void check_spmm_inputs(const char* op, const at::Tensor& crow, const at::Tensor& col,
+                       const at::Tensor& val, const at::Tensor& x);
+
+// `bias` (when given) must be [Fout], x's dtype, contiguous, on x's device.
+void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& x,
+                int64_t fout);
+
 at::Tensor cheb_conv_forward(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                              const at::Tensor& val, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, SpmmFn spmm);

@@ -127,15 +127,6 @@ void check_csr_cpu(const char* op, const at::Tensor& crow, const at::Tensor& col
   });
 }
 
-void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& x,
-                int64_t fout) {
-  if (!bias.has_value() || !bias->defined()) return;
-  check_tensor(*bias, "bias", x.scalar_type(), 1, op);
-  TORCH_CHECK(bias->numel() == fout, op, ": `bias` must be [Fout] = [", fout, "], got shape ",
-              bias->sizes());
-  check_same_device(*bias, "bias", x, "x", op);
-}
-
 void check_cpu(const char* op, const at::Tensor& x, const char* name) {
   TORCH_CHECK(x.device().is_cpu(), op, ": `", name, "` must be a CPU tensor here, got ", x.device());
 }
@@ -164,10 +155,22 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cheb_conv_backward_cpu(
   return cheb_conv_backward_impl(grad_out, x, crow, col, val, weight, has_bias, &spmm_cpu);
 }
 
+at::Tensor cheb_spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                          const at::Tensor& x) {
+  const char* op = "cheb_spmm";
+  check_spmm_inputs(op, crow, col, val, x);
+  check_cpu(op, x, "x");
+  check_csr_cpu(op, crow, col, val, x.size(0));
+  at::Tensor out = at::empty_like(x);
+  spmm_cpu(crow, col, val, x, at::Tensor(), out, 1.0, 0.0, false);
+  return out;
+}
+
 }  // namespace
 }  // namespace pyfaid::cheb
 
 TORCH_LIBRARY_IMPL(pyfaid, CPU, m) {
   m.impl("cheb_conv", &pyfaid::cheb::cheb_conv_cpu);
   m.impl("cheb_conv_backward", &pyfaid::cheb::cheb_conv_backward_cpu);
+  m.impl("cheb_spmm", &pyfaid::cheb::cheb_spmm_cpu);
 }

@@ -343,8 +343,8 @@ inline void check_tri_range(const at::Tensor& tri, int64_t num_vertices, const c
                             const char* vert_name) {
   if (tri.numel() == 0) return;
   auto mm = at::aminmax(tri);
-  const int64_t lo = std::get<0>(mm).item<int64_t>();
-  const int64_t hi = std::get<1>(mm).item<int64_t>();
+  const auto both = at::stack({std::get<0>(mm), std::get<1>(mm)}).to(at::kCPU, at::kLong);
+  const int64_t lo = both.data_ptr<int64_t>()[0], hi = both.data_ptr<int64_t>()[1];
   TORCH_CHECK(lo >= 0 && hi < num_vertices, op, ": `tri` indices must lie in [0, ", num_vertices,
               ") (the rows of `", vert_name, "`), got values in [", lo, ", ", hi, "]");
 }
@@ -352,6 +352,10 @@ inline void check_tri_range(const at::Tensor& tri, int64_t num_vertices, const c
 // rast [B, H, W, 4] with pos's dtype and device.
 inline void check_rast(const at::Tensor& rast, const at::Tensor& like, const char* name,
                        const char* op) {
+  TORCH_CHECK(rast.defined(), op, ": `", name, "` is undefined");
+  TORCH_CHECK(rast.scalar_type() == like.scalar_type(), op, ": `", name, "` (", rast.scalar_type(),
+              ") and the other floating-point inputs (", like.scalar_type(),
+              ") must have the same dtype");
   check_tensor(rast, name, like.scalar_type(), 4, op);
   TORCH_CHECK(rast.size(3) == 4, op, ": `", name, "` must have shape [B, H, W, 4], got ",
               rast.sizes());

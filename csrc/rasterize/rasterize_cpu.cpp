@@ -14,6 +14,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "rasterize/rasterize.h"
@@ -35,7 +36,8 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
   // result does not depend on the chunking, only the speed does).
   const int64_t K = std::max<int64_t>(1, std::min<int64_t>((F + 2047) / 2048, 4 * at::get_num_threads()));
 
-  std::vector<TriSetup<T>> setup(G * F);
+  // Not value-initialised: setup_triangle writes every entry (culled ones too).
+  std::unique_ptr<TriSetup<T>[]> setup(new TriSetup<T>[G * F]);
   std::vector<int32_t> counts(G * K * T_count);
   std::vector<int64_t> tile_begin(G * T_count + 1);
   std::vector<int32_t> list;
@@ -125,7 +127,7 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
         }
         std::fill(zbuf, zbuf + kTile * kTile, T(2));
         std::fill(ibuf, ibuf + kTile * kTile, -1);
-        const TriSetup<T>* st = setup.data() + g * F;
+        const TriSetup<T>* st = setup.get() + g * F;
         for (int64_t e = tile_begin[g * T_count + tile]; e < tile_begin[g * T_count + tile + 1]; ++e) {
           const int32_t f = list[e];
           const TriSetup<T>& s = st[f];

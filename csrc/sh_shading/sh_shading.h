@@ -19,6 +19,12 @@
 
 #include <ATen/ATen.h>
 
+#if defined(__CUDACC__)
+#define PYFAID_HOST_DEVICE __host__ __device__
+#else
+#define PYFAID_HOST_DEVICE
+#endif
+
 namespace pyfaid {
 namespace sh {
 
@@ -29,28 +35,30 @@ constexpr double K2 = 2.4270323906946243;    // a2 c2
 constexpr double K6C = 0.70062390204974120;  // a2 c2 / (2 sqrt 3)
 constexpr double K6Q = 2.1018717061492236;   // 3 a2 c2 / (2 sqrt 3)
 
-// Constant that multiplies monomial j in basis function j (Y_j = SIGN_SCALE[j] * m_j for j != 0, 6).
-constexpr double MONOMIAL_SCALE[9] = {K0, -K1, K1, -K1, K2, -K2, K6Q, -K2, 0.5 * K2};
+// Y_j = monomial_scale(j) * m_j, except Y6 = K6Q z^2 - K6C (a function, so device code can use it).
+PYFAID_HOST_DEVICE constexpr double monomial_scale(int j) {
+  return j == 0 ? K0 : j == 1 ? -K1 : j == 2 ? K1 : j == 3 ? -K1 : j == 4 ? K2 : j == 5 ? -K2 : j == 6 ? K6Q : j == 7 ? -K2 : 0.5 * K2;
+}
 
 // kcoef[c * 9 + j] = coefficient of monomial j for channel c, from gamma[c * 9 + k].
 template <typename T>
-inline void fold_sh_coefficients(const T* gamma, T* kcoef) {
+PYFAID_HOST_DEVICE inline void fold_sh_coefficients(const T* gamma, T* kcoef) {
   for (int c = 0; c < 3; ++c) {
     const T* g = gamma + 9 * c;
     T* k = kcoef + 9 * c;
     k[0] = T(K0) * g[0] - T(K6C) * g[6];
-    for (int j = 1; j < 9; ++j) k[j] = T(MONOMIAL_SCALE[j]) * g[j];
+    for (int j = 1; j < 9; ++j) k[j] = T(monomial_scale(j)) * g[j];
   }
 }
 
 // grad_gamma[c * 9 + k] from msum[c * 9 + j] = sum over points of grad_out_c * albedo_c * m_j.
 template <typename Acc, typename T>
-inline void unfold_sh_gradient(const Acc* msum, T* grad_gamma) {
+PYFAID_HOST_DEVICE inline void unfold_sh_gradient(const Acc* msum, T* grad_gamma) {
   for (int c = 0; c < 3; ++c) {
     const Acc* s = msum + 9 * c;
     T* g = grad_gamma + 9 * c;
     g[0] = static_cast<T>(K0 * s[0]);
-    for (int j = 1; j < 9; ++j) g[j] = static_cast<T>(MONOMIAL_SCALE[j] * s[j]);
+    for (int j = 1; j < 9; ++j) g[j] = static_cast<T>(monomial_scale(j) * s[j]);
     g[6] = static_cast<T>(K6Q * s[6] - K6C * s[0]);
   }
 }

@@ -110,6 +110,7 @@ class OptimConfig:
 class TrainConfig:
     batch_size: int = 16                # per process
     max_steps: int = 200000
+    max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda
     out: str = "runs/default"

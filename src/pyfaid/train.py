@@ -448,11 +448,15 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
     bar = tqdm(total=max_steps, initial=step, disable=not (progress and d.main), dynamic_ncols=True,
                desc="train")
     t0, n0 = time.perf_counter(), 0
+    t_start = t0
     interrupted = False
     with _StopFlag() as stop:
         while step < max_steps:
             if d.all_true(stop.requested):
                 interrupted = True
+                break
+            budget = cfg.train.max_minutes * 60.0
+            if budget > 0 and d.all_true(time.perf_counter() - t_start > budget):
                 break
             batch = next(it)
             skipped += batch.get("skipped", 0)
@@ -476,8 +480,8 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             step += 1
             samples += B * d.world
             n0 += images.shape[0] * d.world
-            last_terms = {k: float(v) for k, v in terms.items()}
-            last_terms["total"] = float(total)
+            last_terms = {k: float(v.detach()) for k, v in terms.items()}
+            last_terms["total"] = float(total.detach())
             ips = n0 / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
             bar.set_postfix(loss=f"{last_terms['total']:.4f}", photo=f"{last_terms['photo']:.4f}",

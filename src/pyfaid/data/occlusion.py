@@ -14,6 +14,7 @@ for image ``index`` whatever the batch it sits in.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import cv2
@@ -59,16 +60,48 @@ def _pt(x: float, y: float) -> tuple[int, int]:
 _SHIFT = 4  # fractional bits used with _pt
 
 
-def _face_anchor(rng: np.random.Generator, size: int) -> tuple[float, float]:
-    """A point near the centre of an aligned face (Gaussian around the image centre)."""
-    x = rng.normal(0.5, 0.08) * size
-    y = rng.normal(0.5, 0.09) * size
-    return float(np.clip(x, 0.15 * size, 0.85 * size)), float(np.clip(y, 0.15 * size, 0.85 * size))
+class _Frame:
+    """Where the face is in one image: from 68 landmarks when given, else the aligned-face prior.
+
+    Attributes (pixels): ``size``; ``eyes`` the two eye centres [2, 2] (image-left first) or None;
+    ``nose`` the nose tip or None; ``face_w`` the face width; ``brow_y`` the brow height or None.
+    """
+
+    def __init__(self, size: int, landmarks: np.ndarray | None = None) -> None:
+        self.size = size
+        self.eyes = self.nose = self.brow_y = None
+        self.face_w = 0.6 * size
+        if landmarks is not None and np.isfinite(landmarks).all():
+            lm = landmarks.astype(np.float64)
+            self.eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+            self.nose = lm[30]
+            self.face_w = float(max(np.ptp(lm[0:17, 0]), np.linalg.norm(lm[16] - lm[0]), 0.2 * size))
+            self.brow_y = float(lm[17:27, 1].min())
 
 
-def _eye_line(rng: np.random.Generator, size: int) -> tuple[float, float]:
-    """Centre of the eye region of an aligned face, with jitter."""
-    return rng.normal(0.5, 0.03) * size, rng.uniform(0.36, 0.48) * size
+def _face_anchor(rng: np.random.Generator, frame: _Frame) -> tuple[float, float]:
+    """A point near the face centre: around the nose tip, or the image centre of an aligned face."""
+    size = frame.size
+    if frame.nose is not None:
+        x = frame.nose[0] + rng.normal(0, 0.18) * frame.face_w
+        y = frame.nose[1] + rng.normal(0, 0.22) * frame.face_w
+    else:
+        x = rng.normal(0.5, 0.08) * size
+        y = rng.normal(0.5, 0.09) * size
+    return float(np.clip(x, 0.1 * size, 0.9 * size)), float(np.clip(y, 0.1 * size, 0.9 * size))
+
+
+def _eye_line(rng: np.random.Generator, frame: _Frame) -> tuple[float, float, float, float]:
+    """Eye-line centre, half the distance between the eyes, and the roll angle (radians)."""
+    s = frame.size / 224.0
+    if frame.eyes is not None:
+        (lx, ly), (rx, ry) = frame.eyes
+        centre = 0.5 * (frame.eyes[0] + frame.eyes[1]) + rng.normal(0, 1.5 * s, 2)
+        half_gap = 0.5 * float(np.hypot(rx - lx, ry - ly)) * rng.uniform(0.95, 1.15)
+        angle = float(np.arctan2(ry - ly, rx - lx)) + rng.normal(0, 0.03)
+        return float(centre[0]), float(centre[1]), max(half_gap, 8 * s), angle
+    cx, cy = rng.normal(0.5, 0.03) * frame.size, rng.uniform(0.34, 0.44) * frame.size
+    return float(cx), float(cy), rng.uniform(25, 33) * s, rng.normal(0.0, 0.08)
 
 
 def _rotate(points: np.ndarray, centre: tuple[float, float], angle: float) -> np.ndarray:
@@ -78,8 +111,12 @@ def _rotate(points: np.ndarray, centre: tuple[float, float], angle: float) -> np
     return np.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1]], 1) + np.asarray(centre)
 
 
+@functools.lru_cache(maxsize=8)
 def _coords(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pixel x and y coordinate grids [H, W] (cached, read-only)."""
     ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    xs.flags.writeable = False
+    ys.flags.writeable = False
     return xs, ys
 
 
@@ -147,18 +184,17 @@ def _shade_linear(rng: np.random.Generator, size: int, strength: float) -> np.nd
 # ----------------------------------------------------------------------------------------------
 
 
-def _sunglasses(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sunglasses(rng: np.random.Generator, image: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     s = size / 224.0
-    cx, cy = _eye_line(rng, size)
-    angle = rng.normal(0.0, 0.08)
+    cx, cy, half_gap, angle = _eye_line(rng, frame)
     mask = np.zeros((size, size), np.uint8)
     frame_colour = np.clip(rng.uniform(0.0, 0.25) + rng.normal(0, 0.05, 3), 0, 1).astype(np.float32)
     lens_colour = np.clip(rng.uniform(0.01, 0.12) + rng.normal(0, 0.04, 3), 0, 1).astype(np.float32)
     if rng.random() < 0.7:
         # Two lenses, a bridge and the temple arms.
-        half_gap = rng.uniform(25, 33) * s  # eye centre to image centre
-        rx, ry = rng.uniform(18, 25) * s, rng.uniform(12, 18) * s
+        rx = half_gap * rng.uniform(0.62, 0.85)
+        ry = rx * rng.uniform(0.6, 0.8)
         centres = _rotate(np.array([[cx - half_gap, cy], [cx + half_gap, cy]]), (cx, cy), angle)
         deg = np.degrees(angle)
         round_lenses = rng.random() < 0.5
@@ -182,8 +218,8 @@ def _sunglasses(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray
         cv2.line(mask, _pt(*outer[2]), _pt(*outer[3]), 255, thick, cv2.LINE_AA, _SHIFT)
     else:
         # A band across the eyes (visor / blindfold), possibly textured.
-        half_w = rng.uniform(55, 110) * s
-        half_h = rng.uniform(9, 18) * s
+        half_w = half_gap * rng.uniform(1.9, 3.5)
+        half_h = half_gap * rng.uniform(0.3, 0.6)
         box = np.array([[cx - half_w, cy - half_h], [cx + half_w, cy - half_h],
                         [cx + half_w, cy + half_h], [cx - half_w, cy + half_h]])
         pts = _rotate(box, (cx, cy), angle)
@@ -202,14 +238,14 @@ def _sunglasses(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray
     return np.clip(colour, 0, 1), alpha
 
 
-def _hand(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hand(rng: np.random.Generator, image: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     s = size / 224.0
     mask = np.zeros((size, size), np.uint8)
     # The palm sits on the face or slides in from a side; the fingers point away from the wrist.
-    px, py = _face_anchor(rng, size)
-    py += rng.uniform(0, 20) * s  # hands tend to cover the lower face
-    scale = rng.uniform(0.8, 1.3) * s
+    px, py = _face_anchor(rng, frame)
+    py += rng.uniform(0, 0.12) * frame.face_w  # hands tend to cover the lower face
+    scale = rng.uniform(0.8, 1.3) * s * float(np.clip(frame.face_w / (0.6 * size), 0.5, 1.5))
     direction = -np.pi / 2 + rng.normal(0.0, 0.9)  # fingers mostly up: the arm comes from below
     d = np.array([np.cos(direction), np.sin(direction)])
     n = np.array([-d[1], d[0]])
@@ -255,7 +291,7 @@ def _hand(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.n
     return np.clip(colour, 0, 1), alpha
 
 
-def _hair(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _hair(rng: np.random.Generator, image: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
     s = size / 224.0
     mask = np.zeros((size, size), np.uint8)
@@ -263,37 +299,48 @@ def _hair(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.n
     colour = np.zeros((size, size, 3), np.float32)
     n_strands = int(rng.integers(30, 90))
     # A lock of hair: strands fan out from a parting above the forehead and fall across it.
-    part_x = rng.normal(0.5, 0.12) * size
-    part_y = rng.uniform(0.05, 0.2) * size
+    if frame.nose is not None and frame.brow_y is not None:
+        part_x = frame.nose[0] + rng.normal(0, 0.2) * frame.face_w
+        part_y = frame.brow_y - rng.uniform(0.15, 0.45) * frame.face_w
+    else:
+        part_x = rng.normal(0.5, 0.12) * size
+        part_y = rng.uniform(0.05, 0.2) * size
     fall = rng.choice([-1.0, 1.0])  # which side the lock falls to
-    width = rng.uniform(40, 110) * s
-    drop = rng.uniform(0.3, 0.55) * size  # how far down it reaches (forehead, eyes)
-    for _ in range(n_strands):
-        x0 = part_x + rng.normal(0, width * 0.3)
-        y0 = part_y + rng.normal(0, 6 * s)
-        x3 = x0 + fall * rng.uniform(0.2, 1.0) * width
-        y3 = y0 + drop * rng.uniform(0.6, 1.1)
-        x1, y1 = x0 + fall * rng.uniform(0, 0.6) * width, y0 + rng.uniform(0, 0.3) * drop
-        x2, y2 = x3 + rng.normal(0, 10 * s), y3 - rng.uniform(0.2, 0.5) * drop
-        t = np.linspace(0, 1, 24)[:, None]
-        curve = ((1 - t) ** 3) * [x0, y0] + 3 * ((1 - t) ** 2) * t * [x1, y1] \
-            + 3 * (1 - t) * t ** 2 * [x2, y2] + t ** 3 * [x3, y3]
-        thick = 1 if rng.random() < 0.7 else 2
-        thick = max(1, int(round(thick * s)))
-        cv2.polylines(mask, [np.round(curve * 16).astype(np.int32)], False, 255, thick, cv2.LINE_AA, _SHIFT)
-        strand_colour = np.clip(base_colour * rng.uniform(0.6, 1.4) + rng.normal(0, 0.02, 3), 0, 1)
-        cv2.polylines(colour, [np.round(curve * 16).astype(np.int32)], False,
-                      tuple(float(c) for c in strand_colour), thick, cv2.LINE_AA, _SHIFT)
+    width = rng.uniform(0.3, 0.8) * frame.face_w
+    if frame.brow_y is not None:  # down past the brows, over the eyes
+        drop = (frame.brow_y - part_y) + rng.uniform(0.05, 0.45) * frame.face_w
+    else:
+        drop = rng.uniform(0.3, 0.55) * size  # how far down it reaches (forehead, eyes)
+    n = n_strands
+    x0 = part_x + rng.normal(0, width * 0.3, n)
+    y0 = part_y + rng.normal(0, 6 * s, n)
+    x3 = x0 + fall * rng.uniform(0.2, 1.0, n) * width
+    y3 = y0 + drop * rng.uniform(0.6, 1.1, n)
+    x1, y1 = x0 + fall * rng.uniform(0, 0.6, n) * width, y0 + rng.uniform(0, 0.3, n) * drop
+    x2, y2 = x3 + rng.normal(0, 10 * s, n), y3 - rng.uniform(0.2, 0.5, n) * drop
+    t = np.linspace(0, 1, 24)[None, :]  # cubic Bezier strands, [n, 24, 2]
+    cx = (1 - t) ** 3 * x0[:, None] + 3 * (1 - t) ** 2 * t * x1[:, None] \
+        + 3 * (1 - t) * t ** 2 * x2[:, None] + t ** 3 * x3[:, None]
+    cy = (1 - t) ** 3 * y0[:, None] + 3 * (1 - t) ** 2 * t * y1[:, None] \
+        + 3 * (1 - t) * t ** 2 * y2[:, None] + t ** 3 * y3[:, None]
+    curves = np.round(np.stack([cx, cy], -1) * 16).astype(np.int32)
+    thick = np.maximum(1, np.round(np.where(rng.random(n) < 0.7, 1, 2) * s)).astype(int)
+    shades = np.clip(base_colour[None] * rng.uniform(0.6, 1.4, (n, 1)) + rng.normal(0, 0.02, (n, 3)), 0, 1)
+    for k in range(n):
+        cv2.polylines(mask, [curves[k]], False, 255, int(thick[k]), cv2.LINE_AA, _SHIFT)
+        cv2.polylines(colour, [curves[k]], False, tuple(float(c) for c in shades[k]), int(thick[k]),
+                      cv2.LINE_AA, _SHIFT)
     alpha = mask.astype(np.float32) / 255.0
     colour = colour / np.maximum(alpha[..., None], 1e-3)  # undo anti-aliasing premultiplication
     return np.clip(colour, 0, 1), alpha
 
 
-def _random_region(rng: np.random.Generator, size: int, lo: float, hi: float) -> np.ndarray:
+def _random_region(rng: np.random.Generator, frame: _Frame, lo: float, hi: float) -> np.ndarray:
     """A filled random shape (rotated rectangle, ellipse or polygon) near the face, [H, W] in [0, 1]."""
+    size = frame.size
     s = size / 224.0
     mask = np.zeros((size, size), np.uint8)
-    cx, cy = _face_anchor(rng, size)
+    cx, cy = _face_anchor(rng, frame)
     rx, ry = rng.uniform(lo, hi, 2) * s
     angle = rng.uniform(0, np.pi)
     shape = rng.choice(["rect", "ellipse", "poly"])
@@ -312,15 +359,15 @@ def _random_region(rng: np.random.Generator, size: int, lo: float, hi: float) ->
     return mask.astype(np.float32) / 255.0
 
 
-def _patch(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _patch(rng: np.random.Generator, image: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    alpha = _random_region(rng, size, 18, 55)
+    alpha = _random_region(rng, frame, 18, 55)
     return _texture(rng, size), alpha
 
 
-def _noise(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _noise(rng: np.random.Generator, image: np.ndarray, frame: _Frame) -> tuple[np.ndarray, np.ndarray]:
     size = image.shape[0]
-    alpha = _random_region(rng, size, 15, 45)
+    alpha = _random_region(rng, frame, 15, 45)
     mode = rng.choice(["uniform", "gaussian", "salt_pepper"])
     if mode == "uniform":
         colour = rng.uniform(0, 1, (size, size, 3)).astype(np.float32)
@@ -334,7 +381,7 @@ def _noise(rng: np.random.Generator, image: np.ndarray) -> tuple[np.ndarray, np.
     return np.clip(colour, 0, 1), alpha
 
 
-_DRAW: dict[str, Callable[[np.random.Generator, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
+_DRAW: dict[str, Callable[[np.random.Generator, np.ndarray, _Frame], tuple[np.ndarray, np.ndarray]]] = {
     "sunglasses": _sunglasses,
     "hand": _hand,
     "hair": _hair,
@@ -349,46 +396,54 @@ def _occlude_one(
     kinds: Sequence[str],
     max_occluders: int,
     coverage: tuple[float, float],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """Draw the occluders of one [H, W, 3] float32 image.
+    trans: np.ndarray,
+    layer: np.ndarray,
+    covered: np.ndarray,
+    frame: _Frame,
+) -> list[str]:
+    """Draw the occluders of one [H, W, 3] float32 image into the given output arrays.
 
-    Returns ``(transmittance [H, W], premultiplied colour [H, W, 3], mask [H, W], kinds drawn)``:
-    the occluded image is ``image * transmittance + colour``.
+    ``trans [H, W]`` (ones on entry) receives the transmittance, ``layer [H, W, 3]`` (zeros) the
+    premultiplied occluder colour (the occluded image is ``image * trans + layer``) and
+    ``covered [H, W]`` (bool, False) the occluder mask. Returns the kinds drawn.
     """
     size = image.shape[0]
     weights = np.array([_KIND_WEIGHTS.get(k, 1.0) for k in kinds])
     weights = weights / weights.sum()
     n_target = int(rng.integers(1, max_occluders + 1))
     out = image.copy()
-    trans = np.ones((size, size), np.float32)  # product of (1 - alpha)
-    layer = np.zeros((size, size, 3), np.float32)  # premultiplied occluder colour
-    covered = np.zeros((size, size), np.float32)  # union of occluder alphas
+    n_covered = 0
     drawn: list[str] = []
     lo, hi = coverage
+    total = float(size * size)
     attempts = 0
     while attempts < 4 * max_occluders + 4:
         attempts += 1
         kind = kinds[int(rng.choice(len(kinds), p=weights))]
-        colour, alpha = _DRAW[kind](rng, out)
-        new_cov = np.maximum(covered, alpha)
-        frac = float((new_cov > 0.5).mean())
-        if frac > hi and drawn:
-            continue  # too much: skip this one and try another
-        if frac > hi:  # the first occluder alone is too big: shrink it towards its centre
-            alpha = _shrink_to(alpha, hi)
-            new_cov = np.maximum(covered, alpha)
-            frac = float((new_cov > 0.5).mean())
-        a = alpha[..., None]
-        out = out * (1 - a) + colour * a
-        layer = layer * (1 - a) + colour * a
-        trans = trans * (1 - alpha)
-        covered = new_cov
+        colour, alpha = _DRAW[kind](rng, out, frame)
+        x, y, w, h = cv2.boundingRect((alpha > 0).astype(np.uint8))
+        if w == 0 or h == 0:
+            continue
+        box = (slice(y, y + h), slice(x, x + w))
+        a = alpha[box]
+        new_pixels = int(((a > 0.5) & ~covered[box]).sum())
+        if (n_covered + new_pixels) / total > hi:
+            if drawn:
+                continue  # too much: skip this one and try another
+            alpha = _shrink_to(alpha, hi)  # the first occluder alone is too big: erode it
+            a = alpha[box]
+            new_pixels = int(((a > 0.5) & ~covered[box]).sum())
+        a3 = a[..., None]
+        c = colour[box]
+        out[box] = out[box] * (1 - a3) + c * a3
+        layer[box] = layer[box] * (1 - a3) + c * a3
+        trans[box] *= 1 - a
+        covered[box] |= a > 0.5
+        n_covered += new_pixels
         drawn.append(kind)
-        if len(drawn) >= n_target and frac >= lo:
+        if len(drawn) >= max_occluders or (len(drawn) >= n_target and n_covered / total >= lo):
             break
-        if len(drawn) >= max_occluders:
-            break
-    return trans, layer, (covered > 0.5).astype(np.float32), drawn
+    return drawn
 
 
 def _shrink_to(alpha: np.ndarray, frac: float) -> np.ndarray:
@@ -428,12 +483,13 @@ def occlude(
     max_occluders: int = 3,
     coverage: tuple[float, float] = (0.04, 0.3),
     indices: Sequence[int] | None = None,
+    landmarks: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Paste random occluders onto aligned face images.
 
-    Occluders favour the central face region (aligned faces are centred): sunglasses sit on the
-    eye line, hair falls from above the forehead, hands, patches and noise regions are placed
-    around the image centre.
+    Occluders favour the central face region (aligned faces are centred, or ``landmarks`` say
+    where the face is): sunglasses sit on the eye line, hair falls from above the forehead, hands,
+    patches and noise regions are placed around the face centre.
 
     Args:
         images: ``[B, 3, H, W]`` RGB in [0, 1] (float, any device). ``H == W`` is required.
@@ -448,6 +504,10 @@ def occlude(
             that would exceed ``hi`` are skipped (a single too-large first one is shrunk).
         indices: per-image ids used for seeding (default ``range(B)``); datasets pass their item
             indices here.
+        landmarks: optional ``[B, 68, 2]`` iBUG-68 landmarks in pixels (x right, y down). When
+            given, sunglasses sit on the eyes (following their distance and roll), hair falls from
+            above the brows and the other occluders cluster around the nose; otherwise placement
+            follows the layout of an aligned, centred face.
 
     Returns:
         ``(occluded [B, 3, H, W], occluder_mask [B, 1, H, W])``, same dtype and device as
@@ -472,19 +532,25 @@ def occlude(
         raise ValueError(f"occlude: `coverage` must satisfy 0 <= lo <= hi <= 1, hi > 0; got {coverage}")
 
     batch = images.shape[0]
+    lms = None
+    if landmarks is not None:
+        if landmarks.shape != (batch, 68, 2):
+            raise ValueError(f"occlude: `landmarks` must be [{batch}, 68, 2], got {tuple(landmarks.shape)}")
+        lms = landmarks.detach().to("cpu", torch.float64).numpy()
     rngs = _per_image_seeds(batch, seed, generator, indices)
-    np_images = images.detach().to("cpu", torch.float32).clamp(0, 1).permute(0, 2, 3, 1).numpy()
-    trans, layers, masks = [], [], []
+    np_images = images.detach().to("cpu", torch.float32).permute(0, 2, 3, 1).numpy()
+    size = images.shape[2]
+    trans = np.ones((batch, size, size), np.float32)
+    layers = np.zeros((batch, size, size, 3), np.float32)
+    masks = np.zeros((batch, size, size), bool)
     for b in range(batch):
-        img = np.ascontiguousarray(np_images[b])
-        t, layer, mask, _ = _occlude_one(img, rngs[b], kinds, max_occluders, (lo, hi))
-        trans.append(t)
-        layers.append(layer)
-        masks.append(mask)
+        img = np.clip(np_images[b], 0.0, 1.0)
+        frame = _Frame(size, None if lms is None else lms[b])
+        _occlude_one(img, rngs[b], kinds, max_occluders, (lo, hi), trans[b], layers[b], masks[b], frame)
     dev, dt = images.device, images.dtype
-    trans_t = torch.from_numpy(np.stack(trans))[:, None].to(dev, dt)  # [B, 1, H, W]
-    layer_t = torch.from_numpy(np.stack(layers)).permute(0, 3, 1, 2).to(dev, dt)  # [B, 3, H, W]
-    mask_t = torch.from_numpy(np.stack(masks))[:, None].to(dev, dt).contiguous()  # [B, 1, H, W]
+    trans_t = torch.from_numpy(trans)[:, None].to(dev, dt)  # [B, 1, H, W]
+    layer_t = torch.from_numpy(layers).permute(0, 3, 1, 2).to(dev, dt)  # [B, 3, H, W]
+    mask_t = torch.from_numpy(masks)[:, None].to(dev, dt).contiguous()  # [B, 1, H, W]
     # Composite in torch so the occluded image stays differentiable w.r.t. ``images``.
     occluded = (images * trans_t + layer_t).clamp(0.0, 1.0)
     return occluded.contiguous(), mask_t

@@ -38,6 +38,10 @@ def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
 class SyntheticFaces(Dataset):
     """Random faces rendered from a morphable model, deterministic per ``(seed, index)``.
 
+    Items are reproducible: the same ``(seed, index)`` and options give the same sample, bit for
+    bit when requested in the same batch composition, and up to float rounding of the batched
+    shape matmuls (a few silhouette pixels at most) across different batch compositions.
+
     Args:
         seed: base seed; item ``i`` depends only on ``(seed, i)`` and the options below.
         length: number of items.
@@ -47,7 +51,8 @@ class SyntheticFaces(Dataset):
             a face fills the same fraction of the image as at 224).
         occlusion: paste random occluders into ``image`` (``clean`` never has them).
         id_scale: standard deviation of the identity coefficients.
-        exp_scale: standard deviation of the expression coefficients.
+        exp_scale: expression strength: the standard deviation of the expression coefficients,
+            or, for a model with blendshape weights, a factor ``exp_scale / 0.6`` on the weights.
         tex_scale: standard deviation of the albedo coefficients.
         max_yaw: yaw limit in degrees.
         max_pitch: pitch limit in degrees.
@@ -67,8 +72,9 @@ class SyntheticFaces(Dataset):
         ``coeffs [257]``, ``vertices [V, 3]`` (camera space), ``colors [V, 3]`` ground-truth
         albedo, ``landmarks [68, 2]`` (pixels, y down), ``index`` (int64 scalar), and
         ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
-        (radians), ``skin_tone`` (scalar: mean luma of the albedo over the face region), and one
-        entry per phenotype label array the face model carries (see ``phenotype_labels``).
+        (radians), ``skin_tone`` (scalar: mean luma of the albedo over the skin region), and one
+        entry per phenotype map the face model carries (``id_targets [T]`` and ``exp_targets
+        [52]`` for the default model, see ``phenotype_labels``).
     """
 
     def __init__(
@@ -151,7 +157,7 @@ class SyntheticFaces(Dataset):
         rng = _rng(self.seed, index, 1)
         c = np.zeros(_NUM_COEFFS, np.float32)
         c[_ID[0]:_ID[0] + fm.n_id] = rng.standard_normal(fm.n_id) * self.id_scale
-        c[_EXP[0]:_EXP[0] + fm.n_exp] = rng.standard_normal(fm.n_exp) * self.exp_scale
+        c[_EXP[0]:_EXP[0] + fm.n_exp] = self._sample_expression(rng)
         c[_TEX[0]:_TEX[0] + fm.n_tex] = rng.standard_normal(fm.n_tex) * self.tex_scale
         # Pose: most faces within +-35 degrees of frontal, the rest anywhere up to max_yaw.
         if rng.random() < 0.6:
@@ -164,6 +170,24 @@ class SyntheticFaces(Dataset):
         c[_GAMMA[0]:_GAMMA[1]] = self._sample_light(rng)
         c[_TRANS[0]:_TRANS[1]] = [rng.normal(0, 0.06), rng.normal(0, 0.06), rng.uniform(-0.6, 0.6)]
         return c
+
+    def _sample_expression(self, rng: np.random.Generator) -> np.ndarray:
+        """Expression coefficients ``[n_exp]``.
+
+        With a model that maps blendshape weights to coefficients (``labels["exp_from_target"]``
+        ``[n_exp, T]``, weights in [0, 1]), a few blendshapes are activated (a quarter of the faces
+        stay neutral) and mapped exactly; otherwise ``N(0, exp_scale^2)`` coefficients.
+        """
+        fm = self.face_model
+        from_target = getattr(fm, "labels", {}).get("exp_from_target")
+        if isinstance(from_target, torch.Tensor) and from_target.dim() == 2 and from_target.shape[0] == fm.n_exp:
+            weights = np.zeros(from_target.shape[1], np.float64)
+            if rng.random() < 0.75:
+                k = int(rng.integers(1, 6))
+                units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
+                weights[units] = np.clip(rng.uniform(0.15, 1.0, len(units)) * self.exp_scale / 0.6, 0.0, 1.0)
+            return (from_target.double().numpy() @ weights).astype(np.float32)
+        return (rng.standard_normal(fm.n_exp) * self.exp_scale).astype(np.float32)
 
     def _sample_light(self, rng: np.random.Generator) -> np.ndarray:
         """27 SH coefficients (3 channels x 9, Deep3DFaceRecon order, before the 0.8 ambient offset).
@@ -244,25 +268,33 @@ class SyntheticFaces(Dataset):
         return np.clip(image, 0, 1).astype(np.float32)
 
     # ------------------------------------------------------------------------------ labels
-    def phenotype_labels(self, id_coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Phenotype labels the face model carries, evaluated for identity coefficients.
+    def phenotype_labels(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Phenotype labels the face model carries, evaluated for given coefficients.
 
-        For every ``labels`` entry of the model that is a float array of shape ``[n_id, T]``
-        (a map from identity coefficients to named phenotype quantities, such as the weights of
-        the model's source shape targets), the label is ``id_coeffs @ array`` (``[B, T]``).
+        A model may carry maps from its coefficients back to the named quantities its bases were
+        built from (the default model: ``labels["id_to_target"]`` ``[T, n_id]``, MakeHuman face
+        slider values, and ``labels["exp_to_target"]`` ``[52, n_exp]``, blendshape weights). For
+        every ``<block>_to_target`` float array of shape ``[T, n_<block>]`` this returns
+        ``<block>_targets = coeffs @ array.T`` (``[B, T]``); the names are in the model's
+        ``labels["<block>_target_names"]``.
 
         Args:
             id_coeffs: ``[B, n_id]``.
+            exp_coeffs: ``[B, n_exp]``.
 
         Returns:
-            dict name -> ``[B, T]`` float32 tensor.
+            dict name -> ``[B, T]`` float32 tensor (empty for a model without such maps).
         """
-        out = {}
         fm = self.face_model
+        blocks = {"id": (id_coeffs, fm.n_id), "exp": (exp_coeffs, fm.n_exp)}
+        out = {}
         for name, arr in getattr(fm, "labels", {}).items():
-            if isinstance(arr, torch.Tensor) and arr.is_floating_point() and arr.dim() == 2 \
-                    and arr.shape[0] == fm.n_id:
-                out[name] = (id_coeffs.float() @ arr.float().to(id_coeffs.device)).float()
+            block = name[: -len("_to_target")] if name.endswith("_to_target") else None
+            if block not in blocks or not isinstance(arr, torch.Tensor) or not arr.is_floating_point():
+                continue
+            coeffs, n = blocks[block]
+            if arr.dim() == 2 and arr.shape[1] == n:
+                out[f"{block}_targets"] = coeffs.float() @ arr.float().to(coeffs.device).T
         return out
 
     # ------------------------------------------------------------------------------ batches
@@ -299,14 +331,18 @@ class SyntheticFaces(Dataset):
             cleans.append(torch.from_numpy(img).permute(2, 0, 1))
         clean = torch.stack(cleans).contiguous()  # [B, 3, H, W]
         if self.occlusion:
-            image, occ = occlude(clean, seed=self.seed, indices=idx, **self.occlusion_kwargs)
+            image, occ = occlude(clean, seed=self.seed, indices=idx, landmarks=out["landmarks"].cpu(),
+                                 **self.occlusion_kwargs)
         else:
             image, occ = clean.clone(), torch.zeros_like(face)
         visible = face * (1 - occ)
 
         id_c = coeffs[:, _ID[0]:_ID[0] + fm.n_id]
         albedo = out["colors"].float().cpu()
-        region = fm.face_mask.cpu()
+        region = getattr(fm, "labels", {}).get("skin_mask")
+        if not isinstance(region, torch.Tensor) or region.dtype != torch.bool or region.numel() != fm.num_vertices:
+            region = fm.face_mask
+        region = region.reshape(-1).cpu()
         if not bool(region.any()):
             region = torch.ones_like(region)
         skin = (albedo[:, region].clamp(0, 1) @ torch.from_numpy(_LUMA)).mean(1)  # [B]
@@ -317,7 +353,7 @@ class SyntheticFaces(Dataset):
             "angles": coeffs[:, _ANGLE[0]:_ANGLE[1]].clone(),
             "skin_tone": skin,
         }
-        labels.update(self.phenotype_labels(id_c))
+        labels.update(self.phenotype_labels(id_c, labels["exp"]))
         return {
             "image": image.contiguous(),
             "clean": clean,

@@ -1,6 +1,6 @@
 """Mesh graph operators: scaled Laplacian, Chebyshev graph convolution and its modules."""
 
-from pyfaid.graph.cheb import ChebConv, ChebResBlock, cheb_conv
+from pyfaid.graph.cheb import ChebConv, ChebResBlock, cheb_conv, laplacian_mm
 from pyfaid.graph.laplacian import laplacian_lambda_max, scaled_laplacian
 
-__all__ = ["scaled_laplacian", "laplacian_lambda_max", "cheb_conv", "ChebConv", "ChebResBlock"]
+__all__ = ["scaled_laplacian", "laplacian_lambda_max", "cheb_conv", "laplacian_mm", "ChebConv", "ChebResBlock"]

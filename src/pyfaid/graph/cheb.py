@@ -15,15 +15,16 @@ from torch import nn
 
 from pyfaid._ext import check_device, ops
 
-__all__ = ["cheb_conv", "ChebConv", "ChebResBlock"]
+__all__ = ["cheb_conv", "laplacian_mm", "ChebConv", "ChebResBlock"]
 
 
 def _csr_parts(lap: torch.Tensor, n: int, dtype: torch.dtype):
+    """(crow int64, col int64, val in ``dtype``) of a CSR Laplacian for ``n`` vertices."""
     if not isinstance(lap, torch.Tensor) or lap.layout != torch.sparse_csr:
-        raise TypeError("cheb_conv: `lap` must be a sparse CSR tensor from pyfaid.graph.scaled_laplacian, "
+        raise TypeError("`lap` must be a sparse CSR tensor from pyfaid.graph.scaled_laplacian, "
                         f"got {getattr(lap, 'layout', type(lap))}")
     if lap.dim() != 2 or lap.shape[0] != lap.shape[1] or lap.shape[0] != n:
-        raise ValueError(f"cheb_conv: `lap` must be [N, N] with N = {n} (vertices of `x`), got shape "
+        raise ValueError(f"`lap` must be [N, N] with N = {n} (vertices of `x`), got shape "
                          f"{tuple(lap.shape)}")
     crow, col, val = lap.crow_indices(), lap.col_indices(), lap.values()
     if crow.dtype != torch.int64:
@@ -92,6 +93,49 @@ def _backward(ctx, grad_out):
 
 
 torch.library.register_autograd("pyfaid::cheb_conv", _backward, setup_context=_setup_context)
+
+
+def laplacian_mm(lap: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """One sparse product ``L~ x`` with pyfaid's CSR kernel (differentiable in ``x``).
+
+    The backward pass is ``L~ grad`` (``lap`` must be symmetric, as scaled_laplacian's is).
+
+    Args:
+        lap: ``[N, N]`` sparse CSR Laplacian from :func:`pyfaid.graph.scaled_laplacian`.
+        x: ``[N, C]`` or ``[B, N, F]`` features, float32 or float64.
+
+    Returns:
+        ``L~ x`` with ``x``'s shape.
+    """
+    if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
+        raise ValueError("laplacian_mm: `x` must be [N, C] or [B, N, F], got "
+                         f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+    check_device(x, "x")
+    n = x.shape[-2]
+    crow, col, val = _csr_parts(lap, n, x.dtype)
+    if x.dim() == 2:
+        return ops.cheb_spmm(crow, col, val, x.contiguous())
+    b, _, f = x.shape
+    y = ops.cheb_spmm(crow, col, val, x.transpose(0, 1).reshape(n, b * f))  # node-major [N, B*F]
+    return y.view(n, b, f).transpose(0, 1).contiguous()
+
+
+@torch.library.register_fake("pyfaid::cheb_spmm")
+def _cheb_spmm_fake(crow, col, val, x):
+    return x.new_empty(x.shape)
+
+
+def _spmm_setup_context(ctx, inputs, output):
+    crow, col, val, _ = inputs
+    ctx.save_for_backward(crow, col, val)
+
+
+def _spmm_backward(ctx, grad):
+    crow, col, val = ctx.saved_tensors
+    return None, None, None, ops.cheb_spmm(crow, col, val, grad.contiguous())
+
+
+torch.library.register_autograd("pyfaid::cheb_spmm", _spmm_backward, setup_context=_spmm_setup_context)
 
 
 class ChebConv(nn.Module):

@@ -304,7 +304,8 @@ class FAIDObjective(nn.Module):
             terms["rob"] = torch.stack(rob).mean()
 
         if c.self_aug and (c.sa_rot or c.sa_occ):
-            n = images.shape[0] if c.sa_size <= 0 else min(c.sa_size, images.shape[0])
+            # at least 2 items: BatchNorm in train mode needs more than one value per channel
+            n = images.shape[0] if c.sa_size <= 0 else min(max(c.sa_size, 2), images.shape[0])
             sub = recon if n == images.shape[0] else _slice(recon, n)
             sa = faid.self_augment(sub, generator, rot=c.sa_rot, occ=c.sa_occ,
                                    max_angles=(c.max_pitch, c.max_yaw, c.max_roll))
@@ -358,7 +359,8 @@ def build_faid(cfg, device="cpu") -> FAID:
     coarse = CoarseModel(m.backbone, m.backbone_weights, m.input_size)
 
     need_id = lc.id > 0 or lc.rob > 0 or (m.fine and m.faid_decoder and m.use_id_features)
-    need_att = lc.att > 0 or lc.rob > 0 or (m.fine and m.faid_decoder and m.use_fa_features)
+    # L_rob = L_id + L_att uses whichever encoders the other terms need
+    need_att = lc.att > 0 or (m.fine and m.faid_decoder and m.use_fa_features)
     id_enc = None
     if need_id:
         kw = {"weights": m.identity_weights} if m.identity_weights else {}

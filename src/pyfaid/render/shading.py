@@ -8,6 +8,8 @@ Both functions wrap pyfaid's compiled ops (``torch.ops.pyfaid.vertex_normals`` a
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from pyfaid._ext import check_device, ops
@@ -160,7 +162,8 @@ def sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor)
     if albedo.shape[0] != B:
         albedo = albedo.expand(normals.shape).contiguous()
     shape = normals.shape
-    out = ops.sh_shading(normals.reshape(B, -1, 3), albedo.reshape(B, -1, 3), gamma)
+    N = math.prod(shape[1:-1])
+    out = ops.sh_shading(normals.reshape(B, N, 3), albedo.reshape(B, N, 3), gamma)
     return out.reshape(shape)
 
 

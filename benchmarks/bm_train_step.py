@@ -1,0 +1,127 @@
+"""One FAID training step (forward + backward + Adam) on a config, and the renderer's share of it.
+
+Rows: ``train_step`` (median ms per step, images/s) and the share of step time spent in the
+differentiable renderer, measured two ways: ``render_fwd_share`` (wall time inside
+``Renderer.forward`` calls, Python included) and ``render_ops_share`` (profiler self time of the
+``pyfaid::rasterize/interpolate/vertex_normals/sh_shading`` ops, forward and backward, over the
+step's total self time).
+
+    python benchmarks/run.py --only train_step [--quick] [--device cuda]
+    python benchmarks/bm_train_step.py --config celeba_bfm --device cuda   # paper setting (synthetic data)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "src"))
+
+from common import row  # noqa: E402
+
+RENDER_OPS = ("pyfaid::rasterize", "pyfaid::interpolate", "pyfaid::vertex_normals", "pyfaid::sh_shading")
+
+
+def _setup(config: str, device: str, batch_size=None, overrides=()):
+    from pyfaid.config import load_config
+    from pyfaid.data import SyntheticFaces
+    from pyfaid.models import FAIDObjective, build_faid
+
+    cfg = load_config(config, list(overrides))
+    if batch_size:
+        cfg.train.batch_size = batch_size
+    torch.manual_seed(0)
+    faid = build_faid(cfg, device).train()
+    obj = FAIDObjective(faid, cfg.loss)
+    params = [p for p in faid.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=cfg.optim.lr)
+    ds = SyntheticFaces(seed=0, length=cfg.train.batch_size, image_size=cfg.data.image_size)
+    items = ds.__getitems__(list(range(cfg.train.batch_size)))
+    images = torch.stack([it["image"] for it in items]).to(device)
+    mask = torch.stack([it["mask"] for it in items]).to(device)
+    return cfg, faid, obj, opt, images, mask
+
+
+def _sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=()):
+    cfg, faid, obj, opt, images, mask = _setup(config, device, batch_size, overrides)
+    render_time = [0.0]
+    orig = faid.renderer.forward
+
+    def timed(*a, **k):
+        _sync(device)
+        t = time.perf_counter()
+        out = orig(*a, **k)
+        _sync(device)
+        render_time[0] += time.perf_counter() - t
+        return out
+
+    faid.renderer.forward = timed
+
+    def step(i):
+        gen = torch.Generator(device=device).manual_seed(i)
+        total, *_ = obj(images, mask, gen)
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        opt.step()
+
+    step(0)  # warm-up
+    _sync(device)
+    times, shares = [], []
+    for i in range(iters):
+        render_time[0] = 0.0
+        t = time.perf_counter()
+        step(i + 1)
+        _sync(device)
+        dt = time.perf_counter() - t
+        times.append(dt)
+        shares.append(render_time[0] / dt)
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    with profile(activities=acts) as prof:
+        step(99)
+        _sync(device)
+    ev = prof.key_averages()
+    attr = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in ev)
+    render = sum(getattr(e, attr) for e in ev if e.key.startswith(RENDER_OPS))
+    times.sort()
+    shares.sort()
+    med = times[len(times) // 2]
+    return {"cfg": cfg, "ms": med * 1e3, "images_per_s": cfg.train.batch_size / med,
+            "render_fwd_share": shares[len(shares) // 2], "render_ops_share": render / max(total, 1e-9)}
+
+
+def run(device: str, quick: bool) -> list:
+    m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None)
+    c = m["cfg"]
+    case = f"default B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} {c.model.backbone}"
+    return [row("train_step", case, "pyfaid", m["ms"], images_per_s=round(m["images_per_s"], 3),
+                render_fwd_share=round(m["render_fwd_share"], 3),
+                render_ops_share=round(m["render_ops_share"], 3))]
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="default")
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--set", action="append", default=[])
+    a = ap.parse_args()
+    m = measure(a.config, a.device, a.iters, a.batch_size, a.set)
+    c = m.pop("cfg")
+    print(f"{a.config}: batch {c.train.batch_size}, render {c.data.image_size}, {c.model.backbone} "
+          f"@{c.model.input_size} on {a.device}: {m['ms']:.1f} ms/step, {m['images_per_s']:.2f} images/s, "
+          f"renderer forward share {m['render_fwd_share']:.1%}, render ops share (fwd+bwd) {m['render_ops_share']:.1%}")
