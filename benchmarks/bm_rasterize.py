@@ -175,7 +175,7 @@ def run(device: str, quick: bool) -> list[dict]:
             ms = time_ms(fn, dev, warmup=2, iters=iters)
             rows.append(row(BENCH, f"{case} {mode}", "pyfaid", ms, per_image_ms=round(ms / batch, 4),
                             coverage=coverage))
-            ms = time_ms(peer, dev, warmup=1, iters=3 if quick else 5, max_seconds=30)
+            ms = time_ms(peer, dev, warmup=0 if quick else 1, iters=3 if quick else 5, max_seconds=30)
             rows.append(row(BENCH, f"{case} {mode}", "torch-reference", ms, per_image_ms=round(ms / batch, 4),
                             id_agree=agree))
         if dev.type == "cpu":

@@ -41,6 +41,10 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
   std::vector<int32_t> counts(G * K * T_count);
   std::vector<int64_t> tile_begin(G * T_count + 1);
   std::vector<int32_t> list;
+  // Small problems run on the calling thread: waking the pool costs more than the work.
+  const bool small = B * F + B * int64_t(H) * W < (int64_t(1) << 15);
+  const int64_t grain_setup = small ? G * K : 1;
+  const int64_t grain_tiles = small ? G * T_count : 1;
 
   auto tile_range = [&](const TriSetup<T>& s, int& tx0, int& ty0, int& tx1, int& ty1) {
     tx0 = s.x0 / kTile;
@@ -54,7 +58,7 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     std::fill(counts.begin(), counts.begin() + g_n * K * T_count, 0);
 
     // 1. setup + count
-    at::parallel_for(0, g_n * K, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * K, grain_setup, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t g = item / K, k = item % K;
         const T* p = pos + (b0 + g) * V * 4;
@@ -91,7 +95,7 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     list.resize(std::max<int64_t>(total, 1));
 
     // 3. fill
-    at::parallel_for(0, g_n * K, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * K, grain_setup, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t g = item / K, k = item % K;
         int32_t* cur = counts.data() + (g * K + k) * T_count;
@@ -112,7 +116,7 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     });
 
     // 4. raster, one tile at a time
-    at::parallel_for(0, g_n * T_count, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * T_count, grain_tiles, [&](int64_t begin, int64_t end) {
       T zbuf[kTile * kTile];
       int32_t ibuf[kTile * kTile];
       T pxs[kTile], pys[kTile];
@@ -197,16 +201,16 @@ void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t
     }
   };
   const int64_t nthreads = at::get_num_threads();
-  if (B >= nthreads || B * P < 4096) {
+  if (B >= nthreads || B * P < 16384) {
     // Whole images per task: each writes only its own grad_pos[b].
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, B * P < 16384 ? B : 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         for (int64_t pix = 0; pix < P; ++pix) pixel(b, pix, grad_pos + b * V * 4);
     });
     return;
   }
   // Few images: split pixels into chunks with private gradient buffers, reduced in order.
-  const int64_t chunks = nthreads;
+  const int64_t chunks = B * P < 16384 ? 1 : nthreads;
   std::vector<T> buf(chunks * B * V * 4, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
