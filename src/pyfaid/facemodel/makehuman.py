@@ -24,7 +24,8 @@ Identity
     ``macro/weight`` and three ethnic axes; see :func:`_macro_axes`). Each target's mean
     translation over the face is removed (the pose absorbs it). Left/right pairs are combined
     into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
-    Each target gets a slider standard deviation (``_ID_SIGMA``) that says how strongly it varies in
+    Each target gets a slider standard deviation (``_ID_SIGMA_GROUP`` per folder, halved for
+    the l+r / l-r combinations, ``_MACRO_SIGMA`` for the named axes) that says how strongly it varies in
     a population, and the identity basis is the PCA of the weighted target deltas: the SVD
     ``D diag(sigma) = U S V^T`` of the subdivided deltas gives ``id_base[:, k] = U_k S_k``, so
     unit-variance Gaussian coefficients reproduce the assumed slider distribution (sliders
