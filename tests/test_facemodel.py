@@ -120,6 +120,16 @@ def test_npz_roundtrip_and_errors(tmp_path):
         facemodel.load(str(tmp_path / "nope.npz"))
 
 
+def test_model_runs_on_every_device(device):
+    m = tiny_model().to(device)
+    assert m.mean_shape.device.type == device.type and m.triangles.device.type == device.type
+    c = torch.randn(2, 257, device=device)
+    shape, albedo = m(c)
+    assert shape.shape == (2, 6, 3) and albedo.shape == (2, 6, 3) and shape.device.type == device.type
+    ref = tiny_model()(c.cpu())
+    torch.testing.assert_close(shape.cpu(), ref[0], rtol=1e-4, atol=1e-5)
+
+
 def test_model_moves_with_to():
     m = tiny_model().to(torch.float64)  # nn.Module.to casts floating buffers only
     assert m.mean_shape.dtype == torch.float64 and m.triangles.dtype == torch.int32
