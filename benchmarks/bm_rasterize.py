@@ -6,6 +6,9 @@ covers about 60% of a 224 x 224 image; 512 x 512 uses the same view scaled. Each
 has a slightly different rotation.
 
 Peers in the same run:
+  * torch-bruteforce (224 x 224, batch 1, full runs only): ``rasterize_bruteforce`` from
+    ``tests/reference_render.py``, every pixel against every triangle in chunks with a running
+    depth buffer; timed on 1/16 of the triangles and scaled (its cost is linear in F).
   * torch-reference: the vectorised pure-PyTorch rasterizer of ``tests/reference_render.py``
     (``rasterize_bbox``: per-triangle bounding-box candidates, ``scatter_reduce`` depth resolve,
     differentiable barycentrics) with ``interpolate_reference``; backward through autograd.
@@ -31,7 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from pyfaid.render import interpolate, rasterize  # noqa: E402
-from reference_render import interpolate_reference, rasterize_bbox  # noqa: E402
+from reference_render import interpolate_reference, rasterize_bbox, rasterize_bruteforce  # noqa: E402
 
 BENCH = "rasterize"
 NUM_VERTICES = 35709
@@ -175,9 +178,17 @@ def run(device: str, quick: bool) -> list[dict]:
             ms = time_ms(fn, dev, warmup=2, iters=iters)
             rows.append(row(BENCH, f"{case} {mode}", "pyfaid", ms, per_image_ms=round(ms / batch, 4),
                             coverage=coverage))
-            ms = time_ms(peer, dev, warmup=1, iters=3 if quick else 5, max_seconds=30)
+            ms = time_ms(peer, dev, warmup=0 if quick else 1, iters=3 if quick else 5, max_seconds=30)
             rows.append(row(BENCH, f"{case} {mode}", "torch-reference", ms, per_image_ms=round(ms / batch, 4),
                             id_agree=agree))
+        if not quick and batch == 1 and res == IMAGE:
+            # The every-pixel-against-every-triangle reference (tests' twin) costs minutes per
+            # image here; its cost is linear in the triangle count, so time 1/16 of them and scale.
+            part = tri[: tri.shape[0] // 16]
+            ms = 16 * time_ms(lambda: rasterize_bruteforce(pos, part, res, res, tol=None), dev,
+                              warmup=0, iters=1)
+            rows.append(row(BENCH, f"{case} fwd", "torch-bruteforce", ms, per_image_ms=round(ms / batch, 4),
+                            note="rasterize only; 1/16 of the triangles, x16"))
         if dev.type == "cpu":
             try:
                 gl = ModernGLRenderer(tri.cpu(), pos.shape[1], res, res)

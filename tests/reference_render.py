@@ -110,7 +110,7 @@ def _barycentrics_from_ids(pos, tri, ids, height, width):
 
 
 def rasterize_bruteforce(pos: torch.Tensor, tri: torch.Tensor, height: int, width: int,
-                         tol: float = 1e-3, ztol: float = 1e-6, chunk: int = 256):
+                         tol: float | None = 1e-3, ztol: float = 1e-6, chunk: int = 256):
     """Reference rasterizer: every pixel against every triangle.
 
     Args:
@@ -118,7 +118,7 @@ def rasterize_bruteforce(pos: torch.Tensor, tri: torch.Tensor, height: int, widt
         tri: [F, 3] integer indices.
         height, width: output resolution.
         tol: pixels whose centre is within ``tol`` pixels of an edge of a candidate triangle are
-            reported ambiguous.
+            reported ambiguous; None skips the ambiguity bookkeeping (plain rasterization).
         ztol: pixels whose two nearest candidate depths differ by less are reported ambiguous.
         chunk: triangles per step (running depth buffer across steps).
 
@@ -139,23 +139,28 @@ def rasterize_bruteforce(pos: torch.Tensor, tri: torch.Tensor, height: int, widt
         for f0 in range(0, F, chunk):
             ec, dc, vc = e[:, f0:f0 + chunk], d[:, f0:f0 + chunk], valid[:, f0:f0 + chunk]
             a = torch.einsum("bfkc,pc->bpfk", ec, p)  # [B, P, f, 3]
-            norm = ec[..., :2].norm(dim=-1).clamp_min(1e-300)  # [B, f, 3]
-            dist = a / norm[:, None]  # signed distance (pixels) to each edge line
             depth = torch.einsum("bfc,pc->bpf", dc, p)
             in_depth = (depth >= -1) & (depth <= 1)
             inside = (a >= 0).all(-1) & in_depth & vc[:, None]
-            near_edge = (dist > -tol).all(-1) & (dist.abs() < tol).any(-1) & vc[:, None]
-            near_clip = ((dist > -tol).all(-1) & ((depth.abs() - 1).abs() < ztol) & vc[:, None])
-            ambiguous |= (near_edge | near_clip).any(-1)
+            if tol is not None:
+                norm = ec[..., :2].norm(dim=-1).clamp_min(1e-300)  # [B, f, 3]
+                dist = a / norm[:, None]  # signed distance (pixels) to each edge line
+                near_edge = (dist > -tol).all(-1) & (dist.abs() < tol).any(-1) & vc[:, None]
+                near_clip = ((dist > -tol).all(-1) & ((depth.abs() - 1).abs() < ztol) & vc[:, None])
+                ambiguous |= (near_edge | near_clip).any(-1)
             dz = torch.where(inside, depth, torch.full_like(depth, math.inf))
             # nearest in this chunk (first index = lowest id on ties); strict < keeps earlier ids
             cmin, cidx = dz.min(-1)
             best_id = torch.where(cmin < best_z, cidx + f0, best_id)
+            if tol is None:
+                best_z = torch.minimum(best_z, cmin)
+                continue
             # running two smallest depths, for the depth-ambiguity test
             vals = torch.topk(dz, min(2, dz.shape[-1]), dim=-1, largest=False).values
             merged = torch.sort(torch.cat([best_z[..., None], second_z[..., None], vals], -1), -1).values
             best_z, second_z = merged[..., 0], merged[..., 1]
-        ambiguous |= torch.isfinite(second_z) & ((second_z - best_z) < ztol)
+        if tol is not None:
+            ambiguous |= torch.isfinite(second_z) & ((second_z - best_z) < ztol)
     rast = _barycentrics_from_ids(pos, tri, best_id, height, width)
     return rast, ambiguous.reshape(B, height, width)
 

@@ -328,3 +328,18 @@ def test_cuda_errors_name_arguments():
         vertex_normals(verts, bad)
     with pytest.raises(ValueError, match="tri"):
         vertex_normals(verts, tri.cpu())
+
+
+def test_ops_compose_under_torch_compile():
+    # normals -> shading traced as one graph (register_fake + register_autograd), gradients intact
+    verts, tri = grid_mesh(batch=2, dtype=torch.float32)
+    verts.requires_grad_(True)
+    albedo, gamma = torch.rand_like(verts), torch.randn(2, 27)
+
+    def loss(v, shade, normals):
+        return shade(normals(v, tri), albedo, gamma).square().sum()
+
+    compiled = torch.compile(lambda v: loss(v, sh_shading, vertex_normals), fullgraph=True)
+    (got,) = torch.autograd.grad(compiled(verts), verts)
+    (want,) = torch.autograd.grad(loss(verts, sh_shading_ref, vertex_normals_ref), verts)
+    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)

@@ -17,7 +17,7 @@ template <typename T>
 void interpolate_cpu_impl(const T* attr, const T* rast, const int32_t* tri, T* out, int64_t B,
                           int64_t Ba, int64_t V, int64_t C, int64_t P, int64_t F,
                           std::atomic<bool>& bad_id) {
-  at::parallel_for(0, B * P, 2048, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, B * P, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
       const T* r = rast + 4 * i;
       T* o = out + C * i;
@@ -77,14 +77,14 @@ void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* ra
     gr[1] = gv;
   };
   const int64_t nthreads = at::get_num_threads();
-  if (Ba == B && (B >= nthreads || B * P < 4096)) {
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+  if (Ba == B && (B >= nthreads || B * P < 16384)) {
+    at::parallel_for(0, B, B * P < 16384 ? B : 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         for (int64_t p = 0; p < P; ++p) pixel(b * P + p, grad_attr + b * V * C);
     });
     return;
   }
-  const int64_t chunks = nthreads;
+  const int64_t chunks = B * P < 16384 ? 1 : nthreads;
   const int64_t n = Ba * V * C;
   std::vector<T> buf(chunks * n, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {

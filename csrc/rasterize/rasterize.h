@@ -195,13 +195,6 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
     sx[k] = rn_div(q[k][0], q[k][2]);
     sy[k] = rn_div(q[k][1], q[k][2]);
   }
-  const T ax = rn_sub(sx[1], sx[0]), ay = rn_sub(sy[1], sy[0]);
-  const T bx = rn_sub(sx[2], sx[0]), by = rn_sub(sy[2], sy[0]);
-  const T area2 = rn_sub(rn_mul(ax, by), rn_mul(ay, bx));
-  const T scale = rn_mul(rn_add(t_abs(ax), t_abs(ay)), rn_add(t_abs(bx), t_abs(by)));
-  // |sin(angle)| below ~16 ulp: zero area up to rounding.
-  if (!(t_abs(area2) > T(16) * std::numeric_limits<T>::epsilon() * scale)) return false;
-
   // Pixel-centre bounding box, clamped to the image (a small margin keeps it conservative with
   // respect to the exact edge test, which alone decides coverage).
   const T eps = T(1.0 / 256.0);
@@ -221,6 +214,13 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
   x1 = x1 > width - 1 ? width - 1 : x1;
   y1 = y1 > height - 1 ? height - 1 : y1;
   if (x0 > x1 || y0 > y1) return false;
+
+  const T ax = rn_sub(sx[1], sx[0]), ay = rn_sub(sy[1], sy[0]);
+  const T bx = rn_sub(sx[2], sx[0]), by = rn_sub(sy[2], sy[0]);
+  const T area2 = rn_sub(rn_mul(ax, by), rn_mul(ay, bx));
+  const T scale = rn_mul(rn_add(t_abs(ax), t_abs(ay)), rn_add(t_abs(bx), t_abs(by)));
+  // |sin(angle)| below ~16 ulp: zero area up to rounding.
+  if (!(t_abs(area2) > T(16) * std::numeric_limits<T>::epsilon() * scale)) return false;
 
   T e[3][3];
   cross3(q[1], q[2], e[0]);

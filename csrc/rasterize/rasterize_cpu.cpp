@@ -30,31 +30,32 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
                         int64_t F, int H, int W) {
   const int tiles_x = (W + kTile - 1) / kTile, tiles_y = (H + kTile - 1) / kTile;
   const int64_t T_count = int64_t(tiles_x) * tiles_y;
-  // Images per group: bounds the setup buffer to ~2^19 triangles.
-  const int64_t G = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t(1) << 19) / std::max<int64_t>(F, 1)));
-  // Triangle chunks per image (independent of the thread count would also be fine: the
-  // result does not depend on the chunking, only the speed does).
+  // Images per group: keeps the setup buffer near 2^16 triangles (cache-resident).
+  const int64_t G = std::max<int64_t>(1, std::min<int64_t>(B, (int64_t(1) << 16) / std::max<int64_t>(F, 1)));
+  // Triangle chunks per image (the result does not depend on the chunking, only the speed does).
   const int64_t K = std::max<int64_t>(1, std::min<int64_t>((F + 2047) / 2048, 4 * at::get_num_threads()));
 
   // Not value-initialised: setup_triangle writes every entry (culled ones too).
   std::unique_ptr<TriSetup<T>[]> setup(new TriSetup<T>[G * F]);
+  // Compact tile range of every triangle for the fill pass (tx0 > tx1: culled).
+  struct TileBox {
+    int16_t tx0, ty0, tx1, ty1;
+  };
+  std::unique_ptr<TileBox[]> boxes(new TileBox[G * F]);
   std::vector<int32_t> counts(G * K * T_count);
   std::vector<int64_t> tile_begin(G * T_count + 1);
   std::vector<int32_t> list;
-
-  auto tile_range = [&](const TriSetup<T>& s, int& tx0, int& ty0, int& tx1, int& ty1) {
-    tx0 = s.x0 / kTile;
-    tx1 = s.x1 / kTile;
-    ty0 = s.y0 / kTile;
-    ty1 = s.y1 / kTile;
-  };
+  // Small problems run on the calling thread: waking the pool costs more than the work.
+  const bool small = B * F + B * int64_t(H) * W < (int64_t(1) << 15);
+  const int64_t grain_setup = small ? G * K : 1;
+  const int64_t grain_tiles = small ? G * T_count : 1;
 
   for (int64_t b0 = 0; b0 < B; b0 += G) {
     const int64_t g_n = std::min(G, B - b0);
     std::fill(counts.begin(), counts.begin() + g_n * K * T_count, 0);
 
     // 1. setup + count
-    at::parallel_for(0, g_n * K, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * K, grain_setup, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t g = item / K, k = item % K;
         const T* p = pos + (b0 + g) * V * 4;
@@ -63,11 +64,14 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
         for (int64_t f = f_begin; f < f_end; ++f) {
           const int32_t* t = tri + 3 * f;
           TriSetup<T>& s = setup[g * F + f];
+          TileBox& box = boxes[g * F + f];
           if (!raster::setup_triangle(p + 4 * int64_t(t[0]), p + 4 * int64_t(t[1]),
-                                      p + 4 * int64_t(t[2]), W, H, s))
+                                      p + 4 * int64_t(t[2]), W, H, s)) {
+            box = {1, 1, 0, 0};
             continue;
-          int tx0, ty0, tx1, ty1;
-          tile_range(s, tx0, ty0, tx1, ty1);
+          }
+          const int tx0 = s.x0 / kTile, tx1 = s.x1 / kTile, ty0 = s.y0 / kTile, ty1 = s.y1 / kTile;
+          box = {int16_t(tx0), int16_t(ty0), int16_t(tx1), int16_t(ty1)};
           for (int ty = ty0; ty <= ty1; ++ty)
             for (int tx = tx0; tx <= tx1; ++tx) ++cnt[ty * tiles_x + tx];
         }
@@ -91,19 +95,17 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     list.resize(std::max<int64_t>(total, 1));
 
     // 3. fill
-    at::parallel_for(0, g_n * K, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * K, grain_setup, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
         const int64_t g = item / K, k = item % K;
         int32_t* cur = counts.data() + (g * K + k) * T_count;
         const int64_t* tb = tile_begin.data() + g * T_count;
         const int64_t f_begin = F * k / K, f_end = F * (k + 1) / K;
         for (int64_t f = f_begin; f < f_end; ++f) {
-          const TriSetup<T>& s = setup[g * F + f];
-          if (raster::is_culled(s)) continue;
-          int tx0, ty0, tx1, ty1;
-          tile_range(s, tx0, ty0, tx1, ty1);
-          for (int ty = ty0; ty <= ty1; ++ty)
-            for (int tx = tx0; tx <= tx1; ++tx) {
+          const TileBox box = boxes[g * F + f];
+          if (box.tx0 > box.tx1) continue;
+          for (int ty = box.ty0; ty <= box.ty1; ++ty)
+            for (int tx = box.tx0; tx <= box.tx1; ++tx) {
               const int tile = ty * tiles_x + tx;
               list[tb[tile] + cur[tile]++] = static_cast<int32_t>(f);
             }
@@ -112,7 +114,7 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     });
 
     // 4. raster, one tile at a time
-    at::parallel_for(0, g_n * T_count, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, g_n * T_count, grain_tiles, [&](int64_t begin, int64_t end) {
       T zbuf[kTile * kTile];
       int32_t ibuf[kTile * kTile];
       T pxs[kTile], pys[kTile];
@@ -197,16 +199,16 @@ void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t
     }
   };
   const int64_t nthreads = at::get_num_threads();
-  if (B >= nthreads || B * P < 4096) {
+  if (B >= nthreads || B * P < 16384) {
     // Whole images per task: each writes only its own grad_pos[b].
-    at::parallel_for(0, B, 1, [&](int64_t begin, int64_t end) {
+    at::parallel_for(0, B, B * P < 16384 ? B : 1, [&](int64_t begin, int64_t end) {
       for (int64_t b = begin; b < end; ++b)
         for (int64_t pix = 0; pix < P; ++pix) pixel(b, pix, grad_pos + b * V * 4);
     });
     return;
   }
   // Few images: split pixels into chunks with private gradient buffers, reduced in order.
-  const int64_t chunks = nthreads;
+  const int64_t chunks = B * P < 16384 ? 1 : nthreads;
   std::vector<T> buf(chunks * B * V * 4, T(0));
   at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t c = begin; c < end; ++c) {
