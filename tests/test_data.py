@@ -126,6 +126,15 @@ def test_item_contract(face_model, batch):
     assert labels["tex"].shape == (face_model.n_tex,)
     assert labels["skin_tone"].dim() == 0 and 0 < float(labels["skin_tone"]) < 1
     assert torch.equal(labels["id"], item["coeffs"][: face_model.n_id])
+    # Phenotype labels of the default model: slider values recovered from the identity.
+    names = ds.label_names()
+    if "id_to_target" in face_model.labels:
+        assert labels["id_targets"].shape == (len(names["id_targets"]),)
+        expected = face_model.labels["id_to_target"].float() @ labels["id"]
+        assert torch.allclose(labels["id_targets"], expected, atol=1e-5)
+        for name in names["id_targets"]:
+            if name.startswith("macro/"):
+                assert labels["macro_" + name[6:]].dim() == 0
 
 
 def test_deterministic_and_batch_equals_items(face_model, batch):

@@ -120,6 +120,16 @@ def test_npz_roundtrip_and_errors(tmp_path):
         facemodel.load(str(tmp_path / "nope.npz"))
 
 
+def test_model_runs_on_every_device(device):
+    m = tiny_model().to(device)
+    assert m.mean_shape.device.type == device.type and m.triangles.device.type == device.type
+    c = torch.randn(2, 257, device=device)
+    shape, albedo = m(c)
+    assert shape.shape == (2, 6, 3) and albedo.shape == (2, 6, 3) and shape.device.type == device.type
+    ref = tiny_model()(c.cpu())
+    torch.testing.assert_close(shape.cpu(), ref[0], rtol=1e-4, atol=1e-5)
+
+
 def test_model_moves_with_to():
     m = tiny_model().to(torch.float64)  # nn.Module.to casts floating buffers only
     assert m.mean_shape.dtype == torch.float64 and m.triangles.dtype == torch.int32
@@ -161,6 +171,17 @@ def test_default_model_space_and_landmark_layout(default_model):
     n = torch.cross(v[t[:, 1]] - v[t[:, 0]], v[t[:, 2]] - v[t[:, 0]], dim=1)
     near_nose = (v[t].mean(1) - v[m.landmark_idx[30]]).norm(dim=1) < 0.1
     assert (n[near_nose, 2] > 0).float().mean() > 0.9
+
+
+def test_default_mesh_is_one_disc(default_model):
+    """One connected surface with a single (outer) boundary: Euler characteristic 1, manifold edges."""
+    t = default_model.triangles.long()
+    e = torch.cat([t[:, [0, 1]], t[:, [1, 2]], t[:, [2, 0]]])
+    directed = e[:, 0] * default_model.num_vertices + e[:, 1]
+    assert torch.unique(directed).numel() == directed.numel()  # consistently oriented, no duplicates
+    und = torch.unique(torch.sort(e, dim=1).values, dim=0)
+    V, E, F = default_model.num_vertices, und.shape[0], t.shape[0]
+    assert V - E + F == 1
 
 
 def _offdiag_ratio(b):

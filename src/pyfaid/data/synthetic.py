@@ -73,8 +73,10 @@ class SyntheticFaces(Dataset):
         albedo, ``landmarks [68, 2]`` (pixels, y down), ``index`` (int64 scalar), and
         ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
         (radians), ``skin_tone`` (scalar: mean luma of the albedo over the skin region), and one
-        entry per phenotype map the face model carries (``id_targets [T]`` and ``exp_targets
-        [52]`` for the default model, see ``phenotype_labels``).
+        entry per phenotype map the face model carries (for the default model: ``id_targets [221]``
+        MakeHuman slider values, ``exp_targets [52]`` blendshape weights, and scalars
+        ``macro_gender``, ``macro_age``, ``macro_muscle``, ``macro_weight``, ``macro_african``,
+        ``macro_asian``, ``macro_caucasian``; see ``phenotype_labels`` and ``label_names``).
     """
 
     def __init__(
@@ -210,7 +212,7 @@ class SyntheticFaces(Dataset):
             sh[3] = rng.normal(0.0, 0.12)
             sh[4:] = rng.normal(0.0, 0.04, 5)
         if rng.random() < self.tint_prob:
-            tint = 1.0 + rng.normal(0.0, 0.25, 3)
+            tint = 1.0 + rng.normal(0.0, 0.18, 3)
         else:
             tint = 1.0 + rng.normal(0.0, 0.05, 3)
         tint = np.clip(tint, 0.4, 1.6)
@@ -294,7 +296,26 @@ class SyntheticFaces(Dataset):
                 continue
             coeffs, n = blocks[block]
             if arr.dim() == 2 and arr.shape[1] == n:
-                out[f"{block}_targets"] = coeffs.float() @ arr.float().to(coeffs.device).T
+                values = coeffs.float() @ arr.float().to(coeffs.device).T  # [B, T]
+                out[f"{block}_targets"] = values
+                names = fm.labels.get(f"{block}_target_names")
+                if isinstance(names, list) and len(names) == values.shape[1]:
+                    # Named whole-head phenotype axes (the default model's "macro/gender",
+                    # "macro/age", ...) also get a scalar label each: "macro_gender", ...
+                    for t, tname in enumerate(names):
+                        if tname.startswith("macro/"):
+                            out["macro_" + tname[len("macro/"):]] = values[:, t].contiguous()
+        return out
+
+    def label_names(self) -> dict[str, list[str]]:
+        """Names of the entries of the vector labels (``id_targets``, ``exp_targets``, ``tex``)."""
+        fm = self.face_model
+        out = {}
+        for key, names_key in (("id_targets", "id_target_names"), ("exp_targets", "exp_target_names"),
+                               ("tex", "tex_direction_names")):
+            names = getattr(fm, "labels", {}).get(names_key)
+            if isinstance(names, list):
+                out[key] = list(names)
         return out
 
     # ------------------------------------------------------------------------------ batches

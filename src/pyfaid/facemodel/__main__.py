@@ -82,7 +82,8 @@ def show(model_name: str, out: str, n: int = 16, seed: int = 0, size: int = 224)
                 c = (to_coeff.float() @ w)[None]
                 s = model.shape(zeros(1, model.n_id), c)[0].numpy()
                 im = render_mesh(s, tri, tex, size, background=bg)
-                cv2.putText(im, combo.split("+")[0].replace("Left", ""), (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
+                label = parts[0].replace("Left", "") if len(parts) > 1 else parts[0]
+                cv2.putText(im, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (0, 0, 0), 1)
                 imgs.append(im)
             paths.append(os.path.join(out, "blendshapes.png"))
             _write(paths[-1], make_grid(imgs, ncol=4))

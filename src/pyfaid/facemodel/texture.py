@@ -77,49 +77,53 @@ def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
     x = verts[:, 0] / max(np.abs(verts[:, 0]).max(), 1e-9)
     y = verts[:, 1] / max(np.abs(verts[:, 1]).max(), 1e-9)
 
-    dirs, names = [], []
+    def designed():
+        """Yields (name, [V, 3] field): the semantic directions, then spatial harmonics."""
+        yield "melanin", -skin * np.array([0.15, 0.17, 0.2]) * not_eye  # darker and browner
+        yield "hemoglobin", np.array([0.025, -0.012, -0.008]) * ones * not_eye
+        yield "yellowness", np.array([0.008, 0.006, -0.022]) * ones * not_eye
+        yield "lip_colour", np.array([0.06, -0.03, -0.01]) * r["lips"][:, None]
+        yield "brow_darkness", -np.array([0.12, 0.1, 0.08]) * r["brows"][:, None]
+        yield "periorbital_darkness", -np.array([0.05, 0.05, 0.035]) * r["periorbital"][:, None] * (1 - eye)
+        yield "cheek_blush", np.array([0.035, -0.015, -0.01]) * r["cheeks"][:, None]
+        yield "tzone_shine", np.array([0.035, 0.035, 0.035]) * np.maximum(r["nose"], r["forehead"])[:, None] * not_eye
+        yield "beard_shadow", -np.array([0.08, 0.06, 0.04]) * r["beard"][:, None] * (1 - r["lips"][:, None])
+        yield "iris_colour", np.array([-0.1, -0.06, -0.02]) * iris[:, None]
+        yield "sclera_tint", np.array([0.0, -0.03, -0.04]) * (eye[:, 0] * (1 - iris))[:, None]
+        # low spatial harmonics, luminance and redness, amplitude falling with frequency
+        lum = np.array([0.012, 0.012, 0.012])
+        red = np.array([0.008, -0.004, -0.003])
+        for order in range(1, 16):
+            for fx in range(order + 1):
+                fy = order - fx
+                for px in ((np.cos, "c"), (np.sin, "s")) if fx else ((np.cos, "c"),):
+                    for py in ((np.cos, "c"), (np.sin, "s")) if fy else ((np.cos, "c"),):
+                        h = px[0](np.pi * fx * x / 2) * py[0](np.pi * fy * y / 2)
+                        h = h[:, None] * not_eye / (1.0 + 0.5 * order)
+                        yield f"harmonic_lum_{px[1]}{fx}_{py[1]}{fy}", h * lum
+                        yield f"harmonic_red_{px[1]}{fx}_{py[1]}{fy}", h * red
 
-    def add(name, field):
-        dirs.append(np.asarray(field, np.float64).reshape(V, 3))
-        names.append(name)
-
-    add("melanin", -skin * np.array([0.15, 0.17, 0.2]) * not_eye)  # darker and browner
-    add("hemoglobin", np.array([0.025, -0.012, -0.008]) * ones * not_eye)
-    add("yellowness", np.array([0.008, 0.006, -0.022]) * ones * not_eye)
-    add("lip_colour", np.array([0.06, -0.03, -0.01]) * r["lips"][:, None])
-    add("brow_darkness", -np.array([0.12, 0.1, 0.08]) * r["brows"][:, None])
-    add("periorbital_darkness", -np.array([0.05, 0.05, 0.035]) * r["periorbital"][:, None] * (1 - eye))
-    add("cheek_blush", np.array([0.035, -0.015, -0.01]) * r["cheeks"][:, None])
-    add("tzone_shine", np.array([0.035, 0.035, 0.035]) * np.maximum(r["nose"], r["forehead"])[:, None] * not_eye)
-    add("beard_shadow", -np.array([0.08, 0.06, 0.04]) * r["beard"][:, None] * (1 - r["lips"][:, None]))
-    add("iris_colour", np.array([-0.1, -0.06, -0.02]) * iris[:, None])
-    add("sclera_tint", np.array([0.0, -0.03, -0.04]) * (eye[:, 0] * (1 - iris))[:, None])
-    # low spatial harmonics, luminance and redness, amplitude falling with frequency
-    lum = np.array([0.012, 0.012, 0.012])
-    red = np.array([0.008, -0.004, -0.003])
-    freqs = [(fx, fy) for s in range(1, 8) for fx in range(0, s + 1) for fy in [s - fx]]
-    for fx, fy in freqs:
-        for px in ((np.cos, "c"), (np.sin, "s")) if fx else ((np.cos, "c"),):
-            for py in ((np.cos, "c"), (np.sin, "s")) if fy else ((np.cos, "c"),):
-                if fx == 0 and fy == 0:
-                    continue
-                h = px[0](np.pi * fx * x / 2) * py[0](np.pi * fy * y / 2)
-                h = h[:, None] * not_eye / (1.0 + 0.5 * (fx + fy))
-                for cname, c in (("lum", lum), ("red", red)):
-                    if len(dirs) >= n_tex:
-                        break
-                    add(f"harmonic_{cname}_{px[1]}{fx}_{py[1]}{fy}", h * c)
-            if len(dirs) >= n_tex:
-                break
-        if len(dirs) >= n_tex:
+    # Gram-Schmidt in the listed order; a direction that earlier ones already explain (residual
+    # below 1e-3 of its norm) is skipped. Each kept column keeps the norm of its residual.
+    Q = np.zeros((3 * V, n_tex), order="F")  # orthonormal columns found so far
+    scale = np.zeros(n_tex)
+    kept = []
+    for name, field in designed():
+        v = np.asarray(field, np.float64).reshape(-1)
+        n0 = np.linalg.norm(v)
+        if n0 == 0:
+            continue
+        k = len(kept)
+        for _ in range(2):  # classical Gram-Schmidt, repeated once for accuracy
+            v = v - Q[:, :k] @ (Q[:, :k].T @ v)
+        nr = np.linalg.norm(v)
+        if nr < 1e-3 * n0:
+            continue
+        Q[:, k] = v / nr
+        scale[k] = nr
+        kept.append(name)
+        if len(kept) == n_tex:
             break
-    if len(dirs) < n_tex:
-        raise RuntimeError(f"only {len(dirs)} albedo directions designed, {n_tex} requested")
-    A = np.stack([d.reshape(-1) for d in dirs[:n_tex]], 1)  # [3V, n_tex]
-    # Gram-Schmidt in order (= QR with a positive diagonal), via the Cholesky factor of A^T A
-    L = np.linalg.cholesky(A.T @ A)
-    Q = np.linalg.solve(L, A.T).T  # A = Q L^T, Q orthonormal
-    # each column keeps the amplitude of the part of its designed field that the earlier
-    # directions do not explain (the Gram-Schmidt residual): A = (Q diag(L)) (diag(L)^-1 L^T)
-    basis = Q * np.diag(L)[None, :]
-    return mean, basis, names[:n_tex]
+    if len(kept) < n_tex:
+        raise RuntimeError(f"only {len(kept)} independent albedo directions, {n_tex} requested")
+    return mean, Q * scale[None, :], kept
