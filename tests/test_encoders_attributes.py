@@ -8,7 +8,7 @@ import torch
 
 from pyfaid.encoders import AttributeEncoder, AttributeWeightsNotFound, load_attribute_encoder
 from pyfaid.encoders.attributes import DEFAULT_WEIGHTS
-from pyfaid.encoders.train_attributes import CelebAFormatError, evaluate, fit, main, save_encoder
+from pyfaid.encoders.train_attributes import CelebAFormatError, fit, main, save_encoder
 
 
 def _toy_set(n, seed):

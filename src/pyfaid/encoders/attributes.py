@@ -30,39 +30,47 @@ class AttributeWeightsNotFound(FileNotFoundError):
     """No trained attribute-encoder weights at the requested (or default) path."""
 
 
-def _block(cin: int, cout: int) -> nn.Sequential:
-    """Stride-2 3x3 conv + 3x3 conv, each with batch norm and ReLU."""
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-    )
+def _block(cin: int, cout: int, convs: int) -> nn.Sequential:
+    """Stride-2 3x3 conv, then ``convs - 1`` more 3x3 convs; each with batch norm and ReLU."""
+    layers = [nn.Conv2d(cin, cout, 3, 2, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    for _ in range(convs - 1):
+        layers += [nn.Conv2d(cout, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers)
 
 
 class AttributeEncoder(nn.Module):
-    """Small attribute CNN: 112x112 input, 5 conv blocks, ``feature_dim``-D features, linear head.
+    """Small attribute CNN: 112x112 input, 5 conv blocks, 4x4 average pool, a linear+ReLU
+    projection to the ``feature_dim``-D "FA" features, and a linear prediction head.
 
     Args:
         num_outputs: size of the prediction head (regression targets or binary attributes).
         feature_dim: D_fa, size of the penultimate ("FA") features.
         widths: channels of the 5 blocks (each halves the resolution: 112 -> 56 -> ... -> 4).
+        convs: 3x3 convolutions per block (the cheap early blocks have one, the last two have two,
+            ~0.75 M parameters, ~20 M multiply-adds per image: CPU-trainable).
         input_size: side the 224 crops are resized to.
         task: ``"regression"`` (standardised targets, MSE) or ``"binary"`` (logits, BCE).
         target_names: names of the outputs, for the card and for users of ``predict``.
     """
 
-    def __init__(self, num_outputs: int, feature_dim: int = 128, widths=(16, 32, 48, 96, 128),
-                 input_size: int = 112, task: str = "regression", target_names=None):
+    def __init__(self, num_outputs: int, feature_dim: int = 128, widths=(16, 32, 64, 96, 128),
+                 convs=(1, 1, 1, 2, 2), input_size: int = 112, task: str = "regression", target_names=None):
         super().__init__()
         if task not in ("regression", "binary"):
             raise ValueError(f"task must be 'regression' or 'binary', got {task!r}")
         if int(num_outputs) < 1:
             raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
+        if len(convs) != len(widths) or min(convs) < 1:
+            raise ValueError(f"convs must give >= 1 conv for each of the {len(widths)} blocks, got {convs}")
         self.config = dict(num_outputs=int(num_outputs), feature_dim=int(feature_dim),
-                           widths=[int(w) for w in widths], input_size=int(input_size), task=task,
+                           widths=[int(w) for w in widths], convs=[int(c) for c in convs],
+                           input_size=int(input_size), task=task,
                            target_names=list(target_names) if target_names is not None else None)
         chans = [3] + list(widths)
-        self.trunk = nn.Sequential(*[_block(chans[i], chans[i + 1]) for i in range(len(widths))])
-        self.proj = nn.Sequential(nn.Linear(chans[-1], feature_dim), nn.ReLU(inplace=True))
+        self.trunk = nn.Sequential(*[_block(chans[i], chans[i + 1], convs[i]) for i in range(len(widths))])
+        # A 4x4 spatial pooling keeps the face/background layout of the aligned crop (the face is
+        # in the centre), which a global average would throw away.
+        self.proj = nn.Sequential(nn.Linear(chans[-1] * 16, feature_dim), nn.ReLU(inplace=True))
         self.head = nn.Linear(feature_dim, num_outputs)
         # Output de-standardisation for regression targets (set by the trainer).
         self.register_buffer("target_mean", torch.zeros(num_outputs))
@@ -88,7 +96,7 @@ class AttributeEncoder(nn.Module):
 
     def _trunk(self, x: torch.Tensor) -> torch.Tensor:
         x = (x - self.pixel_mean.view(1, 3, 1, 1)) / self.pixel_std.view(1, 3, 1, 1)
-        return self.proj(self.trunk(x).mean(dim=(2, 3)))
+        return self.proj(F.adaptive_avg_pool2d(self.trunk(x), 4).flatten(1))
 
     def features_from_input(self, x: torch.Tensor) -> torch.Tensor:
         """FA features of already-preprocessed ``[B, 3, S, S]`` inputs."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
@@ -193,8 +192,18 @@ def _batches(n: int, batch_size: int, generator: torch.Generator):
         yield perm[s:s + batch_size]
 
 
+def _dim_weights(groups, num_outputs: int) -> torch.Tensor | None:
+    """Per-output loss weights giving every label group the same total weight (None: uniform)."""
+    if not groups:
+        return None
+    w = torch.zeros(num_outputs)
+    for _, a, b in groups:
+        w[a:b] = 1.0 / ((b - a) * len(groups))
+    return w * num_outputs  # mean over outputs of w * se == mean over groups of the group MSE
+
+
 def _loss(model: AttributeEncoder, x_uint8: torch.Tensor, y: torch.Tensor, augment: bool,
-          generator: torch.Generator | None = None):
+          generator: torch.Generator | None = None, weights: torch.Tensor | None = None):
     x = x_uint8.float() / 255.0
     if augment:  # photometric jitter only: geometry and labels stay consistent
         b = x.shape[0]
@@ -205,7 +214,10 @@ def _loss(model: AttributeEncoder, x_uint8: torch.Tensor, y: torch.Tensor, augme
     if model.config["task"] == "binary":
         return F.binary_cross_entropy_with_logits(out, y), out
     yz = (y - model.target_mean) / model.target_std
-    return F.mse_loss(out, yz), out
+    se = (out - yz) ** 2
+    if weights is not None:
+        se = se * weights.to(se.device)
+    return se.mean(), out
 
 
 @torch.no_grad()
@@ -230,6 +242,9 @@ def evaluate(model: AttributeEncoder, x: torch.Tensor, y: torch.Tensor, groups=N
     yz = (y - model.target_mean) / model.target_std
     se = (out - yz) ** 2
     res = {"mse_standardised": float(se.mean())}
+    if groups:
+        res["mse_standardised_group_mean"] = float(
+            torch.stack([se[:, a:b].mean() for _, a, b in groups]).mean())
     var = yz.var(0, unbiased=False).clamp_min(1e-12)
     r2 = 1 - se.mean(0) / var
     res["r2_mean"] = float(r2.mean())
@@ -246,7 +261,9 @@ def fit(model: AttributeEncoder, train_x, train_y, val_x=None, val_y=None, epoch
     """Train ``model`` on uint8 images ``[N,3,S,S]`` and targets ``[N,T]``; returns a history dict.
 
     Regression targets are standardised with the training statistics, stored in the model's
-    ``target_mean`` / ``target_std`` buffers. AdamW with a one-cycle learning-rate schedule.
+    ``target_mean`` / ``target_std`` buffers; with ``groups`` (``(name, start, stop)`` column
+    ranges) every label group weighs the same in the loss, however many columns it has. AdamW with
+    a one-cycle learning-rate schedule over ``epochs`` (or ``max_steps``).
     """
     if len(train_x) != len(train_y):
         raise ValueError(f"train_x has {len(train_x)} images but train_y {len(train_y)} rows")
@@ -255,6 +272,7 @@ def fit(model: AttributeEncoder, train_x, train_y, val_x=None, val_y=None, epoch
     if model.config["task"] == "regression":
         model.target_mean.copy_(train_y.mean(0))
         model.target_std.copy_(train_y.std(0, unbiased=False).clamp_min(1e-6))
+    weights = _dim_weights(groups, train_y.shape[1]) if model.config["task"] == "regression" else None
     g = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     bs = min(batch_size, len(train_x))
@@ -270,7 +288,7 @@ def fit(model: AttributeEncoder, train_x, train_y, val_x=None, val_y=None, epoch
     for epoch in range(epochs):
         run = 0.0
         for idx in _batches(len(train_x), bs, g):
-            loss, _ = _loss(model, train_x[idx], train_y[idx], augment=True, generator=g)
+            loss, _ = _loss(model, train_x[idx], train_y[idx], augment=True, generator=g, weights=weights)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -313,6 +331,20 @@ def save_encoder(model: AttributeEncoder, path, card: dict) -> Path:
 
 
 # ---------------------------------------------------------------------------------- CLI
+def _cached_synthetic(cache_dir, n: int, seed: int, input_size: int, progress: bool):
+    """``synthetic_arrays`` with an optional on-disk cache keyed by (n, seed, input size)."""
+    if cache_dir is None:
+        return synthetic_arrays(n, seed, input_size, progress=progress)
+    path = Path(cache_dir) / f"synthetic_n{n}_seed{seed}_s{input_size}.pt"
+    if path.is_file():
+        d = torch.load(path, weights_only=True)
+        return d["images"], d["targets"], [tuple(g) for g in json.loads(d["groups"])]
+    x, y, groups = synthetic_arrays(n, seed, input_size, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"images": x, "targets": y, "groups": json.dumps(groups)}, path)
+    return x, y, groups
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pyfaid.encoders.train_attributes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -331,6 +363,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--no-progress", action="store_true")
+    ap.add_argument("--data-cache", default=None, metavar="DIR",
+                    help="synthetic: keep the rendered arrays here and reuse them on later runs")
+    ap.add_argument("--note", default=None, help="free text stored in the card (e.g. data version)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -348,8 +383,8 @@ def main(argv=None) -> int:
                     "framing": "img_align_celeba centre-cropped 178x178 from row 20"}
         else:
             val_seed = args.seed + 1_000_003
-            tx, ty, groups = synthetic_arrays(args.num_train, args.seed, args.input_size, progress=progress)
-            vx, vy, _ = synthetic_arrays(args.num_val, val_seed, args.input_size, progress=progress)
+            tx, ty, groups = _cached_synthetic(args.data_cache, args.num_train, args.seed, args.input_size, progress)
+            vx, vy, _ = _cached_synthetic(args.data_cache, args.num_val, val_seed, args.input_size, progress)
             names = [f"{g}[{i}]" for g, a, b in groups for i in range(b - a)]
             model = AttributeEncoder(ty.shape[1], args.feature_dim, input_size=args.input_size,
                                      task="regression", target_names=names)
@@ -386,6 +421,7 @@ def main(argv=None) -> int:
         "validation_history": [{k: v for k, v in h.items() if not isinstance(v, dict)} for h in hist["val"]],
         "command": "python -m pyfaid.encoders.train_attributes " + " ".join(argv if argv is not None else sys.argv[1:]),
         "torch": str(torch.__version__),
+        "note": args.note,
     }
     out = save_encoder(model, args.out, card)
     print(f"wrote {out} and {out.with_suffix('.json')}; validation: "
