@@ -9,6 +9,7 @@ self loops; ``D``: vertex degrees). Build it once per mesh and reuse it.
 from __future__ import annotations
 
 import math
+import operator
 import warnings
 
 import torch
@@ -19,9 +20,15 @@ __all__ = ["scaled_laplacian", "laplacian_lambda_max"]
 LAMBDA_MAX_MARGIN = 0.01
 
 
-def _check_mesh(tri: torch.Tensor, num_vertices: int) -> torch.Tensor:
-    if not isinstance(num_vertices, int) or isinstance(num_vertices, bool) or num_vertices < 1:
+def _check_mesh(tri: torch.Tensor, num_vertices: int) -> tuple[torch.Tensor, int]:
+    """Validated (int64 triangles, N)."""
+    try:
+        n = operator.index(num_vertices)  # int, numpy integer, 0-d integer tensor
+    except TypeError:
+        n = None
+    if n is None or isinstance(num_vertices, bool) or n < 1:
         raise ValueError(f"scaled_laplacian: `num_vertices` must be a positive int, got {num_vertices!r}")
+    num_vertices = n
     tri = torch.as_tensor(tri)
     if tri.is_floating_point() or tri.is_complex() or tri.dtype == torch.bool:
         raise TypeError(f"scaled_laplacian: `tri` must be an integer tensor, got {tri.dtype}")
@@ -33,7 +40,7 @@ def _check_mesh(tri: torch.Tensor, num_vertices: int) -> torch.Tensor:
             raise IndexError(
                 f"scaled_laplacian: `tri` has vertex indices in [{lo}, {hi}], outside [0, {num_vertices - 1}] "
                 f"for num_vertices={num_vertices}")
-    return tri.long()
+    return tri.long(), num_vertices
 
 
 def _adjacency(tri: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,7 +111,7 @@ def laplacian_lambda_max(tri: torch.Tensor, num_vertices: int, iters: int = 300)
     Returns:
         lambda_max as a Python float in ``(0, 2]``.
     """
-    tri = _check_mesh(tri, num_vertices)
+    tri, num_vertices = _check_mesh(tri, num_vertices)
     rows, cols = _adjacency(tri, num_vertices)
     off, diag = _normalized_laplacian(rows, cols, num_vertices, tri.device)
     return _estimate_lambda_max(rows, cols, off, diag, num_vertices, iters)
@@ -137,8 +144,7 @@ def scaled_laplacian(tri: torch.Tensor, num_vertices: int, lambda_max: float | N
     """
     if dtype not in (torch.float32, torch.float64):
         raise TypeError(f"scaled_laplacian: `dtype` must be torch.float32 or torch.float64, got {dtype}")
-    n = num_vertices
-    tri = _check_mesh(tri, n)
+    tri, n = _check_mesh(tri, num_vertices)
     rows, cols = _adjacency(tri, n)
     off, diag = _normalized_laplacian(rows, cols, n, tri.device)
     if lambda_max is None:
