@@ -96,8 +96,9 @@ def test_laplacian_bad_inputs():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="lambda_max"):
             scaled_laplacian(tri, n, lambda_max=bad)
-    with pytest.raises(ValueError, match="num_vertices"):
-        scaled_laplacian(tri, 0)
+    for bad_n in (0, 2.5, True):
+        with pytest.raises(ValueError, match="num_vertices"):
+            scaled_laplacian(tri, bad_n)
 
 
 # ---- forward ---------------------------------------------------------------------------------

@@ -18,11 +18,12 @@ constexpr int kThreads = 256;
 template <typename T>
 __global__ void spmm_kernel(const int64_t* __restrict__ crow, const int64_t* __restrict__ col,
                             const T* __restrict__ val, const T* __restrict__ in, const T* prev,
-                            T* out, int64_t n, int64_t C, int group, T alpha, T beta,
+                            T* out, int64_t n, int64_t C, int log2_group, T alpha, T beta,
                             bool accumulate) {
   const int64_t tid = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t row = tid / group;
-  const int lane = static_cast<int>(tid % group);
+  const int group = 1 << log2_group;
+  const int64_t row = tid >> log2_group;
+  const int lane = static_cast<int>(tid & (group - 1));
   if (row >= n) return;
   const int64_t c_base = static_cast<int64_t>(blockIdx.y) * group * kColsPerLane + lane;
   T acc[kColsPerLane];
@@ -56,8 +57,9 @@ void spmm_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& 
   const int64_t n = in.size(0), C = in.size(1);
   if (n == 0 || C == 0) return;
   // Lanes per row: enough for C / 4 columns, a power of two up to a warp.
-  int group = 1;
-  while (group < 32 && group * kColsPerLane < C) group *= 2;
+  int log2_group = 0;
+  while (log2_group < 5 && (kColsPerLane << log2_group) < C) ++log2_group;
+  const int64_t group = int64_t{1} << log2_group;
   const int64_t chunks = (C + group * kColsPerLane - 1) / (group * kColsPerLane);
   const int64_t blocks = (n * group + kThreads - 1) / kThreads;
   TORCH_CHECK(chunks <= 65535 && blocks <= 0x7fffffff, "cheb_conv: feature width ", C,
@@ -68,7 +70,7 @@ void spmm_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& 
     spmm_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
         crow.data_ptr<int64_t>(), col.data_ptr<int64_t>(), val.data_ptr<scalar_t>(),
         in.data_ptr<scalar_t>(), prev.defined() ? prev.data_ptr<scalar_t>() : nullptr,
-        out.data_ptr<scalar_t>(), n, C, group, static_cast<scalar_t>(alpha),
+        out.data_ptr<scalar_t>(), n, C, log2_group, static_cast<scalar_t>(alpha),
         static_cast<scalar_t>(beta), accumulate);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
