@@ -35,7 +35,6 @@ checkpoint.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 import time
@@ -91,7 +90,7 @@ class NoCheckpointError(ValueError):
 
 NO_CHECKPOINT_MESSAGE = (
     "pyfaid.reconstruct needs either a trained FAID checkpoint (--checkpoint PATH; train one with "
-    "`python -m pyfaid.train`, which writes checkpoints/*.pt) or test-time fitting from the mean "
+    "`python -m pyfaid.train`, which writes runs/default/ckpt_*.pt) or test-time fitting from the mean "
     "face (--fit N, e.g. --fit 200)."
 )
 
