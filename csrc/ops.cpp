@@ -59,7 +59,7 @@ void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/)
 TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
   for (const char* name : {"rasterize", "rasterize_backward", "interpolate", "interpolate_backward",
                            "vertex_normals", "vertex_normals_backward", "sh_shading",
-                           "sh_shading_backward", "cheb_conv", "cheb_conv_backward"}) {
+                           "sh_shading_backward", "cheb_conv", "cheb_conv_backward", "cheb_spmm"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
   }
 }
