@@ -15,6 +15,7 @@ from .align import (
     align_face,
     align_faces,
 )
+from .attributes import AttributeEncoder, AttributeWeightsNotFound, load_attribute_encoder
 from .dlib_resnet import DlibFaceNet
 from .facenet import FaceNet, FaceNetWeightsNotFound
 from .identity import DlibIdentityEncoder, FaceNetIdentityEncoder, IdentityEncoder, identity_encoder
@@ -27,6 +28,9 @@ __all__ = [
     "DlibIdentityEncoder",
     "FaceNetIdentityEncoder",
     "identity_encoder",
+    "AttributeEncoder",
+    "AttributeWeightsNotFound",
+    "load_attribute_encoder",
     "align_faces",
     "align_face",
     "AlignResult",

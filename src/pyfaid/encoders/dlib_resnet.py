@@ -128,8 +128,7 @@ class _ResBlock(nn.Module):
 def _expected_layers():
     """dlib layer kinds from the input outward, each with the module path it fills (or None)."""
     seq = [("con_4", "stem_conv"), ("affine_", "stem_aff"), ("relu_", None), ("max_pool_2", None)]
-    cin = 32
-    for name, ch, n_plain, down in _LEVELS:
+    for name, _, n_plain, down in _LEVELS:
         blocks = ([True] if down else []) + [False] * n_plain
         for i, d in enumerate(blocks):
             p = f"{name}.{i}"
@@ -141,7 +140,6 @@ def _expected_layers():
             else:  # add_prev1<block<tag1<x>>>
                 seq += [("tag", None)] + body + [("add_prev_", None)]
             seq.append(("relu_", None))
-        cin = ch
     seq += [("avg_pool_2", None), ("fc_2", "fc")]
     return seq
 
@@ -173,7 +171,7 @@ def _state_dict_from_dlib(net: DlibNet, model: "DlibFaceNet", source: str) -> di
         params = torch.from_numpy(f["params"].reshape(-1).copy())
         if kind == "con_4":
             w_shape = tuple(target[f"{dest}.weight"].shape)
-            conv = getattr_path(model, dest)
+            conv = _getattr_path(model, dest)
             if f["filters"] != w_shape or (f["stride_y"], f["padding_y"]) != (conv.stride[0], conv.padding[0]):
                 raise DlibFormatError(f"{source}: conv {dest} has {f['filters']}, stride "
                                       f"{f['stride_y']}, padding {f['padding_y']}; expected {w_shape}")
@@ -198,7 +196,7 @@ def _state_dict_from_dlib(net: DlibNet, model: "DlibFaceNet", source: str) -> di
     return out
 
 
-def getattr_path(module: nn.Module, path: str) -> nn.Module:
+def _getattr_path(module: nn.Module, path: str) -> nn.Module:
     for part in path.split("."):
         module = getattr(module, part)
     return module
