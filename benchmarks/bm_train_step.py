@@ -104,9 +104,17 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
 
 
 def run(device: str, quick: bool) -> list:
-    m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None)
+    from pyfaid.encoders import AttributeWeightsNotFound
+
+    note, over = "", ()
+    try:
+        m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None)
+    except AttributeWeightsNotFound:  # the attribute encoder's weights are not built yet
+        note, over = " no-FA(attribute weights missing)", ("model.use_fa_features=false", "loss.att=0")
+        m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
     c = m["cfg"]
-    case = f"default B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} {c.model.backbone}"
+    case = (f"default B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} "
+            f"{c.model.backbone}{note}")
     return [row("train_step", case, "pyfaid", m["ms"], images_per_s=round(m["images_per_s"], 3),
                 render_fwd_share=round(m["render_fwd_share"], 3),
                 render_ops_share=round(m["render_ops_share"], 3))]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Optional
 
@@ -53,6 +54,10 @@ class CoarseModel(nn.Module):
         self.fc = nn.Linear(feat, NUM_COEFFS)
         nn.init.zeros_(self.fc.weight)
         nn.init.zeros_(self.fc.bias)
+        # Adam moves every fc weight by ~lr in its first steps, so an unscaled head would shift each
+        # coefficient by ~lr * sum|features| (~0.2 rad / units per step at lr 1e-4 for a random
+        # ResNet-18): the face jumps out of the image before photometric gradients can steer it.
+        self.out_scale = 1.0 / math.sqrt(feat)
         self.input_size = int(input_size)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1), persistent=False)
@@ -72,4 +77,4 @@ class CoarseModel(nn.Module):
             images = F.interpolate(images, size=(self.input_size, self.input_size), mode="bilinear",
                                    align_corners=False, antialias=True)
         x = (images - self.mean) / self.std
-        return self.fc(self.backbone(x))
+        return self.fc(self.backbone(x)) * self.out_scale

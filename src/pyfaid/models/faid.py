@@ -271,7 +271,11 @@ class FAIDObjective(nn.Module):
             enc = faid.encode(images, want_id, want_att)
         recon = faid(images, enc, render_coarse=True)
         terms = {}
-        m = recon.mask if mask is None else recon.mask * mask
+        # Eq. 6's mask M: the input's usable face pixels when the data provides them. It is NOT
+        # intersected with the rendered face region: with the intersection, moving the face out of
+        # the image drives the loss to 0 (observed in training); uncovered face pixels must cost.
+        # Without a data mask, the rendered region is the only choice.
+        m = recon.mask if mask is None else mask
         terms["photo"] = L.photometric_loss(images, recon.image, m)
         if c.coarse_photo > 0 and faid.fine is not None:
             terms["coarse_photo"] = L.photometric_loss(images, recon.coarse_image, m)
@@ -315,14 +319,15 @@ class FAIDObjective(nn.Module):
                 rec = a["recon"]
                 target = a.get("clean", a["input"])
                 # (I_aug, I_aug^r): reconstruct the augmented input itself
-                terms[f"sa_{name}_aug_photo"] = L.photometric_loss(target, rec.image, a["input_mask"] * rec.mask)
+                terms[f"sa_{name}_aug_photo"] = L.photometric_loss(target, rec.image, a["input_mask"])
                 if c.id > 0 or c.att > 0:
                     with torch.no_grad():
                         enc_aug = faid.encode(a["input"], c.id > 0, c.att > 0)
                     self._perc_terms(enc_aug, rec.image, f"sa_{name}_aug_", terms)
                 # (I, I_aug^r): the reconstruction of the augmented input must also explain I
                 back = a["at_input_view"]
-                terms[f"sa_{name}_in_photo"] = L.photometric_loss(img_n, back["image"], m_n * back["mask"])
+                terms[f"sa_{name}_in_photo"] = L.photometric_loss(
+                    img_n, back["image"], m_n if mask is not None else m_n * back["mask"])
                 if c.id > 0 or c.att > 0:
                     self._perc_terms(enc_n, L.composite(back["image"], back["mask"], img_n),
                                      f"sa_{name}_in_", terms)
