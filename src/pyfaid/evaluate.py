@@ -205,8 +205,8 @@ def evaluate(
     if not checkpoints:
         raise ValueError("evaluate needs at least one checkpoint")
     for name, path in checkpoints.items():
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"checkpoint {name}={path}: no such file")
+        if not (os.path.isfile(path) or os.path.isdir(path)):
+            raise FileNotFoundError(f"checkpoint {name}={path}: no such file or run folder")
     for occ in occlusions:
         if occ not in ("none", "synthetic"):
             raise ValueError(f"occlusion {occ!r}: expected none or synthetic")

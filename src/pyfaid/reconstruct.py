@@ -181,7 +181,7 @@ def load_model(checkpoint: Union[str, os.PathLike], device="cpu"):
 
     Args:
         checkpoint: path of a ``.pt`` dict with ``model`` (trainable state dict), ``step`` and the
-            resolved ``config``.
+            resolved ``config``, or a training run folder (its latest ``ckpt_*.pt`` is used).
         device: where to put the model.
 
     Returns:
@@ -194,6 +194,13 @@ def load_model(checkpoint: Union[str, os.PathLike], device="cpu"):
     from pyfaid.models import build_faid
 
     path = str(checkpoint)
+    if os.path.isdir(path):  # a training run folder: its latest checkpoint
+        from pyfaid.train import latest_checkpoint
+
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"checkpoint folder {path} holds no ckpt_*.pt ({NO_CHECKPOINT_MESSAGE})")
+        path = found
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path}: no such file ({NO_CHECKPOINT_MESSAGE})")
     try:
