@@ -94,14 +94,4 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
 
 
 if __name__ == "__main__":
-    import argparse
-
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--threads", type=int, default=None)
-    args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    for r in run(args.device, args.quick):
-        print(r)
+    common.main(run)

@@ -54,3 +54,18 @@ def add_speedups(rows: list[dict], ours: str = "pyfaid") -> list[dict]:
         if b and r["impl"] != ours:
             r["pyfaid_speedup"] = round(r["ms"] / b, 2)
     return rows
+
+
+def main(run) -> None:
+    """Standalone entry point of one ``bm_*.py``: ``python benchmarks/bm_x.py [--device] [--quick] [--threads]``."""
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    for r in run(args.device, args.quick):
+        print(r)
