@@ -31,7 +31,6 @@ from common import add_speedups, row, time_ms
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from pyfaid.render import interpolate, rasterize  # noqa: E402
 from reference_render import interpolate_reference, rasterize_bbox, rasterize_bruteforce  # noqa: E402

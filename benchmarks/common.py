@@ -7,11 +7,20 @@ least ``bench``, ``case``, ``impl`` and ``ms`` (median milliseconds), and may ad
 
 from __future__ import annotations
 
+import glob
+import os
 import statistics
+import sys
 import time
 from typing import Callable
 
 import torch
+
+# Benchmark the installed pyfaid; a source tree built in place (`python setup.py build_ext
+# --inplace`) takes precedence so developers measure their working copy.
+_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
+if glob.glob(os.path.join(_SRC, "pyfaid", "_C*.so")):
+    sys.path.insert(0, _SRC)
 
 
 def sync(device) -> None:
