@@ -17,18 +17,14 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from reference_shading import vertex_normals_ref  # noqa: E402
+
 from pyfaid.render import vertex_normals  # noqa: E402
 
 
-def vertex_normals_eager(verts, tri):
-    """Area-weighted vertex normals with index_add (the plain-PyTorch way)."""
-    t = tri.long()
-    p0, p1, p2 = verts[:, t[:, 0]], verts[:, t[:, 1]], verts[:, t[:, 2]]
-    fn = torch.cross(p1 - p0, p2 - p0, dim=-1)
-    s = torch.zeros_like(verts)
-    for k in range(3):
-        s = s.index_add(1, t[:, k], fn)
-    return torch.nn.functional.normalize(s, dim=-1)
+# The eager peer is the tests' plain-PyTorch reference (index_add of face normals).
+vertex_normals_eager = vertex_normals_ref
 
 
 def grid_mesh(n: int, batch: int, device):

@@ -12,7 +12,6 @@ each as forward only and as forward + backward (gradients for normals, albedo an
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 
@@ -22,32 +21,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import common  # noqa: E402
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+from reference_shading import sh_shading_ref  # noqa: E402
+
 from pyfaid.render import sh_shading  # noqa: E402
 
-_A = (math.pi, 2 * math.pi / math.sqrt(3.0), 2 * math.pi / math.sqrt(8.0))
-_C = (1 / math.sqrt(4 * math.pi), math.sqrt(3.0) / math.sqrt(4 * math.pi), 3 * math.sqrt(5.0) / math.sqrt(12 * math.pi))
-
-
-def sh_shading_eager(normals, albedo, gamma):
-    """Deep3DFaceRecon's compute_color formula (without the 0.8 ambient offset) in eager PyTorch."""
-    B = gamma.shape[0]
-    g = gamma.reshape(B, 3, 9).permute(0, 2, 1)
-    x, y, z = normals[..., :1], normals[..., 1:2], normals[..., 2:]
-    Y = torch.cat([
-        _A[0] * _C[0] * torch.ones_like(x),
-        -_A[1] * _C[1] * y,
-        _A[1] * _C[1] * z,
-        -_A[1] * _C[1] * x,
-        _A[2] * _C[2] * x * y,
-        -_A[2] * _C[2] * y * z,
-        0.5 * _A[2] * _C[2] / math.sqrt(3.0) * (3 * z ** 2 - 1),
-        -_A[2] * _C[2] * x * z,
-        0.5 * _A[2] * _C[2] * (x ** 2 - y ** 2),
-    ], dim=-1)
-    r = Y @ g[..., :1]
-    gg = Y @ g[..., 1:2]
-    b = Y @ g[..., 2:]
-    return torch.cat([r, gg, b], dim=-1) * albedo
+# The eager peer is the tests' plain-PyTorch reference: Deep3DFaceRecon's formula.
+sh_shading_eager = sh_shading_ref
 
 
 def _inputs(B, N, device, requires_grad):

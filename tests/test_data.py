@@ -1,6 +1,5 @@
 """Tests for pyfaid.data: occlusion synthesis and the synthetic face dataset."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -98,7 +97,8 @@ def test_occlude_bad_input():
 # ------------------------------------------------------------------------- SyntheticFaces
 @pytest.fixture(scope="module")
 def face_model():
-    facemodel = pytest.importorskip("pyfaid.facemodel")
+    from pyfaid import facemodel
+
     return facemodel.load("default")
 
 

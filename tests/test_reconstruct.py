@@ -1,6 +1,5 @@
 """pyfaid.reconstruct: export round-trips, test-time fitting, CLI error handling."""
 
-import os
 
 import numpy as np
 import pytest
@@ -71,14 +70,8 @@ def test_unreadable_image(tmp_path):
 # -------------------------------------------------------------------------- needs the full stack
 
 def _stack():
-    try:
-        from pyfaid import facemodel  # noqa: F401
-        from pyfaid.render import Renderer  # noqa: F401
-        from pyfaid.encoders import align_faces  # noqa: F401
-
-        R._default_face_model("cpu")
-    except (ImportError, AttributeError, RuntimeError, OSError) as exc:
-        pytest.skip(f"face model / renderer / encoders not available in this checkout: {exc}")
+    """Build the default face model once (cached); fails loudly if any part of the stack is broken."""
+    R._default_face_model("cpu")
 
 
 def _synthetic_target(fm, renderer):

@@ -66,7 +66,8 @@ def test_random_angles_limits_and_seed():
 # ------------------------------------------------------------------------- a tiny test model
 def _tiny_model(dtype=torch.float64):
     """A 1 x 1 square facing the camera (4x4 vertex grid) plus a triangle "nose" pointing up."""
-    MorphableModel = pytest.importorskip("pyfaid.facemodel").MorphableModel
+    from pyfaid.facemodel import MorphableModel
+
     n = 4
     ys, xs = torch.meshgrid(torch.linspace(0.5, -0.5, n), torch.linspace(-0.5, 0.5, n), indexing="ij")
     verts = torch.stack([xs.reshape(-1), ys.reshape(-1), torch.zeros(n * n)], 1)
@@ -206,7 +207,9 @@ def test_bad_input():
 # --------------------------------------------------------------------- the default face model
 @pytest.fixture(scope="module")
 def default_model():
-    return pytest.importorskip("pyfaid.facemodel").load("default")
+    from pyfaid import facemodel
+
+    return facemodel.load("default")
 
 
 @pytest.fixture(scope="module")
