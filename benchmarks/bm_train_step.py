@@ -8,6 +8,14 @@ step's total self time).
 
     python benchmarks/run.py --only train_step [--quick] [--device cuda]
     python benchmarks/bm_train_step.py --config celeba_bfm --device cuda   # paper setting (synthetic data)
+    python benchmarks/bm_train_step.py --config celeba_bfm --device cuda --timing-standins DIR
+
+The paper setting needs the licensed BFM file and FaceNet's VGGFace2 weights. Where they are not
+available, ``--timing-standins DIR`` writes files of the same sizes into DIR and uses them: a
+``BFM_model_front.mat`` with BFM's vertex count (35,709), about as many triangles (a bent grid,
+70,312) and 80/64/80 random components, and an ``InceptionResnetV1`` state dict with random
+weights. Step time depends on these sizes, not on the values, so the timing stands; nothing else
+measured with them means anything.
 """
 
 from __future__ import annotations
@@ -27,9 +35,41 @@ from common import row  # noqa: E402
 RENDER_OPS = ("pyfaid::rasterize", "pyfaid::interpolate", "pyfaid::vertex_normals", "pyfaid::sh_shading")
 
 
+def write_timing_standins(folder: str) -> list[str]:
+    """BFM-sized face model and random-weight FaceNet files for timing the paper setting.
+
+    Returns the config overrides that point ``celeba_bfm`` at them. Speed only: see module docs.
+    """
+    import numpy as np
+    import scipy.io
+
+    os.makedirs(folder, exist_ok=True)
+    rows, cols, nv = 188, 189, 35709  # 35,532 grid vertices + an unused tail, like bm_rasterize
+    ys, xs = np.meshgrid(np.linspace(-0.92, 0.92, rows), np.linspace(-0.78, 0.78, cols), indexing="ij")
+    zs = 0.45 * (1 - 0.5 * ((xs / 0.78) ** 2 + (ys / 0.92) ** 2))
+    grid = np.stack([xs, ys, zs], -1).reshape(-1, 3)
+    verts = np.concatenate([grid, grid[: nv - len(grid)]], 0)
+    a = (np.arange(rows - 1)[:, None] * cols + np.arange(cols - 1)[None, :]).reshape(-1)
+    tri = np.concatenate([np.stack([a, a + 1, a + cols], 1), np.stack([a + 1, a + cols + 1, a + cols], 1)])
+    g = np.random.default_rng(0)
+    path = os.path.join(folder, "BFM_model_front.mat")
+    scipy.io.savemat(path, dict(
+        meanshape=verts.reshape(1, -1), idBase=g.standard_normal((3 * nv, 80)).astype(np.float32) * 1e-3,
+        exBase=g.standard_normal((3 * nv, 64)).astype(np.float32) * 1e-3, meantex=np.full((1, 3 * nv), 150.0),
+        texBase=g.standard_normal((3 * nv, 80)).astype(np.float32), tri=(tri + 1).astype(np.float64),
+        keypoints=(np.linspace(0, len(grid) - 1, 68).astype(np.int64) + 1).reshape(1, 68).astype(np.float64)))
+    from facenet_pytorch import InceptionResnetV1
+
+    torch.manual_seed(0)
+    weights = os.path.join(folder, "facenet_random_timing_only.pt")
+    torch.save(InceptionResnetV1(pretrained=None).state_dict(), weights)
+    return [f"model.face_model={path}", f"model.identity_weights={weights}"]
+
+
 def _setup(config: str, device: str, batch_size=None, overrides=()):
     from pyfaid.config import load_config
     from pyfaid.data import SyntheticFaces
+    from pyfaid.facemodel import load as load_face_model
     from pyfaid.models import FAIDObjective, build_faid
 
     cfg = load_config(config, list(overrides))
@@ -40,7 +80,8 @@ def _setup(config: str, device: str, batch_size=None, overrides=()):
     obj = FAIDObjective(faid, cfg.loss)
     params = [p for p in faid.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr)
-    ds = SyntheticFaces(seed=0, length=cfg.train.batch_size, image_size=cfg.data.image_size)
+    ds = SyntheticFaces(seed=0, length=cfg.train.batch_size, image_size=cfg.data.image_size,
+                        face_model=None if cfg.model.face_model == "default" else load_face_model(cfg.model.face_model))
     items = ds.__getitems__(list(range(cfg.train.batch_size)))
     images = torch.stack([it["image"] for it in items]).to(device)
     mask = torch.stack([it["mask"] for it in items]).to(device)
@@ -52,7 +93,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=()):
+def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=(), top=0):
     cfg, faid, obj, opt, images, mask = _setup(config, device, batch_size, overrides)
     render_time = [0.0]
     orig = faid.renderer.forward
@@ -92,6 +133,10 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
         step(99)
         _sync(device)
     ev = prof.key_averages()
+    if top:
+        key = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+        print(ev.table(sort_by=key, row_limit=top))
+        print(ev.table(sort_by="cpu_time_total", row_limit=top))
     attr = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
     total = sum(getattr(e, attr) for e in ev)
     render = sum(getattr(e, attr) for e in ev if e.key.startswith(RENDER_OPS))
@@ -126,8 +171,13 @@ if __name__ == "__main__":
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--set", action="append", default=[])
+    ap.add_argument("--profile-top", type=int, default=0, help="print the profiler's top N ops")
+    ap.add_argument("--timing-standins", metavar="DIR", default=None,
+                    help="write BFM-sized / random-weight stand-in files to DIR and time with them")
     a = ap.parse_args()
-    m = measure(a.config, a.device, a.iters, a.batch_size, a.set)
+    if a.timing_standins:
+        a.set = write_timing_standins(a.timing_standins) + a.set
+    m = measure(a.config, a.device, a.iters, a.batch_size, a.set, a.profile_top)
     c = m.pop("cfg")
     print(f"{a.config}: batch {c.train.batch_size}, render {c.data.image_size}, {c.model.backbone} "
           f"@{c.model.input_size} on {a.device}: {m['ms']:.1f} ms/step, {m['images_per_s']:.2f} images/s, "

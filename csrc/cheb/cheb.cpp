@@ -202,7 +202,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cheb_conv_backward_impl(
       mm_into(b2d, G, weight[k].t(), init);
     }).view({N * B, Fin});
   }
-  at::Tensor grad_b = has_bias ? grad_out.sum({0, 1}) : at::empty({0}, x.options());
+  at::Tensor grad_b = has_bias ? grad_out.sum(at::IntArrayRef{0, 1}) : at::empty({0}, x.options());
   return {from_node_major(grad_x, B, N), grad_w, grad_b};
 }
 

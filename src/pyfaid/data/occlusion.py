@@ -467,7 +467,8 @@ def _per_image_seeds(
         raise ValueError(f"occlude: `indices` has {len(indices)} entries for a batch of {batch} images")
     if seed is None:
         # Draw a base seed from the given (or the global) torch generator.
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        dev = generator.device if generator is not None else None  # a CUDA generator draws on its device
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=dev).item())
     elif generator is not None:
         raise ValueError("occlude: pass either `seed` or `generator`, not both")
     if seed < 0:
