@@ -41,6 +41,16 @@ def test_occlude_deterministic_and_batch_independent():
     assert torch.equal(occlude(imgs, generator=g1)[1], occlude(imgs, generator=g2)[1])
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_occlude_cuda_images_with_a_cuda_generator():
+    """Self-augmentation on a GPU seeds the occluders from a CUDA generator (found on the H200)."""
+    imgs = _faces(2).cuda()
+    g1, g2 = torch.Generator("cuda").manual_seed(3), torch.Generator("cuda").manual_seed(3)
+    a, b = occlude(imgs, generator=g1), occlude(imgs, generator=g2)
+    assert a[0].is_cuda and a[1].is_cuda
+    assert torch.equal(a[1], b[1])
+
+
 @pytest.mark.parametrize("kind", OCCLUDER_KINDS)
 def test_each_kind_covers_pixels_and_mask_says_where(kind):
     imgs = _faces(4)

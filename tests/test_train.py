@@ -123,6 +123,7 @@ class TinyFaces(torch.utils.data.Dataset):
         bg = 0.3 * torch.rand(n, 3, S, S, generator=g)
         self.images = out["image"] * out["mask"] + bg * (1 - out["mask"])
         self.masks = out["mask"]
+        self.landmarks = out["landmarks"]
         self.sigterm_at, self.calls = sigterm_at, 0
 
     def __len__(self):
@@ -132,7 +133,7 @@ class TinyFaces(torch.utils.data.Dataset):
         self.calls += 1
         if self.sigterm_at is not None and self.calls == self.sigterm_at:
             os.kill(os.getpid(), signal.SIGTERM)
-        return {"image": self.images[i], "mask": self.masks[i]}
+        return {"image": self.images[i], "mask": self.masks[i], "landmarks": self.landmarks[i]}
 
 
 def run(tmp_path, name, cfg=None, **kw):
@@ -276,6 +277,49 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     # max-steps counts resumed steps: asking for 4 again does nothing
     again = run(tmp_path, "part", tiny_cfg(train__max_steps=4), resume=True)
     assert again["step"] == 4
+
+
+def test_coarse_stage_trains_only_the_coarse_model():
+    cfg = tiny_cfg(loss__landmark=100.0)
+    obj, faid = _objective(cfg)
+    ds = TinyFaces(4)
+    enc = faid.perceptual
+    enc.id_encoder.calls = enc.attr_encoder.calls = 0
+    total, terms, recon, _ = obj(ds.images, ds.masks, torch.Generator().manual_seed(0),
+                                 landmarks=ds.landmarks, coarse_only=True)
+    assert {"coarse_photo", "landmark", "reg", "gamma"} <= set(terms)
+    assert not any(k.startswith(("sa_", "id", "att", "rob")) for k in terms)
+    assert all(torch.isfinite(v) for v in terms.values())
+    assert enc.id_encoder.calls == 0 and enc.attr_encoder.calls == 0  # no encoder runs
+    total.backward()
+    assert all(p.grad is None for p in faid.fine.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in faid.coarse.parameters())
+    # the landmark term compares projected model landmarks with the data's
+    from pyfaid.losses import landmark_loss
+
+    assert torch.allclose(terms["landmark"], landmark_loss(recon.landmarks, ds.landmarks, S))
+    assert landmark_loss(ds.landmarks, ds.landmarks, S) == 0
+    with pytest.raises(ValueError, match="landmark_loss"):
+        landmark_loss(ds.landmarks[:, :5], ds.landmarks, S)
+
+
+def test_coarse_stage_then_faid_stage_resumes_exactly(tmp_path):
+    from pyfaid.train import list_checkpoints
+
+    over = dict(train__coarse_steps=2, train__coarse_batch_size=4, optim__coarse_lr=2e-3,
+                loss__landmark=50.0, loss__self_aug=True, train__max_steps=4)
+    summary, full = run(tmp_path, "full", tiny_cfg(**over), return_model=True)
+    assert summary["step"] == 4 and "sa_rot_aug_photo" in summary["losses"]
+    run(tmp_path, "part", tiny_cfg(**{**over, "train__max_steps": 2}))
+    state = torch.load(list_checkpoints(str(tmp_path / "part"))[-1], weights_only=False)
+    assert state["step"] == 2 and state["samples"] == 8  # two coarse steps of 4 images
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2e-3)
+    _, resumed = run(tmp_path, "part", tiny_cfg(**over), resume=True, return_model=True)
+    a, b = _params(full), _params(resumed)
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-6, rtol=1e-5), k
+    state = torch.load(list_checkpoints(str(tmp_path / "part"))[-1], weights_only=False)
+    assert state["samples"] == 8 + 2 * 2 and state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
 
 
 def test_sigterm_saves_checkpoint(tmp_path):

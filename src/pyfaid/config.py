@@ -82,6 +82,7 @@ class LossConfig:
     reg_exp: float = 0.8
     reg_tex: float = 1.7e-2
     gamma: float = 10.0                 # monochromatic-light regulariser
+    landmark: float = 0.0               # landmark term of the coarse pre-training stage (train.coarse_steps)
     fine_smooth: float = 0.0            # Laplacian smoothness of the fine colour residual
     fine_residual: float = 0.0          # L2 size of the fine colour residual
     self_aug: bool = True               # self-augmentation (paper 3.2.3)
@@ -104,12 +105,15 @@ class OptimConfig:
     lr_decay: float = 0.9
     decay_every: int = 10000            # steps between learning-rate decays
     grad_clip: float = 0.0              # 0 = off
+    coarse_lr: float = 0.0              # learning rate of the coarse pre-training stage (0 = lr)
 
 
 @dataclass
 class TrainConfig:
     batch_size: int = 16                # per process
     max_steps: int = 200000
+    coarse_steps: int = 0               # coarse pre-training stage: first N steps train the coarse model only
+    coarse_batch_size: int = 0          # per-process batch of that stage (0 = batch_size)
     max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda

@@ -165,6 +165,23 @@ class PerceptualLoss(torch.nn.Module):
         return out
 
 
+def landmark_loss(pred: torch.Tensor, target: torch.Tensor, image_size: float) -> torch.Tensor:
+    """Mean squared landmark distance in units of the image size (Deep3DFaceRecon's landmark term).
+
+    Args:
+        pred: ``[B, L, 2]`` projected model landmarks in pixels.
+        target: ``[B, L, 2]`` target landmarks in pixels (same convention).
+        image_size: side of the image in pixels; distances are divided by it.
+
+    Returns:
+        Scalar tensor: ``mean_b mean_l ||pred - target||^2 / image_size^2``.
+    """
+    if pred.shape != target.shape or pred.dim() != 3 or pred.shape[-1] != 2:
+        raise ValueError(f"landmark_loss: pred {tuple(pred.shape)} and target {tuple(target.shape)} "
+                         "must both be [B, L, 2]")
+    return ((pred - target) / float(image_size)).pow(2).sum(-1).mean()
+
+
 def total_loss(terms: dict, weights: dict) -> torch.Tensor:
     """Weighted sum of the terms whose weight is non-zero (missing terms count as 0)."""
     total: Optional[torch.Tensor] = None

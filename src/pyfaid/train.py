@@ -116,7 +116,7 @@ class ResumableSampler(torch.utils.data.Sampler):
 class _Slim(torch.utils.data.Dataset):
     """Keep only the keys training needs (cheaper collate), optionally caching items in memory."""
 
-    def __init__(self, ds, keys=("image", "mask", "clean"), cache: bool = False):
+    def __init__(self, ds, keys=("image", "mask", "clean", "landmarks"), cache: bool = False):
         self.ds, self.keys, self.cache = ds, keys, {} if cache else None
 
     def __len__(self):
@@ -406,18 +406,32 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
 
         DDP._set_params_and_buffers_to_ignore_for_model(objective, _ddp_ignore(objective))
         model = DDP(objective, device_ids=[dev.index] if dev.type == "cuda" else None,
-                    find_unused_parameters=False)
+                    find_unused_parameters=cfg.train.coarse_steps > step)  # the coarse stage leaves the refiners unused
 
     if dataset is None:
         dataset = build_dataset(cfg, out_dir)
     if len(dataset) == 0:
         raise ValueError(f"dataset {cfg.data.dataset!r} is empty")
-    B = cfg.train.batch_size
-    sampler = ResumableSampler(len(dataset), B, d.rank, d.world, seed=cfg.data.seed, start=samples)
-    loader = torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate,
-                                         num_workers=cfg.data.num_workers,
-                                         pin_memory=dev.type == "cuda")
-    it = iter(loader)
+    coarse_steps = max(0, cfg.train.coarse_steps)
+    coarse_lr = cfg.optim.coarse_lr if cfg.optim.coarse_lr > 0 else cfg.optim.lr
+
+    def stage_batch(at_step):
+        if at_step < coarse_steps and cfg.train.coarse_batch_size > 0:
+            return cfg.train.coarse_batch_size
+        return cfg.train.batch_size
+
+    def make_loader(batch_size):
+        sampler = ResumableSampler(len(dataset), batch_size, d.rank, d.world, seed=cfg.data.seed,
+                                   start=samples)
+        return iter(torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=_collate,
+                                                num_workers=cfg.data.num_workers,
+                                                pin_memory=dev.type == "cuda"))
+
+    B = stage_batch(step)
+    it = make_loader(B)
+    if ckpt is None and step < coarse_steps:
+        for group in optimizer.param_groups:
+            group["lr"] = coarse_lr
 
     writer = None
     if d.main:
@@ -458,6 +472,13 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             budget = cfg.train.max_minutes * 60.0
             if budget > 0 and d.all_true(time.perf_counter() - t_start > budget):
                 break
+            if step == coarse_steps and coarse_steps > 0 and B != stage_batch(step):
+                B = stage_batch(step)
+                it = make_loader(B)
+            if step == coarse_steps and coarse_steps > 0:
+                for group in optimizer.param_groups:  # the coarse stage is over: the FAID stage's rate
+                    group["lr"] = cfg.optim.lr
+            coarse_only = step < coarse_steps
             batch = next(it)
             skipped += batch.get("skipped", 0)
             while "image" not in batch:  # every item of this batch was unreadable
@@ -467,7 +488,8 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             mask = batch["mask"].to(dev, non_blocking=True) if "mask" in batch else None
             gen = torch.Generator(device=dev).manual_seed(
                 (seed * 1_000_003 + step * 7919 + d.rank * 104729) % (2 ** 63))
-            total, terms, recon, extras = model(images, mask, gen)
+            lms = batch["landmarks"].to(dev, non_blocking=True) if "landmarks" in batch else None
+            total, terms, recon, extras = model(images, mask, gen, landmarks=lms, coarse_only=coarse_only)
             if not torch.isfinite(total):
                 raise FloatingPointError(f"step {step}: loss is {total.item()} "
                                          f"(terms: { {k: float(v) for k, v in terms.items()} })")
@@ -484,8 +506,11 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             last_terms["total"] = float(total.detach())
             ips = n0 / max(time.perf_counter() - t0, 1e-9)
             bar.update(1)
-            bar.set_postfix(loss=f"{last_terms['total']:.4f}", photo=f"{last_terms['photo']:.4f}",
-                            img_s=f"{ips:.2f}")
+            post = {"stage": "coarse" if coarse_only else "faid", "loss": f"{last_terms['total']:.4f}",
+                    "photo": f"{last_terms['photo']:.4f}", "img_s": f"{ips:.2f}"}
+            if cfg.train.max_minutes > 0:  # the time budget, not max_steps, usually ends the run
+                post["min_left"] = f"{max(0.0, cfg.train.max_minutes - (time.perf_counter() - t_start) / 60):.1f}"
+            bar.set_postfix(post)
             if writer is not None and (step % cfg.log.every == 0 or step == 1):
                 for k, v in last_terms.items():
                     writer.add_scalar(f"loss/{k}", v, step)

@@ -258,11 +258,55 @@ class FAIDObjective(nn.Module):
         for k, v in self.faid.perceptual.compare(target_enc, enc).items():
             terms[prefix + k] = v
 
-    def forward(self, images: torch.Tensor, mask: Optional[torch.Tensor], generator: torch.Generator):
+    def coarse_stage(self, images: torch.Tensor, mask: Optional[torch.Tensor],
+                     landmarks: Optional[torch.Tensor] = None):
+        """The coarse pre-training stage's loss: the coarse regressor alone, Deep3DFaceRecon-style.
+
+        The paper starts from a pretrained coarse regressor (Deep3DFaceRecon, trained with
+        photometric, landmark and regularisation terms). With no such weights available offline,
+        the first ``train.coarse_steps`` steps train :class:`CoarseModel` the same way: masked
+        photometric loss on the coarse render, the landmark term (weight ``loss.landmark``, only
+        when the data provides landmarks) and the coefficient regularisers. No encoder, refiner or
+        self-augmentation runs, so these steps are several times cheaper.
+
+        Args:
+            images: ``[B, 3, H, W]``; mask: ``[B, 1, H, W]`` or None; landmarks: ``[B, 68, 2]``
+                pixels or None.
+
+        Returns:
+            ``(total, terms, recon, extras)`` like :meth:`forward`.
+        """
+        c = self.cfg
+        faid = self.faid
+        coeffs = faid.coarse(images)
+        split = faid.face_model.split_coeffs(coeffs)
+        colors = faid.face_model.texture(split["tex"])
+        out = faid.renderer(faid.face_model, coeffs, colors=colors)
+        recon = Reconstruction(coeffs=coeffs, vertices=out["vertices"], coarse_colors=colors,
+                               fine_colors=colors, image=out["image"], coarse_image=out["image"],
+                               mask=out["mask"], landmarks=out["landmarks"], residual=None)
+        m = recon.mask if mask is None else mask
+        terms = {"coarse_photo": L.photometric_loss(images, recon.image, m)}
+        if c.landmark > 0 and landmarks is not None:
+            terms["landmark"] = L.landmark_loss(recon.landmarks, landmarks, images.shape[-1])
+        if c.reg > 0:
+            terms["reg"] = L.coefficient_regularizer(split, c.reg_id, c.reg_exp, c.reg_tex)
+        if c.gamma > 0:
+            terms["gamma"] = L.gamma_regularizer(split["gamma"])
+        w = {"coarse_photo": c.photo, "landmark": c.landmark, "reg": c.reg, "gamma": c.gamma}
+        total = L.total_loss(terms, w)
+        terms["photo"] = terms["coarse_photo"]  # the progress bar's photometric column
+        return total, terms, recon, {}
+
+    def forward(self, images: torch.Tensor, mask: Optional[torch.Tensor], generator: torch.Generator,
+                landmarks: Optional[torch.Tensor] = None, coarse_only: bool = False):
         """Args:
             images: ``[B, 3, H, W]`` in [0, 1]; mask: ``[B, 1, H, W]`` usable face pixels (None = all);
-            generator: random source for views and occluders.
+            generator: random source for views and occluders; landmarks: ``[B, 68, 2]`` pixels or
+            None (used by the coarse stage only); coarse_only: run :meth:`coarse_stage` instead.
         """
+        if coarse_only:
+            return self.coarse_stage(images, mask, landmarks)
         c = self.cfg
         faid = self.faid
         want_id = c.id > 0 or c.rob > 0 or faid.use_id_features
