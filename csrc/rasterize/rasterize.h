@@ -170,31 +170,53 @@ PYFAID_HD bool is_culled(const TriSetup<T>& s) {
 // Culls (returns false and marks `s` culled) triangles with a vertex at w <= 0 or non-finite
 // coordinates, triangles entirely outside the clip volume, degenerate (zero-area) triangles and
 // triangles whose bounding box holds no pixel centre.
-template <typename T>
-PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, int height,
-                              TriSetup<T>& s) {
-  const T* v[3] = {v0, v1, v2};
-  mark_culled(s);
-  for (int k = 0; k < 3; ++k) {
-    if (!(v[k][3] > T(0))) return false;  // w <= 0 or NaN
-    if (!t_finite(v[k][0]) || !t_finite(v[k][1]) || !t_finite(v[k][2]) || !t_finite(v[k][3]))
-      return false;
-  }
-  // Entirely outside one clip plane.
-  for (int c = 0; c < 3; ++c) {
-    if (v[0][c] > v[0][3] && v[1][c] > v[1][3] && v[2][c] > v[2][3]) return false;
-    if (v[0][c] < -v[0][3] && v[1][c] < -v[1][3] && v[2][c] < -v[2][3]) return false;
-  }
-  const T half_w = T(0.5) * T(width), half_h = T(0.5) * T(height);
-  T q[3][3];
-  for (int k = 0; k < 3; ++k) load_q(v[k], half_w, half_h, q[k]);
+// Per-vertex part of triangle setup, shared by the triangles around a vertex: the rejection
+// code (kVertInvalid: w <= 0 or a non-finite coordinate; else bits 2c / 2c+1: coordinate c
+// beyond +w / -w) and the screen position (centred pixel units).
+constexpr uint32_t kVertInvalid = 1u << 6;
 
-  // Screen positions (centred pixel units) for the bounding box and the degeneracy test.
-  T sx[3], sy[3];
-  for (int k = 0; k < 3; ++k) {
-    sx[k] = rn_div(q[k][0], q[k][2]);
-    sy[k] = rn_div(q[k][1], q[k][2]);
+template <typename T>
+PYFAID_HD uint32_t vertex_code(const T* v) {
+  if (!(v[3] > T(0))) return kVertInvalid;  // w <= 0 or NaN
+  if (!t_finite(v[0]) || !t_finite(v[1]) || !t_finite(v[2]) || !t_finite(v[3])) return kVertInvalid;
+  uint32_t code = 0;
+  for (int c = 0; c < 3; ++c) {
+    if (v[c] > v[3]) code |= 1u << (2 * c);
+    if (v[c] < -v[3]) code |= 1u << (2 * c + 1);
   }
+  return code;
+}
+
+template <typename T>
+PYFAID_HD void vertex_screen(const T* v, T half_w, T half_h, T& sx, T& sy) {
+  T q[3];
+  load_q(v, half_w, half_h, q);
+  sx = rn_div(q[0], q[2]);
+  sy = rn_div(q[1], q[2]);
+}
+
+// True when the triangle is rejected by its vertices' codes: a vertex behind the eye or not
+// finite, or all three beyond the same clip plane.
+PYFAID_HD bool codes_reject(uint32_t c0, uint32_t c1, uint32_t c2) {
+  return ((c0 | c1 | c2) & kVertInvalid) || (c0 & c1 & c2);
+}
+
+template <typename T>
+PYFAID_HD bool covers(const TriSetup<T>& s, T px, T py, T& depth);
+template <typename T>
+PYFAID_HD bool inside_edges(const TriSetup<T>& s, T px, T py);
+
+// Triangle setup from the per-vertex results (see setup_triangle). Returns false (and marks s
+// culled) when no pixel centre can be covered. With kDropEmpty, a triangle whose pixel box holds
+// at most kDropEmptyMax centres is also dropped when none of them passes the edge test (the
+// exact test of the raster pass), which skips its depth plane and binning; most triangles of a
+// dense mesh are smaller than a pixel.
+constexpr int kDropEmptyMax = 4;
+
+template <typename T, bool kDropEmpty = false>
+PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, const T sx[3],
+                                     const T sy[3], int width, int height, TriSetup<T>& s) {
+  mark_culled(s);
   // Pixel-centre bounding box, clamped to the image (a small margin keeps it conservative with
   // respect to the exact edge test, which alone decides coverage).
   const T eps = T(1.0 / 256.0);
@@ -222,6 +244,11 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
   // |sin(angle)| below ~16 ulp: zero area up to rounding.
   if (!(t_abs(area2) > T(16) * std::numeric_limits<T>::epsilon() * scale)) return false;
 
+  const T half_w = T(0.5) * T(width), half_h = T(0.5) * T(height);
+  T q[3][3];
+  load_q(v0, half_w, half_h, q[0]);
+  load_q(v1, half_w, half_h, q[1]);
+  load_q(v2, half_w, half_h, q[2]);
   T e[3][3];
   cross3(q[1], q[2], e[0]);
   cross3(q[2], q[0], e[1]);
@@ -238,6 +265,17 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
     // vertical. The neighbour across a shared edge has the exact negation, so one owner.
     if (s.e[k][0] > T(0) || (s.e[k][0] == T(0) && s.e[k][1] > T(0))) flags |= 1 << k;
   }
+  if (kDropEmpty && (x1 - x0 + 1) * (y1 - y0 + 1) <= kDropEmptyMax) {
+    s.flags = flags;
+    bool any = false;
+    for (int y = y0; y <= y1 && !any; ++y)
+      for (int x = x0; x <= x1 && !any; ++x)
+        any = inside_edges(s, pixel_centre<T>(x, width), pixel_centre<T>(y, height));
+    if (!any) {
+      mark_culled(s);
+      return false;
+    }
+  }
   // Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing).
   for (int c = 0; c < 3; ++c) {
     const T n = rn_add(rn_add(rn_mul(v0[2], s.e[0][c]), rn_mul(v1[2], s.e[1][c])),
@@ -253,14 +291,36 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
   return true;
 }
 
-// Coverage test of pixel centre (px, py); on success `depth` is z/w, in [-1, 1].
+// Full triangle setup from three clip-space vertices (x, y, z, w): edge functions, depth plane,
+// pixel bounding box and tie-rule flags. Returns false (s marked culled) for triangles that can
+// cover no pixel centre: behind the eye, outside a clip plane, off screen, or degenerate.
 template <typename T>
-PYFAID_HD bool covers(const TriSetup<T>& s, T px, T py, T& depth) {
+PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, int height,
+                              TriSetup<T>& s) {
+  mark_culled(s);
+  if (codes_reject(vertex_code(v0), vertex_code(v1), vertex_code(v2))) return false;
+  const T half_w = T(0.5) * T(width), half_h = T(0.5) * T(height);
+  T sx[3], sy[3];
+  vertex_screen(v0, half_w, half_h, sx[0], sy[0]);
+  vertex_screen(v1, half_w, half_h, sx[1], sy[1]);
+  vertex_screen(v2, half_w, half_h, sx[2], sy[2]);
+  return setup_triangle_screen(v0, v1, v2, sx, sy, width, height, s);
+}
+
+// Edge part of the coverage test: the pixel centre (px, py) is inside or owned by the triangle.
+template <typename T>
+PYFAID_HD bool inside_edges(const TriSetup<T>& s, T px, T py) {
 PYFAID_UNROLL
   for (int k = 0; k < 3; ++k) {
     const T a = eval_linear(s.e[k], px, py);
     if (a < T(0) || (a == T(0) && !((s.flags >> k) & 1))) return false;
   }
+  return true;
+}
+
+template <typename T>
+PYFAID_HD bool covers(const TriSetup<T>& s, T px, T py, T& depth) {
+  if (!inside_edges(s, px, py)) return false;
   depth = eval_linear(s.d, px, py);
   return depth >= T(-1) && depth <= T(1);
 }

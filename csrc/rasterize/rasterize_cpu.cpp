@@ -2,6 +2,7 @@
 // at::parallel_for over (image, tile), each tile testing only the triangles binned to it.
 //
 // Per group of images:
+//   0. per vertex (shared by ~6 triangles each): rejection code and screen position;
 //   1. setup + count: parallel over (image, triangle chunk); each triangle is set up once
 //      (edge functions, depth plane, pixel bbox; culled triangles dropped) and counted into
 //      the tiles its bbox overlaps (per-chunk counters, no atomics);
@@ -42,6 +43,10 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     int16_t tx0, ty0, tx1, ty1;
   };
   std::unique_ptr<TileBox[]> boxes(new TileBox[G * F]);
+  // Per-vertex codes and screen positions, shared by the ~6 triangles around each vertex.
+  std::unique_ptr<uint32_t[]> vcode(new uint32_t[G * V]);
+  std::unique_ptr<T[]> vsx(new T[G * V]), vsy(new T[G * V]);
+  const T half_w = T(0.5) * T(W), half_h = T(0.5) * T(H);
   std::vector<int32_t> counts(G * K * T_count);
   std::vector<int64_t> tile_begin(G * T_count + 1);
   std::vector<int32_t> list;
@@ -54,6 +59,19 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
     const int64_t g_n = std::min(G, B - b0);
     std::fill(counts.begin(), counts.begin() + g_n * K * T_count, 0);
 
+    // 0. vertices: rejection codes and screen positions
+    at::parallel_for(0, g_n * V, small ? g_n * V : 4096, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        const T* v = pos + (b0 * V + i) * 4;
+        vcode[i] = raster::vertex_code(v);
+        if (!(vcode[i] & raster::kVertInvalid)) {
+          raster::vertex_screen(v, half_w, half_h, vsx[i], vsy[i]);
+        } else {
+          vsx[i] = vsy[i] = T(0);
+        }
+      }
+    });
+
     // 1. setup + count
     at::parallel_for(0, g_n * K, grain_setup, [&](int64_t begin, int64_t end) {
       for (int64_t item = begin; item < end; ++item) {
@@ -65,8 +83,15 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
           const int32_t* t = tri + 3 * f;
           TriSetup<T>& s = setup[g * F + f];
           TileBox& box = boxes[g * F + f];
-          if (!raster::setup_triangle(p + 4 * int64_t(t[0]), p + 4 * int64_t(t[1]),
-                                      p + 4 * int64_t(t[2]), W, H, s)) {
+          const int64_t i0 = g * V + t[0], i1 = g * V + t[1], i2 = g * V + t[2];
+          if (raster::codes_reject(vcode[i0], vcode[i1], vcode[i2])) {
+            raster::mark_culled(s);
+            box = {1, 1, 0, 0};
+            continue;
+          }
+          const T sx[3] = {vsx[i0], vsx[i1], vsx[i2]}, sy[3] = {vsy[i0], vsy[i1], vsy[i2]};
+          if (!raster::setup_triangle_screen<T, true>(p + 4 * int64_t(t[0]), p + 4 * int64_t(t[1]),
+                                             p + 4 * int64_t(t[2]), sx, sy, W, H, s)) {
             box = {1, 1, 0, 0};
             continue;
           }
