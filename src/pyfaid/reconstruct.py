@@ -852,9 +852,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     ap.add_argument("--fit", type=int, default=0, metavar="STEPS", help="test-time fitting steps per image")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--no-id-loss", action="store_true", help="fit without the identity loss")
-    ap.add_argument("--threads", type=int, default=1,
-                    help="torch CPU threads (default 1: fitting works on small tensors, where extra "
-                         "threads gain little and oversubscribed cores lose a lot)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (default 0: torch's default, all cores; use 1 when other "
+                         "jobs share the cores, oversubscribed cores lose a lot)")
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
