@@ -39,12 +39,14 @@ ARCFACE_TEMPLATE_112 = np.array(
 )
 
 #: pyfaid's 224x224 alignment template: the ArcFace template scaled by 1.7 about the centre of its
-#: 112 box, moved to the centre of the 224 box and 12 px up. That gives an eye distance of ~60 px,
-#: eyes at y~92, mouth corners at y~162: the whole face from forehead to chin is inside the crop,
-#: framed like Deep3DFaceRecon's 224 crops (face ~150 px wide) that the coarse model expects, and
-#: dlib's 150 chip (padding 0.25) lies inside the crop (x 22..202, y 39..220), so the identity
-#: encoder resamples it without running off the border.
-TEMPLATE_224 = (ARCFACE_TEMPLATE_112 - 56.0) * 1.7 + np.array([112.0, 100.0])
+#: 112 box, moved to the centre of the 224 box and 23.5 px up. That gives an eye distance of ~60 px,
+#: eyes at y~81, mouth corners at y~150: where the default face model's frontal render at zero
+#: translation (the centre of the synthetic training data) puts its eye centres, nose tip and mouth
+#: corners, within 2 px. So aligned photos are framed like the faces the model trains on, the
+#: whole face from forehead to chin is inside the crop (face ~150 px wide, like Deep3DFaceRecon's
+#: 224 crops), and dlib's 150 chip (padding 0.25) lies inside the crop (x 22..202, y 28..209), so
+#: the identity encoder resamples it without running off the border.
+TEMPLATE_224 = (ARCFACE_TEMPLATE_112 - 56.0) * 1.7 + np.array([112.0, 88.5])
 
 #: Where MTCNN's five points fall in dlib's ``get_face_chip(img, shape, size=150, padding=0.25)``
 #: (the chip :class:`~pyfaid.encoders.DlibFaceNet` expects). dlib places its chip by a similarity
