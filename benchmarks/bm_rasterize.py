@@ -41,8 +41,9 @@ ROWS, COLS = 188, 189
 FOCAL, IMAGE, DISTANCE, NEAR, FAR = 1015.0, 224, 10.0, 5.0, 15.0
 
 
-def face_patch(batch: int, dtype=torch.float32):
-    """Clip-space positions [B, 35709, 4] and triangles [70312, 3] of a bent grid patch."""
+def face_grid():
+    """Model-space vertices [35709, 3] (float64, head-sized, BFM's count) and triangles [70312, 3]
+    of a grid bent into a face-sized patch; the last 177 vertices are an unused tail."""
     ys, xs = torch.meshgrid(torch.linspace(-0.92, 0.92, ROWS, dtype=torch.float64),
                             torch.linspace(-0.78, 0.78, COLS, dtype=torch.float64), indexing="ij")
     r2 = (xs / 0.78) ** 2 + (ys / 0.92) ** 2
@@ -54,6 +55,13 @@ def face_patch(batch: int, dtype=torch.float32):
     a = (r + c).reshape(-1)
     quads = torch.stack([a, a + 1, a + COLS, a + COLS + 1], -1)
     tri = torch.cat([quads[:, [0, 1, 2]], quads[:, [1, 3, 2]]], 0).to(torch.int32)
+    return verts, tri
+
+
+def face_patch(batch: int, dtype=torch.float32):
+    """Clip-space positions [B, 35709, 4] and triangles [70312, 3] of :func:`face_grid` seen from
+    a few directions."""
+    verts, tri = face_grid()
     out = []
     for b in range(batch):
         ay, ax = 0.25 * math.sin(1.7 * b), 0.15 * math.cos(1.3 * b)

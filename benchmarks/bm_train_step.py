@@ -43,21 +43,18 @@ def write_timing_standins(folder: str) -> list[str]:
     import numpy as np
     import scipy.io
 
+    from bm_rasterize import face_grid
+
     os.makedirs(folder, exist_ok=True)
-    rows, cols, nv = 188, 189, 35709  # 35,532 grid vertices + an unused tail, like bm_rasterize
-    ys, xs = np.meshgrid(np.linspace(-0.92, 0.92, rows), np.linspace(-0.78, 0.78, cols), indexing="ij")
-    zs = 0.45 * (1 - 0.5 * ((xs / 0.78) ** 2 + (ys / 0.92) ** 2))
-    grid = np.stack([xs, ys, zs], -1).reshape(-1, 3)
-    verts = np.concatenate([grid, grid[: nv - len(grid)]], 0)
-    a = (np.arange(rows - 1)[:, None] * cols + np.arange(cols - 1)[None, :]).reshape(-1)
-    tri = np.concatenate([np.stack([a, a + 1, a + cols], 1), np.stack([a + 1, a + cols + 1, a + cols], 1)])
+    verts, tri = (t.numpy() for t in face_grid())  # BFM's vertex count, about its triangle count
+    nv = len(verts)
     g = np.random.default_rng(0)
     path = os.path.join(folder, "BFM_model_front.mat")
     scipy.io.savemat(path, dict(
         meanshape=verts.reshape(1, -1), idBase=g.standard_normal((3 * nv, 80)).astype(np.float32) * 1e-3,
         exBase=g.standard_normal((3 * nv, 64)).astype(np.float32) * 1e-3, meantex=np.full((1, 3 * nv), 150.0),
         texBase=g.standard_normal((3 * nv, 80)).astype(np.float32), tri=(tri + 1).astype(np.float64),
-        keypoints=(np.linspace(0, len(grid) - 1, 68).astype(np.int64) + 1).reshape(1, 68).astype(np.float64)))
+        keypoints=(np.linspace(0, nv - 178, 68).astype(np.int64) + 1).reshape(1, 68).astype(np.float64)))
     from facenet_pytorch import InceptionResnetV1
 
     torch.manual_seed(0)
@@ -133,11 +130,10 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
         step(99)
         _sync(device)
     ev = prof.key_averages()
-    if top:
-        key = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
-        print(ev.table(sort_by=key, row_limit=top))
-        print(ev.table(sort_by="cpu_time_total", row_limit=top))
     attr = "self_device_time_total" if torch.device(device).type == "cuda" else "self_cpu_time_total"
+    if top:
+        print(ev.table(sort_by=attr, row_limit=top))
+        print(ev.table(sort_by="cpu_time_total", row_limit=top))
     total = sum(getattr(e, attr) for e in ev)
     render = sum(getattr(e, attr) for e in ev if e.key.startswith(RENDER_OPS))
     times.sort()

@@ -64,3 +64,16 @@ def test_align_tensor_input_and_single(astronaut):
         align_face(blank, name="blank.png")
     with pytest.raises(ValueError, match="HxWx3"):
         align_faces([np.zeros((10, 10), np.uint8)])
+
+
+def test_template_frames_faces_like_the_training_data():
+    """The 5 template points sit where the default model's frontal render (zero pose and
+    translation: the centre of the synthetic training data) puts its eye centres, nose tip and
+    mouth corners, so aligned photos look like the faces the model trains on."""
+    from pyfaid import facemodel
+    from pyfaid.render import Renderer
+
+    out = Renderer(image_size=224, focal=1015.0, center=112.0)(facemodel.load("default"), torch.zeros(1, 257))
+    lm = out["landmarks"][0].double().numpy()
+    five = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
+    assert np.abs(five - TEMPLATE_224).max() < 3.0, five - TEMPLATE_224

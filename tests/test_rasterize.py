@@ -90,6 +90,14 @@ def test_closed_mesh_matches_reference(dtype, height, width):
     assert covered[:, height // 2, width // 2].all()
 
 
+@pytest.mark.parametrize("height,width", [(24, 24), (33, 40)])
+def test_dense_mesh_of_subpixel_triangles_matches_reference(height, width):
+    """Most triangles smaller than a pixel: the setup drops those covering no pixel centre early."""
+    pos, tri = sphere_mesh(2, torch.float64, subdivisions=5)  # 20,480 triangles
+    rast, ok = check_against_reference(pos, tri, height, width, torch.float64)
+    assert ok.float().mean() > 0.95 and (rast[..., 3] > 0).float().mean() > 0.2
+
+
 def test_bbox_reference_matches_bruteforce():
     pos, tri = random_mesh(2, 60, 80, torch.float64, seed=3)
     pos[..., :2] *= 0.3  # many small triangles

@@ -301,6 +301,8 @@ def test_coarse_stage_trains_only_the_coarse_model():
     assert landmark_loss(ds.landmarks, ds.landmarks, S) == 0
     with pytest.raises(ValueError, match="landmark_loss"):
         landmark_loss(ds.landmarks[:, :5], ds.landmarks, S)
+    with pytest.raises(ValueError, match="loss.landmark"):  # data without landmarks: say so
+        obj(ds.images, ds.masks, torch.Generator().manual_seed(0), coarse_only=True)
 
 
 def test_coarse_stage_then_faid_stage_resumes_exactly(tmp_path):

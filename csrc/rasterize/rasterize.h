@@ -201,10 +201,16 @@ PYFAID_HD bool codes_reject(uint32_t c0, uint32_t c1, uint32_t c2) {
   return ((c0 | c1 | c2) & kVertInvalid) || (c0 & c1 & c2);
 }
 
+// Edge part of the coverage test: the pixel centre (px, py) is inside or owned by the triangle.
 template <typename T>
-PYFAID_HD bool covers(const TriSetup<T>& s, T px, T py, T& depth);
-template <typename T>
-PYFAID_HD bool inside_edges(const TriSetup<T>& s, T px, T py);
+PYFAID_HD bool inside_edges(const TriSetup<T>& s, T px, T py) {
+PYFAID_UNROLL
+  for (int k = 0; k < 3; ++k) {
+    const T a = eval_linear(s.e[k], px, py);
+    if (a < T(0) || (a == T(0) && !((s.flags >> k) & 1))) return false;
+  }
+  return true;
+}
 
 // Triangle setup from the per-vertex results (see setup_triangle). Returns false (and marks s
 // culled) when no pixel centre can be covered. With kDropEmpty, a triangle whose pixel box holds
@@ -305,17 +311,6 @@ PYFAID_HD bool setup_triangle(const T* v0, const T* v1, const T* v2, int width, 
   vertex_screen(v1, half_w, half_h, sx[1], sy[1]);
   vertex_screen(v2, half_w, half_h, sx[2], sy[2]);
   return setup_triangle_screen(v0, v1, v2, sx, sy, width, height, s);
-}
-
-// Edge part of the coverage test: the pixel centre (px, py) is inside or owned by the triangle.
-template <typename T>
-PYFAID_HD bool inside_edges(const TriSetup<T>& s, T px, T py) {
-PYFAID_UNROLL
-  for (int k = 0; k < 3; ++k) {
-    const T a = eval_linear(s.e[k], px, py);
-    if (a < T(0) || (a == T(0) && !((s.flags >> k) & 1))) return false;
-  }
-  return true;
 }
 
 template <typename T>

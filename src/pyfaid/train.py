@@ -415,11 +415,6 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
     coarse_steps = max(0, cfg.train.coarse_steps)
     coarse_lr = cfg.optim.coarse_lr if cfg.optim.coarse_lr > 0 else cfg.optim.lr
 
-    def stage_batch(at_step):
-        if at_step < coarse_steps and cfg.train.coarse_batch_size > 0:
-            return cfg.train.coarse_batch_size
-        return cfg.train.batch_size
-
     def make_loader(batch_size):
         sampler = ResumableSampler(len(dataset), batch_size, d.rank, d.world, seed=cfg.data.seed,
                                    start=samples)
@@ -427,11 +422,13 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
                                                 num_workers=cfg.data.num_workers,
                                                 pin_memory=dev.type == "cuda"))
 
-    B = stage_batch(step)
+    B = cfg.train.batch_size
+    if step < coarse_steps:
+        B = cfg.train.coarse_batch_size or B
+        if ckpt is None:  # a resumed run has the rate in its optimizer state
+            for group in optimizer.param_groups:
+                group["lr"] = coarse_lr
     it = make_loader(B)
-    if ckpt is None and step < coarse_steps:
-        for group in optimizer.param_groups:
-            group["lr"] = coarse_lr
 
     writer = None
     if d.main:
@@ -472,11 +469,11 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
             budget = cfg.train.max_minutes * 60.0
             if budget > 0 and d.all_true(time.perf_counter() - t_start > budget):
                 break
-            if step == coarse_steps and coarse_steps > 0 and B != stage_batch(step):
-                B = stage_batch(step)
-                it = make_loader(B)
-            if step == coarse_steps and coarse_steps > 0:
-                for group in optimizer.param_groups:  # the coarse stage is over: the FAID stage's rate
+            if step == coarse_steps > 0:  # the coarse stage is over: FAID stage batch and rate
+                if B != cfg.train.batch_size:
+                    B = cfg.train.batch_size
+                    it = make_loader(B)
+                for group in optimizer.param_groups:
                     group["lr"] = cfg.optim.lr
             coarse_only = step < coarse_steps
             batch = next(it)

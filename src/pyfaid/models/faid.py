@@ -137,13 +137,15 @@ class FAID(nn.Module):
         return self.perceptual.encode(images, want_id, want_att)
 
     def forward(self, images: torch.Tensor, enc: Optional[dict] = None,
-                render_coarse: Optional[bool] = None) -> Reconstruction:
+                render_coarse: Optional[bool] = None, coarse_only: bool = False) -> Reconstruction:
         """Reconstruct faces.
 
         Args:
             images: ``[B, 3, H, W]`` aligned faces in [0, 1] (H = W = renderer size).
             enc: precomputed encoder outputs of ``images`` (computed here when needed and absent).
             render_coarse: also render the coarse texture (default: ``self.render_coarse``).
+            coarse_only: skip the fine model (and its encoders): the coarse texture is rendered
+                once and is both ``image`` and ``coarse_image``.
 
         Returns:
             :class:`Reconstruction`.
@@ -153,19 +155,20 @@ class FAID(nn.Module):
         coarse_colors = self.face_model.texture(split["tex"])
         residual = None
         fine_colors = coarse_colors
-        if self.fine is not None:
+        fine = None if coarse_only else self.fine
+        if fine is not None:
             feats = None
-            if self.fine.faid is not None:
+            if fine.faid is not None:
                 if enc is None or (self.use_id_features and "id" not in enc) or \
                         (self.use_fa_features and "att" not in enc):
                     with torch.no_grad():
                         enc = self.encode(images, self.use_id_features, self.use_fa_features)
                 feats = self.decoder_features(enc)
-            fine_colors, residual = self.fine(coarse_colors, feats)
+            fine_colors, residual = fine(coarse_colors, feats)
         out = self.renderer(self.face_model, coeffs, colors=fine_colors)
         coarse_image = None
         rc = self.render_coarse if render_coarse is None else render_coarse
-        if rc and self.fine is not None:
+        if rc and fine is not None:
             coarse_image = self.renderer(self.face_model, coeffs, colors=coarse_colors)["image"]
         elif rc:
             coarse_image = out["image"]
@@ -265,8 +268,8 @@ class FAIDObjective(nn.Module):
         The paper starts from a pretrained coarse regressor (Deep3DFaceRecon, trained with
         photometric, landmark and regularisation terms). With no such weights available offline,
         the first ``train.coarse_steps`` steps train :class:`CoarseModel` the same way: masked
-        photometric loss on the coarse render, the landmark term (weight ``loss.landmark``, only
-        when the data provides landmarks) and the coefficient regularisers. No encoder, refiner or
+        photometric loss on the coarse render, the landmark term (weight ``loss.landmark``; the
+        data must then provide landmarks) and the coefficient regularisers. No encoder, refiner or
         self-augmentation runs, so these steps are several times cheaper.
 
         Args:
@@ -278,16 +281,14 @@ class FAIDObjective(nn.Module):
         """
         c = self.cfg
         faid = self.faid
-        coeffs = faid.coarse(images)
-        split = faid.face_model.split_coeffs(coeffs)
-        colors = faid.face_model.texture(split["tex"])
-        out = faid.renderer(faid.face_model, coeffs, colors=colors)
-        recon = Reconstruction(coeffs=coeffs, vertices=out["vertices"], coarse_colors=colors,
-                               fine_colors=colors, image=out["image"], coarse_image=out["image"],
-                               mask=out["mask"], landmarks=out["landmarks"], residual=None)
+        if c.landmark > 0 and landmarks is None:
+            raise ValueError("coarse stage: loss.landmark > 0 but the data gives no `landmarks` "
+                             "([B, 68, 2] pixels); set loss.landmark=0 or use data that has them")
+        recon = faid(images, render_coarse=True, coarse_only=True)
+        split = faid.face_model.split_coeffs(recon.coeffs)
         m = recon.mask if mask is None else mask
         terms = {"coarse_photo": L.photometric_loss(images, recon.image, m)}
-        if c.landmark > 0 and landmarks is not None:
+        if c.landmark > 0:
             terms["landmark"] = L.landmark_loss(recon.landmarks, landmarks, images.shape[-1])
         if c.reg > 0:
             terms["reg"] = L.coefficient_regularizer(split, c.reg_id, c.reg_exp, c.reg_tex)
