@@ -219,12 +219,12 @@ PYFAID_UNROLL
 // dense mesh are smaller than a pixel.
 constexpr int kDropEmptyMax = 4;
 
-template <typename T, bool kDropEmpty = false>
-PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, const T sx[3],
-                                     const T sy[3], int width, int height, TriSetup<T>& s) {
-  mark_culled(s);
-  // Pixel-centre bounding box, clamped to the image (a small margin keeps it conservative with
-  // respect to the exact edge test, which alone decides coverage).
+// Pixel-centre bounding box [x0, x1] x [y0, y1] of a triangle with screen positions (sx, sy),
+// clamped to the image; false when it holds no pixel centre. A small margin keeps it
+// conservative with respect to the exact edge test, which alone decides coverage.
+template <typename T>
+PYFAID_HD bool pixel_box(const T sx[3], const T sy[3], int width, int height, int& x0, int& x1,
+                         int& y0, int& y1) {
   const T eps = T(1.0 / 256.0);
   const T ox = T(0.5) * T(width - 1), oy = T(0.5) * T(height - 1);
   T lo_x = t_min(t_min(sx[0], sx[1]), sx[2]) + ox - eps;
@@ -235,14 +235,23 @@ PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, cons
   hi_x = t_min(t_max(hi_x, T(-1)), T(width));
   lo_y = t_min(t_max(lo_y, T(-1)), T(height));
   hi_y = t_min(t_max(hi_y, T(-1)), T(height));
-  int x0 = static_cast<int>(ceil(lo_x)), x1 = static_cast<int>(floor(hi_x));
-  int y0 = static_cast<int>(ceil(lo_y)), y1 = static_cast<int>(floor(hi_y));
+  x0 = static_cast<int>(ceil(lo_x));
+  x1 = static_cast<int>(floor(hi_x));
+  y0 = static_cast<int>(ceil(lo_y));
+  y1 = static_cast<int>(floor(hi_y));
   x0 = x0 < 0 ? 0 : x0;
   y0 = y0 < 0 ? 0 : y0;
   x1 = x1 > width - 1 ? width - 1 : x1;
   y1 = y1 > height - 1 ? height - 1 : y1;
-  if (x0 > x1 || y0 > y1) return false;
+  return x0 <= x1 && y0 <= y1;
+}
 
+// Edge functions (sign-normalised, s.e) and tie-rule flags (s.flags) of a triangle; `det` gets
+// |det[q0 q1 q2]|. False for a degenerate (zero-area up to rounding) triangle. Leaves the
+// bounding box of `s` alone.
+template <typename T>
+PYFAID_HD bool edge_setup(const T* v0, const T* v1, const T* v2, const T sx[3], const T sy[3],
+                          int width, int height, TriSetup<T>& s, T& det) {
   const T ax = rn_sub(sx[1], sx[0]), ay = rn_sub(sy[1], sy[0]);
   const T bx = rn_sub(sx[2], sx[0]), by = rn_sub(sy[2], sy[0]);
   const T area2 = rn_sub(rn_mul(ax, by), rn_mul(ay, bx));
@@ -259,8 +268,7 @@ PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, cons
   cross3(q[1], q[2], e[0]);
   cross3(q[2], q[0], e[1]);
   cross3(q[0], q[1], e[2]);
-  T det = rn_add(rn_add(rn_mul(q[0][0], e[0][0]), rn_mul(q[0][1], e[0][1])),
-                 rn_mul(q[0][2], e[0][2]));
+  det = rn_add(rn_add(rn_mul(q[0][0], e[0][0]), rn_mul(q[0][1], e[0][1])), rn_mul(q[0][2], e[0][2]));
   if (!(det != T(0)) || !t_finite(det)) return false;
   const bool flip = det < T(0);
   if (flip) det = -det;
@@ -271,8 +279,37 @@ PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, cons
     // vertical. The neighbour across a shared edge has the exact negation, so one owner.
     if (s.e[k][0] > T(0) || (s.e[k][0] == T(0) && s.e[k][1] > T(0))) flags |= 1 << k;
   }
+  s.flags = flags;
+  return true;
+}
+
+// Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing) into s.d
+// (one reciprocal, three products);
+// false when it is not finite. Needs s.e from edge_setup and its `det`.
+template <typename T>
+PYFAID_HD bool depth_plane(const T* v0, const T* v1, const T* v2, T det, TriSetup<T>& s) {
+  const T inv = rn_div(T(1), det);
+  for (int c = 0; c < 3; ++c) {
+    const T n = rn_add(rn_add(rn_mul(v0[2], s.e[0][c]), rn_mul(v1[2], s.e[1][c])),
+                       rn_mul(v2[2], s.e[2][c]));
+    s.d[c] = rn_mul(n, inv);
+    if (!t_finite(s.d[c])) return false;
+  }
+  return true;
+}
+
+template <typename T, bool kDropEmpty = false>
+PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, const T sx[3],
+                                     const T sy[3], int width, int height, TriSetup<T>& s) {
+  mark_culled(s);
+  int x0, x1, y0, y1;
+  if (!pixel_box(sx, sy, width, height, x0, x1, y0, y1)) return false;
+  T det;
+  if (!edge_setup(v0, v1, v2, sx, sy, width, height, s, det)) {
+    mark_culled(s);
+    return false;
+  }
   if (kDropEmpty && (x1 - x0 + 1) * (y1 - y0 + 1) <= kDropEmptyMax) {
-    s.flags = flags;
     bool any = false;
     for (int y = y0; y <= y1 && !any; ++y)
       for (int x = x0; x <= x1 && !any; ++x)
@@ -282,18 +319,14 @@ PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, cons
       return false;
     }
   }
-  // Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing).
-  for (int c = 0; c < 3; ++c) {
-    const T n = rn_add(rn_add(rn_mul(v0[2], s.e[0][c]), rn_mul(v1[2], s.e[1][c])),
-                       rn_mul(v2[2], s.e[2][c]));
-    s.d[c] = rn_div(n, det);
-    if (!t_finite(s.d[c])) return false;
+  if (!depth_plane(v0, v1, v2, det, s)) {
+    mark_culled(s);
+    return false;
   }
   s.x0 = x0;
   s.x1 = x1;
   s.y0 = y0;
   s.y1 = y1;
-  s.flags = flags;
   return true;
 }
 
@@ -328,47 +361,45 @@ PYFAID_HD void barycentrics(const TriSetup<T>& s, T px, T py, T& u, T& v) {
   const T a2 = eval_linear(s.e[2], px, py);
   const T sum = rn_add(rn_add(a0, a1), a2);
   if (sum > T(0)) {
-    u = rn_div(a0, sum);
-    v = rn_div(a1, sum);
+    const T inv = rn_div(T(1), sum);
+    u = rn_mul(a0, inv);
+    v = rn_mul(a1, inv);
   } else {  // unreachable for a covered pixel of a non-degenerate triangle; keeps NaN out
     u = T(1) / T(3);
     v = T(1) / T(3);
   }
 }
 
-// Backward of (u, v) = (A_0, A_1) / (A_0 + A_1 + A_2) with A_k = p . (q_{k+1} x q_{k+2}):
-// given dL/du, dL/dv, accumulate dL/dq into gq[k][0..2] (q = (x W/2, y H/2, w)).
+// Backward of (u, v) = (A_0, A_1) / (A_0 + A_1 + A_2) with A_k = p . (q_{k+1} x q_{k+2}), at a
+// pixel centre p = (px, py, 1) whose forward values (u, v) are given: accumulate dL/dq into
+// gq[k][0..2] (q = (x W/2, y H/2, w)) from dL/du, dL/dv.
+//   S = A_0 + A_1 + A_2 = p . ((q1 - q0) x (q2 - q0)), dL/dA_k = (g_k - g.uv) / S with
+//   g = (gu, gv, 0); and since dA_k/dq_{k+1} = q_{k+2} x p, dA_k/dq_{k+2} = p x q_{k+1}:
+//   dL/dq_m = (dL/dA_{m-1} q_{m+1} - dL/dA_{m+1} q_{m-1}) x p.
 template <typename T>
-PYFAID_HD void barycentrics_backward(const T q[3][3], T px, T py, T gu, T gv, T gq[3][3]) {
-  const T p[3] = {px, py, T(1)};
-  T e[3][3];
-  cross3(q[1], q[2], e[0]);
-  cross3(q[2], q[0], e[1]);
-  cross3(q[0], q[1], e[2]);
-  T a[3];
-  for (int k = 0; k < 3; ++k) a[k] = eval_linear(e[k], px, py);
-  const T sum = a[0] + a[1] + a[2];
+PYFAID_HD void barycentrics_backward(const T q[3][3], T px, T py, T u, T v, T gu, T gv,
+                                     T gq[3][3]) {
   for (int k = 0; k < 3; ++k)
     for (int c = 0; c < 3; ++c) gq[k][c] = T(0);
+  const T a[3] = {q[1][0] - q[0][0], q[1][1] - q[0][1], q[1][2] - q[0][2]};
+  const T b[3] = {q[2][0] - q[0][0], q[2][1] - q[0][1], q[2][2] - q[0][2]};
+  const T s0 = a[1] * b[2] - a[2] * b[1];
+  const T s1 = a[2] * b[0] - a[0] * b[2];
+  const T s2 = a[0] * b[1] - a[1] * b[0];
+  const T sum = s0 * px + s1 * py + s2;
   if (!(sum != T(0)) || !t_finite(sum)) return;
   const T inv = T(1) / sum;
-  const T u = a[0] * inv, v = a[1] * inv;
   const T dot = gu * u + gv * v;
   const T ga[3] = {(gu - dot) * inv, (gv - dot) * inv, -dot * inv};
-  // A_k = det[p, q_j, q_l] with (k, j, l) cyclic: dA_k/dq_j = q_l x p, dA_k/dq_l = p x q_j.
-  for (int k = 0; k < 3; ++k) {
-    const int j = (k + 1) % 3, l = (k + 2) % 3;
-    T c1[3], c2[3];
-    c1[0] = q[l][1] * p[2] - q[l][2] * p[1];
-    c1[1] = q[l][2] * p[0] - q[l][0] * p[2];
-    c1[2] = q[l][0] * p[1] - q[l][1] * p[0];
-    c2[0] = p[1] * q[j][2] - p[2] * q[j][1];
-    c2[1] = p[2] * q[j][0] - p[0] * q[j][2];
-    c2[2] = p[0] * q[j][1] - p[1] * q[j][0];
-    for (int c = 0; c < 3; ++c) {
-      gq[j][c] += ga[k] * c1[c];
-      gq[l][c] += ga[k] * c2[c];
-    }
+PYFAID_UNROLL
+  for (int m = 0; m < 3; ++m) {
+    const int prev = (m + 2) % 3, next = (m + 1) % 3;
+    T c[3];
+    for (int k = 0; k < 3; ++k) c[k] = ga[prev] * q[next][k] - ga[next] * q[prev][k];
+    // c x (px, py, 1)
+    gq[m][0] = c[1] - c[2] * py;
+    gq[m][1] = c[2] * px - c[0];
+    gq[m][2] = c[0] * py - c[1] * px;
   }
 }
 

@@ -1,6 +1,14 @@
-// CPU rasterizer: triangle setup once, binning into kTile x kTile screen tiles, then
-// at::parallel_for over (image, tile), each tile testing only the triangles binned to it.
+// CPU rasterizer: two paths with bit-identical results (cpu_raster_path picks one).
 //
+// Direct path (images up to kDirectMaxPixels; rasterize_direct_impl): parallel over (image,
+// triangle part). Per image, a vertex pass (rejection codes, screen positions) and then every
+// triangle in id order is set up and depth-tested straight into the output image, whose depth
+// channel doubles as the depth buffer; the edge values at a covered pixel centre give (u, v) at
+// once. On AVX2 CPUs float32 goes through rasterize_cpu_avx2.cpp (eight triangles per step).
+// Dense meshes, where most triangles cover zero to two pixel centres, spend no time on binning.
+//
+// Binned path (rasterize_cpu_impl): triangle setup once, binning into kTile x kTile screen
+// tiles, then at::parallel_for over (image, tile), each tile testing only its triangles.
 // Per group of images:
 //   0. per vertex (shared by ~6 triangles each): rejection code and screen position;
 //   1. setup + count: parallel over (image, triangle chunk); each triangle is set up once
@@ -15,10 +23,14 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <type_traits>
 #include <memory>
 #include <vector>
 
 #include "rasterize/rasterize.h"
+#include "rasterize/rasterize_cpu.h"
 
 namespace pyfaid {
 namespace {
@@ -196,50 +208,161 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
   }
 }
 
+// ---- Direct path: whole images per task, depth test straight into the output --------------
+
+// Direct rasterization: every (image, triangle part) item depth-tests its triangles into a
+// full-image buffer; parts = 1 when the batch alone keeps every thread busy, otherwise the
+// triangles of an image are split into `parts` id ranges whose buffers are merged in id order.
+// Best when triangles are small (dense meshes): there is no binning and no per-tile re-test.
+template <typename T>
+void rasterize_direct_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, int64_t V,
+                           int64_t F, int H, int W, int64_t parts, bool simd_ok) {
+  const bool simd = simd_ok && std::is_same_v<T, float>;
+  const int64_t P = int64_t(H) * W;
+  const T half_w = T(0.5) * T(W), half_h = T(0.5) * T(H);
+  // Scratch images for the parts after the first (which writes into rast itself).
+  std::vector<T> scratch(B * (parts - 1) * P * 4);
+  auto buffer = [&](int64_t b, int64_t part) {
+    return part == 0 ? rast + b * P * 4 : scratch.data() + (b * (parts - 1) + part - 1) * P * 4;
+  };
+  // The SIMD kernel reads the triangle indices column by column. Scratch buffers are kept per
+  // thread across calls (fresh multi-megabyte allocations cost a page fault per 4 KiB).
+  static thread_local std::vector<int32_t> cols;
+  if (simd) {
+    if (cols.size() < size_t(3 * F)) cols.resize(3 * F);
+    for (int64_t f = 0; f < F; ++f)
+      for (int k = 0; k < 3; ++k) cols[k * F + f] = tri[3 * f + k];
+  }
+  const int32_t* col = cols.data();  // this thread's buffer, read by the workers
+  const bool small = B * F + B * P < (int64_t(1) << 15);
+  // With one part per image, empty pixels get depth 0 while the image is still in cache.
+  auto finish = [&](T* out) {
+    if (parts != 1) return;
+    for (int64_t i = 0; i < P; ++i) out[4 * i + 2] = out[4 * i + 3] == T(0) ? T(0) : out[4 * i + 2];
+  };
+  at::parallel_for(0, B * parts, small ? B * parts : 1, [&](int64_t begin, int64_t end) {
+    static thread_local std::vector<uint32_t> code;
+    static thread_local std::vector<T> sx, sy;
+    static thread_local std::vector<float> rec_store;
+    if (!simd && code.size() < size_t(V)) {
+      code.resize(V);
+      sx.resize(V);
+      sy.resize(V);
+    }
+    // 32-byte aligned per-vertex records for the SIMD kernel.
+    if (simd && rec_store.size() < size_t(raster_cpu::kRecord * V + 8))
+      rec_store.resize(raster_cpu::kRecord * V + 8);
+    float* rec = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(rec_store.data()) + 31) &
+                                          ~uintptr_t(31));
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / parts, part = item % parts;
+      const T* p = pos + b * V * 4;
+      T* out = buffer(b, part);
+      // (u, v, depth, id + 1) = (0, 0, 2, 0): empty, farther than any covered depth.
+      for (int64_t i = 0; i < P; ++i) {
+        out[4 * i] = out[4 * i + 1] = out[4 * i + 3] = T(0);
+        out[4 * i + 2] = T(2);
+      }
+      const int64_t f_begin = F * part / parts, f_end = F * (part + 1) / parts;
+      if constexpr (std::is_same_v<T, float>) {
+        if (simd) {
+          raster_cpu::vertex_pass_avx2(p, V, half_w, half_h, rec);
+          raster_cpu::raster_triangles_avx2(p, tri, col, col + F, col + 2 * F,
+                                            f_begin, f_end, rec, H, W, out);
+          finish(out);
+          continue;
+        }
+      }
+      raster_cpu::vertex_pass(p, 0, V, half_w, half_h, code.data(), sx.data(), sy.data());
+      for (int64_t f = f_begin; f < f_end; ++f)
+        raster_cpu::raster_triangle(p, tri, f, code.data(), sx.data(), sy.data(), H, W, out);
+      finish(out);
+    }
+  });
+  if (parts == 1) return;
+  // Merge the parts in id order (strict: a later part only wins on a nearer depth) and clear
+  // the depth of empty pixels.
+  at::parallel_for(0, B * P, small ? B * P : 4096, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const int64_t b = i / P, pix = i % P;
+      T* o = rast + i * 4;
+      for (int64_t part = 1; part < parts; ++part) {
+        const T* s = buffer(b, part) + pix * 4;
+        if (s[2] < o[2]) {
+          o[0] = s[0];
+          o[1] = s[1];
+          o[2] = s[2];
+          o[3] = s[3];
+        }
+      }
+      if (o[3] == T(0)) o[2] = T(0);
+    }
+  });
+}
+
+constexpr int64_t kDirectMaxPixels = 512 * 512;
+
+enum class RasterPath { kBinned, kDirect };
+
+// Which CPU path rasterizes a call. Both give bit-identical results; PYFAID_CPU_RASTER=binned,
+// direct or auto (default) picks one, for tests and debugging. auto: the direct path unless the
+// image is large (its full-image buffers then leave the cache, and the binned path's tiles keep
+// every thread's working set small). The direct path uses the AVX2 kernel for float32 where
+// raster_cpu::simd_enabled().
+RasterPath cpu_raster_path(int64_t B, int64_t F, int64_t H, int64_t W) {
+  const char* env = std::getenv("PYFAID_CPU_RASTER");
+  if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
+    if (std::strcmp(env, "binned") == 0) return RasterPath::kBinned;
+    if (std::strcmp(env, "direct") == 0) return RasterPath::kDirect;
+    TORCH_CHECK(false, "pyfaid::rasterize: PYFAID_CPU_RASTER must be auto, binned or direct, got '",
+                env, "'");
+  }
+  return H * W <= kDirectMaxPixels ? RasterPath::kDirect : RasterPath::kBinned;
+}
+
 template <typename T>
 void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t* tri,
                                  const T* rast, T* grad_pos, int64_t B, int64_t V, int64_t F,
                                  int H, int W) {
-  const T half_w = T(0.5) * T(W), half_h = T(0.5) * T(H);
   const int64_t P = int64_t(H) * W;
-  // One pixel's contribution to the gradient of its triangle's three vertices.
-  auto pixel = [&](int64_t b, int64_t pix, T* gpos_b) {
-    const T* r = rast + (b * P + pix) * 4;
-    const int64_t f = raster::decode_id(r[3]);
-    if (f < 0 || f >= F) return;
-    const T* g = grad_rast + (b * P + pix) * 4;
-    if (g[0] == T(0) && g[1] == T(0)) return;
-    const int32_t* t = tri + 3 * f;
+  // Rows [y_begin, y_end) of image b into gpos_b (image b's [V, 4] gradient buffer).
+  const bool simd = std::is_same_v<T, float> && raster_cpu::simd_enabled();
+  auto rows = [&](int64_t b, int y_begin, int y_end, T* gpos_b) {
     const T* p = pos + b * V * 4;
-    T q[3][3], gq[3][3];
-    for (int k = 0; k < 3; ++k) raster::load_q(p + 4 * int64_t(t[k]), half_w, half_h, q[k]);
-    const int x = static_cast<int>(pix % W), y = static_cast<int>(pix / W);
-    raster::barycentrics_backward(q, raster::pixel_centre<T>(x, W), raster::pixel_centre<T>(y, H),
-                                  g[0], g[1], gq);
-    for (int k = 0; k < 3; ++k) {
-      T* gp = gpos_b + 4 * int64_t(t[k]);
-      gp[0] += gq[k][0] * half_w;
-      gp[1] += gq[k][1] * half_h;
-      gp[3] += gq[k][2];
+    for (int y = y_begin; y < y_end; ++y) {
+      const T* r = rast + (b * P + int64_t(y) * W) * 4;
+      const T* g = grad_rast + (b * P + int64_t(y) * W) * 4;
+      if constexpr (std::is_same_v<T, float>) {
+        if (simd) {
+          raster_cpu::backward_row_avx2(r, g, p, tri, F, y, H, W, gpos_b);
+          continue;
+        }
+      }
+      raster_cpu::backward_pixels(r, g, p, tri, F, y, 0, W, H, W, gpos_b);
     }
   };
   const int64_t nthreads = at::get_num_threads();
   if (B >= nthreads || B * P < 16384) {
     // Whole images per task: each writes only its own grad_pos[b].
+    // grad_pos arrives uninitialised: each task zeroes its own images (in parallel, and the
+    // image's buffer is then in cache for the accumulation).
     at::parallel_for(0, B, B * P < 16384 ? B : 1, [&](int64_t begin, int64_t end) {
-      for (int64_t b = begin; b < end; ++b)
-        for (int64_t pix = 0; pix < P; ++pix) pixel(b, pix, grad_pos + b * V * 4);
+      for (int64_t b = begin; b < end; ++b) {
+        std::fill(grad_pos + b * V * 4, grad_pos + (b + 1) * V * 4, T(0));
+        rows(b, 0, H, grad_pos + b * V * 4);
+      }
     });
     return;
   }
-  // Few images: split pixels into chunks with private gradient buffers, reduced in order.
-  const int64_t chunks = B * P < 16384 ? 1 : nthreads;
+  // Few images: split each image's rows into chunks with private gradient buffers, reduced in
+  // a fixed order (deterministic).
+  const int64_t chunks = std::min<int64_t>(H, (nthreads + B - 1) / B);
   std::vector<T> buf(chunks * B * V * 4, T(0));
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t c = begin; c < end; ++c) {
-      const int64_t lo = B * P * c / chunks, hi = B * P * (c + 1) / chunks;
-      T* mine = buf.data() + c * B * V * 4;
-      for (int64_t i = lo; i < hi; ++i) pixel(i / P, i % P, mine + (i / P) * V * 4);
+  at::parallel_for(0, B * chunks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t b = item / chunks, c = item % chunks;
+      rows(b, static_cast<int>(H * c / chunks), static_cast<int>(H * (c + 1) / chunks),
+           buf.data() + (c * B + b) * V * 4);
     }
   });
   const int64_t n = B * V * 4;
@@ -266,9 +389,19 @@ at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t h
   if (B == 0) return rast;
   if (F == 0) return rast.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_cpu", [&] {
-    rasterize_cpu_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
-                                 rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
-                                 static_cast<int>(width));
+    const RasterPath path = cpu_raster_path(B, F, height, width);
+    if (path == RasterPath::kBinned) {
+      rasterize_cpu_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
+                                   rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
+                                   static_cast<int>(width));
+    } else {
+      const int64_t nt = at::get_num_threads();
+      const int64_t parts = B >= nt ? 1 : (nt + B - 1) / B;
+      rasterize_direct_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
+                                      rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
+                                      static_cast<int>(width), parts,
+                                      raster_cpu::simd_enabled());
+    }
   });
   return rast;
 }
@@ -285,8 +418,8 @@ at::Tensor rasterize_backward_cpu(const at::Tensor& grad_rast, const at::Tensor&
               " does not match `rast` shape ", rast.sizes());
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
   raster::check_tri_range(tri, V, op, "pos");
-  auto grad_pos = at::zeros_like(pos);
-  if (B == 0 || F == 0 || rast.numel() == 0) return grad_pos;
+  auto grad_pos = at::empty_like(pos);  // every entry is written by the kernel
+  if (B == 0 || F == 0 || rast.numel() == 0) return grad_pos.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
     rasterize_backward_cpu_impl<scalar_t>(
         grad_rast.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),

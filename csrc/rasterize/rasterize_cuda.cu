@@ -154,7 +154,7 @@ __global__ void rasterize_backward_kernel(const T* __restrict__ grad_rast, const
   }
   const int x = static_cast<int>(pix % W), y = static_cast<int>(pix / W);
   raster::barycentrics_backward(q, raster::pixel_centre<T>(x, W), raster::pixel_centre<T>(y, H),
-                                gu, gv, gq);
+                                rast[4 * i], rast[4 * i + 1], gu, gv, gq);
   T* gp = grad_pos + b * V * 4;
   for (int k = 0; k < 3; ++k) {
     gpuAtomicAdd(gp + 4 * int64_t(t[k]) + 0, gq[k][0] * half_w);
