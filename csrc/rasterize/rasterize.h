@@ -166,10 +166,8 @@ PYFAID_HD bool is_culled(const TriSetup<T>& s) {
   return s.x0 > s.x1 || s.y0 > s.y1;
 }
 
-// Set up triangle (v0, v1, v2) (pointers to clip-space xyzw) for a width x height image.
-// Culls (returns false and marks `s` culled) triangles with a vertex at w <= 0 or non-finite
-// coordinates, triangles entirely outside the clip volume, degenerate (zero-area) triangles and
-// triangles whose bounding box holds no pixel centre.
+// ---- Triangle setup, in pieces shared by the binned, direct and CUDA rasterizers -----------
+
 // Per-vertex part of triangle setup, shared by the triangles around a vertex: the rejection
 // code (kVertInvalid: w <= 0 or a non-finite coordinate; else bits 2c / 2c+1: coordinate c
 // beyond +w / -w) and the screen position (centred pixel units).
@@ -211,13 +209,6 @@ PYFAID_UNROLL
   }
   return true;
 }
-
-// Triangle setup from the per-vertex results (see setup_triangle). Returns false (and marks s
-// culled) when no pixel centre can be covered. With kDropEmpty, a triangle whose pixel box holds
-// at most kDropEmptyMax centres is also dropped when none of them passes the edge test (the
-// exact test of the raster pass), which skips its depth plane and binning; most triangles of a
-// dense mesh are smaller than a pixel.
-constexpr int kDropEmptyMax = 4;
 
 // Pixel-centre bounding box [x0, x1] x [y0, y1] of a triangle with screen positions (sx, sy),
 // clamped to the image; false when it holds no pixel centre. A small margin keeps it
@@ -283,9 +274,9 @@ PYFAID_HD bool edge_setup(const T* v0, const T* v1, const T* v2, const T sx[3], 
   return true;
 }
 
-// Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing) into s.d
-// (one reciprocal, three products);
-// false when it is not finite. Needs s.e from edge_setup and its `det`.
+// Depth plane z/w = p . (sum_k z_k E_k) / det (E unnormalised, det signed: same thing) into s.d,
+// as one reciprocal and three products; false when it is not finite. Needs s.e and `det` from
+// edge_setup.
 template <typename T>
 PYFAID_HD bool depth_plane(const T* v0, const T* v1, const T* v2, T det, TriSetup<T>& s) {
   const T inv = rn_div(T(1), det);
@@ -297,6 +288,13 @@ PYFAID_HD bool depth_plane(const T* v0, const T* v1, const T* v2, T det, TriSetu
   }
   return true;
 }
+
+// Triangle setup from the per-vertex results (see setup_triangle). Returns false (and marks s
+// culled) when no pixel centre can be covered. With kDropEmpty, a triangle whose pixel box holds
+// at most kDropEmptyMax centres is also dropped when none of them passes the edge test (the
+// exact test of the raster pass), which skips its depth plane and binning; most triangles of a
+// dense mesh are smaller than a pixel.
+constexpr int kDropEmptyMax = 4;
 
 template <typename T, bool kDropEmpty = false>
 PYFAID_HD bool setup_triangle_screen(const T* v0, const T* v1, const T* v2, const T sx[3],

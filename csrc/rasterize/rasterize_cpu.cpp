@@ -25,8 +25,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <type_traits>
 #include <memory>
+#include <type_traits>
 #include <vector>
 
 #include "rasterize/rasterize.h"
@@ -73,15 +73,8 @@ void rasterize_cpu_impl(const T* pos, const int32_t* tri, T* rast, int64_t B, in
 
     // 0. vertices: rejection codes and screen positions
     at::parallel_for(0, g_n * V, small ? g_n * V : 4096, [&](int64_t begin, int64_t end) {
-      for (int64_t i = begin; i < end; ++i) {
-        const T* v = pos + (b0 * V + i) * 4;
-        vcode[i] = raster::vertex_code(v);
-        if (!(vcode[i] & raster::kVertInvalid)) {
-          raster::vertex_screen(v, half_w, half_h, vsx[i], vsy[i]);
-        } else {
-          vsx[i] = vsy[i] = T(0);
-        }
-      }
+      raster_cpu::vertex_pass(pos + b0 * V * 4, begin, end, half_w, half_h, vcode.get(), vsx.get(),
+                              vsy.get());
     });
 
     // 1. setup + count
@@ -309,7 +302,7 @@ enum class RasterPath { kBinned, kDirect };
 // image is large (its full-image buffers then leave the cache, and the binned path's tiles keep
 // every thread's working set small). The direct path uses the AVX2 kernel for float32 where
 // raster_cpu::simd_enabled().
-RasterPath cpu_raster_path(int64_t B, int64_t F, int64_t H, int64_t W) {
+RasterPath cpu_raster_path(int64_t H, int64_t W) {
   const char* env = std::getenv("PYFAID_CPU_RASTER");
   if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
     if (std::strcmp(env, "binned") == 0) return RasterPath::kBinned;
@@ -389,7 +382,7 @@ at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t h
   if (B == 0) return rast;
   if (F == 0) return rast.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_cpu", [&] {
-    const RasterPath path = cpu_raster_path(B, F, height, width);
+    const RasterPath path = cpu_raster_path(height, width);
     if (path == RasterPath::kBinned) {
       rasterize_cpu_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
                                    rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
