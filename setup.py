@@ -7,6 +7,7 @@ The ops are always compiled for the CPU. CUDA kernels are added when torch was b
 
 import glob
 import os
+import re
 import shutil
 import sys
 import sysconfig
@@ -104,7 +105,10 @@ def get_extensions():
         kwargs["include_dirs"] += inc
         kwargs["library_dirs"] = ([link_dir] if link_dir else []) + lib
         define_macros.append(("WITH_CUDA", None))
-        nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo"]
+        # IEEE arithmetic without contraction, like the C++ side (-ffp-contract=off): no
+        # --use_fast_math (it flushes denormals, approximates division/sqrt and fuses multiply-adds),
+        # so the CUDA kernels round every product and sum the way the CPU kernels do.
+        nvcc_flags = ["-O3", "-std=c++20", "--fmad=false", "--expt-relaxed-constexpr", "-lineinfo"]
         print(f"pyfaid: building CPU + CUDA ops (CUDA_HOME={CUDA_HOME}, "
               f"arch={os.environ['TORCH_CUDA_ARCH_LIST']})")
         return [
@@ -130,13 +134,20 @@ def get_extensions():
     ]
 
 
+def _version():
+    with open(os.path.join(ROOT, "pyfaid", "__init__.py")) as f:
+        return re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
+
+
 setup(
     name="pyfaid",
-    version="0.1.0",
+    version=_version(),
     description="Robust monocular 3D face reconstruction (FAID) with fast differentiable rendering ops",
-    packages=find_packages("src", include=["pyfaid", "pyfaid.*"]),
-    package_dir={"": "src"},
-    package_data={"pyfaid": ["configs/*.yaml", "assets/*"]},
+    # The configs live at the repository root (configs/) and ship inside the package as
+    # pyfaid/configs, so `python -m pyfaid.train --config NAME` finds them once installed.
+    packages=find_packages(include=["pyfaid", "pyfaid.*"]) + ["pyfaid.configs"],
+    package_dir={"pyfaid.configs": "configs"},
+    package_data={"pyfaid": ["assets/*"], "pyfaid.configs": ["*.yaml"]},
     python_requires=">=3.10",
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

@@ -69,9 +69,7 @@ def _setup(config: str, device: str, batch_size=None, overrides=()):
     from pyfaid.facemodel import load as load_face_model
     from pyfaid.models import FAIDObjective, build_faid
 
-    cfg = load_config(config, list(overrides))
-    if batch_size:
-        cfg.train.batch_size = batch_size
+    cfg = load_config(config, list(overrides) + ([f"train.batch_size={batch_size}"] if batch_size else []))
     torch.manual_seed(0)
     faid = build_faid(cfg, device).train()
     obj = FAIDObjective(faid, cfg.loss)
@@ -107,7 +105,7 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
 
     def step(i):
         gen = torch.Generator(device=device).manual_seed(i)
-        total, *_ = obj(images, mask, gen)
+        total, *_ = obj({"image": images, "mask": mask}, gen)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()

@@ -18,9 +18,9 @@ import torch
 
 # Benchmark the installed pyfaid; a source tree built in place (`python setup.py build_ext
 # --inplace`) takes precedence so developers measure their working copy.
-_SRC = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
-if glob.glob(os.path.join(_SRC, "pyfaid", "_C*.so")):
-    sys.path.insert(0, _SRC)
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if glob.glob(os.path.join(_ROOT, "pyfaid", "_C*.so")):
+    sys.path.insert(0, _ROOT)
 
 
 def sync(device) -> None:

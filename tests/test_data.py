@@ -125,7 +125,7 @@ def test_item_contract(face_model, batch):
     assert item["image"].shape == (3, 112, 112) and item["image"].dtype == torch.float32
     assert item["clean"].shape == (3, 112, 112)
     assert item["mask"].shape == (1, 112, 112)
-    assert item["coeffs"].shape == (257,)
+    assert item["coeffs"].shape == (face_model.layout.size,)
     assert item["vertices"].shape == (V, 3) and item["colors"].shape == (V, 3)
     assert item["landmarks"].shape == (68, 2)
     for key in ("image", "clean"):

@@ -37,14 +37,17 @@ def test_procrustes_recovers_similarity():
 
 
 def test_parse_data(tmp_path):
-    assert E._parse_data("synthetic") == ("synthetic", None)
-    assert E._parse_data(f"folder:{tmp_path}") == ("folder", str(tmp_path))
+    from pyfaid.data.registry import parse_spec
+
+    assert parse_spec("synthetic") == ("synthetic", None)
+    assert parse_spec(f"folder:{tmp_path}") == ("folder", str(tmp_path))
+    assert parse_spec(f"300w:{tmp_path}") == ("300w", str(tmp_path))
     with pytest.raises(ValueError, match="needs a folder"):
-        E._parse_data("celeba")
+        parse_spec("celeba")
     with pytest.raises(ValueError, match="not a folder"):
-        E._parse_data(f"aflw2000:{tmp_path / 'nope'}")
+        parse_spec(f"aflw2000:{tmp_path / 'nope'}")
     with pytest.raises(ValueError, match="expected synthetic"):
-        E._parse_data("imagenet:/x")
+        parse_spec("imagenet:/x")
 
 
 def test_markdown_layout():
@@ -101,6 +104,9 @@ def test_evaluate_synthetic_end_to_end(tmp_path, capsys):
 def test_evaluate_errors(tmp_path, capsys):
     assert E.main(["--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o"), "--n", "1"]) == 2
     assert "no such file" in capsys.readouterr().err
+    # the mean face is a method only with fitting
+    assert E.main(["--checkpoint", "none", "--out", str(tmp_path / "o"), "--n", "1"]) == 2
+    assert "fitting" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         E.main(["--out", str(tmp_path / "o")])
 

@@ -9,7 +9,7 @@ import torch
 
 from pyfaid import facemodel
 from pyfaid.facemodel import MorphableModel, bfm, makehuman
-from pyfaid.facemodel.model import COEFF_LAYOUT
+from pyfaid.facemodel import CoeffLayout
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -50,22 +50,30 @@ def tiny_model(nv=6, n_id=5, n_exp=3, n_tex=4, seed=0):
 
 
 # ----------------------------------------------------------------------------- MorphableModel
-def test_split_coeffs_layout_full_and_fewer_components():
-    m = tiny_model()
-    c = torch.arange(2 * 257, dtype=torch.float32).reshape(2, 257)
+def test_coefficient_layout_describes_the_model():
+    m = tiny_model()  # 5 id, 3 exp, 4 tex components
+    lay = m.layout
+    assert lay == CoeffLayout(5, 3, 4) and lay.size == 5 + 3 + 4 + 3 + 27 + 3
+    c = torch.arange(2 * lay.size, dtype=torch.float32).reshape(2, lay.size)
     d = m.split_coeffs(c)
     assert torch.equal(d["id"], c[:, 0:5])
-    assert torch.equal(d["exp"], c[:, 80:83])
-    assert torch.equal(d["tex"], c[:, 144:148])
-    assert torch.equal(d["angle"], c[:, 224:227])
-    assert torch.equal(d["gamma"], c[:, 227:254])
-    assert torch.equal(d["trans"], c[:, 254:257])
-    assert COEFF_LAYOUT["exp"] == (80, 144)
-    with pytest.raises(ValueError, match="257"):
-        m.split_coeffs(torch.zeros(2, 256))
-    big = tiny_model(n_id=81)
-    with pytest.raises(ValueError, match="81 id components"):
-        big.split_coeffs(torch.zeros(1, 257))
+    assert torch.equal(d["exp"], c[:, 5:8])
+    assert torch.equal(d["tex"], c[:, 8:12])
+    assert torch.equal(d["angle"], c[:, 12:15])
+    assert torch.equal(d["gamma"], c[:, 15:42])
+    assert torch.equal(d["trans"], c[:, 42:45])
+    assert torch.equal(lay.join(d), c)
+    # Deep3DFaceRecon's 257 slots for BFM's 80 / 64 / 80 components
+    bfm = CoeffLayout(80, 64, 80)
+    assert bfm.size == 257 and bfm.slice("exp") == slice(80, 144) and bfm.slice("trans") == slice(254, 257)
+    with pytest.raises(ValueError, match=f"\\[B, {lay.size}\\]"):
+        m.split_coeffs(torch.zeros(2, lay.size - 1))
+    with pytest.raises(KeyError, match="no part"):
+        lay.slice("pose")
+    # the pose/light parts of one vector on the face of another
+    other = torch.zeros_like(c)
+    mixed = lay.with_pose_light(other, c)
+    assert torch.equal(mixed[:, :12], other[:, :12]) and torch.equal(mixed[:, 12:], c[:, 12:])
 
 
 def test_shape_and_texture_match_formula():
@@ -123,7 +131,7 @@ def test_npz_roundtrip_and_errors(tmp_path):
 def test_model_runs_on_every_device(device):
     m = tiny_model().to(device)
     assert m.mean_shape.device.type == device.type and m.triangles.device.type == device.type
-    c = torch.randn(2, 257, device=device)
+    c = torch.randn(2, m.layout.size, device=device)
     shape, albedo = m(c)
     assert shape.shape == (2, 6, 3) and albedo.shape == (2, 6, 3) and shape.device.type == device.type
     ref = tiny_model()(c.cpu())
@@ -314,10 +322,11 @@ def test_bfm_front_mat(tmp_path):
     assert torch.equal(m.labels["skin_mask"], torch.as_tensor(np.arange(nv) % 3 == 0))
     # the folder form finds the same file
     assert torch.equal(facemodel.load(str(tmp_path)).mean_shape, m.mean_shape)
-    # fewer components than slots: leading slots of each block
-    c = torch.randn(1, 257)
+    # the model describes its own coefficient vector
+    assert m.layout == CoeffLayout(7, 5, 6)
+    c = torch.randn(1, m.layout.size)
     d = m.split_coeffs(c)
-    assert torch.equal(d["exp"], c[:, 80:85]) and torch.equal(d["tex"], c[:, 144:150])
+    assert torch.equal(d["exp"], c[:, 7:12]) and torch.equal(d["tex"], c[:, 12:18])
 
 
 @pytest.mark.parametrize(

@@ -73,12 +73,32 @@ def test_total_loss_skips_zero_weights():
         L.total_loss(terms, {})
 
 
-def test_masked_psnr():
-    t = torch.zeros(1, 3, 4, 4)
-    p = torch.full_like(t, 0.1)
-    m = torch.ones(1, 1, 4, 4)
-    assert math.isclose(L.masked_psnr(p, t, m).item(), 20.0, rel_tol=1e-4)
-    assert torch.isnan(L.masked_psnr(p, t, torch.zeros_like(m))).all()
+def test_perceptual_losses_compare_what_both_dicts_hold():
+    a = {"id": torch.randn(3, 8), "att": torch.randn(3, 5)}
+    b = {"id": torch.randn(3, 8), "att": torch.randn(3, 5)}
+    out = L.perceptual_losses(a, b)
+    assert torch.equal(out["id"], L.identity_loss(a["id"], b["id"]))
+    assert torch.equal(out["att"], L.attribute_loss(a["att"], b["att"]))
+    assert set(L.perceptual_losses({"id": a["id"]}, b)) == {"id"}
+
+
+def test_edge_smoothness_and_landmark_nll():
+    field = torch.tensor([[[0.0], [1.0], [3.0]]])
+    edges = torch.tensor([[0, 1], [1, 2]])
+    assert math.isclose(L.edge_smoothness(field, edges).item(), (1 + 4) / 2)
+    pred, target = torch.zeros(2, 4, 2), torch.zeros(2, 4, 2)
+    target[..., 0] = 0.3  # every point 0.3 off
+    # the NLL d / b + 2 log b is smallest at b = d / 2
+    best = L.landmark_nll(pred, torch.full((2, 4), math.log(0.15)), target)
+    for b in (0.05, 0.3, 1.0):
+        assert L.landmark_nll(pred, torch.full((2, 4), math.log(b)), target) > best
+    assert math.isclose(best.item(), 2 + 2 * math.log(0.15), rel_tol=1e-5)
+    w = torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]])
+    target[0, 1:] = 5.0  # far off, but weight 0
+    assert math.isclose(L.landmark_nll(pred, torch.full((2, 4), math.log(0.15)), target, w).item(), best.item(),
+                        rel_tol=1e-5)
+    with pytest.raises(ValueError, match="landmark_nll"):
+        L.landmark_nll(pred, torch.zeros(2, 3), target)
 
 
 def test_config_unknown_key_and_overrides(tmp_path):
@@ -97,6 +117,28 @@ def test_config_unknown_key_and_overrides(tmp_path):
         load_config("no_such_config_xyz")
 
 
+def test_config_base_inheritance_stages_and_frozen(tmp_path):
+    import dataclasses
+
+    (tmp_path / "parent.yaml").write_text("model: {backbone: resnet50, hidden: 32}\ntrain: {batch_size: 8}\n")
+    (tmp_path / "child.yaml").write_text("base: parent.yaml\nmodel: {hidden: 4}\n")
+    cfg = load_config(str(tmp_path / "child.yaml"))
+    assert cfg.model.backbone == "resnet50" and cfg.model.hidden == 4 and cfg.train.batch_size == 8
+    (tmp_path / "loop.yaml").write_text("base: loop.yaml\n")
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(str(tmp_path / "loop.yaml"))
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.train.batch_size = 3
+    staged = from_dict({"train": {"stages": [{"name": "a", "objective": "coarse", "steps": 5, "batch_size": 2},
+                                             {"name": "b", "objective": "faid"}]}})
+    assert [s.name for s in staged.train.stages] == ["a", "b"] and staged.train.stages[0].steps == 5
+    assert from_dict(staged.to_dict()) == staged  # round trip through the checkpoint's dict form
+    with pytest.raises(ConfigError, match="unknown stage key 'step'"):
+        from_dict({"train": {"stages": [{"step": 3}]}})
+    with pytest.raises(ConfigError, match="only the last stage"):
+        from_dict({"train": {"stages": [{"name": "a"}, {"name": "b"}]}})
+
+
 def test_bundled_configs_load_and_ablations_differ():
     cfgs = {n: load_config(n) for n in ("default", "celeba_bfm", "ablation_photo_id", "ablation_no_rob",
                                          "ablation_no_sa", "ablation_no_fa")}
@@ -106,3 +148,14 @@ def test_bundled_configs_load_and_ablations_differ():
     assert cfgs["ablation_no_rob"].loss.att > 0 and cfgs["ablation_no_rob"].loss.rob == 0
     assert not cfgs["ablation_no_sa"].loss.self_aug
     assert not cfgs["ablation_no_fa"].model.use_fa_features
+    # each ablation is the paper's setting but for what it switches off (and where it writes)
+    full = cfgs["celeba_bfm"].to_dict()
+    changed = {"ablation_photo_id": {("loss", "att"), ("loss", "rob")}, "ablation_no_rob": {("loss", "rob")},
+               "ablation_no_sa": {("loss", "self_aug")}, "ablation_no_fa": {("model", "use_fa_features")}}
+    for name, keys in changed.items():
+        d = cfgs[name].to_dict()
+        diff = {(sec, k) for sec in full for k in full[sec] if full[sec][k] != d[sec][k]}
+        assert diff == keys | {("train", "out")}, (name, diff)
+    # the default run: a coarse stage, then the FAID stage until the time budget
+    st = cfgs["default"].train.stages
+    assert [(s.objective, s.steps) for s in st] == [("coarse", 1000), ("faid", 0)]

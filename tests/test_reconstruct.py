@@ -1,24 +1,40 @@
-"""pyfaid.reconstruct: export round-trips, test-time fitting, CLI error handling."""
+"""pyfaid.reconstruct: the Python API on one photo and many, photo-space results, export
+round-trips, test-time fitting, CLI error handling."""
 
 
 import numpy as np
 import pytest
 import torch
 
+import pyfaid
+from pyfaid import inference
 from pyfaid import reconstruct as R
 
 
-def _tiny_reconstruction():
+def _tiny_model():
     import trimesh
+
+    from pyfaid.facemodel import MorphableModel
 
     mesh = trimesh.creation.icosphere(subdivisions=1)
     v = torch.tensor(mesh.vertices, dtype=torch.float32)
-    f = torch.tensor(mesh.faces, dtype=torch.int64)
+    n = v.shape[0]
     g = torch.Generator().manual_seed(0)
-    albedo = torch.rand(v.shape[0], 3, generator=g)
-    shaded = torch.rand(v.shape[0], 3, generator=g)
-    return R.Reconstruction(input=torch.zeros(3, 224, 224), coeffs=torch.zeros(257), vertices=v,
-                            faces=f, albedo=albedo, shaded=shaded)
+    return MorphableModel(v, torch.zeros(3 * n, 2), torch.zeros(3 * n, 1), torch.rand(n, 3, generator=g),
+                          torch.zeros(3 * n, 1), torch.tensor(mesh.faces), torch.arange(68) % n,
+                          torch.ones(n, dtype=torch.bool))
+
+
+def _tiny_reconstruction():
+    from pyfaid.render import Renderer
+
+    fm = _tiny_model()
+    g = torch.Generator().manual_seed(0)
+    albedo = torch.rand(fm.num_vertices, 3, generator=g)
+    shaded = torch.rand(fm.num_vertices, 3, generator=g)
+    return R.Reconstruction(input=torch.zeros(3, 224, 224), coeffs=fm.layout.zeros(1)[0], vertices=fm.mean_shape,
+                            faces=fm.triangles.long(), albedo=albedo, shaded=shaded, face_model=fm,
+                            renderer=Renderer(224))
 
 
 @pytest.mark.parametrize("fmt", ["obj", "ply"])
@@ -40,12 +56,13 @@ def test_mesh_roundtrip(tmp_path, fmt, colors):
 
 def test_npz(tmp_path):
     rec = _tiny_reconstruction()
-    rec.coeffs[254:257] = torch.tensor([1.0, 2.0, 3.0])
+    rec.coeffs[rec.face_model.layout.slice("trans")] = torch.tensor([1.0, 2.0, 3.0])
     rec.save_npz(tmp_path / "c.npz")
     z = np.load(tmp_path / "c.npz")
-    assert z["coeffs"].shape == (257,)
+    assert z["coeffs"].shape == (rec.face_model.layout.size,)
     np.testing.assert_allclose(z["coeff_trans"], [1, 2, 3])
     assert z["vertices"].shape == tuple(rec.vertices.shape)
+    assert z["landmarks"].shape == (68, 2) and z["pose_degrees"].shape == (3,) and z["intrinsics"].shape == (3, 3)
 
 
 def test_no_checkpoint_no_fit(tmp_path, capsys):
@@ -71,32 +88,37 @@ def test_unreadable_image(tmp_path):
 
 def _stack():
     """Build the default face model once (cached); fails loudly if any part of the stack is broken."""
-    R._default_face_model("cpu")
+    inference.default_face_model("cpu")
 
 
 def _synthetic_target(fm, renderer):
     """A rendered face with known pose, shape, texture and light, plus its 5 landmarks."""
+    from pyfaid.reconstruct.fitting import landmarks5_of
+
     g = torch.Generator().manual_seed(5)
-    c = torch.zeros(1, 257)
-    c[0, 0:fm.n_id] = 0.8 * torch.randn(fm.n_id, generator=g)
-    c[0, 144:144 + fm.n_tex] = 0.8 * torch.randn(fm.n_tex, generator=g)
-    c[0, 224:227] = torch.tensor([0.08, -0.15, 0.04])
-    c[0, 227] = 0.3
-    c[0, 228:230] = torch.tensor([0.1, -0.1])
-    c[0, 254:257] = torch.tensor([0.05, -0.04, 0.2])
+    lay = fm.layout
+    c = lay.zeros(1)
+    c[0, lay.slice("id")] = 0.8 * torch.randn(fm.n_id, generator=g)
+    c[0, lay.slice("tex")] = 0.8 * torch.randn(fm.n_tex, generator=g)
+    c[0, lay.slice("angle")] = torch.tensor([0.08, -0.15, 0.04])
+    gam = lay.slice("gamma").start
+    c[0, gam] = 0.3
+    c[0, gam + 1:gam + 3] = torch.tensor([0.1, -0.1])
+    c[0, lay.slice("trans")] = torch.tensor([0.05, -0.04, 0.2])
     with torch.no_grad():
         out = renderer(fm, c)
     bg = torch.full((1, 3, 224, 224), 0.35)
     img = out["mask"] * out["image"].clamp(0, 1) + (1 - out["mask"]) * bg
-    return img, R._landmarks5(out["landmarks"])
+    return img, landmarks5_of(out["landmarks"])
 
 
 def test_fit_improves_masked_psnr():
     _stack()
     from pyfaid import metrics
+    from pyfaid.reconstruct.fitting import landmarks5_of
 
-    fm = R._default_face_model("cpu")
-    renderer = R._renderer("cpu")
+    fm = inference.default_face_model("cpu")
+    renderer = inference.crop_renderer("cpu")
     target, lm5 = _synthetic_target(fm, renderer)
 
     def score(c, col):
@@ -104,13 +126,13 @@ def test_fit_improves_masked_psnr():
             out = renderer(fm, c, colors=col)
         return metrics.psnr(out["image"].clamp(0, 1), target, out["mask"]).item()
 
-    c0 = torch.zeros(1, 257)
+    c0 = fm.layout.zeros(1)
     before = score(c0, None)
     c, col, hist = R.fit(fm, renderer, target, c0, None, lm5, steps=40)
     after = score(c, col)
     assert len(hist) == 40 and all(np.isfinite(h["loss"]) for h in hist)
     # landmarks: from the mean face's to within ~3 px of the target's
-    lm0 = R._landmarks5(R.project_landmarks(fm, renderer, c0))
+    lm0 = landmarks5_of(renderer.project_landmarks(fm, c0))
     start = (((lm0 - lm5) / 224) ** 2).sum(-1).mean().item()
     assert hist[-1]["landmark"] < min(start / 4, (3 / 224) ** 2), (start, hist[-1]["landmark"])
     assert after > before + 3.0, (before, after)
@@ -135,12 +157,12 @@ def test_cli_bad_inputs_do_not_stop_the_others(tmp_path, capsys):
     code = R.main([str(src), "--out", str(out), "--fit", "3", "--no-id-loss"])
     captured = capsys.readouterr()
     assert code == 1
-    for ext in ("obj", "ply", "npz", "png"):
-        assert (out / f"a_face.{ext}").is_file(), ext
+    for name in ("a_face.obj", "a_face.ply", "a_face.npz", "a_face.png", "a_face_overlay.jpg"):
+        assert (out / name).is_file(), name
     assert not (out / "b_noface.obj").exists()
     assert "b_noface.png" in captured.err and "no face" in captured.err
     assert "c_broken.jpg" in captured.err and "not a readable image" in captured.err
-    assert "reconstructed 1/3" in captured.out
+    assert "in 1/3 images" in captured.out
     import cv2
 
     strip = cv2.imread(str(out / "a_face.png"))

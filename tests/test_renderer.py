@@ -92,7 +92,12 @@ def _tiny_model(dtype=torch.float64):
 
 
 def _coeffs(batch=1, dtype=torch.float64):
-    return torch.zeros(batch, 257, dtype=dtype)
+    return _tiny_model().layout.zeros(batch, dtype=dtype)
+
+
+def _at(part: str, k: int = 0) -> int:
+    """Index of slot ``k`` of a part of the tiny model's coefficient vector."""
+    return _tiny_model().layout.slice(part).start + k
 
 
 def test_square_lands_where_the_pinhole_camera_says(device):
@@ -119,8 +124,8 @@ def test_image_is_upright_and_translation_moves_it():
     model = _tiny_model()
     r = Renderer()
     c = _coeffs()
-    c[0, 255] = 0.3  # +y translation: up in the picture
-    c[0, 254] = -0.2  # -x translation: left in the picture
+    c[0, _at("trans", 1)] = 0.3  # +y translation: up in the picture
+    c[0, _at("trans", 0)] = -0.2  # -x translation: left in the picture
     mask = r(model, c)["mask"][0, 0]
     rows = mask.amax(1).nonzero().flatten()
     cols = mask.amax(0).nonzero().flatten()
@@ -142,7 +147,7 @@ def test_constant_light_shading_values():
     assert torch.allclose(out["colors"][0], colors)
     # A frontal light (band-1 z coefficient, slot 2 of each channel) brightens a camera-facing face.
     c = _coeffs()
-    c[0, 227 + 2] = c[0, 227 + 11] = c[0, 227 + 20] = 0.2
+    c[0, _at("gamma", 2)] = c[0, _at("gamma", 11)] = c[0, _at("gamma", 20)] = 0.2
     lit = Renderer()(model, c, colors=colors)["image"][0, :, 112, 112]
     assert (lit > centre + 0.05).all()
     # Outside the face the image is black and the mask is 0.
@@ -153,22 +158,23 @@ def test_gradients_flow_to_coeffs_and_colors():
     model = _tiny_model()
     V = model.num_vertices
     coeffs = _coeffs(2)
-    coeffs[1, 225] = 0.3
+    coeffs[1, _at("angle", 1)] = 0.3
     coeffs.requires_grad_()
     colors = (torch.rand(2, V, 3, dtype=torch.float64) * 0.5 + 0.2).requires_grad_()
-    r = Renderer(image_size=64, focal=1015.0 * 64 / 224, center=32.0)
+    r = Renderer(64)
     weight = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     out = r(model, coeffs, colors=colors)
     (out["image"] * weight).sum().backward()
     assert colors.grad.abs().sum() > 0
-    assert coeffs.grad[:, 227:254].abs().sum() > 0  # lighting
-    assert coeffs.grad[:, 0:2].abs().sum() > 0  # identity (through vertex positions)
+    lay = model.layout
+    assert coeffs.grad[:, lay.slice("gamma")].abs().sum() > 0  # lighting
+    assert coeffs.grad[:, lay.slice("id")].abs().sum() > 0  # identity (through vertex positions)
 
     # Finite differences for the lighting and the texture coefficients (rasterization unchanged).
     coeffs2 = coeffs.detach().clone().requires_grad_()
     loss = (r(model, coeffs2)["image"] * weight).sum()
     (grad,) = torch.autograd.grad(loss, coeffs2)
-    for k in (144, 146, 227, 236, 229):
+    for k in (_at("tex", 0), _at("tex", 2), _at("gamma", 0), _at("gamma", 9), _at("gamma", 2)):
         e = torch.zeros_like(coeffs2)
         e[:, k] = 1e-6
         plus = (r(model, coeffs2.detach() + e)["image"] * weight).sum()
@@ -184,7 +190,7 @@ def test_render_views_replaces_angles():
     angles = torch.tensor([[0.0, 0.5, 0.0], [0.0, -0.5, 0.0]], dtype=torch.float64)
     a = r.render_views(model, c, angles)
     c2 = c.clone()
-    c2[:, 224:227] = angles
+    c2[:, model.layout.slice("angle")] = angles
     b = r(model, c2)
     assert torch.equal(a["image"], b["image"])
     # Yawing a square makes it narrower.
@@ -197,7 +203,7 @@ def test_bad_input():
     model = _tiny_model()
     r = Renderer()
     with pytest.raises(ValueError, match="coeffs"):
-        r(model, torch.zeros(1, 256, dtype=torch.float64))
+        r(model, torch.zeros(1, model.layout.size - 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="colors"):
         r(model, _coeffs(), colors=torch.zeros(5, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="angles"):
@@ -214,7 +220,7 @@ def default_model():
 
 @pytest.fixture(scope="module")
 def frontal(default_model):
-    return Renderer()(default_model, torch.zeros(1, 257))
+    return Renderer()(default_model, default_model.layout.zeros(1))
 
 
 def test_mean_face_is_a_centred_face_sized_blob(frontal):
@@ -240,7 +246,7 @@ def test_mean_face_is_upright(frontal):
 def test_mean_face_turns_with_yaw(default_model, frontal):
     r = Renderer()
     angles = torch.tensor([[0.0, 0.6, 0.0], [0.0, -0.6, 0.0]])
-    views = r.render_views(default_model, torch.zeros(2, 257), angles)
+    views = r.render_views(default_model, default_model.layout.zeros(2), angles)
     nose0 = frontal["landmarks"][0, 30, 0]
     assert views["landmarks"][0, 30, 0] > nose0 + 10  # positive yaw: nose to the image right
     assert views["landmarks"][1, 30, 0] < nose0 - 10
@@ -253,10 +259,12 @@ def test_mean_face_turns_with_yaw(default_model, frontal):
 
 
 def test_default_model_gradients(default_model):
-    r = Renderer(image_size=96, focal=1015.0 * 96 / 224, center=48.0)
-    coeffs = torch.zeros(1, 257, requires_grad=True)
+    r = Renderer(96)
+    coeffs = default_model.layout.zeros(1).requires_grad_(True)
     out = r(default_model, coeffs)
     out["image"].mean().backward()
     g = coeffs.grad[0]
-    assert g[227:254].abs().sum() > 0 and g[144:224].abs().sum() > 0 and g[0:80].abs().sum() > 0
+    lay = default_model.layout
+    assert g[lay.slice("gamma")].abs().sum() > 0 and g[lay.slice("tex")].abs().sum() > 0 and \
+        g[lay.slice("id")].abs().sum() > 0
     assert torch.isfinite(g).all()

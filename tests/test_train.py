@@ -89,18 +89,18 @@ def tiny_cfg(**over) -> Config:
 
 
 def build_tiny(cfg: Config, device="cpu"):
-    from pyfaid.models import FAID, CoarseModel, FineModel
+    from pyfaid.models import FAID, CoarseModel, FeatureEncoder, FineModel
     from pyfaid.render import Renderer
 
     fm = tiny_face_model()
-    renderer = Renderer(image_size=S, focal=1015.0 * S / 224, center=S / 2)
     m = cfg.model
     idn, att = TinyIdentity(), TinyAttributes()
     feat = (16 if m.use_id_features else 0) + (6 if m.use_fa_features else 0)
     fine = FineModel(fm.triangles, fm.mean_shape, feat, hidden=m.hidden, K=m.cheb_k, nodes=m.decoder_nodes,
                      code=m.decoder_code, pos_embed=m.pos_embed) if m.fine else None
-    return FAID(fm, renderer, CoarseModel(m.backbone, None, m.input_size), fine, idn, att,
-                m.use_id_features, m.use_fa_features).to(device)
+    coarse = CoarseModel(fm.layout.size, m.backbone, None, m.input_size, landmark_head=m.landmark_head)
+    return FAID(fm, Renderer(S), coarse, fine, FeatureEncoder(idn, att), m.use_id_features,
+                m.use_fa_features).to(device)
 
 
 class TinyFaces(torch.utils.data.Dataset):
@@ -110,14 +110,15 @@ class TinyFaces(torch.utils.data.Dataset):
         from pyfaid.render import Renderer
 
         fm = tiny_face_model()
-        r = Renderer(image_size=S, focal=1015.0 * S / 224, center=S / 2)
+        lay = fm.layout
+        r = Renderer(S)
         g = torch.Generator().manual_seed(seed)
-        c = torch.zeros(n, 257)
-        c[:, :8] = torch.randn(n, 8, generator=g)
-        c[:, 144:150] = torch.randn(n, 6, generator=g)
-        c[:, 224:227] = 0.2 * torch.randn(n, 3, generator=g)
-        c[:, 227] = 0.3 * torch.randn(n, generator=g)
-        c[:, 254:256] = 0.1 * torch.randn(n, 2, generator=g)
+        c = lay.zeros(n)
+        c[:, lay.slice("id")] = torch.randn(n, 8, generator=g)
+        c[:, lay.slice("tex")] = torch.randn(n, 6, generator=g)
+        c[:, lay.slice("angle")] = 0.2 * torch.randn(n, 3, generator=g)
+        c[:, lay.slice("gamma").start] = 0.3 * torch.randn(n, generator=g)
+        c[:, lay.slice("trans").start:lay.slice("trans").start + 2] = 0.1 * torch.randn(n, 2, generator=g)
         with torch.no_grad():
             out = r(fm, c)
         bg = 0.3 * torch.rand(n, 3, S, S, generator=g)
@@ -158,12 +159,16 @@ def _batch():
     return ds.images, ds.masks
 
 
+def _call(obj, img, mask, seed=0, **extra):
+    return obj({"image": img, "mask": mask, **extra}, torch.Generator().manual_seed(seed))
+
+
 def test_forward_reconstruction_shapes():
     _, faid = _objective(tiny_cfg())
     img, _ = _batch()
     rec = faid(img)
     V = faid.face_model.num_vertices
-    assert rec.coeffs.shape == (4, 257) and rec.vertices.shape == (4, V, 3)
+    assert rec.coeffs.shape == (4, faid.layout.size) and rec.vertices.shape == (4, V, 3)
     assert rec.coarse_colors.shape == rec.fine_colors.shape == (4, V, 3)
     assert rec.image.shape == rec.coarse_image.shape == (4, 3, S, S) and rec.mask.shape == (4, 1, S, S)
     assert rec.landmarks.shape == (4, 68, 2)
@@ -181,7 +186,7 @@ def test_self_augmentation_terms_finite_and_differentiable():
         faid.coarse.fc.bias.normal_(0, 0.05)
         faid.fine.mesh.gcn.head.weight.normal_(0, 0.05)
         faid.fine.faid.gcn.head.weight.normal_(0, 0.05)
-    total, terms, recon, extras = obj(img, mask, torch.Generator().manual_seed(3))
+    total, terms, recon, extras = _call(obj, img, mask, 3)
     for key in ("sa_rot_aug_photo", "sa_rot_in_photo", "sa_occ_aug_photo", "sa_occ_in_photo",
                 "sa_rot_aug_id", "sa_rot_in_att", "sa_occ_aug_att", "sa_occ_in_id", "rob"):
         assert key in terms, key
@@ -206,23 +211,30 @@ def test_ablation_switches_remove_terms(switch, removed, kept):
     full_obj, _ = _objective(tiny_cfg(**full))
     obj, faid = _objective(tiny_cfg(**{**full, **switch}))
     img, mask = _batch()
-    _, full_terms, _, _ = full_obj(img, mask, torch.Generator().manual_seed(0))
-    _, terms, _, _ = obj(img, mask, torch.Generator().manual_seed(0))
+    _, full_terms, _, _ = _call(full_obj, img, mask)
+    forwards = []
+    faid.register_forward_hook(lambda *a: forwards.append(1))
+    _, terms, _, _ = _call(obj, img, mask)
     for k in removed:
         assert k in full_terms and k not in terms, k
     for k in kept:
         assert k in terms, k
-    w = obj.weights()
-    assert all(w[k] == 0 for k in removed if k in w and not k.startswith("sa_")) or "loss__self_aug" in switch
+    if "loss__self_aug" in switch:
+        # no self-augmentation: the model ran once (on the input), never on I_rot / I_occ
+        assert len(forwards) == 1 and not any(k.startswith("sa_") for k in terms)
+    else:
+        # the switched-off terms also weigh 0 (they cannot come back through the total)
+        w = obj.weights()
+        assert all(w[k] == 0 for k in removed), {k: w.get(k) for k in removed}
 
 
 def test_ablation_photo_id_never_calls_attribute_encoder_for_losses():
     cfg = tiny_cfg(loss__att=0.0, loss__rob=0.0, model__use_fa_features=False)
     obj, faid = _objective(cfg)
     img, mask = _batch()
-    faid.perceptual.attr_encoder.calls = 0
-    obj(img, mask, torch.Generator().manual_seed(0))
-    assert faid.perceptual.attr_encoder.calls == 0
+    faid.features.attributes.calls = 0
+    _call(obj, img, mask)
+    assert faid.features.attributes.calls == 0
 
 
 def test_no_fa_features_switch_changes_decoder_input():
@@ -245,11 +257,11 @@ def test_training_decreases_loss(tmp_path):
     torch.manual_seed(0)
     before = FAIDObjective(build_tiny(cfg), cfg.loss)  # train mode: BatchNorm uses batch statistics
     with torch.no_grad():
-        l0 = before(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
+        l0 = _call(before, img, mask)[1]["photo"].item()
     summary, faid = run(tmp_path, "dec", cfg, dataset=ds, return_model=True)
     assert summary["step"] == 10
     with torch.no_grad():
-        l1 = FAIDObjective(faid.train(), cfg.loss)(img, mask, torch.Generator().manual_seed(0))[1]["photo"].item()
+        l1 = _call(FAIDObjective(faid.train(), cfg.loss), img, mask)[1]["photo"].item()
     assert l1 < 0.98 * l0, (l0, l1)
 
 
@@ -258,7 +270,7 @@ def _params(model):
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):
-    from pyfaid.train import list_checkpoints
+    from pyfaid.checkpoint import list_checkpoints
 
     sa = {"loss__self_aug": True, "loss__rob": 0.001}  # random views/occluders must resume exactly too
     _, full = run(tmp_path, "full", tiny_cfg(train__max_steps=4, **sa), return_model=True)
@@ -280,17 +292,19 @@ def test_resume_matches_uninterrupted_run(tmp_path):
 
 
 def test_coarse_stage_trains_only_the_coarse_model():
+    from pyfaid.models import CoarseObjective
+
     cfg = tiny_cfg(loss__landmark=100.0)
-    obj, faid = _objective(cfg)
+    _, faid = _objective(cfg)
+    obj = CoarseObjective(faid, cfg.loss)
     ds = TinyFaces(4)
-    enc = faid.perceptual
-    enc.id_encoder.calls = enc.attr_encoder.calls = 0
-    total, terms, recon, _ = obj(ds.images, ds.masks, torch.Generator().manual_seed(0),
-                                 landmarks=ds.landmarks, coarse_only=True)
+    enc = faid.features
+    enc.identity.calls = enc.attributes.calls = 0
+    total, terms, recon, _ = _call(obj, ds.images, ds.masks, landmarks=ds.landmarks)
     assert {"coarse_photo", "landmark", "reg", "gamma"} <= set(terms)
     assert not any(k.startswith(("sa_", "id", "att", "rob")) for k in terms)
     assert all(torch.isfinite(v) for v in terms.values())
-    assert enc.id_encoder.calls == 0 and enc.attr_encoder.calls == 0  # no encoder runs
+    assert enc.identity.calls == 0 and enc.attributes.calls == 0  # no encoder runs
     total.backward()
     assert all(p.grad is None for p in faid.fine.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in faid.coarse.parameters())
@@ -302,14 +316,17 @@ def test_coarse_stage_trains_only_the_coarse_model():
     with pytest.raises(ValueError, match="landmark_loss"):
         landmark_loss(ds.landmarks[:, :5], ds.landmarks, S)
     with pytest.raises(ValueError, match="loss.landmark"):  # data without landmarks: say so
-        obj(ds.images, ds.masks, torch.Generator().manual_seed(0), coarse_only=True)
+        _call(obj, ds.images, ds.masks)
+
+
+STAGES = [{"name": "coarse", "objective": "coarse", "steps": 2, "batch_size": 4, "lr": 2e-3},
+          {"name": "faid", "objective": "faid"}]
 
 
 def test_coarse_stage_then_faid_stage_resumes_exactly(tmp_path):
-    from pyfaid.train import list_checkpoints
+    from pyfaid.checkpoint import list_checkpoints
 
-    over = dict(train__coarse_steps=2, train__coarse_batch_size=4, optim__coarse_lr=2e-3,
-                loss__landmark=50.0, loss__self_aug=True, train__max_steps=4)
+    over = dict(train__stages=STAGES, loss__landmark=50.0, loss__self_aug=True, train__max_steps=4)
     summary, full = run(tmp_path, "full", tiny_cfg(**over), return_model=True)
     assert summary["step"] == 4 and "sa_rot_aug_photo" in summary["losses"]
     run(tmp_path, "part", tiny_cfg(**{**over, "train__max_steps": 2}))
@@ -325,7 +342,7 @@ def test_coarse_stage_then_faid_stage_resumes_exactly(tmp_path):
 
 
 def test_sigterm_saves_checkpoint(tmp_path):
-    from pyfaid.train import list_checkpoints
+    from pyfaid.checkpoint import list_checkpoints
 
     cfg = tiny_cfg(train__max_steps=50, train__ckpt_every=0)
     summary = run(tmp_path, "sig", cfg, dataset=TinyFaces(8, sigterm_at=3))
@@ -335,7 +352,7 @@ def test_sigterm_saves_checkpoint(tmp_path):
 
 
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
-    from pyfaid import train as T
+    from pyfaid import checkpoint as T
 
     path = str(tmp_path / "ckpt_00000001.pt")
     T.save_atomic({"step": 1}, path)
@@ -356,7 +373,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
 
 def test_sampler_order_independent_of_world_size():
-    from pyfaid.train import ResumableSampler
+    from pyfaid.data.sampler import ResumableSampler
 
     one = iter(ResumableSampler(10, 4, 0, 1, seed=3))
     two = [iter(ResumableSampler(10, 2, r, 2, seed=3)) for r in range(2)]
@@ -404,7 +421,7 @@ def test_ddp_two_cpu_processes_identical_parameters(tmp_path):
         assert torch.equal(a[k], b[k]), k
         changed += int(not torch.equal(a[k], init[k]))
     assert changed > 0
-    from pyfaid.train import list_checkpoints
+    from pyfaid.checkpoint import list_checkpoints
 
     ck = torch.load(list_checkpoints(out)[-1], weights_only=False)
     assert ck["step"] == 2 and ck["world_size"] == 2 and ck["samples"] == 2 * 2 * 2

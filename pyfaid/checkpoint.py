@@ -1,0 +1,151 @@
+"""Checkpoints: atomic writes, finding the latest one of a run, and the one loader.
+
+A training checkpoint (``ckpt_<step>.pt``, written by :mod:`pyfaid.train`) is a dict with the
+trained weights (``model``: the coarse + fine state), the resolved ``config``, and the optimizer,
+scheduler, step, sample count and RNG states for an exact resume. An inference checkpoint (the
+shipped pretrained model, or :func:`export_inference`) holds only ``model`` and ``config``.
+
+    model = load_model("runs/default")          # a run folder: its latest checkpoint
+    model = load_model("runs/default/ckpt_00001000.pt", device="cuda")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+from typing import Optional, Union
+
+import torch
+
+__all__ = ["CKPT_PATTERN", "save_atomic", "list_checkpoints", "latest_checkpoint", "resolve_checkpoint",
+           "load_checkpoint", "load_model", "export_inference"]
+
+CKPT_PATTERN = "ckpt_*.pt"
+
+PathLike = Union[str, os.PathLike]
+
+
+def save_atomic(obj, path: PathLike) -> None:
+    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` it into place.
+
+    A failure while writing leaves no file at ``path`` (nor a stale temporary file); an existing
+    checkpoint at ``path`` is only replaced by a complete one.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+
+
+def _step_of(path: str) -> int:
+    try:
+        return int(os.path.basename(path)[5:-3])
+    except ValueError:
+        return -1
+
+
+def list_checkpoints(out_dir: PathLike) -> list:
+    """Checkpoint paths (``ckpt_<step>.pt``) under ``out_dir``, sorted by step."""
+    paths = glob.glob(os.path.join(os.fspath(out_dir), CKPT_PATTERN))
+    return sorted((p for p in paths if _step_of(p) >= 0), key=_step_of)
+
+
+def latest_checkpoint(out_dir: PathLike) -> Optional[str]:
+    """The highest-step checkpoint of a run folder, or None."""
+    ck = list_checkpoints(out_dir)
+    return ck[-1] if ck else None
+
+
+def resolve_checkpoint(path: PathLike) -> str:
+    """A checkpoint file: ``path`` itself, or the latest checkpoint of the run folder ``path``.
+
+    Raises:
+        FileNotFoundError: no such file, or a folder without checkpoints.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"checkpoint folder {path} holds no {CKPT_PATTERN} "
+                                    "(train one with `python -m pyfaid.train --out FOLDER`)")
+        return found
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path}: no such file or run folder")
+    return path
+
+
+def load_checkpoint(path: PathLike, map_location="cpu") -> dict:
+    """Read and check a pyfaid checkpoint (file or run folder).
+
+    Returns:
+        the checkpoint dict (``model`` and ``config`` always present), with ``path`` added.
+
+    Raises:
+        FileNotFoundError: no such checkpoint. ValueError: unreadable, or not a pyfaid checkpoint.
+    """
+    file = resolve_checkpoint(path)
+    try:
+        ckpt = torch.load(file, map_location=map_location, weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - report which file is broken
+        raise ValueError(f"checkpoint {file}: cannot be read by torch.load ({exc})") from exc
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise ValueError(f"checkpoint {file}: not a pyfaid checkpoint (needs 'model' and 'config')")
+    ckpt["path"] = file
+    return ckpt
+
+
+def load_model(checkpoint: Union[PathLike, dict], device="cpu"):
+    """Build the FAID model a checkpoint describes and load its weights; returned in eval mode.
+
+    Args:
+        checkpoint: a checkpoint file, a run folder (its latest checkpoint) or a loaded dict.
+        device: where to put the model.
+
+    Returns:
+        :class:`pyfaid.models.FAID` (its face model is ``model.face_model``).
+    """
+    from pyfaid.config import ConfigError, from_dict
+    from pyfaid.models import build_faid
+
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    where = ckpt.get("path", "checkpoint")
+    try:
+        cfg = from_dict(ckpt["config"], source=where)
+    except ConfigError as exc:
+        raise ValueError(f"{where}: its config does not fit this pyfaid version ({exc})") from exc
+    model = build_faid(cfg, device=device)
+    state = {k: (v.float() if torch.is_tensor(v) and v.is_floating_point() else v) for k, v in ckpt["model"].items()}
+    try:
+        model.load_trainable_state_dict(state)
+    except RuntimeError as exc:
+        raise ValueError(f"{where}: {exc}") from exc
+    return model.eval()
+
+
+def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, **extra) -> str:
+    """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default).
+
+    Args:
+        checkpoint: training checkpoint (file, run folder or dict).
+        out: destination ``.pt``.
+        half: store floating-point weights as float16 (they are loaded back as float32).
+        **extra: more entries for the file (e.g. ``card``).
+
+    Returns:
+        the written path.
+    """
+    ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
+    state = {k: (v.half() if half and torch.is_tensor(v) and v.is_floating_point() else v)
+             for k, v in ckpt["model"].items()}
+    save_atomic({"model": state, "config": ckpt["config"], "step": ckpt.get("step"), **extra}, out)
+    return os.fspath(out)

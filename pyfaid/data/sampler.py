@@ -1,0 +1,96 @@
+"""Batches for training: a resumable, distributed, infinite sampler and a key-trimming wrapper.
+
+:class:`ResumableSampler`'s position is the number of samples consumed, so a run resumes exactly
+(and on another number of processes with the same global data order); :class:`TrainingView` keeps
+only the keys a training step needs (cheaper collation) and can cache items in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS"]
+
+#: Item keys a training step uses.
+TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "coeffs")
+
+
+class ResumableSampler(torch.utils.data.Sampler):
+    """Infinite, shuffled, distributed batch sampler whose position is the number of samples consumed.
+
+    Global batch ``t`` is ``perm_e[pos : pos + batch * world]`` of the epoch's permutation (seeded by
+    ``seed + epoch``, wrapping into the next epoch); rank ``r`` takes the ``r``-th contiguous chunk.
+    The sequence of global batches therefore depends only on the samples consumed, so a run resumes
+    exactly, and resumes on a different number of processes with the same global data order.
+
+    Args:
+        length: dataset size. batch_size: per-process batch. rank, world: this process.
+        seed: shuffling seed. start: samples already consumed (from a checkpoint).
+    """
+
+    def __init__(self, length: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
+                 start: int = 0):
+        if length <= 0:
+            raise ValueError("ResumableSampler: empty dataset")
+        self.length, self.batch, self.rank, self.world = length, batch_size, rank, world
+        self.seed, self.start = seed, start
+        self._perms = {}
+
+    def _perm(self, epoch: int) -> torch.Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
+            self._perms = {epoch: torch.randperm(self.length, generator=g)}
+        return self._perms[epoch]
+
+    def global_batch(self, pos: int) -> list:
+        out, n = [], self.batch * self.world
+        while len(out) < n:
+            epoch, off = divmod(pos + len(out), self.length)
+            take = min(n - len(out), self.length - off)
+            out += self._perm(epoch)[off:off + take].tolist()
+        return out
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            g = self.global_batch(pos)
+            yield g[self.rank * self.batch:(self.rank + 1) * self.batch]
+            pos += self.batch * self.world
+
+    def __len__(self):  # infinite; DataLoader only needs it for len()
+        return 2 ** 62
+
+
+class TrainingView(torch.utils.data.Dataset):
+    """Keep only the keys training needs (cheaper collate), optionally caching items in memory."""
+
+    def __init__(self, ds, keys=TRAINING_KEYS, cache: bool = False):
+        self.ds, self.keys, self.cache = ds, keys, {} if cache else None
+
+    def __len__(self):
+        return len(self.ds)
+
+    def _slim(self, item):
+        return None if item is None else {k: item[k] for k in self.keys if k in item}
+
+    def __getitems__(self, indices):
+        """Batched fetch (SyntheticFaces renders a whole batch at once)."""
+        todo = [i for i in indices if self.cache is None or i not in self.cache]
+        if todo:
+            if hasattr(self.ds, "__getitems__"):
+                got = self.ds.__getitems__(todo)
+            else:
+                got = [self.ds[i] for i in todo]
+            got = dict(zip(todo, (self._slim(it) for it in got)))
+            if self.cache is None:
+                return [got[i] for i in indices]
+            self.cache.update(got)
+        return [self.cache[i] for i in indices]
+
+    def __getitem__(self, i):
+        if self.cache is not None and i in self.cache:
+            return self.cache[i]
+        item = self._slim(self.ds[i])
+        if self.cache is not None:
+            self.cache[i] = item
+        return item

@@ -1,0 +1,5 @@
+import sys
+
+from pyfaid.evaluate.cli import main
+
+sys.exit(main())

@@ -1,0 +1,272 @@
+"""Linear morphable face model (3DMM) as a ``torch.nn.Module``.
+
+``S = mean_shape + id_base @ a + exp_base @ b`` and ``T = mean_tex + tex_base @ d``. The model
+describes its own coefficient vector (:attr:`MorphableModel.layout`, a
+:class:`~pyfaid.facemodel.layout.CoeffLayout` in Deep3DFaceRecon's order: 257 numbers for BFM).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+import numpy as np
+import torch
+from torch import nn
+
+from .layout import CoeffLayout
+
+__all__ = ["MorphableModel"]
+
+_BUFFERS = ("mean_shape", "id_base", "exp_base", "mean_tex", "tex_base", "triangles", "landmark_idx", "face_mask")
+
+
+class MorphableModel(nn.Module):
+    """A linear 3D morphable face model with fixed topology.
+
+    All arrays are registered as buffers, so ``model.to(device)`` moves them. Model space follows
+    Deep3DFaceRecon's ``BFM_model_front``: x to the image right, y up, z toward the camera, units of
+    decimetres (a face is about 1.5 units wide), centred near the origin.
+
+    Args:
+        mean_shape: ``[V, 3]`` mean vertex positions.
+        id_base: ``[3V, n_id]`` identity basis (columns scaled so unit-variance coefficients give
+            plausible identities). Row ``3 * v + c`` is coordinate ``c`` of vertex ``v``.
+        exp_base: ``[3V, n_exp]`` expression basis, same row layout.
+        mean_tex: ``[V, 3]`` mean albedo, RGB in [0, 1].
+        tex_base: ``[3V, n_tex]`` albedo basis, same row layout.
+        triangles: ``[F, 3]`` vertex indices (int32), counter-clockwise seen from outside.
+        landmark_idx: ``[68]`` vertex indices of the iBUG-68 landmarks (int64).
+        face_mask: ``[V]`` bool, the facial skin region used by photometric losses.
+        meta: small dict of strings describing the model (``name``, ``source``, ``version``...).
+        labels: optional dict of per-model annotations: lists of strings (e.g.
+            ``"id_target_names"``) and arrays (e.g. ``"id_from_target"`` ``[n_id, T]``); arrays
+            become tensors (not buffers; they stay on the CPU).
+    """
+
+    def __init__(
+        self,
+        mean_shape,
+        id_base,
+        exp_base,
+        mean_tex,
+        tex_base,
+        triangles,
+        landmark_idx,
+        face_mask,
+        meta: dict | None = None,
+        labels: dict | None = None,
+    ):
+        super().__init__()
+        f32 = torch.float32
+        mean_shape = torch.as_tensor(np.asarray(mean_shape), dtype=f32)
+        if mean_shape.ndim != 2 or mean_shape.shape[1] != 3 or mean_shape.shape[0] < 3:
+            raise ValueError(f"mean_shape must be [V, 3] with V >= 3, got {tuple(mean_shape.shape)}")
+        nv = mean_shape.shape[0]
+
+        def basis(x, name):
+            t = torch.as_tensor(np.asarray(x), dtype=f32)
+            if t.ndim != 2 or t.shape[0] != 3 * nv:
+                raise ValueError(f"{name} must be [3V, n] = [{3 * nv}, n], got {tuple(t.shape)}")
+            if not torch.isfinite(t).all():
+                raise ValueError(f"{name} contains non-finite values")
+            return t.contiguous()
+
+        id_base = basis(id_base, "id_base")
+        exp_base = basis(exp_base, "exp_base")
+        tex_base = basis(tex_base, "tex_base")
+        mean_tex = torch.as_tensor(np.asarray(mean_tex), dtype=f32)
+        if tuple(mean_tex.shape) != (nv, 3):
+            raise ValueError(f"mean_tex must be [V, 3] = [{nv}, 3], got {tuple(mean_tex.shape)}")
+        tri = torch.as_tensor(np.asarray(triangles).astype(np.int64))
+        if tri.ndim != 2 or tri.shape[1] != 3 or tri.shape[0] == 0:
+            raise ValueError(f"triangles must be [F, 3], got {tuple(tri.shape)}")
+        if int(tri.min()) < 0 or int(tri.max()) >= nv:
+            raise ValueError(f"triangles index out of range [0, {nv}): min {int(tri.min())}, max {int(tri.max())}")
+        lmk = torch.as_tensor(np.asarray(landmark_idx).astype(np.int64)).reshape(-1)
+        if lmk.numel() != 68:
+            raise ValueError(f"landmark_idx must hold 68 indices, got {lmk.numel()}")
+        if int(lmk.min()) < 0 or int(lmk.max()) >= nv:
+            raise ValueError(f"landmark_idx out of range [0, {nv})")
+        mask = torch.as_tensor(np.asarray(face_mask).astype(bool)).reshape(-1)
+        if mask.numel() != nv:
+            raise ValueError(f"face_mask must be [V] = [{nv}], got {mask.numel()} entries")
+        if not torch.isfinite(mean_shape).all() or not torch.isfinite(mean_tex).all():
+            raise ValueError("mean_shape / mean_tex contain non-finite values")
+
+        self.register_buffer("mean_shape", mean_shape.contiguous())
+        self.register_buffer("id_base", id_base)
+        self.register_buffer("exp_base", exp_base)
+        self.register_buffer("mean_tex", mean_tex.contiguous())
+        self.register_buffer("tex_base", tex_base)
+        self.register_buffer("triangles", tri.to(torch.int32).contiguous())
+        self.register_buffer("landmark_idx", lmk.contiguous())
+        self.register_buffer("face_mask", mask.contiguous())
+        self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
+        self.labels = {}
+        for k, v in (labels or {}).items():
+            if isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v):
+                self.labels[str(k)] = [str(s) for s in v]
+            else:
+                arr = np.asarray(v)
+                if arr.dtype.kind in "US":
+                    self.labels[str(k)] = [str(s) for s in arr.reshape(-1)]
+                else:
+                    self.labels[str(k)] = torch.as_tensor(arr)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_vertices(self) -> int:
+        """Number of vertices ``V``."""
+        return self.mean_shape.shape[0]
+
+    @property
+    def n_id(self) -> int:
+        """Number of identity components."""
+        return self.id_base.shape[1]
+
+    @property
+    def n_exp(self) -> int:
+        """Number of expression components."""
+        return self.exp_base.shape[1]
+
+    @property
+    def n_tex(self) -> int:
+        """Number of albedo components."""
+        return self.tex_base.shape[1]
+
+    # ------------------------------------------------------------------ evaluation
+    @staticmethod
+    def _check_coeff(c: torch.Tensor, n: int, name: str) -> torch.Tensor:
+        if not isinstance(c, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(c).__name__}")
+        if c.ndim != 2 or c.shape[1] != n:
+            raise ValueError(f"{name} must be [B, {n}], got {tuple(c.shape)}")
+        return c
+
+    def shape(self, id_coeff: torch.Tensor, exp_coeff: torch.Tensor) -> torch.Tensor:
+        """Vertex positions in model space.
+
+        Args:
+            id_coeff: ``[B, n_id]`` identity coefficients.
+            exp_coeff: ``[B, n_exp]`` expression coefficients.
+
+        Returns:
+            torch.Tensor: ``[B, V, 3]``.
+        """
+        self._check_coeff(id_coeff, self.n_id, "id_coeff")
+        self._check_coeff(exp_coeff, self.n_exp, "exp_coeff")
+        if id_coeff.shape[0] != exp_coeff.shape[0]:
+            raise ValueError(f"id_coeff and exp_coeff batch sizes differ: {id_coeff.shape[0]} vs {exp_coeff.shape[0]}")
+        dt = torch.promote_types(id_coeff.dtype, self.id_base.dtype)
+        offs = id_coeff.to(dt) @ self.id_base.to(dt).T + exp_coeff.to(dt) @ self.exp_base.to(dt).T  # [B, 3V]
+        return self.mean_shape.to(dt) + offs.reshape(offs.shape[0], -1, 3)
+
+    def texture(self, tex_coeff: torch.Tensor) -> torch.Tensor:
+        """Per-vertex albedo, RGB nominally in [0, 1] (not clamped).
+
+        Args:
+            tex_coeff: ``[B, n_tex]`` albedo coefficients.
+
+        Returns:
+            torch.Tensor: ``[B, V, 3]``.
+        """
+        self._check_coeff(tex_coeff, self.n_tex, "tex_coeff")
+        dt = torch.promote_types(tex_coeff.dtype, self.tex_base.dtype)
+        offs = tex_coeff.to(dt) @ self.tex_base.to(dt).T
+        return self.mean_tex.to(dt) + offs.reshape(offs.shape[0], -1, 3)
+
+    @property
+    def topology(self):
+        """The triangles as a :class:`~pyfaid.render.MeshTopology` (checked once, cached)."""
+        topo = self.__dict__.get("_topology")
+        if topo is None or topo.num_triangles != self.triangles.shape[0]:
+            from pyfaid.render.topology import MeshTopology
+
+            topo = MeshTopology(self.triangles, self.num_vertices)
+            self.__dict__["_topology"] = topo
+        return topo
+
+    @property
+    def layout(self) -> CoeffLayout:
+        """The coefficient vector of this model: ``n_id``, ``n_exp``, ``n_tex`` slots, then pose and light."""
+        return CoeffLayout(self.n_id, self.n_exp, self.n_tex)
+
+    def split_coeffs(self, coeffs: torch.Tensor) -> dict:
+        """Split coefficient vectors ``[B, layout.size]`` into their named parts (views).
+
+        Returns:
+            dict: ``id [B, n_id]``, ``exp [B, n_exp]``, ``tex [B, n_tex]``, ``angle [B, 3]``
+            (radians), ``gamma [B, 27]`` (SH lighting), ``trans [B, 3]``.
+        """
+        return self.layout.split(coeffs)
+
+    def forward(self, coeffs: torch.Tensor) -> tuple:
+        """Shape and albedo from coefficient vectors.
+
+        Args:
+            coeffs: ``[B, layout.size]``.
+
+        Returns:
+            tuple: ``(vertices [B, V, 3], albedo [B, V, 3])`` in model space (no pose applied).
+        """
+        c = self.split_coeffs(coeffs)
+        return self.shape(c["id"], c["exp"]), self.texture(c["tex"])
+
+    def extra_repr(self) -> str:
+        return (
+            f"name={self.meta.get('name', '?')!r}, V={self.num_vertices}, F={self.triangles.shape[0]}, "
+            f"n_id={self.n_id}, n_exp={self.n_exp}, n_tex={self.n_tex}"
+        )
+
+    # ------------------------------------------------------------------ files
+    def save_npz(self, path: str) -> None:
+        """Write the model to one ``.npz`` file, atomically (temporary file + rename).
+
+        Args:
+            path: destination file name.
+        """
+        arrays = {k: getattr(self, k).detach().cpu().numpy() for k in _BUFFERS}
+        for k, v in self.meta.items():
+            arrays["meta/" + k] = np.array(v)
+        for k, v in self.labels.items():
+            arrays["labels/" + k] = np.array(v) if isinstance(v, list) else v.detach().cpu().numpy()
+        folder = os.path.dirname(os.path.abspath(path))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                np.savez(fh, **arrays)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
+
+    @classmethod
+    def from_npz(cls, path: str) -> "MorphableModel":
+        """Read a model written by :meth:`save_npz`.
+
+        Args:
+            path: ``.npz`` file.
+
+        Returns:
+            MorphableModel
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"face model file not found: {path}")
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                data = {k: z[k] for k in z.files}
+        except Exception as exc:
+            raise ValueError(f"{path}: not a readable .npz face model ({exc})") from exc
+        missing = [k for k in _BUFFERS if k not in data]
+        if missing:
+            raise ValueError(f"{path}: missing field(s) {', '.join(missing)}")
+        meta = {k[5:]: str(v) for k, v in data.items() if k.startswith("meta/")}
+        labels = {k[7:]: v for k, v in data.items() if k.startswith("labels/")}
+        try:
+            return cls(**{k: data[k] for k in _BUFFERS}, meta=meta, labels=labels)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from exc

@@ -1,0 +1,119 @@
+"""Inference helpers shared by :mod:`pyfaid.reconstruct` and :mod:`pyfaid.evaluate`.
+
+* :func:`resolve_device` - ``"auto"`` / ``"cpu"`` / ``"cuda"`` to a ``torch.device``.
+* :func:`default_face_model` - the default face model, loaded once per device.
+* :func:`crop_renderer` - the renderer of the 224 x 224 aligned crops (Deep3DFaceRecon's camera).
+* :func:`predict` - a FAID model's coefficients and (fine) albedo for aligned crops.
+"""
+
+from __future__ import annotations
+
+from typing import Dict
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["resolve_device", "default_face_model", "crop_renderer", "predict", "fit_crops", "CROP_SIZE"]
+
+#: Side of the aligned face crops (:data:`pyfaid.encoders.TEMPLATE_224`).
+CROP_SIZE = 224
+
+_CACHE: Dict[str, object] = {}
+
+
+def resolve_device(device) -> torch.device:
+    """``None`` / ``"auto"``: CUDA when available, else the CPU; otherwise ``torch.device(device)``.
+
+    Raises:
+        RuntimeError: CUDA asked for but not available.
+    """
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {device!r}: no CUDA GPU is available (use 'cpu')")
+    return dev
+
+
+def default_face_model(device="cpu"):
+    """The default MakeHuman-derived face model on ``device`` (loaded once, in eval mode)."""
+    key = f"facemodel@{device}"
+    if key not in _CACHE:
+        from pyfaid import facemodel
+
+        _CACHE[key] = facemodel.load("default").to(device).eval()
+    return _CACHE[key]
+
+
+def crop_renderer(device="cpu"):
+    """A :class:`~pyfaid.render.Renderer` for the 224 x 224 aligned crops (one per device)."""
+    key = f"renderer@{device}"
+    if key not in _CACHE:
+        from pyfaid.render import Renderer
+
+        _CACHE[key] = Renderer(CROP_SIZE).to(device)
+    return _CACHE[key]
+
+
+@torch.no_grad()
+def predict(model, crops: torch.Tensor) -> dict:
+    """FAID forward on aligned crops.
+
+    The crops are resized to the model's render size first (its camera is Deep3DFaceRecon's scaled
+    to that size, so the coefficients mean the same at every resolution).
+
+    Args:
+        model: :class:`pyfaid.models.FAID` (eval mode).
+        crops: ``[B, 3, 224, 224]`` aligned faces in [0, 1].
+
+    Returns:
+        dict with ``coeffs [B, layout.size]``, ``colors [B, V, 3]`` (fine albedo),
+        ``coarse_colors [B, V, 3]`` and, with a landmark head, ``landmarks [B, 68, 2]`` (pixels of
+        the crop) and ``confidence [B, 68]``.
+    """
+    size = int(model.image_size)
+    x = crops
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    out = model(x, render_coarse=False)
+    res = {"coeffs": out.coeffs, "colors": out.fine_colors, "coarse_colors": out.coarse_colors}
+    if out.landmarks_head is not None:
+        res["landmarks"] = (out.landmarks_head + 0.5) * (crops.shape[-1] / size) - 0.5
+        res["confidence"] = out.landmark_confidence
+    return res
+
+
+def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: int, id_encoder=None,
+              schedule=None, progress: bool = False):
+    """Coefficients and albedo of aligned crops: the prediction ``pred`` (from :func:`predict`,
+    or ``{}`` for the mean face), refined by ``steps`` of test-time fitting per face.
+
+    Args:
+        face_model: MorphableModel. crops: ``[N, 3, 224, 224]``. pred: see :func:`predict`.
+        landmarks5: ``[N, 5, 2]`` MTCNN points in crop pixels (or None).
+        steps: fitting steps per face (0 = the prediction as it is).
+        id_encoder, schedule, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
+
+    Returns:
+        ``(coeffs [N, layout.size], colors [N, V, 3] or None, histories)``.
+    """
+    n = crops.shape[0]
+    coeffs = pred.get("coeffs")
+    if coeffs is None:
+        coeffs = face_model.layout.zeros(n, device=crops.device)
+    colors = pred.get("colors")
+    if steps <= 0:
+        return coeffs, colors, [[] for _ in range(n)]
+    from pyfaid.reconstruct.fitting import fit
+
+    renderer = crop_renderer(crops.device)
+    out_c, out_col, hists = [], [], []
+    for i in range(n):
+        lm = None if landmarks5 is None else landmarks5[i:i + 1]
+        c, col, hist = fit(face_model, renderer, crops[i:i + 1], coeffs[i:i + 1],
+                           None if colors is None else colors[i:i + 1], lm, steps, id_encoder=id_encoder,
+                           schedule=schedule, progress=progress)
+        out_c.append(c)
+        out_col.append(col)
+        hists.append(hist)
+    return torch.cat(out_c), torch.cat(out_col), hists

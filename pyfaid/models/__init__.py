@@ -1,0 +1,11 @@
+"""FAID networks: CoarseModel (3DMM regressor), FineModel (MeshRefiner + FAIDDecoder), the frozen
+FeatureEncoder, FAID, and the training objectives."""
+
+from pyfaid.models.coarse import CoarseModel
+from pyfaid.models.faid import FAID, FAIDOutput, build_faid, build_features
+from pyfaid.models.features import FeatureEncoder
+from pyfaid.models.fine import FAIDDecoder, FineModel, MeshRefiner
+from pyfaid.models.objectives import OBJECTIVES, CoarseObjective, FAIDObjective, StagedObjective
+
+__all__ = ["CoarseModel", "FineModel", "MeshRefiner", "FAIDDecoder", "FeatureEncoder", "FAID", "FAIDOutput",
+           "build_faid", "build_features", "CoarseObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES"]

@@ -1,0 +1,240 @@
+"""FAID: coarse model + fine model + differentiable renderer + the frozen face features (paper Fig. 1).
+
+    faid = build_faid(cfg)               # from a pyfaid.config.Config
+    out = faid(images)                   # FAIDOutput (coefficients, colours, renders, landmarks)
+
+The training objectives that use it (coarse stage, FAID stage with self-augmentation and the
+robustified loss) live in :mod:`pyfaid.models.objectives`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from pyfaid.models.features import FeatureEncoder
+
+__all__ = ["FAID", "FAIDOutput", "build_faid"]
+
+
+@dataclass
+class FAIDOutput:
+    """Output of :meth:`FAID.forward` for a batch of aligned faces.
+
+    Attributes:
+        coeffs: ``[B, layout.size]``; vertices: ``[B, V, 3]`` camera space; coarse_colors /
+        fine_colors: ``[B, V, 3]`` albedo; image: ``[B, 3, H, W]`` rendered with the fine colours;
+        coarse_image: ``[B, 3, H, W]`` rendered with the coarse colours (None when not rendered);
+        mask: ``[B, 1, H, W]`` face coverage; landmarks: ``[B, 68, 2]`` pixels (the model's
+        landmark vertices projected); residual: ``[B, V, 3]`` fine - coarse colours;
+        landmarks_head: ``[B, 68, 2]`` pixels and landmark_log_scale ``[B, 68]`` (log of each
+        point's expected error in image sides) from the coarse model's landmark head (None
+        without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``.
+    """
+
+    coeffs: torch.Tensor
+    vertices: torch.Tensor
+    coarse_colors: torch.Tensor
+    fine_colors: torch.Tensor
+    image: torch.Tensor
+    coarse_image: Optional[torch.Tensor]
+    mask: torch.Tensor
+    landmarks: torch.Tensor
+    residual: Optional[torch.Tensor] = None
+    landmarks_head: Optional[torch.Tensor] = None
+    landmark_log_scale: Optional[torch.Tensor] = None
+
+    @property
+    def landmark_confidence(self) -> Optional[torch.Tensor]:
+        return None if self.landmark_log_scale is None else torch.exp(-self.landmark_log_scale)
+
+    def __getitem__(self, key: str):
+        """Dict-style access (``out["coeffs"]``)."""
+        if key not in self:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __contains__(self, key) -> bool:
+        return key in {f.name for f in fields(self)}
+
+    def keys(self):
+        return [f.name for f in fields(self)]
+
+    def map(self, fn) -> "FAIDOutput":
+        """A copy with ``fn`` applied to every tensor field (``detach``, ``[:n]`` slicing, ...)."""
+        return FAIDOutput(**{f.name: (fn(getattr(self, f.name)) if torch.is_tensor(getattr(self, f.name))
+                                      else getattr(self, f.name)) for f in fields(self)})
+
+    def detach(self) -> "FAIDOutput":
+        return self.map(torch.Tensor.detach)
+
+
+class FAID(nn.Module):
+    """The FAID model (paper Fig. 1).
+
+    Args:
+        face_model: ``pyfaid.facemodel.MorphableModel``.
+        renderer: ``pyfaid.render.Renderer`` (its image size is the model's input size).
+        coarse: :class:`~pyfaid.models.CoarseModel` (outputs ``face_model.layout.size`` numbers).
+        fine: :class:`~pyfaid.models.FineModel` or None (coarse only).
+        features: :class:`~pyfaid.models.FeatureEncoder` (frozen identity + attribute encoders) or
+            None.
+        use_id_features / use_fa_features: which features feed the FAID decoder.
+    """
+
+    def __init__(self, face_model, renderer, coarse, fine=None, features: Optional[FeatureEncoder] = None,
+                 use_id_features: bool = True, use_fa_features: bool = True):
+        super().__init__()
+        if coarse.num_coeffs != face_model.layout.size:
+            raise ValueError(f"FAID: the coarse model regresses {coarse.num_coeffs} coefficients but the face "
+                             f"model's vector has {face_model.layout.size} ({face_model.layout.describe()})")
+        self.face_model = face_model
+        self.renderer = renderer
+        self.coarse = coarse
+        self.fine = fine
+        self.features = features if features is not None else FeatureEncoder()
+        self.use_id_features = use_id_features and self.features.identity is not None
+        self.use_fa_features = use_fa_features and self.features.attributes is not None
+        self.render_coarse = True
+
+    @property
+    def layout(self):
+        return self.face_model.layout
+
+    @property
+    def image_size(self) -> int:
+        return self.renderer.image_size
+
+    # ------------------------------------------------------------------ trained state
+    def trainable_state_dict(self) -> dict:
+        """State of the trained parts only (coarse + fine); the frozen encoders/face model are rebuilt."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(("coarse.", "fine."))}
+
+    def load_trainable_state_dict(self, state: dict):
+        missing, unexpected = self.load_state_dict(state, strict=False)
+        missing = [k for k in missing if k.startswith(("coarse.", "fine."))]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:5]}, "
+                               f"unexpected {list(unexpected)[:5]}")
+
+    # ------------------------------------------------------------------ features
+    def encode(self, images: torch.Tensor, want_id: bool = True, want_att: bool = True) -> dict:
+        """Frozen identity / attribute features of images (see :meth:`FeatureEncoder.encode`)."""
+        return self.features.encode(images, want_id, want_att)
+
+    def decoder_features(self, enc: dict) -> Optional[torch.Tensor]:
+        """Concatenated identity + attribute features ``[B, D]`` (detached) for the FAID decoder."""
+        parts = []
+        if self.use_id_features:
+            parts.append(enc["id"])
+        if self.use_fa_features:
+            parts.append(enc["att"])
+        return torch.cat(parts, 1).detach() if parts else None
+
+    def _decoder_input(self, images: torch.Tensor, enc: Optional[dict]) -> Optional[torch.Tensor]:
+        if self.fine is None or self.fine.faid is None:
+            return None
+        if enc is None or (self.use_id_features and "id" not in enc) or (self.use_fa_features and "att" not in enc):
+            with torch.no_grad():
+                enc = self.encode(images, self.use_id_features, self.use_fa_features)
+        return self.decoder_features(enc)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: torch.Tensor, enc: Optional[dict] = None,
+                render_coarse: Optional[bool] = None, coarse_only: bool = False) -> FAIDOutput:
+        """Reconstruct faces.
+
+        Args:
+            images: ``[B, 3, H, W]`` aligned faces in [0, 1] (H = W = renderer size).
+            enc: precomputed encoder outputs of ``images`` (computed here when needed and absent).
+            render_coarse: also render the coarse texture (default: ``self.render_coarse``).
+            coarse_only: skip the fine model (and its encoders): the coarse texture is rendered
+                once and is both ``image`` and ``coarse_image``.
+
+        Returns:
+            :class:`FAIDOutput`.
+        """
+        head = self.coarse.predict(images)
+        coeffs = head["coeffs"]
+        split = self.face_model.split_coeffs(coeffs)
+        coarse_colors = self.face_model.texture(split["tex"])
+        residual = None
+        fine_colors = coarse_colors
+        fine = None if coarse_only else self.fine
+        if fine is not None:
+            fine_colors, residual = fine(coarse_colors, self._decoder_input(images, enc))
+        out = self.renderer(self.face_model, coeffs, colors=fine_colors)
+        coarse_image = None
+        rc = self.render_coarse if render_coarse is None else render_coarse
+        if rc and fine is not None:
+            coarse_image = self.renderer(self.face_model, coeffs, colors=coarse_colors)["image"]
+        elif rc:
+            coarse_image = out["image"]
+        lm_head = head.get("landmarks")
+        return FAIDOutput(coeffs=coeffs, vertices=out["vertices"], coarse_colors=coarse_colors,
+                          fine_colors=fine_colors, image=out["image"], coarse_image=coarse_image,
+                          mask=out["mask"], landmarks=out["landmarks"], residual=residual,
+                          landmarks_head=None if lm_head is None else lm_head * self.image_size - 0.5,
+                          landmark_log_scale=head.get("log_scale"))
+
+    def render_view(self, coeffs: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor) -> dict:
+        """Render a reconstruction under replaced rotation angles ``[B, 3]`` (radians)."""
+        return self.renderer.render_views(self.face_model, coeffs, angles, colors=colors)
+
+
+def _need_encoders(cfg) -> tuple[bool, bool]:
+    m, lc = cfg.model, cfg.loss
+    need_id = lc.id > 0 or lc.rob > 0 or (m.fine and m.faid_decoder and m.use_id_features)
+    # L_rob = L_id + L_att uses whichever encoders the other terms need
+    need_att = lc.att > 0 or (m.fine and m.faid_decoder and m.use_fa_features)
+    return need_id, need_att
+
+
+def build_features(cfg) -> FeatureEncoder:
+    """The frozen encoders a :class:`pyfaid.config.Config` needs (none it does not)."""
+    from pyfaid import encoders
+
+    m = cfg.model
+    need_id, need_att = _need_encoders(cfg)
+    id_enc = None
+    if need_id:
+        kw = {"weights": m.identity_weights} if m.identity_weights else {}
+        id_enc = encoders.identity_encoder(m.identity_encoder, **kw)
+    attr_enc = encoders.load_attribute_encoder(m.attribute_weights) if need_att else None
+    return FeatureEncoder(id_enc, attr_enc, id_inter=cfg.loss.id_features)
+
+
+def build_faid(cfg, device="cpu") -> FAID:
+    """Build a :class:`FAID` from a :class:`pyfaid.config.Config` (face model, renderer, encoders).
+
+    Raises:
+        FileNotFoundError: a face-model / weights path that does not exist.
+    """
+    from pyfaid import facemodel
+    from pyfaid.models.coarse import CoarseModel
+    from pyfaid.models.fine import FineModel
+    from pyfaid.render import Renderer
+
+    m = cfg.model
+    if m.face_model != "default" and not os.path.exists(m.face_model):
+        raise FileNotFoundError(
+            f"face model file not found: {m.face_model!r} (model.face_model). Give the path to your "
+            "BFM file (e.g. BFM_model_front.mat or 01_MorphableModel.mat), or use 'default'.")
+    fm = facemodel.load(m.face_model)
+    renderer = Renderer(cfg.data.image_size)
+    coarse = CoarseModel(fm.layout.size, m.backbone, m.backbone_weights, m.input_size,
+                         landmark_head=m.landmark_head)
+    features = build_features(cfg)
+    fine = None
+    if m.fine:
+        dims = features.dims() if m.faid_decoder else {}
+        feat_dim = (dims.get("id", 0) if m.use_id_features else 0) + (dims.get("att", 0) if m.use_fa_features else 0)
+        fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
+                         nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
+                         mesh_refiner=m.mesh_refiner)
+    faid = FAID(fm, renderer, coarse, fine, features, m.use_id_features, m.use_fa_features)
+    return faid.to(device)

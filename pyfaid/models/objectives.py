@@ -1,0 +1,259 @@
+"""Training objectives of the FAID model: the coarse stage and the FAID stage (paper Sec. 3.2.3-3.2.4).
+
+Every objective is a module over a :class:`~pyfaid.models.FAID` with
+``forward(batch, generator) -> (total, terms, output, extras)``: ``batch`` a dict with ``image
+[B, 3, H, W]`` in [0, 1] and optionally ``mask [B, 1, H, W]`` (usable face pixels) and
+``landmarks [B, 68, 2]`` (pixels); ``terms`` every unweighted loss term (for logging), ``output``
+the :class:`~pyfaid.models.FAIDOutput` of the batch, ``extras`` images for the TensorBoard grid.
+A term whose weight is 0 is never computed, so ablations really remove it. The loss functions
+themselves are the pure functions of :mod:`pyfaid.losses`.
+
+:class:`StagedObjective` holds one objective per training stage (``OBJECTIVES`` by name) behind one
+module, the unit that DDP wraps.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+import torch.nn as nn
+
+from pyfaid import losses as L
+from pyfaid.models.faid import FAID, FAIDOutput
+
+__all__ = ["CoarseObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES", "self_augment"]
+
+
+def _uniform_angles(batch: int, generator: torch.Generator, max_angles, like: torch.Tensor) -> torch.Tensor:
+    """Uniform random (pitch, yaw, roll) ``[B, 3]`` within +-max_angles (radians)."""
+    u = torch.rand(batch, 3, generator=generator, device=generator.device) * 2 - 1
+    return (u * torch.tensor(max_angles, dtype=u.dtype, device=u.device)).to(like)
+
+
+def _regularizers(faid: FAID, coeffs: torch.Tensor, cfg, terms: dict) -> None:
+    split = faid.face_model.split_coeffs(coeffs)
+    if cfg.reg > 0:
+        terms["reg"] = L.coefficient_regularizer(split, cfg.reg_id, cfg.reg_exp, cfg.reg_tex)
+    if cfg.gamma > 0:
+        terms["gamma"] = L.gamma_regularizer(split["gamma"])
+
+
+class CoarseObjective(nn.Module):
+    """The coarse stage: the coarse regressor alone, Deep3DFaceRecon-style.
+
+    The paper starts from a pretrained coarse regressor (Deep3DFaceRecon, trained with photometric,
+    landmark and regularisation terms); this objective trains :class:`CoarseModel` the same way:
+    masked photometric loss on the coarse render, the landmark term (weight ``loss.landmark``; the
+    data must then provide landmarks), the landmark head's loss (``loss.landmark_head``) and the
+    coefficient regularisers. No encoder, refiner or self-augmentation runs.
+
+    Args:
+        faid: the model. cfg: :class:`pyfaid.config.LossConfig`.
+    """
+
+    def __init__(self, faid: FAID, cfg):
+        super().__init__()
+        self.faid = faid
+        self.cfg = cfg
+
+    def weights(self) -> dict:
+        c = self.cfg
+        return {"coarse_photo": c.photo, "landmark": c.landmark, "landmark_head": c.landmark_head,
+                "reg": c.reg, "gamma": c.gamma}
+
+    def forward(self, batch: dict, generator: Optional[torch.Generator] = None):
+        c = self.cfg
+        images, mask, landmarks = batch["image"], batch.get("mask"), batch.get("landmarks")
+        if (c.landmark > 0 or c.landmark_head > 0) and landmarks is None:
+            raise ValueError("coarse stage: loss.landmark / loss.landmark_head > 0 but the data gives no "
+                             "`landmarks` ([B, 68, 2] pixels); set them to 0 or use data that has them")
+        out = self.faid(images, render_coarse=True, coarse_only=True)
+        m = out.mask if mask is None else mask
+        terms = {"coarse_photo": L.photometric_loss(images, out.image, m)}
+        size = images.shape[-1]
+        if c.landmark > 0:
+            terms["landmark"] = L.landmark_loss(out.landmarks, landmarks, size)
+        if c.landmark_head > 0:
+            if out.landmarks_head is None:
+                raise ValueError("loss.landmark_head > 0 but the coarse model has no landmark head "
+                                 "(model.landmark_head: true)")
+            terms["landmark_head"] = L.landmark_nll(out.landmarks_head / size, out.landmark_log_scale,
+                                                    landmarks / size)
+        _regularizers(self.faid, out.coeffs, c, terms)
+        total = L.total_loss(terms, self.weights())
+        terms["photo"] = terms["coarse_photo"]  # the progress bar's photometric column
+        return total, terms, out, {}
+
+
+def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot: bool = True,
+                 occ: bool = True, max_angles=(0.3, 0.9, 0.2)) -> dict:
+    """Self-augmentation (paper 3.2.3): re-render the current reconstruction and feed it back.
+
+    ``I_rot`` is the reconstruction rendered with a random pose, ``I_occ`` the reconstruction's
+    render with synthetic occluders; both are treated as new inputs (detached) and passed through
+    the model again.
+
+    Args:
+        faid: the model. recon: output for the input batch. generator: random source (views and
+            occluders). max_angles: largest |pitch|, |yaw|, |roll| in radians.
+
+    Returns:
+        dict with ``rot`` and/or ``occ`` entries, each a dict: ``input [B,3,H,W]``, ``input_mask``
+        (pixels of the input to compare), ``recon`` (:class:`FAIDOutput` of the input), and
+        ``at_input_view`` (render dict of that reconstruction under the original input's pose and
+        light, comparable pixel by pixel with the original image).
+    """
+    out = {}
+    det = recon.detach()
+    if rot:
+        angles = _uniform_angles(det.coeffs.shape[0], generator, max_angles, det.coeffs)
+        with torch.no_grad():
+            r = faid.render_view(det.coeffs, angles, det.fine_colors)
+        rec = faid(r["image"])
+        back = faid.renderer(faid.face_model, faid.layout.with_pose_light(rec.coeffs, det.coeffs),
+                             colors=rec.fine_colors)
+        out["rot"] = {"input": r["image"], "input_mask": r["mask"], "recon": rec, "at_input_view": back}
+    if occ:
+        from pyfaid.data import occlude
+
+        img_occ, occ_mask = occlude(det.image, generator=generator)
+        rec = faid(img_occ)
+        out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "recon": rec,
+                      "at_input_view": {"image": rec.image, "mask": rec.mask}, "clean": det.image}
+    return out
+
+
+class FAIDObjective(nn.Module):
+    """The FAID stage's loss (paper Eq. 5 + self-augmentation + regularisers).
+
+    Args:
+        faid: :class:`FAID`. cfg: :class:`pyfaid.config.LossConfig`.
+    """
+
+    def __init__(self, faid: FAID, cfg):
+        super().__init__()
+        self.faid = faid
+        self.cfg = cfg
+
+    def weights(self) -> dict:
+        c = self.cfg
+        w = {"photo": c.photo, "coarse_photo": c.coarse_photo, "id": c.id, "att": c.att, "rob": c.rob,
+             "reg": c.reg, "gamma": c.gamma, "fine_smooth": c.fine_smooth, "fine_residual": c.fine_residual}
+        for aug in ("rot", "occ"):
+            for pair in ("aug", "in"):
+                w[f"sa_{aug}_{pair}_photo"] = c.photo * c.sa_weight
+                w[f"sa_{aug}_{pair}_id"] = c.id * c.sa_weight
+                w[f"sa_{aug}_{pair}_att"] = c.att * c.sa_weight
+        return w
+
+    def _perceptual(self, target_enc: dict, render: torch.Tensor, prefix: str, terms: dict) -> None:
+        c = self.cfg
+        enc = self.faid.encode(render, want_id=c.id > 0, want_att=c.att > 0)
+        for k, v in L.perceptual_losses(target_enc, enc).items():
+            terms[prefix + k] = v
+
+    def _input_terms(self, images, mask, enc, out: FAIDOutput, terms: dict) -> torch.Tensor:
+        """Photometric, perceptual and regulariser terms of the input batch; returns the mask used."""
+        c, faid = self.cfg, self.faid
+        # Eq. 6's mask M: the input's usable face pixels when the data provides them. It is NOT
+        # intersected with the rendered face region: with the intersection, moving the face out of
+        # the image drives the loss to 0 (observed in training); uncovered face pixels must cost.
+        # Without a data mask, the rendered region is the only choice.
+        m = out.mask if mask is None else mask
+        terms["photo"] = L.photometric_loss(images, out.image, m)
+        if c.coarse_photo > 0 and faid.fine is not None:
+            terms["coarse_photo"] = L.photometric_loss(images, out.coarse_image, m)
+        self._perceptual(enc, L.composite(out.image, out.mask, images), "", terms)
+        _regularizers(faid, out.coeffs, c, terms)
+        if out.residual is not None:
+            if c.fine_smooth > 0:
+                terms["fine_smooth"] = L.laplacian_smoothness(out.residual, faid.fine.lap)
+            if c.fine_residual > 0:
+                terms["fine_residual"] = out.residual.pow(2).mean()
+        return m
+
+    def _robust_terms(self, images, enc, out: FAIDOutput, generator, terms: dict, extras: dict) -> None:
+        """L_rob (Eq. 9): perceptual losses of random views and an occluded render against the input."""
+        c, faid = self.cfg, self.faid
+        rob = []
+        max_angles = (c.max_pitch, c.max_yaw, c.max_roll)
+        for _ in range(c.rob_views):
+            ang = _uniform_angles(images.shape[0], generator, max_angles, out.coeffs)
+            view = faid.render_view(out.coeffs, ang, out.fine_colors)["image"]
+            rob.append(sum(L.perceptual_losses(enc, faid.encode(view)).values()))
+            extras.setdefault("rob_view", view)
+        if c.rob_occ:
+            from pyfaid.data import occlude
+
+            occ_img, _ = occlude(L.composite(out.image, out.mask, images), generator=generator)
+            rob.append(sum(L.perceptual_losses(enc, faid.encode(occ_img)).values()))
+        terms["rob"] = torch.stack(rob).mean()
+
+    def _self_aug_terms(self, images, mask, m, enc, out: FAIDOutput, generator, terms, extras) -> None:
+        """The pairs (I_aug, I_aug^r) and (I, I_aug^r) of paper 3.2.3 for I_rot and I_occ."""
+        c, faid = self.cfg, self.faid
+        # at least 2 items: BatchNorm in train mode needs more than one value per channel
+        n = images.shape[0] if c.sa_size <= 0 else min(max(c.sa_size, 2), images.shape[0])
+        sub = out if n == images.shape[0] else out.map(lambda t: t[:n])
+        sa = self_augment(faid, sub, generator, rot=c.sa_rot, occ=c.sa_occ,
+                          max_angles=(c.max_pitch, c.max_yaw, c.max_roll))
+        img_n, m_n = images[:n], m[:n]
+        enc_n = {k: (v[:n] if torch.is_tensor(v) else [t[:n] for t in v]) for k, v in enc.items()}
+        perceptual = c.id > 0 or c.att > 0
+        for name, a in sa.items():
+            rec = a["recon"]
+            # (I_aug, I_aug^r): reconstruct the augmented input itself
+            terms[f"sa_{name}_aug_photo"] = L.photometric_loss(a.get("clean", a["input"]), rec.image, a["input_mask"])
+            if perceptual:
+                with torch.no_grad():
+                    enc_aug = faid.encode(a["input"], c.id > 0, c.att > 0)
+                self._perceptual(enc_aug, rec.image, f"sa_{name}_aug_", terms)
+            # (I, I_aug^r): the reconstruction of the augmented input must also explain I
+            back = a["at_input_view"]
+            terms[f"sa_{name}_in_photo"] = L.photometric_loss(
+                img_n, back["image"], m_n if mask is not None else m_n * back["mask"])
+            if perceptual:
+                self._perceptual(enc_n, L.composite(back["image"], back["mask"], img_n), f"sa_{name}_in_", terms)
+            extras[f"sa_{name}"] = a["input"]
+            extras[f"sa_{name}_recon"] = rec.image
+
+    def forward(self, batch: dict, generator: torch.Generator):
+        c, faid = self.cfg, self.faid
+        images, mask = batch["image"], batch.get("mask")
+        want_id = c.id > 0 or c.rob > 0 or faid.use_id_features
+        want_att = c.att > 0 or c.rob > 0 or faid.use_fa_features
+        with torch.no_grad():
+            enc = faid.encode(images, want_id, want_att)
+        out = faid(images, enc, render_coarse=True)
+        terms, extras = {}, {}
+        m = self._input_terms(images, mask, enc, out, terms)
+        if c.rob > 0:
+            self._robust_terms(images, enc, out, generator, terms, extras)
+        if c.self_aug and (c.sa_rot or c.sa_occ):
+            self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras)
+        return L.total_loss(terms, self.weights()), terms, out, extras
+
+
+#: Objective classes by the name a training stage gives (``train.stages[*].objective``).
+OBJECTIVES = {"coarse": CoarseObjective, "faid": FAIDObjective}
+
+
+class StagedObjective(nn.Module):
+    """One module holding the objective of every training stage (what DDP wraps).
+
+    Args:
+        faid: the model. cfg: :class:`pyfaid.config.LossConfig`. names: objective names used by
+            the stages (keys of :data:`OBJECTIVES`).
+    """
+
+    def __init__(self, faid: FAID, cfg, names):
+        super().__init__()
+        unknown = sorted(set(names) - set(OBJECTIVES))
+        if unknown:
+            raise ValueError(f"unknown training objective(s) {unknown}; choose from {sorted(OBJECTIVES)}")
+        self.faid = faid
+        self.objectives = nn.ModuleDict({n: OBJECTIVES[n](faid, cfg) for n in dict.fromkeys(names)})
+
+    def forward(self, batch: dict, generator: torch.Generator, objective: str):
+        return self.objectives[objective](batch, generator)

@@ -1,0 +1,51 @@
+"""Textured 3D faces from photos: detection, the FAID model, test-time fitting, exports.
+
+Python (the module is callable: ``pyfaid.reconstruct(...)`` is :func:`reconstruct`)::
+
+    import pyfaid
+    rec = pyfaid.reconstruct("photo.jpg", checkpoint="runs/default", fit_steps=100)
+    rec.landmarks, rec.pose                  # 68 points in photo pixels, head pose in degrees
+    rec.save_obj("face.obj"); rec.save_ply("face.ply")
+    cv2.imwrite("overlay.jpg", rec.overlay("photo.jpg")[:, :, ::-1])
+    side = rec.render(pose=(0.0, 0.6, 0.0))  # the same face turned 0.6 rad to the side
+    many = pyfaid.reconstruct(["a.jpg", "broken.jpg"], checkpoint=..., faces="all")  # per input
+
+Command line::
+
+    python -m pyfaid.reconstruct photo.jpg more_photos/ --out out/ [--checkpoint CKPT] [--fit 200] [--faces all]
+
+Modules: :mod:`~pyfaid.reconstruct.api` (``reconstruct``), :mod:`~pyfaid.reconstruct.result`
+(``Reconstruction``), :mod:`~pyfaid.reconstruct.fitting` (``fit``, ``FitSchedule``),
+:mod:`~pyfaid.reconstruct.io` (images), :mod:`~pyfaid.reconstruct.cli`.
+"""
+
+import sys
+import types
+
+from pyfaid.reconstruct.api import (
+    NO_CHECKPOINT_MESSAGE,
+    FaceNotFoundError,
+    ImageReadError,
+    NoCheckpointError,
+    ReconstructionError,
+    load_model,
+    reconstruct,
+)
+from pyfaid.reconstruct.cli import main
+from pyfaid.reconstruct.fitting import FitSchedule, fit
+from pyfaid.reconstruct.io import load_image
+from pyfaid.reconstruct.result import Reconstruction
+
+__all__ = ["reconstruct", "Reconstruction", "ReconstructionError", "fit", "FitSchedule", "FaceNotFoundError",
+           "ImageReadError", "NoCheckpointError", "NO_CHECKPOINT_MESSAGE", "load_image", "load_model", "main"]
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``pyfaid.reconstruct(...)`` call :func:`reconstruct` while ``pyfaid.reconstruct.X``
+    and ``python -m pyfaid.reconstruct`` keep working."""
+
+    def __call__(self, *args, **kwargs):
+        return reconstruct(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,5 @@
+import sys
+
+from pyfaid.reconstruct.cli import main
+
+sys.exit(main())

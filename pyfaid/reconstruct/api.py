@@ -1,0 +1,198 @@
+"""``pyfaid.reconstruct(...)``: textured 3D faces from photos, one call for one photo or many."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from typing import List, Optional
+
+import numpy as np
+import torch
+
+from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
+from pyfaid.reconstruct.fitting import FitSchedule
+from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
+from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
+
+__all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",
+           "NO_CHECKPOINT_MESSAGE", "load_model"]
+
+
+class NoCheckpointError(ValueError):
+    """Reconstruction was asked for with neither a model nor test-time fitting."""
+
+
+NO_CHECKPOINT_MESSAGE = (
+    "pyfaid.reconstruct needs either a trained FAID checkpoint (--checkpoint PATH; train one with "
+    "`python -m pyfaid.train`, which writes runs/default/ckpt_*.pt) or test-time fitting from the mean "
+    "face (--fit N, e.g. --fit 200)."
+)
+
+
+@dataclass
+class ReconstructionError:
+    """The result for an input of a list that could not be reconstructed.
+
+    Attributes:
+        source: the input's name (its path, or ``"array[i]"``).
+        error: the exception (:class:`ImageReadError`, :class:`FaceNotFoundError`, ...).
+    """
+
+    source: str
+    error: BaseException
+
+    @property
+    def message(self) -> str:
+        return str(self.error)
+
+    def __bool__(self) -> bool:  # ``if result:`` skips failures
+        return False
+
+    def __str__(self) -> str:
+        return f"{self.source}: {self.error}"
+
+
+def load_model(checkpoint, device="cpu"):
+    """``(faid_model, face_model)`` from a checkpoint file or run folder (see :mod:`pyfaid.checkpoint`)."""
+    from pyfaid.checkpoint import load_model as _load
+
+    model = _load(checkpoint, device)
+    return model, model.face_model
+
+
+@dataclass
+class _Face:
+    """One detected face awaiting reconstruction."""
+
+    item: int
+    crop: torch.Tensor
+    lm5: torch.Tensor
+    transform: np.ndarray
+    score: float
+
+
+def _name_of(item, index: int) -> str:
+    return os.fspath(item) if isinstance(item, (str, os.PathLike)) else f"array[{index}]"
+
+
+def _read(item, name: str) -> np.ndarray:
+    """``[H, W, 3]`` uint8 RGB of one input; raises ImageReadError naming it."""
+    return load_image(item) if isinstance(item, (str, os.PathLike)) else to_rgb_uint8(item, name)
+
+
+def _faces_of(img: np.ndarray, name: str, index: int, which: str, device) -> List[_Face]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        found = detect_faces(img)
+    if not found:
+        raise FaceNotFoundError(f"{name}: no face detected")
+    faces = []
+    for det in found[:1] if which == "largest" else found:
+        crop, m = align_crop(img, det["landmarks5"])
+        lm = np.asarray(det["landmarks5"], np.float64) @ m[:, :2].T + m[:, 2]  # photo -> crop pixels
+        faces.append(_Face(index, crop.to(device), torch.as_tensor(lm, dtype=torch.float32, device=device), m,
+                           det["score"]))
+    return faces
+
+
+def _resolve_models(checkpoint, model, fit_steps, device):
+    from pyfaid import inference
+
+    if model is not None:
+        return model if isinstance(model, tuple) else (model, model.face_model)
+    if checkpoint is not None:
+        return load_model(checkpoint, device)
+    if fit_steps <= 0:
+        raise NoCheckpointError(NO_CHECKPOINT_MESSAGE)
+    return None, inference.default_face_model(device)
+
+
+def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu", faces: str = "largest",
+                errors: str = "return", id_loss: bool = True, schedule: Optional[FitSchedule] = None,
+                progress: bool = False, model=None):
+    """Reconstruct textured 3D faces from photos.
+
+    Args:
+        image_or_path: a file path, an ``[H, W, 3]`` uint8 RGB array (or floats in [0, 1]), a
+            ``[3, H, W]`` float tensor in [0, 1], or a list of those.
+        checkpoint: FAID checkpoint (file or run folder written by ``python -m pyfaid.train``), or
+            None to start from the mean face (then ``fit_steps`` must be > 0).
+        fit_steps: test-time fitting steps per face (0 = the network's prediction only).
+        device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
+        faces: ``"largest"`` (one face per photo) or ``"all"`` (every detected face, largest first).
+        errors: for a list input, ``"return"`` puts a :class:`ReconstructionError` where an input
+            fails and finishes the others; ``"raise"`` raises the first error. A single input
+            always raises.
+        id_loss: use the dlib identity loss during fitting.
+        schedule: fitting schedule and weights (:class:`FitSchedule`).
+        progress: show tqdm progress of fitting.
+        model: an already loaded FAID model (or ``(faid_model, face_model)``), instead of ``checkpoint``.
+
+    Returns:
+        For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
+        (``faces="all"``). For a list: one entry per input, in order, each as above or a
+        :class:`ReconstructionError`.
+
+    Raises:
+        NoCheckpointError: no checkpoint and ``fit_steps == 0``.
+        ImageReadError / FaceNotFoundError: a single input that cannot be read / holds no face
+            (for a list, only with ``errors="raise"``).
+    """
+    from pyfaid import inference
+
+    if faces not in ("largest", "all"):
+        raise ValueError(f"faces must be 'largest' or 'all', got {faces!r}")
+    if errors not in ("return", "raise"):
+        raise ValueError(f"errors must be 'return' or 'raise', got {errors!r}")
+    single = not isinstance(image_or_path, (list, tuple))
+    items = [image_or_path] if single else list(image_or_path)
+    dev = inference.resolve_device(device)
+    net, face_model = _resolve_models(checkpoint, model, fit_steps, dev)
+    results: list = [None] * len(items)
+    names = [_name_of(it, i) for i, it in enumerate(items)]
+    sizes: list = [None] * len(items)
+    found: List[_Face] = []
+    for i, it in enumerate(items):
+        try:
+            img = _read(it, names[i])
+            sizes[i] = img.shape[:2]
+            found += _faces_of(img, names[i], i, faces, dev)
+        except (ImageReadError, FaceNotFoundError) as exc:
+            if single or errors == "raise":
+                raise
+            results[i] = ReconstructionError(names[i], exc)
+    recs = _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes)
+    for face, rec in zip(found, recs):
+        if faces == "all":
+            results[face.item] = (results[face.item] or []) + [rec]
+        else:
+            results[face.item] = rec
+    return results[0] if single else results
+
+
+def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes):
+    """Network prediction for every face at once, then test-time fitting face by face."""
+    from pyfaid import inference
+
+    if not found:
+        return []
+    crops = torch.stack([f.crop for f in found])
+    lm5 = torch.stack([f.lm5 for f in found])
+    pred = inference.predict(net, crops) if net is not None else {}
+    encoder = None
+    if fit_steps > 0 and id_loss:
+        from pyfaid.metrics import identity_encoders
+
+        encoder = identity_encoders(("dlib",), device=dev).get("dlib")
+    coeffs, colors, hist = inference.fit_crops(face_model, crops, pred, lm5, fit_steps, encoder, schedule, progress)
+    renderer = inference.crop_renderer(dev)
+    det, conf = pred.get("landmarks"), pred.get("confidence")
+    out = []
+    for k, f in enumerate(found):
+        out.append(make_reconstruction(face_model, renderer, crops[k], coeffs[k], None if colors is None else colors[k],
+                                       lm5[k], names[f.item], f.transform, hist[k], photo_size=tuple(sizes[f.item]),
+                                       detected=None if det is None else det[k],
+                                       confidence=None if conf is None else conf[k], score=f.score))
+    return out
+

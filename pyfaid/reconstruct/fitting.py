@@ -1,0 +1,247 @@
+"""Test-time fitting: refine coefficients and per-vertex colours of aligned photos by gradient descent.
+
+Per image, Adam optimises the coefficient vector and a per-vertex colour offset through the
+differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mod:`pyfaid.losses`:
+
+* a robust photometric loss (:func:`~pyfaid.losses.photometric_loss` with per-pixel weights:
+  the rendered face region, pixels that do not look like skin down-weighted),
+* a landmark loss (:func:`~pyfaid.losses.landmark_loss`: projected model landmarks against
+  MTCNN's 5 points, eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
+  mouth corners 48 / 54),
+* an identity loss (:func:`~pyfaid.losses.identity_loss` of dlib embeddings of the photo and of the
+  render pasted over it),
+* the coefficient regularisers (Deep3DFaceRecon's weights) and an L2 + edge-smoothness
+  regulariser on the colour offsets,
+
+on a coarse-to-fine schedule (:class:`FitSchedule`): pose and light first, then shape, expression
+and texture, then the per-vertex colours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, Optional
+
+import torch
+
+from pyfaid import losses as L
+from pyfaid.reconstruct.io import skin_mask
+from pyfaid.render import camera as cam
+
+__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of"]
+
+# MTCNN's 5 points (image-left eye, image-right eye, nose, image-left mouth corner, image-right
+# mouth corner) as averages of the iBUG 68-point landmarks.
+LANDMARK5_FROM_68 = (tuple(range(36, 42)), tuple(range(42, 48)), (30,), (48,), (54,))
+
+
+def landmarks5_of(lm68: torch.Tensor) -> torch.Tensor:
+    """``[B, 68, 2]`` -> ``[B, 5, 2]`` MTCNN-style points."""
+    return torch.stack([lm68[:, list(idx)].mean(dim=1) for idx in LANDMARK5_FROM_68], dim=1)
+
+
+@dataclass(frozen=True)
+class FitSchedule:
+    """Coarse-to-fine schedule and weights of test-time fitting.
+
+    Stage 1 (the first ``pose_frac`` of the steps) optimises rotation, translation and light;
+    stage 2 (up to ``shape_frac``) adds identity, expression and texture coefficients; stage 3
+    (the rest) adds the per-vertex colour offsets. Learning rates are per parameter group and decay
+    linearly to ``final_lr_frac`` over each stage.
+    """
+
+    pose_frac: float = 0.25
+    shape_frac: float = 0.55
+    lr_pose: float = 0.02
+    lr_trans: float = 0.02
+    lr_light: float = 0.05
+    lr_shape: float = 0.05
+    lr_colors: float = 0.02
+    w_photo: float = 1.0
+    w_landmark: float = 20.0
+    w_id: float = 0.2
+    id_every: int = 2
+    w_reg_id: float = 3e-4
+    w_reg_exp: float = 0.8 * 3e-4
+    w_reg_tex: float = 1.7e-2 * 3e-4
+    w_gamma: float = 10.0
+    w_color_l2: float = 0.05
+    w_color_smooth: float = 2.0
+    nonskin_weight: float = 0.2
+    nonskin_weight_fine: float = 0.6
+    final_lr_frac: float = 0.2
+
+
+class _FixedShape:
+    """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated)."""
+
+    def __init__(self, face_model, shape: torch.Tensor):
+        self._fm = face_model
+        self._shape = shape
+
+    def __getattr__(self, name):
+        return getattr(self._fm, name)
+
+    def shape(self, id_coeff, exp_coeff):
+        return self._shape
+
+
+def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torch.Tensor, steps: int) -> None:
+    """Landmark-only Adam steps on rotation and translation (no rasterization: ~1 ms each)."""
+    with torch.no_grad():
+        pts = face_model.shape(p["id"], p["exp"])[:, face_model.landmark_idx]  # [B, 68, 3]
+    opt = torch.optim.Adam([p["angle"], p["trans"]], lr=0.03)
+    size = float(renderer.image_size)
+    for _ in range(steps):
+        world = cam.apply_pose(pts, cam.euler_rotation(p["angle"]), p["trans"])
+        lm = landmarks5_of(renderer.project_points(cam.to_camera(world, renderer.camera_distance)))
+        loss = L.landmark_loss(lm, landmarks5, size)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    for k in ("angle", "trans"):
+        p[k].grad = None
+
+
+class _Fitter:
+    """State of one fitting run (parameters, optimizer, per-stage caches)."""
+
+    STAGE_PARAMS = {1: ("angle", "trans", "gamma"), 2: ("angle", "trans", "gamma", "id", "exp", "tex"),
+                    3: ("angle", "trans", "gamma", "delta")}
+
+    def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch):
+        self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
+        dev, B = target.device, target.shape[0]
+        self.layout = face_model.layout
+        coeffs = self.layout.zeros(B, device=dev) if coeffs is None else coeffs.detach().to(dev, torch.float32)
+        self.p = {k: v.clone().requires_grad_(True) for k, v in self.layout.split(coeffs).items()}
+        self.tex_drives_colors = colors is None
+        with torch.no_grad():
+            self.base = face_model.texture(self.p["tex"]) if colors is None else colors.detach().to(dev, torch.float32)
+        self.delta = torch.zeros(B, face_model.num_vertices, 3, device=dev, requires_grad=True)
+        self.edges = face_model.topology.edges(dev)
+        self.target = target.detach().float()
+        self.skin = skin_mask(self.target)
+        self.lm5 = None if landmarks5 is None else landmarks5.to(dev, torch.float32)
+        self.id_encoder = id_encoder
+        if id_encoder is not None:
+            with torch.no_grad():
+                self.id_target = {"id": id_encoder.embed(self.target)}
+        lrs = {"angle": sch.lr_pose, "trans": sch.lr_trans, "gamma": sch.lr_light, "id": sch.lr_shape,
+               "exp": sch.lr_shape, "tex": sch.lr_shape}
+        groups = [{"params": [self.p[k]], "lr": lr, "lr0": lr, "name": k} for k, lr in lrs.items()]
+        groups.append({"params": [self.delta], "lr": sch.lr_colors, "lr0": sch.lr_colors, "name": "delta"})
+        self.opt = torch.optim.Adam(groups)
+        self.n1, self.n2 = int(round(steps * sch.pose_frac)), int(round(steps * sch.shape_frac))
+        self.stage, self.model_now, self.albedo_fixed = 0, face_model, None
+
+    def coeffs(self) -> torch.Tensor:
+        return self.layout.join(self.p)
+
+    def stage_of(self, step: int) -> int:
+        return 1 if step < self.n1 else (2 if step < self.n2 else 3)
+
+    def enter(self, stage: int) -> None:
+        """Stages 1 and 3 keep the shape (and the albedo under the colour offsets) fixed: cache them
+        so that a step costs only the pose, lighting and rasterization."""
+        self.stage = stage
+        with torch.no_grad():
+            self.albedo_fixed = self.fm.texture(self.p["tex"]).detach() if self.tex_drives_colors else self.base
+            self.model_now = self.fm if stage == 2 else _FixedShape(self.fm, self.fm.shape(self.p["id"], self.p["exp"]).detach())
+        active = set(self.STAGE_PARAMS[stage]) - (set() if self.tex_drives_colors else {"tex"})
+        for g in self.opt.param_groups:
+            g["active"] = g["name"] in active
+
+    def set_lr(self, step: int) -> None:
+        start, end = ((0, self.n1) if self.stage == 1 else (self.n1, self.n2) if self.stage == 2 else (self.n2, self.steps))
+        frac = (step - start) / max(1, end - start - 1)
+        for g in self.opt.param_groups:
+            g["lr"] = g["lr0"] * (1.0 - (1.0 - self.sch.final_lr_frac) * frac)
+
+    def colors(self) -> torch.Tensor:
+        if self.stage == 2 and self.tex_drives_colors:
+            return self.fm.texture(self.p["tex"])
+        return self.albedo_fixed + self.delta if self.stage == 3 else self.albedo_fixed
+
+    def loss(self, step: int):
+        """Render and return ``(loss, terms)``."""
+        sch, stage = self.sch, self.stage
+        out = self.renderer(self.model_now, self.coeffs(), colors=self.colors())
+        mask = out["mask"].detach()
+        nsw = sch.nonskin_weight if stage < 3 else sch.nonskin_weight_fine
+        photo = L.photometric_loss(self.target, out["image"], mask * (self.skin + nsw * (1 - self.skin)))
+        loss = sch.w_photo * photo
+        terms = {"stage": stage, "photo": float(photo.detach())}
+        if self.lm5 is not None:
+            lml = L.landmark_loss(landmarks5_of(out["landmarks"]), self.lm5, self.target.shape[-1])
+            loss = loss + sch.w_landmark * lml
+            terms["landmark"] = float(lml.detach())
+        if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:
+            comp = L.composite(out["image"], mask, self.target)
+            idl = L.perceptual_losses(self.id_target, {"id": self.id_encoder.embed(comp)})["id"]
+            loss = loss + sch.w_id * idl
+            terms["id"] = float(idl.detach())
+        loss = loss + sch.w_gamma * L.gamma_regularizer(self.p["gamma"])
+        if stage == 2:
+            loss = loss + L.coefficient_regularizer(self.p, sch.w_reg_id, sch.w_reg_exp, sch.w_reg_tex)
+        if stage == 3:
+            loss = loss + sch.w_color_l2 * self.delta.pow(2).mean() + \
+                sch.w_color_smooth * L.edge_smoothness(self.delta, self.edges)
+        terms["loss"] = float(loss.detach())
+        return loss, terms
+
+    def step(self, step: int) -> dict:
+        stage = self.stage_of(step)
+        if stage != self.stage:
+            self.enter(stage)
+        self.set_lr(step)
+        loss, terms = self.loss(step)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for g in self.opt.param_groups:
+            if not g["active"]:
+                for t in g["params"]:
+                    t.grad = None
+        self.opt.step()
+        return terms
+
+    @torch.no_grad()
+    def result(self):
+        albedo = self.fm.texture(self.p["tex"]) if self.tex_drives_colors else self.base
+        return self.coeffs().detach(), (albedo + self.delta).clamp(0, 1).detach()
+
+
+def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tensor] = None,
+        colors: Optional[torch.Tensor] = None, landmarks5: Optional[torch.Tensor] = None, steps: int = 200,
+        id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
+        prealign_steps: int = 60):
+    """Test-time fitting of coefficients and per-vertex colours to aligned photos.
+
+    Args:
+        face_model: MorphableModel.
+        renderer: Renderer (224 x 224 Deep3DFaceRecon camera).
+        target: ``[B, 3, 224, 224]`` aligned photos in [0, 1].
+        coeffs: ``[B, layout.size]`` starting coefficients (None = mean face, frontal, ambient light).
+        colors: ``[B, V, 3]`` starting vertex albedo (the model's texture when None).
+        landmarks5: ``[B, 5, 2]`` MTCNN points in the crop's pixel frame, or None.
+        steps: Adam steps.
+        id_encoder: identity encoder with ``embed`` (e.g. dlib), or None to skip that loss.
+        schedule: :class:`FitSchedule` (defaults when None).
+        progress: show a tqdm bar.
+        prealign_steps: landmark-only pose steps before fitting (cheap; needs ``landmarks5``).
+
+    Returns:
+        ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
+    """
+    f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
+                schedule or FitSchedule())
+    if f.lm5 is not None and prealign_steps > 0:
+        _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
+    it = range(steps)
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(it, desc="fitting", leave=False)
+    history = [f.step(step) for step in it]
+    c, col = f.result()
+    return c, col, history

@@ -1,0 +1,314 @@
+"""One reconstructed face: :class:`Reconstruction`, with its renders, exports and photo-space results.
+
+Frames: the model saw a 224 x 224 *crop* (the photo warped by the alignment's similarity
+``transform``, photo pixels -> crop pixels). Everything named ``*_crop`` lives in that crop;
+``landmarks``, ``pose``, ``vertices_camera`` and ``intrinsics`` are in the original *photo*
+(pixel centres at integer coordinates, x right, y down, as OpenCV).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from pyfaid.render import camera as cam
+
+__all__ = ["Reconstruction", "make_reconstruction"]
+
+
+def _inverse_similarity(m: np.ndarray) -> np.ndarray:
+    a = np.vstack([np.asarray(m, np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(a)[:2]
+
+
+@dataclass
+class Reconstruction:
+    """One reconstructed face.
+
+    Attributes:
+        input: ``[3, 224, 224]`` aligned crop the model saw, RGB in [0, 1].
+        coeffs: ``[layout.size]`` coefficients (``face_model.layout``).
+        vertices: ``[V, 3]`` model-space vertices (identity + expression, no pose; x right, y up,
+            z toward the camera, decimetres).
+        faces: ``[F, 3]`` int64 triangles.
+        albedo: ``[V, 3]`` vertex albedo in [0, 1] (fine colours when available).
+        shaded: ``[V, 3]`` vertex colours with the estimated lighting applied, in [0, 1].
+        face_model: the MorphableModel.
+        renderer: the Renderer that frames ``input``.
+        landmarks5: ``[5, 2]`` detected MTCNN points in the crop (or None).
+        source: where the image came from (file name or "array").
+        transform: ``2x3`` similarity from photo pixels to crop pixels (None: the input was a crop).
+        photo_size: ``(height, width)`` of the original photo.
+        detected_landmarks: ``[68, 2]`` points of the landmark head in the crop (or None).
+        landmark_confidence: ``[68]`` their confidences (or None).
+        detection_score: the face detector's probability (or None).
+        fit_history: losses recorded during test-time fitting (empty without fitting).
+    """
+
+    input: torch.Tensor
+    coeffs: torch.Tensor
+    vertices: torch.Tensor
+    faces: torch.Tensor
+    albedo: torch.Tensor
+    shaded: torch.Tensor
+    face_model: object = field(repr=False, default=None)
+    renderer: object = field(repr=False, default=None)
+    landmarks5: Optional[torch.Tensor] = None
+    source: str = "array"
+    transform: object = field(repr=False, default=None)
+    photo_size: Optional[tuple] = None
+    detected_landmarks: Optional[torch.Tensor] = None
+    landmark_confidence: Optional[torch.Tensor] = None
+    detection_score: Optional[float] = None
+    fit_history: List[Dict[str, float]] = field(default_factory=list, repr=False)
+
+    # ------------------------------------------------------------------ parts and frames
+    def parts(self) -> Dict[str, torch.Tensor]:
+        """The coefficient vector split by name (``id``, ``exp``, ``tex``, ``angle``, ``gamma``, ``trans``)."""
+        return {k: v[0] for k, v in self.face_model.split_coeffs(self.coeffs[None]).items()}
+
+    def _crop_to_photo(self) -> np.ndarray:
+        return np.array([[1.0, 0, 0], [0, 1.0, 0]]) if self.transform is None else _inverse_similarity(self.transform)
+
+    def to_photo(self, points_crop) -> np.ndarray:
+        """Crop pixel coordinates ``[N, 2]`` -> photo pixel coordinates ``[N, 2]``."""
+        a = self._crop_to_photo()
+        p = np.asarray(torch.as_tensor(points_crop).detach().cpu(), np.float64)
+        return p @ a[:, :2].T + a[:, 2]
+
+    @property
+    def landmarks_crop(self) -> torch.Tensor:
+        """``[68, 2]`` the model's landmark vertices projected into the crop."""
+        with torch.no_grad():
+            return self.renderer.project_landmarks(self.face_model, self.coeffs[None])[0]
+
+    @property
+    def landmarks(self) -> np.ndarray:
+        """``[68, 2]`` landmarks in photo pixels: the landmark head's points when the model has a
+        landmark head, else the model's landmark vertices projected (:attr:`landmarks_crop`)."""
+        pts = self.detected_landmarks if self.detected_landmarks is not None else self.landmarks_crop
+        return self.to_photo(pts)
+
+    @property
+    def model_landmarks(self) -> np.ndarray:
+        """``[68, 2]`` the reconstructed mesh's landmark vertices projected into the photo."""
+        return self.to_photo(self.landmarks_crop)
+
+    @property
+    def in_plane_rotation(self) -> float:
+        """Rotation (radians, counter-clockwise as seen) of the photo's face relative to the crop."""
+        if self.transform is None:
+            return 0.0
+        m = np.asarray(self.transform, np.float64)
+        return math.atan2(m[1, 0], m[0, 0])
+
+    @property
+    def pose(self) -> Dict[str, float]:
+        """Head pose in the photo, in degrees: ``yaw`` (+ nose toward the image right), ``pitch``
+        (+ nose down), ``roll`` (+ head turned counter-clockwise as seen)."""
+        a = self.parts()["angle"].detach().cpu().double()
+        roll = float(a[2]) + self.in_plane_rotation
+        roll = (roll + math.pi) % (2 * math.pi) - math.pi
+        return {"yaw": math.degrees(float(a[1])), "pitch": math.degrees(float(a[0])), "roll": math.degrees(roll)}
+
+    @property
+    def intrinsics(self) -> np.ndarray:
+        """``3x3`` pinhole matrix of the photo: ``K @ vertices_camera.T`` projects onto photo pixels."""
+        c = self.renderer.camera
+        k = float(np.hypot(*self._crop_to_photo()[:, 0]))  # the crop -> photo scale
+        centre = self.to_photo(np.array([[c.center - 0.5, c.image_size - c.center - 0.5]]))[0]
+        return np.array([[k * c.focal, 0, centre[0]], [0, k * c.focal, centre[1]], [0, 0, 1.0]])
+
+    @property
+    def vertices_camera(self) -> np.ndarray:
+        """``[V, 3]`` posed mesh in the photo's camera frame (OpenCV axes: x right, y down, z
+        forward; model units, decimetres), consistent with :attr:`intrinsics`."""
+        with torch.no_grad():
+            p = self.parts()
+            world = cam.apply_pose(self.vertices[None].float(), cam.euler_rotation(p["angle"][None].float()),
+                                   p["trans"][None].float())[0]
+            xcam = cam.to_camera(world, self.renderer.camera_distance).double().cpu().numpy()
+        xcv = xcam * np.array([1.0, -1.0, 1.0])  # y up -> y down
+        # crop -> photo is k R(phi) plus a shift: turning the points by phi about the optical axis
+        # and scaling the focal length by k (intrinsics) gives the photo's projection.
+        a = self._crop_to_photo()
+        cs = a[:, 0] / np.hypot(*a[:, 0])  # (cos phi, sin phi)
+        rot = np.array([[cs[0], -cs[1], 0], [cs[1], cs[0], 0], [0, 0, 1.0]])
+        return xcv @ rot.T
+
+    # ------------------------------------------------------------------ renders
+    @torch.no_grad()
+    def render(self, pose=None, colors: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+        """Render the reconstruction in the crop's frame.
+
+        Args:
+            pose: None for the estimated pose, or ``(pitch, yaw, roll)`` rotation angles in radians
+                (``[3]`` or ``[1, 3]``) replacing the estimated ones.
+            colors: ``[V, 3]`` vertex colours to use instead of ``albedo``.
+
+        Returns:
+            the Renderer's dict with batch size 1: ``image [1, 3, 224, 224]``,
+            ``mask [1, 1, 224, 224]``, ``landmarks [1, 68, 2]``, ``vertices``, ``colors``, ``shaded``.
+        """
+        dev = self.coeffs.device
+        col = (self.albedo if colors is None else colors).to(dev)[None]
+        c = self.coeffs[None]
+        if pose is None:
+            return self.renderer(self.face_model, c, colors=col)
+        angles = torch.as_tensor(pose, dtype=c.dtype, device=dev).reshape(1, 3)
+        return self.renderer.render_views(self.face_model, c, angles, colors=col)
+
+    @torch.no_grad()
+    def render_albedo(self, pose=None) -> Dict[str, torch.Tensor]:
+        """Render the albedo under uniform light (the texture without shading)."""
+        c = self.coeffs.clone()
+        c[self.face_model.layout.slice("gamma")] = 0
+        flat = Reconstruction(self.input, c, self.vertices, self.faces, self.albedo, self.shaded,
+                              self.face_model, self.renderer)
+        # The Renderer shades with its ambient term: find that constant and divide it out.
+        gain = flat.render(colors=torch.ones_like(self.albedo))["shaded"][0].mean().clamp_min(1e-6)
+        return flat.render(pose=pose, colors=self.albedo / gain)
+
+    def masked_psnr(self) -> float:
+        """PSNR (dB) of the render against :attr:`input` over the rendered face region."""
+        from pyfaid.metrics import psnr
+
+        out = self.render()
+        return float(psnr(out["image"].clamp(0, 1).cpu(), self.input[None].cpu(), out["mask"].cpu())[0])
+
+    @torch.no_grad()
+    def overlay(self, photo, alpha: float = 0.75, landmarks: bool = True) -> np.ndarray:
+        """The shaded render and the 68 landmarks drawn over the original photo.
+
+        Args:
+            photo: the photo this face came from (``[H, W, 3]`` uint8 RGB, a path or a tensor).
+            alpha: opacity of the render.
+            landmarks: also draw the 68 points (green) and the model's landmark vertices (red,
+                when they differ: a landmark head's points are drawn in green).
+
+        Returns:
+            ``[H, W, 3]`` uint8 RGB.
+        """
+        import cv2
+
+        from pyfaid.reconstruct.io import load_image, to_rgb_uint8
+
+        img = load_image(photo) if isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__") else to_rgb_uint8(photo)
+        h, w = img.shape[:2]
+        out = self.render()
+        rgb = (out["image"][0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.float32)
+        mask = out["mask"][0, 0].cpu().numpy().astype(np.float32)
+        a = self._crop_to_photo()
+        warp = lambda x: cv2.warpAffine(x, a, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)  # noqa: E731
+        m = warp(mask)[..., None] * alpha
+        res = (img.astype(np.float32) * (1 - m) + warp(rgb) * m).clip(0, 255).astype(np.uint8)
+        if landmarks:
+            r = max(1, int(round(max(h, w) / 400)))
+            if self.detected_landmarks is not None:
+                for x, y in self.model_landmarks:
+                    cv2.circle(res, (int(round(x)), int(round(y))), r, (230, 40, 40), -1, cv2.LINE_AA)
+            for x, y in self.landmarks:
+                cv2.circle(res, (int(round(x)), int(round(y))), r, (40, 230, 40), -1, cv2.LINE_AA)
+        return res
+
+    @torch.no_grad()
+    def strip(self, novel_yaw: float = 0.6) -> np.ndarray:
+        """The PNG strip: input with landmarks | overlay | shaded render | albedo render | two novel views.
+
+        Returns:
+            ``[224, 6 * 224, 3]`` uint8 RGB.
+        """
+        inp = self.input.detach().cpu().float()
+        main = self.render()
+        img, mask = main["image"][0].cpu().clamp(0, 1), main["mask"][0].cpu()
+        white = torch.ones_like(inp)
+        tiles = [self._with_points(inp), mask * img + (1 - mask) * inp, mask * img + (1 - mask) * white]
+        alb = self.render_albedo()
+        tiles.append(alb["mask"][0].cpu() * alb["image"][0].cpu().clamp(0, 1) + (1 - alb["mask"][0].cpu()) * white)
+        angles = self.parts()["angle"].detach()
+        for sign in (-1.0, 1.0):
+            pose = angles.clone()
+            pose[1] = pose[1] + sign * novel_yaw
+            v = self.render(pose=pose)
+            tiles.append(v["mask"][0].cpu() * v["image"][0].cpu().clamp(0, 1) + (1 - v["mask"][0].cpu()) * white)
+        strip = torch.cat(tiles, dim=2).permute(1, 2, 0).numpy()
+        return (strip * 255 + 0.5).astype(np.uint8)
+
+    def _with_points(self, crop: torch.Tensor) -> torch.Tensor:
+        import cv2
+
+        arr = np.ascontiguousarray((crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        pts = self.detected_landmarks if self.detected_landmarks is not None else self.landmarks_crop
+        for x, y in np.asarray(pts.detach().cpu()):
+            cv2.circle(arr, (int(round(float(x))), int(round(float(y)))), 1, (40, 230, 40), -1, cv2.LINE_AA)
+        return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+
+    # ------------------------------------------------------------------ exports
+    def _trimesh(self, colors: str = "albedo"):
+        import trimesh
+
+        col = {"albedo": self.albedo, "shaded": self.shaded}[colors]
+        rgba = np.concatenate(
+            [(col.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
+             np.full((col.shape[0], 1), 255, np.uint8)], axis=1)
+        return trimesh.Trimesh(vertices=self.vertices.detach().cpu().double().numpy(),
+                               faces=self.faces.detach().cpu().long().numpy(), vertex_colors=rgba, process=False)
+
+    def save_obj(self, path, colors: str = "albedo") -> None:
+        """Write a Wavefront OBJ with per-vertex colours (``v x y z r g b``) via trimesh.
+
+        Args:
+            path: output file.
+            colors: ``"albedo"`` (default) or ``"shaded"``.
+        """
+        self._trimesh(colors).export(str(path), file_type="obj", include_color=True)
+
+    def save_ply(self, path, colors: str = "albedo") -> None:
+        """Write a binary PLY with per-vertex RGBA colours via trimesh.
+
+        Args:
+            path: output file.
+            colors: ``"albedo"`` (default) or ``"shaded"``.
+        """
+        self._trimesh(colors).export(str(path), file_type="ply")
+
+    def save_npz(self, path) -> None:
+        """Write coefficients (whole and by part), vertices, faces, colours, the landmarks (crop and
+        photo), the head pose and the alignment transform to an ``.npz``."""
+        arrays = {"coeffs": self.coeffs.detach().cpu().numpy(), "vertices": self.vertices.detach().cpu().numpy(),
+                  "faces": self.faces.detach().cpu().numpy(), "albedo": self.albedo.detach().cpu().numpy(),
+                  "shaded": self.shaded.detach().cpu().numpy(),
+                  "landmarks5": (self.landmarks5.detach().cpu().numpy() if self.landmarks5 is not None
+                                 else np.zeros((0, 2), np.float32))}
+        if self.face_model is not None:
+            arrays.update({f"coeff_{k}": v.detach().cpu().numpy() for k, v in self.parts().items()})
+        if self.renderer is not None and self.face_model is not None:
+            arrays["landmarks"] = self.landmarks.astype(np.float32)
+            arrays["landmarks_crop"] = self.landmarks_crop.detach().cpu().numpy()
+            arrays["pose_degrees"] = np.array([self.pose[k] for k in ("yaw", "pitch", "roll")], np.float32)
+            arrays["intrinsics"] = self.intrinsics
+        if self.transform is not None:
+            arrays["transform"] = np.asarray(self.transform, np.float64)
+        np.savez_compressed(str(path), **arrays)
+
+
+def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source, transform, history,
+                        photo_size=None, detected=None, confidence=None, score=None) -> Reconstruction:
+    """Assemble a :class:`Reconstruction` from one face's coefficients (``[layout.size]``) and albedo."""
+    with torch.no_grad():
+        c = coeffs[None]
+        parts = face_model.split_coeffs(c)
+        verts = face_model.shape(parts["id"], parts["exp"])[0]
+        out = renderer(face_model, c, colors=None if colors is None else colors[None])
+    return Reconstruction(
+        input=crop.detach(), coeffs=coeffs.detach(), vertices=verts.detach(),
+        faces=face_model.triangles.detach().long(), albedo=out["colors"][0].detach().clamp(0, 1),
+        shaded=out["shaded"][0].detach().clamp(0, 1), face_model=face_model, renderer=renderer,
+        landmarks5=None if lm5 is None else lm5.detach(), source=source, transform=transform,
+        photo_size=photo_size, detected_landmarks=None if detected is None else detected.detach(),
+        landmark_confidence=None if confidence is None else confidence.detach(), detection_score=score,
+        fit_history=history)

@@ -1,0 +1,140 @@
+"""Differentiable triangle rasterization and attribute interpolation (nvdiffrast conventions).
+
+``rasterize`` turns clip-space triangles into a per-pixel buffer of perspective-correct
+barycentrics, depth and triangle ids; ``interpolate`` combines per-vertex attributes with it.
+Gradients flow from interpolated attributes to the attributes and, through the barycentrics
+(u, v), to the clip-space vertex positions. The kernels are ``torch.ops.pyfaid.rasterize``,
+``rasterize_backward``, ``interpolate`` and ``interpolate_backward`` (CPU and CUDA).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from pyfaid._ext import check_device, ops
+from pyfaid.render.topology import as_triangles
+
+__all__ = ["rasterize", "interpolate"]
+
+
+def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: int | Sequence[int]) -> torch.Tensor:
+    """Rasterize clip-space triangles.
+
+    Pixel ``(x, y)`` has its centre at NDC ``((2x + 1) / W - 1, (2y + 1) / H - 1)``; row 0 is NDC
+    ``y = -1`` (as in nvdiffrast). The nearest triangle (smallest ``z/w`` in ``[-1, 1]``) wins; on
+    equal depth the lower triangle id wins. Both windings are drawn. Triangles with a vertex at
+    ``w <= 0``, non-finite coordinates, zero area, or entirely outside the clip volume are skipped;
+    pixels whose ``z/w`` falls outside ``[-1, 1]`` are not covered (per-pixel near/far clipping).
+
+    Args:
+        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64.
+        tri: ``[F, 3]`` vertex indices (any integer dtype; converted to int32), or a
+            :class:`~pyfaid.render.MeshTopology` (indices checked once, when it was built).
+        resolution: ``(H, W)`` or a single int for a square image.
+
+    Returns:
+        ``[B, H, W, 4]`` tensor ``(u, v, z/w, triangle_id + 1)`` (``B = 1`` for ``[V, 4]`` input);
+        ``u, v`` are the perspective-correct barycentric weights of the triangle's first and second
+        vertex. Empty pixels are all zero. Differentiable with respect to ``pos`` through ``u, v``.
+    """
+    if isinstance(resolution, int):
+        height = width = resolution
+    else:
+        height, width = (int(r) for r in resolution)
+    check_device(pos, "pos")
+    if pos.dim() == 2:
+        pos = pos.unsqueeze(0)
+    tri, _checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
+    check_device(tri, "tri")
+    return ops.rasterize(pos.contiguous(), tri, height, width)
+
+
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
+    """Interpolate per-vertex attributes over a rasterized image.
+
+    ``out = u * attr[t0] + v * attr[t1] + (1 - u - v) * attr[t2]`` at covered pixels, 0 elsewhere.
+
+    Args:
+        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes.
+        rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
+        tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
+
+    Returns:
+        ``[B, H, W, C]`` interpolated attributes, differentiable with respect to ``attr`` and,
+        through ``rast``'s ``u, v`` channels, to the positions given to :func:`rasterize`.
+    """
+    check_device(attr, "attr")
+    check_device(rast, "rast")
+    if attr.dim() == 2:
+        attr = attr.unsqueeze(0)
+    tri, _checked = as_triangles(tri, attr.device, attr.shape[-2], "attr")
+    check_device(tri, "tri")
+    return ops.interpolate(attr.contiguous(), rast.contiguous(), tri)
+
+
+# ---- shapes for tracing ------------------------------------------------------------------------
+
+@torch.library.register_fake("pyfaid::rasterize")
+def _rasterize_fake(pos, tri, height, width):
+    torch._check(pos.dim() == 3 and pos.shape[2] == 4, lambda: "pos must have shape [B, V, 4]")
+    torch._check(tri.dim() == 2 and tri.shape[1] == 3, lambda: "tri must have shape [F, 3]")
+    return pos.new_empty((pos.shape[0], height, width, 4))
+
+
+@torch.library.register_fake("pyfaid::rasterize_backward")
+def _rasterize_backward_fake(grad_rast, pos, tri, rast):
+    return torch.empty_like(pos)
+
+
+@torch.library.register_fake("pyfaid::interpolate")
+def _interpolate_fake(attr, rast, tri):
+    torch._check(attr.dim() == 3, lambda: "attr must have shape [B, V, C]")
+    torch._check(rast.dim() == 4 and rast.shape[3] == 4, lambda: "rast must have shape [B, H, W, 4]")
+    return attr.new_empty((rast.shape[0], rast.shape[1], rast.shape[2], attr.shape[2]))
+
+
+@torch.library.register_fake("pyfaid::interpolate_backward")
+def _interpolate_backward_fake(grad_out, attr, rast, tri):
+    return torch.empty_like(attr), torch.empty_like(rast)
+
+
+# ---- autograd -------------------------------------------------------------------------------
+
+def _rasterize_setup_context(ctx, inputs, output):
+    pos, tri, _height, _width = inputs
+    ctx.save_for_backward(pos, tri, output)
+
+
+def _rasterize_backward(ctx, grad_rast):
+    pos, tri, rast = ctx.saved_tensors
+    grad_pos = None
+    if ctx.needs_input_grad[0]:
+        grad_pos = ops.rasterize_backward(grad_rast.contiguous(), pos, tri, rast)
+    return grad_pos, None, None, None
+
+
+torch.library.register_autograd(
+    "pyfaid::rasterize", _rasterize_backward, setup_context=_rasterize_setup_context
+)
+
+
+def _interpolate_setup_context(ctx, inputs, output):
+    attr, rast, tri = inputs
+    ctx.save_for_backward(attr, rast, tri)
+
+
+def _interpolate_backward(ctx, grad_out):
+    attr, rast, tri = ctx.saved_tensors
+    grad_attr, grad_rast = ops.interpolate_backward(grad_out.contiguous(), attr, rast, tri)
+    return (
+        grad_attr if ctx.needs_input_grad[0] else None,
+        grad_rast if ctx.needs_input_grad[1] else None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "pyfaid::interpolate", _interpolate_backward, setup_context=_interpolate_setup_context
+)

@@ -1,0 +1,82 @@
+"""Train the FAID model.
+
+    python -m pyfaid.train                                   # configs/default.yaml (offline, CPU)
+    python -m pyfaid.train --config configs/celeba_bfm.yaml --device cuda --out runs/celeba
+    python -m pyfaid.train --out runs/x --resume             # continue exactly where it stopped
+    torchrun --nproc_per_node 4 -m pyfaid.train --config celeba_bfm   # data parallel (DDP)
+
+``--max-steps N`` counts every step, resumed ones included. Checkpoints ``ckpt_<step>.pt`` under
+``--out`` hold the trained weights, optimizer, scheduler, step, RNG states, the number of samples
+consumed and the resolved config; they are written atomically. Ctrl-C / SIGTERM finishes the current
+step, saves a checkpoint and exits (a second Ctrl-C aborts at once). TensorBoard logs go to
+``<out>/tb``. The training loop itself is :class:`pyfaid.trainer.Trainer`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Optional
+
+import torch.distributed as dist
+
+from pyfaid.config import Config, ConfigError, load_config, replace
+from pyfaid.distributed import Dist
+
+__all__ = ["train", "main"]
+
+
+def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] = None,
+          device: Optional[str] = None, resume: bool = False, progress: bool = True,
+          build_model=None, dataset=None, return_model: bool = False):
+    """Run training (see :class:`pyfaid.trainer.Trainer`).
+
+    Args:
+        cfg: resolved configuration (not modified; a resumed run uses its checkpoint's own).
+        out_dir, max_steps, device, resume: as the command-line flags (None keeps the config's).
+        build_model: optional ``f(cfg, device) -> FAID`` replacing :func:`pyfaid.models.build_faid`.
+        dataset: optional dataset (items with ``image`` and ``mask``) replacing ``cfg.data``.
+        return_model: also return the trained model.
+
+    Returns:
+        summary dict (steps, images/s, last loss terms, evaluation), or ``(summary, model)``.
+    """
+    from pyfaid.trainer import Trainer
+
+    changes = {k: v for k, v in (("out", out_dir), ("max_steps", None if max_steps is None else int(max_steps)),
+                                 ("device", device)) if v is not None}
+    if changes:
+        cfg = replace(cfg, train=changes)
+    trainer = Trainer(cfg, resume=resume, progress=progress, build_model=build_model, dataset=dataset)
+    summary = trainer.fit()
+    return (summary, trainer.faid) if return_model else summary
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pyfaid.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default="default", help="YAML path or bundled name (default: default)")
+    ap.add_argument("--out", default=None, help="output folder (default: train.out of the config)")
+    ap.add_argument("--max-steps", type=int, default=None, help="total steps, resumed ones included")
+    ap.add_argument("--device", default=None, help="cpu | cuda (default: train.device of the config)")
+    ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                    help="override a config value (repeatable)")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.set)
+    except ConfigError as exc:
+        print(f"pyfaid.train: config error: {exc}", file=sys.stderr)
+        return 2
+    summary = train(cfg, args.out, args.max_steps, args.device, args.resume, progress=not args.no_progress)
+    if Dist().main:
+        print(json.dumps(summary, indent=1))
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 130 if summary["interrupted"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,406 @@
+"""The training loop: a :class:`Trainer` made of small steps over declarative stages.
+
+A run is a list of stages (``train.stages`` of the config, see :class:`pyfaid.config.StageConfig`):
+each trains ``steps`` steps with one objective (:data:`pyfaid.models.OBJECTIVES`), batch size and
+learning rate; the last one runs until ``train.max_steps`` or ``train.max_minutes``. Checkpoints
+(``ckpt_<step>.pt``, atomic) hold the trained weights, optimizer, scheduler, step, samples consumed,
+RNG states and the resolved config, so ``resume`` continues exactly, across stage boundaries too.
+SIGTERM / Ctrl-C finish the current step, save a checkpoint and stop (a second Ctrl-C aborts).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import torch
+
+from pyfaid import checkpoint as ckpt_io
+from pyfaid.config import Config, from_dict, replace
+from pyfaid.distributed import Dist
+
+__all__ = ["Stage", "stages_of", "Trainer", "resolve_device", "image_grid"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A resolved training stage: global steps ``[start, end)`` (``end`` None = open)."""
+
+    name: str
+    objective: str
+    start: int
+    end: Optional[int]
+    batch_size: int
+    lr: float
+
+    def holds(self, step: int) -> bool:
+        return step >= self.start and (self.end is None or step < self.end)
+
+
+def stages_of(cfg: Config) -> list:
+    """The config's stages with global step ranges, batch sizes and learning rates filled in."""
+    declared = cfg.train.stages or (None,)
+    out, start = [], 0
+    for st in declared:
+        if st is None:  # no stages declared: one FAID stage
+            out.append(Stage("faid", "faid", 0, None, cfg.train.batch_size, cfg.optim.lr))
+            break
+        end = start + st.steps if st.steps > 0 else None
+        out.append(Stage(st.name, st.objective, start, end, st.batch_size or cfg.train.batch_size,
+                         st.lr or cfg.optim.lr))
+        start = end if end is not None else start
+    if out[-1].end is not None:  # the last stage runs on until max_steps / max_minutes
+        out[-1] = Stage(out[-1].name, out[-1].objective, out[-1].start, None, out[-1].batch_size, out[-1].lr)
+    return out
+
+
+def resolve_device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise RuntimeError("--device cuda: no CUDA GPU is available (use --device cpu)")
+        return torch.device("cuda", d.local_rank if d.enabled else (torch.device(name).index or 0))
+    if name != "cpu":
+        raise ValueError(f"unknown device {name!r} (cpu | cuda | auto)")
+    return torch.device("cpu")
+
+
+def rng_state() -> dict:
+    s = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        s["cuda"] = torch.cuda.get_rng_state_all()
+    return s
+
+
+def set_rng_state(s: dict):
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if "cuda" in s and torch.cuda.is_available() and len(s["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def image_grid(images, out, extras, count: int):
+    """Rows of ``input | render | coarse | fine | I_rot | I_occ`` (missing panels black): ``[3, H, W]``."""
+    import torchvision
+
+    from pyfaid.losses import composite
+
+    n = min(count, images.shape[0])
+    blank = torch.zeros_like(images[:n])
+    cols = [images[:n], composite(out.image[:n], out.mask[:n], images[:n]),
+            out.coarse_image[:n] if out.coarse_image is not None else blank, out.image[:n]]
+    for key in ("sa_rot", "sa_occ"):
+        x = extras.get(key)
+        cols.append(blank if x is None else torch.cat([x[:n], blank[x.shape[0]:]], 0)[:n])
+    tiles = torch.stack(cols, 1).flatten(0, 1).detach().float().clamp(0, 1).cpu()
+    return torchvision.utils.make_grid(tiles, nrow=len(cols), padding=2)
+
+
+class _StopFlag:
+    """SIGTERM / first Ctrl-C request a clean stop after the current step; a second Ctrl-C aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = {}
+
+    def _handler(self, signum, frame):
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self):
+        for s in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._old[s] = signal.signal(s, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for s, h in self._old.items():
+            signal.signal(s, h)
+
+
+def _ddp_ignore(objective) -> list:
+    """Names DDP should neither broadcast nor reduce: everything but the trained coarse/fine parts."""
+    names = [n for n, _ in objective.named_parameters() if not n.startswith(("faid.coarse.", "faid.fine."))]
+    names += [n for n, _ in objective.named_buffers() if not n.startswith("faid.coarse.")]
+    return names
+
+
+class Trainer:
+    """Trains a FAID model over the config's stages.
+
+    Args:
+        cfg: resolved configuration (never modified; a resumed run uses its checkpoint's own).
+        resume: continue from the latest checkpoint in ``cfg.train.out``.
+        progress: show a tqdm bar (rank 0).
+        build_model: optional ``f(cfg, device) -> FAID`` replacing :func:`pyfaid.models.build_faid`.
+        dataset: optional dataset (items with ``image`` and ``mask``) replacing ``cfg.data``.
+    """
+
+    def __init__(self, cfg: Config, resume: bool = False, progress: bool = True, build_model=None,
+                 dataset=None):
+        self.dist = Dist()
+        self.dev = resolve_device(cfg.train.device, self.dist)
+        if self.dev.type == "cuda":
+            torch.cuda.set_device(self.dev)
+        self.dist.init(self.dev.type)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        self.out_dir = cfg.train.out
+        self.resumed = self._load_resume(cfg) if resume else None
+        if self.resumed is not None:  # the run's own config; only where/how long/which device change
+            saved = from_dict(self.resumed["config"], source=self.resumed["path"])
+            cfg = replace(saved, train={"max_steps": cfg.train.max_steps, "device": cfg.train.device,
+                                        "out": cfg.train.out})
+        self.cfg = cfg
+        self.progress = progress
+        self.stages = stages_of(cfg)
+        self._seed()
+        self._build(build_model, dataset)
+
+    # ------------------------------------------------------------------ setup
+    def _load_resume(self, cfg: Config) -> dict:
+        path = ckpt_io.latest_checkpoint(self.out_dir)
+        if path is None:
+            raise FileNotFoundError(f"--resume: no checkpoint ({ckpt_io.CKPT_PATTERN}) in {self.out_dir}")
+        return ckpt_io.load_checkpoint(path)
+
+    def _seed(self):
+        seed, rank = self.cfg.train.seed, self.dist.rank
+        random.seed(seed + rank)
+        np.random.seed(seed + rank)
+        torch.manual_seed(seed)  # identical initial weights on every rank
+
+    def _build(self, build_model, dataset):
+        from pyfaid.data.registry import build_dataset
+        from pyfaid.data.sampler import TrainingView
+        from pyfaid.models import StagedObjective, build_faid
+
+        cfg = self.cfg
+        self.faid = (build_model or build_faid)(cfg, self.dev)
+        self.faid.train()
+        self.objective = StagedObjective(self.faid, cfg.loss, [s.objective for s in self.stages])
+        self.params = [p for p in self.faid.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.stages[0].lr, betas=tuple(cfg.optim.betas),
+                                          weight_decay=cfg.optim.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=max(1, cfg.optim.decay_every),
+                                                         gamma=cfg.optim.lr_decay)
+        self.step, self.samples, self.skipped = 0, 0, 0
+        if self.resumed is not None:
+            self._restore(self.resumed)
+        self.model = self._wrap_ddp()
+        if dataset is None:
+            d = cfg.data
+            cache = os.path.join(self.out_dir, "aligned_cache") if d.align else None
+            dataset = build_dataset(d.dataset, d.root, image_size=d.image_size, align=d.align, cache_dir=cache,
+                                    masks=d.masks, seed=d.seed, length=d.length, occlusion=d.occlusion)
+        self.dataset = dataset if isinstance(dataset, TrainingView) else TrainingView(dataset, cache=cfg.data.cache)
+        if len(self.dataset) == 0:
+            raise ValueError(f"dataset {cfg.data.dataset!r} is empty")
+
+    def _restore(self, ck: dict):
+        d = self.dist
+        self.faid.load_trainable_state_dict(ck["model"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.step, self.samples = int(ck["step"]), int(ck["samples"])
+        self.skipped = int(ck.get("skipped", 0))
+        if ck.get("world_size", 1) == d.world and d.rank == 0:
+            set_rng_state(ck["rng"])
+        elif "rng" in ck:  # another world size: every rank restarts its RNG from the checkpoint's
+            seed = self.cfg.train.seed
+            set_rng_state(ck["rng"])
+            random.seed(seed + d.rank + 7919 * self.step)
+            np.random.seed((seed + d.rank + 7919 * self.step) % 2 ** 32)
+
+    def _wrap_ddp(self):
+        if not self.dist.enabled:
+            return self.objective
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        DDP._set_params_and_buffers_to_ignore_for_model(self.objective, _ddp_ignore(self.objective))
+        # a coarse stage still ahead leaves the refiners without gradients
+        unused = any(s.objective == "coarse" and (s.end is None or s.end > self.step) for s in self.stages)
+        return DDP(self.objective, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
+                   find_unused_parameters=unused)
+
+    def _loader(self, batch_size: int):
+        from pyfaid.data.datasets import collate_skip
+        from pyfaid.data.sampler import ResumableSampler
+
+        d = self.dist
+        sampler = ResumableSampler(len(self.dataset), batch_size, d.rank, d.world, seed=self.cfg.data.seed,
+                                   start=self.samples)
+        return iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_skip,
+                                                num_workers=self.cfg.data.num_workers,
+                                                pin_memory=self.dev.type == "cuda"))
+
+    def stage_at(self, step: int) -> Stage:
+        return next(s for s in self.stages if s.holds(step))
+
+    # ------------------------------------------------------------------ one step
+    def _next_batch(self, it) -> dict:
+        batch = next(it)
+        self.skipped += batch.get("skipped", 0)
+        while "image" not in batch:  # every item of this batch was unreadable
+            batch = next(it)
+            self.skipped += batch.get("skipped", 0)
+        keys = ("image", "mask", "landmarks", "coeffs")
+        return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
+
+    def train_step(self, batch: dict, stage: Stage):
+        """One optimizer step; returns ``(terms as floats, output, extras)``."""
+        cfg, d = self.cfg, self.dist
+        gen = torch.Generator(device=self.dev).manual_seed(
+            (cfg.train.seed * 1_000_003 + self.step * 7919 + d.rank * 104729) % (2 ** 63))
+        total, terms, out, extras = self.model(batch, gen, stage.objective)
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"step {self.step}: loss is {total.item()} "
+                                     f"(terms: { {k: float(v) for k, v in terms.items()} })")
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.optim.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.optim.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.step += 1
+        self.samples += stage.batch_size * d.world
+        values = {k: float(v.detach()) for k, v in terms.items()}
+        values["total"] = float(total.detach())
+        return values, out, extras
+
+    # ------------------------------------------------------------------ logging / checkpoints
+    def _log(self, writer, values: dict, images_per_s: float, batch, out, extras):
+        step, log = self.step, self.cfg.log
+        if writer is None:
+            return
+        if step % log.every == 0 or step == 1:
+            for k, v in values.items():
+                writer.add_scalar(f"loss/{k}", v, step)
+            writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], step)
+            writer.add_scalar("train/images_per_s", images_per_s, step)
+            writer.add_scalar("train/skipped_images", self.skipped, step)
+        if log.image_every > 0 and (step % log.image_every == 0 or step == 1):
+            writer.add_image("reconstruction", image_grid(batch["image"], out, extras, log.image_count), step)
+
+    def save_checkpoint(self) -> Optional[str]:
+        """Write ``ckpt_<step>.pt`` atomically (rank 0) and drop all but the last ``keep_last``."""
+        if not self.dist.main:
+            return None
+        cfg = self.cfg
+        path = os.path.join(self.out_dir, f"ckpt_{self.step:08d}.pt")
+        ckpt_io.save_atomic({"model": self.faid.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
+                             "scheduler": self.scheduler.state_dict(), "step": self.step, "samples": self.samples,
+                             "rng": rng_state(), "sampler": {"seed": cfg.data.seed, "position": self.samples},
+                             "config": cfg.to_dict(), "world_size": self.dist.world, "skipped": self.skipped}, path)
+        for old in ckpt_io.list_checkpoints(self.out_dir)[:-max(1, cfg.train.keep_last)]:
+            with contextlib.suppress(OSError):
+                os.remove(old)
+        return path
+
+    def _open_writer(self):
+        if not self.dist.main:
+            return None
+        os.makedirs(self.out_dir, exist_ok=True)
+        with open(os.path.join(self.out_dir, "config.json"), "w") as f:
+            json.dump(self.cfg.to_dict(), f, indent=1)
+        if not self.cfg.log.tensorboard:
+            return None
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(os.path.join(self.out_dir, "tb"))
+
+    def _enter_stage(self, stage: Stage, fresh: bool):
+        """Set the stage's learning rate (a resumed mid-stage run keeps the optimizer's)."""
+        if fresh:
+            for group in self.optimizer.param_groups:
+                group["lr"] = stage.lr
+
+    # ------------------------------------------------------------------ the loop
+    def _out_of_time(self, t_start: float) -> bool:
+        budget = self.cfg.train.max_minutes * 60.0
+        return budget > 0 and self.dist.all_true(time.perf_counter() - t_start > budget)
+
+    def _postfix(self, stage: Stage, values: dict, ips: float, t_start: float) -> dict:
+        post = {"stage": stage.name, "loss": f"{values['total']:.4f}", "photo": f"{values.get('photo', 0.0):.4f}",
+                "img_s": f"{ips:.2f}"}
+        if self.cfg.train.max_minutes > 0:  # the time budget, not max_steps, usually ends the run
+            left = self.cfg.train.max_minutes - (time.perf_counter() - t_start) / 60
+            post["min_left"] = f"{max(0.0, left):.1f}"
+        return post
+
+    def fit(self) -> dict:
+        """Train until ``max_steps`` / ``max_minutes`` or a stop request; returns the summary."""
+        from tqdm import tqdm
+
+        cfg, d = self.cfg, self.dist
+        writer = self._open_writer()
+        stage = self.stage_at(self.step)
+        # a resumed run keeps its optimizer's rate, unless it resumes right at a stage boundary
+        self._enter_stage(stage, fresh=self.resumed is None or self.step == stage.start)
+        it = self._loader(stage.batch_size)
+        values, last_path, interrupted = {}, None, False
+        bar = tqdm(total=cfg.train.max_steps, initial=self.step, disable=not (self.progress and d.main),
+                   dynamic_ncols=True, desc="train")
+        t0 = time.perf_counter()
+        n0 = 0
+        with _StopFlag() as stop:
+            while self.step < cfg.train.max_steps:
+                if d.all_true(stop.requested):
+                    interrupted = True
+                    break
+                if self._out_of_time(t0):
+                    break
+                if not stage.holds(self.step):  # a stage boundary: its batch and rate
+                    new = self.stage_at(self.step)
+                    if new.batch_size != stage.batch_size:
+                        it = self._loader(new.batch_size)
+                    stage = new
+                    self._enter_stage(stage, fresh=True)
+                batch = self._next_batch(it)
+                values, out, extras = self.train_step(batch, stage)
+                n0 += batch["image"].shape[0] * d.world
+                ips = n0 / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix(self._postfix(stage, values, ips, t0))
+                self._log(writer, values, ips, batch, out, extras)
+                if cfg.train.ckpt_every > 0 and self.step % cfg.train.ckpt_every == 0:
+                    last_path = self.save_checkpoint()
+            bar.close()
+            if self.step > 0 and (last_path is None or not last_path.endswith(f"{self.step:08d}.pt")):
+                last_path = self.save_checkpoint()
+        elapsed = time.perf_counter() - t0
+        summary = {"step": self.step, "interrupted": interrupted, "checkpoint": last_path,
+                   "images_per_s": n0 / elapsed if elapsed > 0 else 0.0, "losses": values,
+                   "skipped_images": self.skipped}
+        self._finish(summary, writer, interrupted)
+        return summary
+
+    def _finish(self, summary: dict, writer, interrupted: bool):
+        cfg, d = self.cfg, self.dist
+        if d.main and self.skipped:
+            print(f"pyfaid.train: skipped {self.skipped} unreadable images / images without a face", file=sys.stderr)
+        if d.main and not interrupted and cfg.train.eval_at_end and cfg.data.val_size > 0 and self.step > 0:
+            from pyfaid.evaluate import held_out_psnr
+
+            summary["eval"] = held_out_psnr(self.faid, cfg, device=self.dev)
+            if writer is not None:
+                for k, v in summary["eval"].items():
+                    if k != "samples":
+                        writer.add_scalar(f"eval/psnr_{k}", v, self.step)
+        if d.main:
+            with open(os.path.join(self.out_dir, "summary.json"), "w") as f:
+                json.dump(summary, f, indent=1)
+        if writer is not None:
+            writer.close()
+        d.barrier()
