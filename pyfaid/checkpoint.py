@@ -18,10 +18,18 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["CKPT_PATTERN", "save_atomic", "list_checkpoints", "latest_checkpoint", "resolve_checkpoint",
-           "load_checkpoint", "load_model", "export_inference"]
+__all__ = ["CKPT_PATTERN", "PRETRAINED", "pretrained_available", "save_atomic", "list_checkpoints",
+           "latest_checkpoint", "resolve_checkpoint", "load_checkpoint", "load_model", "export_inference"]
 
 CKPT_PATTERN = "ckpt_*.pt"
+
+#: The pretrained model shipped in the package (``checkpoint="pretrained"``).
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "pretrained", "faid.pt")
+
+
+def pretrained_available() -> bool:
+    """True when the package ships its pretrained model (``pyfaid/assets/pretrained/faid.pt``)."""
+    return os.path.isfile(PRETRAINED)
 
 PathLike = Union[str, os.PathLike]
 
@@ -67,12 +75,18 @@ def latest_checkpoint(out_dir: PathLike) -> Optional[str]:
 
 
 def resolve_checkpoint(path: PathLike) -> str:
-    """A checkpoint file: ``path`` itself, or the latest checkpoint of the run folder ``path``.
+    """A checkpoint file: ``path`` itself, the latest checkpoint of the run folder ``path``, or the
+    shipped model for ``"pretrained"``.
 
     Raises:
         FileNotFoundError: no such file, or a folder without checkpoints.
     """
     path = os.fspath(path)
+    if path == "pretrained":
+        if not pretrained_available():
+            raise FileNotFoundError(f"this pyfaid installation ships no pretrained model ({PRETRAINED} is missing); "
+                                    "train one with `python -m pyfaid.train --config pretrain` or pass --checkpoint")
+        return PRETRAINED
     if os.path.isdir(path):
         found = latest_checkpoint(path)
         if found is None:

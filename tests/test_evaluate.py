@@ -123,3 +123,79 @@ def test_checkpoint_run_folder(tmp_path):
     newest = _checkpoint(run, "ckpt_00000002.pt", ["model.fine=false"])
     model, face_model = load_model(run)
     assert model.fine is None, f"expected the newest checkpoint ({newest}), a coarse-only model"
+
+
+# ----------------------------------------------------------------------------- landmark protocol
+def test_pts_round_trip_and_errors(tmp_path):
+    import numpy as np
+
+    from pyfaid.data.landmarks import AnnotationError, annotated_photos, read_pts, write_pts
+
+    pts = np.random.default_rng(0).uniform(0, 100, (68, 2))
+    write_pts(str(tmp_path / "a.pts"), pts)
+    np.testing.assert_allclose(read_pts(str(tmp_path / "a.pts")), pts, atol=1e-3)
+    # the file's origin is the top-left pixel's corner: the first pixel's centre reads (0.5, 0.5)
+    (tmp_path / "b.pts").write_text("version: 1\nn_points: 1\n{\n0.5 0.5\n}\n")
+    np.testing.assert_allclose(read_pts(str(tmp_path / "b.pts")), [[0.0, 0.0]])
+    (tmp_path / "c.pts").write_text("version: 1\nn_points: 3\n{\n1 2\n}\n")
+    with pytest.raises(AnnotationError, match="c.pts.*n_points says 3"):
+        read_pts(str(tmp_path / "c.pts"))
+    (tmp_path / "d.pts").write_text("garbage")
+    with pytest.raises(AnnotationError, match="d.pts"):
+        read_pts(str(tmp_path / "d.pts"))
+    with pytest.raises(ValueError, match="no image"):
+        annotated_photos(str(tmp_path))
+
+
+def test_nme_normalisations():
+    import numpy as np
+
+    from pyfaid.data.landmarks import AnnotatedPhoto
+    from pyfaid.evaluate.landmarks import nme
+
+    gt = np.zeros((68, 2))
+    gt[:, 0] = np.linspace(0, 80, 68)
+    gt[:, 1] = np.linspace(0, 20, 68) ** 1.5
+    photo = AnnotatedPhoto("x.jpg", gt)
+    w, h = gt.max(0) - gt.min(0)
+    pred = gt + [3.0, 4.0]  # every point 5 px off
+    got = nme(pred, photo)
+    assert got["nme68_box"] == pytest.approx(100 * 5 / np.sqrt(w * h))
+    assert got["nme51_box"] == pytest.approx(100 * 5 / np.sqrt(w * h))
+    assert got["nme68_io"] == pytest.approx(100 * 5 / np.linalg.norm(gt[36] - gt[45]))
+    pred = gt.copy()
+    pred[:17] += 10.0  # only the jaw is off: the inner 51 are exact
+    got = nme(pred, photo)
+    assert got["nme51_box"] == 0 and got["nme68_box"] == pytest.approx(100 * 17 * np.sqrt(200) / 68 / np.sqrt(w * h))
+
+
+def test_landmark_protocol_end_to_end(tmp_path):
+    """Annotations made from pyfaid's own reconstruction score ~0; moved ones score the move; an
+    annotation where there is no face is a miss."""
+    import cv2
+    import numpy as np
+    from skimage import data
+
+    import pyfaid
+    from pyfaid.data.landmarks import write_pts
+
+    img = data.astronaut()
+    rec = pyfaid.reconstruct(img, fit_steps=5)  # as the protocol runs it (identity loss on)
+    for name in ("a_same", "b_moved", "c_nowhere"):
+        cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+    write_pts(str(tmp_path / "a_same.pts"), rec.landmarks)
+    write_pts(str(tmp_path / "b_moved.pts"), rec.landmarks + [6.0, 8.0])
+    write_pts(str(tmp_path / "c_nowhere.pts"), rec.landmarks * 0.2 + 400)  # a small face at the bottom right
+    out = tmp_path / "eval"
+    assert E.main(["--checkpoint", "none", "--fit", "5", "--data", f"300w:{tmp_path}", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    m = rep["methods"]["FAID"]
+    rows = {r["path"].rsplit("/", 1)[-1]: r for r in m["photos"]}
+    assert rows["a_same.png"]["nme68_box"] < 0.5
+    box = np.sqrt(np.prod(rec.landmarks.max(0) - rec.landmarks.min(0)))
+    assert rows["b_moved.png"]["nme68_box"] == pytest.approx(100 * 10 / box, abs=0.5)
+    assert not rows["c_nowhere.png"]["found"] and m["summary"]["misses"] == 1
+    assert m["summary"]["found"] == 2 and m["summary"]["seconds_per_photo"] > 0
+    md = (out / "report.md").read_text()
+    assert "| FAID | 5 |" in md and "1/3" in md
+    assert (out / "ced.png").stat().st_size > 1000 and (out / "landmarks_worst.png").stat().st_size > 1000

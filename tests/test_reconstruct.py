@@ -184,3 +184,110 @@ def test_reconstruction_render_and_pose():
     assert out["image"].shape == (1, 3, 224, 224) and out["mask"].sum() > 1000
     side = rec.render(pose=(0.0, 0.7, 0.0))
     assert not torch.allclose(side["mask"], out["mask"])
+
+
+# ------------------------------------------------------------------ the Python API on real photos
+def _astronaut():
+    from skimage import data
+
+    return data.astronaut()
+
+
+def test_module_is_callable_and_lists_keep_going(tmp_path):
+    """A list with a corrupt file, a photo without a face and two good photos: two reconstructions and
+    two errors naming their inputs, in order."""
+    _stack()
+    good = tmp_path / "good.png"
+    _write_png(good, _astronaut())
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\x00garbage")
+    blank = np.full((200, 200, 3), 128, np.uint8)
+    out = pyfaid.reconstruct([str(good), str(broken), blank, _astronaut()], fit_steps=1, id_loss=False)
+    assert [type(r).__name__ for r in out] == ["Reconstruction", "ReconstructionError", "ReconstructionError",
+                                               "Reconstruction"]
+    assert "broken.jpg" in str(out[1]) and "not a readable image" in out[1].message
+    assert isinstance(out[1].error, R.ImageReadError) and not out[1]
+    assert "array[2]" in str(out[2]) and isinstance(out[2].error, R.FaceNotFoundError)
+    assert out[0].source == str(good) and out[3].source == "array[3]"
+    # the same photo, as a file and as an array: the same face
+    np.testing.assert_allclose(out[0].landmarks, out[3].landmarks, atol=1e-3)
+    with pytest.raises(R.ImageReadError, match="broken.jpg"):
+        pyfaid.reconstruct([str(good), str(broken)], fit_steps=1, id_loss=False, errors="raise")
+    with pytest.raises(ValueError, match="errors must be"):
+        pyfaid.reconstruct([str(good)], fit_steps=1, errors="ignore")
+
+
+def test_bad_inputs_get_clear_errors(tmp_path):
+    _stack()
+    with pytest.raises(R.ImageReadError, match="is a folder"):
+        pyfaid.reconstruct(str(tmp_path), fit_steps=1)
+    with pytest.raises(R.ImageReadError, match="16x16"):
+        pyfaid.reconstruct(np.zeros((16, 16, 3), np.uint8), fit_steps=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no numpy cast warning before the error
+        with pytest.raises(R.ImageReadError, match="no finite pixel"):
+            pyfaid.reconstruct(np.full((64, 64, 3), np.nan, np.float32), fit_steps=1)
+    with pytest.raises(R.ImageReadError, match=r"\[3, H, W\]"):
+        pyfaid.reconstruct(torch.zeros(2, 3, 64, 64), fit_steps=1)
+    with pytest.raises(ValueError, match="faces must be"):
+        pyfaid.reconstruct(_astronaut(), fit_steps=1, faces="biggest")
+
+
+def test_photo_space_results_follow_the_photo():
+    """Landmarks in photo pixels, the camera and the pose stay consistent when the photo is scaled
+    and rotated: the landmarks follow the transform, the roll follows the rotation."""
+    import cv2
+
+    _stack()
+    img = _astronaut()
+    rec = pyfaid.reconstruct(img, fit_steps=40, id_loss=False)
+    h, w = img.shape[:2]
+    assert rec.photo_size == (h, w) and rec.transform.shape == (2, 3)
+    lm = rec.landmarks
+    assert lm.shape == (68, 2)
+    # the landmarks lie on the detected face: inside the detector's region around MTCNN's points
+    p5 = rec.to_photo(rec.landmarks5)
+    assert np.linalg.norm(lm[36:42].mean(0) - p5[0]) < 12 and np.linalg.norm(lm[30] - p5[2]) < 12
+    # the pinhole model of the photo reproduces the landmarks from the camera-space mesh
+    x = rec.vertices_camera[rec.face_model.landmark_idx.numpy()]
+    proj = (rec.intrinsics @ x.T).T
+    np.testing.assert_allclose(proj[:, :2] / proj[:, 2:], rec.model_landmarks, atol=0.05)
+    # rotate the photo by 20 degrees about its centre and scale it by 1.5
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 20, 1.5)
+    big = cv2.warpAffine(img, m, (int(w * 1.5), int(h * 1.5)))
+    rec2 = pyfaid.reconstruct(big, fit_steps=40, id_loss=False)
+    moved = lm @ m[:, :2].T + m[:, 2]
+    err = np.linalg.norm(rec2.landmarks - moved, axis=1).mean()
+    assert err < 3.0 * 1.5, err  # a few pixels (detection and fitting differ a little)
+    # OpenCV's positive angle turns the image counter-clockwise: the head's roll grows by ~20 degrees
+    assert abs((rec2.pose["roll"] - rec.pose["roll"]) - 20) < 4, (rec.pose, rec2.pose)
+    assert abs(rec2.pose["yaw"] - rec.pose["yaw"]) < 6
+    over = rec2.overlay(big)
+    assert over.shape == big.shape and over.dtype == np.uint8 and (over != big).any()
+
+
+def test_faces_all_on_a_two_face_composite():
+    """faces="all" returns every face, each with photo-space landmarks on its own face."""
+    import cv2
+
+    _stack()
+    face = _astronaut()[:260, 90:350]  # the head
+    canvas = np.full((320, 700, 3), 200, np.uint8)
+    canvas[30:290, 20:280] = face
+    small = cv2.resize(face, (200, 200))
+    canvas[60:260, 420:620] = small
+    recs = pyfaid.reconstruct(canvas, fit_steps=10, id_loss=False, faces="all")
+    assert isinstance(recs, list) and len(recs) == 2
+    centres = sorted(float(r.landmarks.mean(0)[0]) for r in recs)
+    assert 20 < centres[0] < 280 and 420 < centres[1] < 620, centres
+    for r in recs:
+        x0, y0 = r.landmarks.min(0)
+        x1, y1 = r.landmarks.max(0)
+        assert (x1 - x0) > 60 and (y1 - y0) > 60  # face-sized, not collapsed
+    # largest first
+    spread = [float(np.ptp(r.landmarks[:, 0])) for r in recs]
+    assert spread[0] > spread[1] and recs[0].detection_score > 0.9
+    one = pyfaid.reconstruct(canvas, fit_steps=10, id_loss=False)
+    assert abs(float(one.landmarks.mean(0)[0]) - centres[0]) < 15  # "largest" is the bigger face

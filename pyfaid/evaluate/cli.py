@@ -16,11 +16,14 @@ __all__ = ["main"]
 
 EPILOG = """examples:
   python -m pyfaid.evaluate --checkpoint runs/default --data synthetic --n 200 --out eval/
+  python -m pyfaid.evaluate --checkpoint runs/default --fit 200 --data 300w:/data/afw --out eval/   # 68-point NME
   python -m pyfaid.evaluate --checkpoint none --fit 200 --data folder:photos/ --occlusion none synthetic --out eval/
   python -m pyfaid.evaluate --checkpoint CKPT --ablations no_sa=CKPT2 --data celeba:/data/celeba --out eval/
 
---checkpoint none is the mean face (use it with --fit). The clean image is the reference in every
-condition; --occlusion takes none, synthetic (every occluder kind) or single kinds."""
+--checkpoint none is the mean face (use it with --fit). Annotated data (300w:DIR, aflw2000:DIR) runs
+the landmark protocol (--protocol landmarks), everything else the photometric one; in the
+photometric protocol the clean image is the reference in every condition, and --occlusion takes
+none, synthetic (every occluder kind) or single kinds."""
 
 
 def _methods(args, ap):
@@ -53,7 +56,9 @@ def _parser():
     ap.add_argument("--data", default="synthetic", help="synthetic | celeba:DIR | aflw2000:DIR | 300w:DIR | folder:DIR")
     ap.add_argument("--occlusion", nargs="+", default=["none", "synthetic"], choices=list(CONDITIONS),
                     help="input conditions (default: none synthetic); the clean image is always the reference")
-    ap.add_argument("--n", type=int, default=100, help="number of images")
+    ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks"], default="auto",
+                    help="auto: landmarks for 300w / aflw2000 data, photometric otherwise")
+    ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",
                     help="more checkpoints evaluated side by side (Table 2 layout)")
@@ -64,32 +69,51 @@ def _parser():
     return ap
 
 
+def _landmarks(args, methods, out: Path):
+    from pyfaid.evaluate.landmarks import evaluate_landmarks, landmark_figures, landmark_markdown
+
+    report = evaluate_landmarks(methods, args.data, args.n or 0, args.device)
+    landmark_figures(report, out)
+    return report, landmark_markdown(report), ["report.json", "report.md", "ced.png", "landmarks_worst.png"]
+
+
+def _photometric(args, methods, out: Path):
+    from pyfaid.evaluate.protocol import evaluate
+    from pyfaid.evaluate.report import figure, markdown_report
+
+    report, samples = evaluate(methods, args.data, args.occlusion, args.n or 100, args.batch_size, args.device,
+                               args.seed)
+    figure(report, samples, out / "report.png")
+    return report, markdown_report(report, ablation=len(methods) > 1), ["report.json", "report.md", "report.png"]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pyfaid.evaluate``."""
-    from pyfaid.evaluate.protocol import evaluate
-    from pyfaid.evaluate.report import figure, json_safe, markdown_report
+    from pyfaid.data.registry import parse_spec
+    from pyfaid.evaluate.report import json_safe
 
     ap = _parser()
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     methods = _methods(args, ap)
-    if args.n <= 0:
+    if args.n is not None and args.n <= 0:
         ap.error("--n must be positive")
     t0 = time.perf_counter()
+    out = Path(args.out)
     try:
-        report, samples = evaluate(methods, args.data, args.occlusion, args.n, args.batch_size, args.device,
-                                   args.seed)
+        kind, _ = parse_spec(args.data)
+        protocol = args.protocol if args.protocol != "auto" else (
+            "landmarks" if kind in ("300w", "aflw2000") else "photometric")
+        out.mkdir(parents=True, exist_ok=True)
+        report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     report["seconds"] = time.perf_counter() - t0
     with open(out / "report.json", "w") as f:
         json.dump(json_safe(report), f, indent=2)
-    (out / "report.md").write_text(markdown_report(report, ablation=len(methods) > 1))
-    figure(report, samples, out / "report.png")
-    print((out / "report.md").read_text())
-    print(f"wrote {out / 'report.json'}, {out / 'report.md'}, {out / 'report.png'} in {report['seconds']:.1f} s")
+    (out / "report.md").write_text(md)
+    print(md)
+    print(f"wrote {', '.join(str(out / f) for f in files)} in {report['seconds']:.1f} s")
     return 0

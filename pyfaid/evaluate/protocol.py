@@ -28,7 +28,7 @@ import torch
 
 from pyfaid.evaluate.geometry import MM_PER_UNIT, procrustes_error
 
-__all__ = ["Method", "evaluate", "CONDITIONS", "OCCLUSION_SEED", "condition_names"]
+__all__ = ["Method", "evaluate", "load_methods", "CONDITIONS", "OCCLUSION_SEED", "condition_names"]
 
 OCCLUSION_SEED = 1234
 
@@ -186,7 +186,8 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev, fi
                 run.keep("render", comp, method.name)
 
 
-def _load_methods(methods: Sequence[Method], dev):
+def load_methods(methods: Sequence[Method], dev) -> dict:
+    """Method name -> ``(FAID model or None, face model)`` (checkpoints loaded once)."""
     from pyfaid import inference
     from pyfaid.checkpoint import load_model
 
@@ -243,7 +244,7 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     dev = inference.resolve_device(device)
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
     fit_encoder = encs.get("dlib") if any(m.fit_steps > 0 for m in methods) else None
-    models = _load_methods(methods, dev)
+    models = load_methods(methods, dev)
     fm0 = next(iter(models.values()))[1]
     dataset = build_dataset(kind, root, seed=seed, length=n, occlusion=False, face_model=fm0)
     count = min(n, len(dataset))

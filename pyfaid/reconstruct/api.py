@@ -81,14 +81,17 @@ def _read(item, name: str) -> np.ndarray:
     return load_image(item) if isinstance(item, (str, os.PathLike)) else to_rgb_uint8(item, name)
 
 
-def _faces_of(img: np.ndarray, name: str, index: int, which: str, device) -> List[_Face]:
+def _faces_of(img: np.ndarray, name: str, index: int, which, device) -> List[_Face]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         found = detect_faces(img)
     if not found:
         raise FaceNotFoundError(f"{name}: no face detected")
+    chosen = found[:1] if which == "largest" else found if which == "all" else list(which(found))
+    if not chosen:
+        raise FaceNotFoundError(f"{name}: none of the {len(found)} detected faces was selected")
     faces = []
-    for det in found[:1] if which == "largest" else found:
+    for det in chosen:
         crop, m = align_crop(img, det["landmarks5"])
         lm = np.asarray(det["landmarks5"], np.float64) @ m[:, :2].T + m[:, 2]  # photo -> crop pixels
         faces.append(_Face(index, crop.to(device), torch.as_tensor(lm, dtype=torch.float32, device=device), m,
@@ -120,7 +123,9 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
             None to start from the mean face (then ``fit_steps`` must be > 0).
         fit_steps: test-time fitting steps per face (0 = the network's prediction only).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
-        faces: ``"largest"`` (one face per photo) or ``"all"`` (every detected face, largest first).
+        faces: ``"largest"`` (one face per photo), ``"all"`` (every detected face, largest first),
+            or a function from the detections (dicts with ``box``, ``score``, ``landmarks5`` in
+            photo pixels, largest first) to the ones to reconstruct.
         errors: for a list input, ``"return"`` puts a :class:`ReconstructionError` where an input
             fails and finishes the others; ``"raise"`` raises the first error. A single input
             always raises.
@@ -131,7 +136,7 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
-        (``faces="all"``). For a list: one entry per input, in order, each as above or a
+        (``faces="all"`` or a function). For a list: one entry per input, in order, each as above or a
         :class:`ReconstructionError`.
 
     Raises:
@@ -141,8 +146,8 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
     """
     from pyfaid import inference
 
-    if faces not in ("largest", "all"):
-        raise ValueError(f"faces must be 'largest' or 'all', got {faces!r}")
+    if not callable(faces) and faces not in ("largest", "all"):
+        raise ValueError(f"faces must be 'largest', 'all' or a function of the detections, got {faces!r}")
     if errors not in ("return", "raise"):
         raise ValueError(f"errors must be 'return' or 'raise', got {errors!r}")
     single = not isinstance(image_or_path, (list, tuple))
@@ -164,7 +169,7 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
             results[i] = ReconstructionError(names[i], exc)
     recs = _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes)
     for face, rec in zip(found, recs):
-        if faces == "all":
+        if faces != "largest":
             results[face.item] = (results[face.item] or []) + [rec]
         else:
             results[face.item] = rec

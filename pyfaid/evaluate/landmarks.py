@@ -1,0 +1,214 @@
+"""The 68-point landmark protocol on annotated photos (300-W / iBUG ``.pts``, AFLW2000-3D).
+
+Every photo goes through :func:`pyfaid.reconstruct` exactly as a user's would (detection on the
+whole photo, alignment, the model, test-time fitting when asked); of the detected faces, the one
+nearest the annotated face is reconstructed and scored (its 5 detected points' centre must lie
+inside the annotation's box, otherwise the photo counts as a *miss*, as does a photo without any
+detection). Scores per photo, in % (mean point-to-point error divided by a size):
+
+* ``nme68_box`` / ``nme51_box``: all 68 points / the 51 inner points (no jaw line), normalised
+  by ``sqrt(w * h)`` of the annotation's bounding box (the 3DDFA / AFLW2000-3D protocol);
+* ``nme68_io`` / ``nme51_io``: normalised by the outer-eye-corner distance (points 36, 45).
+
+The report gives means over the photos where the face was found, by yaw group where the dataset
+knows the pose (AFLW2000-3D: 0-30, 30-60, 60-90 degrees), the miss count, the share of photos
+above 10 % NME, seconds per photo, a figure of the worst photos with the predicted (red) and
+annotated (green) points, and the cumulative error distribution.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from pyfaid.data.landmarks import INNER_51, AnnotatedPhoto
+
+__all__ = ["nme", "match_face", "evaluate_landmarks", "YAW_GROUPS", "landmark_markdown", "landmark_figures"]
+
+#: Yaw groups of the AFLW2000-3D protocol (degrees, absolute yaw).
+YAW_GROUPS = ((0, 30), (30, 60), (60, 90.01))
+KEYS = ("nme68_box", "nme51_box", "nme68_io", "nme51_io")
+
+
+def nme(pred: np.ndarray, photo: AnnotatedPhoto) -> Dict[str, float]:
+    """NME (%) of ``pred [68, 2]`` (photo pixels) against an annotated photo."""
+    err = np.linalg.norm(np.asarray(pred, np.float64) - photo.points, axis=1)  # [68]
+    inner = list(INNER_51)
+    box, io = photo.box_size, max(photo.interocular, 1e-6)
+    return {"nme68_box": 100 * err.mean() / box, "nme51_box": 100 * err[inner].mean() / box,
+            "nme68_io": 100 * err.mean() / io, "nme51_io": 100 * err[inner].mean() / io}
+
+
+def match_face(detections, photo: AnnotatedPhoto) -> list:
+    """The detection nearest the annotated face: its 5 points' centre nearest the annotation's
+    centre and inside the annotation's box; ``[]`` when none qualifies (a miss)."""
+    if not detections:
+        return []
+    centre = photo.points.mean(0)
+    best = min(detections, key=lambda d: float(np.linalg.norm(np.asarray(d["landmarks5"]).mean(0) - centre)))
+    x0, y0, x1, y1 = photo.box
+    cx, cy = np.asarray(best["landmarks5"]).mean(0)
+    return [best] if (x0 <= cx <= x1 and y0 <= cy <= y1) else []
+
+
+def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
+    from pyfaid.reconstruct import ReconstructionError, reconstruct
+
+    t0 = time.perf_counter()
+    res = reconstruct([photo.path], fit_steps=method.fit_steps, device=device,
+                      faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None)[0]
+    seconds = time.perf_counter() - t0
+    rec = None if isinstance(res, ReconstructionError) else res[0]
+    row = {"path": photo.path, "seconds": seconds, "found": rec is not None,
+           "yaw_gt": None if photo.pose is None else math.degrees(float(photo.pose[1]))}
+    if rec is None:
+        row["error"] = res.message
+        return row
+    pred = rec.landmarks
+    row.update(nme(pred, photo))
+    row["yaw_pred"] = rec.pose["yaw"]
+    row["pred"] = pred.tolist()
+    row["gt"] = photo.points.tolist()
+    return row
+
+
+def _mean(rows, key) -> Optional[float]:
+    vals = [r[key] for r in rows if r.get("found") and key in r]
+    return float(np.mean(vals)) if vals else None
+
+
+def _summary(rows: List[dict]) -> dict:
+    found = [r for r in rows if r["found"]]
+    out = {"photos": len(rows), "found": len(found), "misses": len(rows) - len(found),
+           "miss_rate": (len(rows) - len(found)) / max(len(rows), 1),
+           "above_10pct": float(np.mean([r["nme68_box"] > 10 for r in found])) if found else None,
+           "seconds_per_photo": float(np.mean([r["seconds"] for r in rows])) if rows else None,
+           "seconds_median": float(np.median([r["seconds"] for r in rows])) if rows else None}
+    for k in KEYS:
+        out[k] = _mean(rows, k)
+    groups = {}
+    source = "yaw_gt" if rows and all(r["yaw_gt"] is not None for r in rows) else None
+    if source:
+        for lo, hi in YAW_GROUPS:
+            sel = [r for r in found if lo <= abs(r[source]) < hi]
+            groups[f"{lo}-{int(hi)}"] = {"n": len(sel), **{k: _mean(sel, k) for k in KEYS}}
+        out["by_yaw"] = groups
+    return out
+
+
+def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: bool = True):
+    """Run the landmark protocol for each method on ``data`` (``300w:DIR`` or ``aflw2000:DIR``).
+
+    Args:
+        methods: :class:`pyfaid.evaluate.Method` list (checkpoint or None, fitting steps).
+        data: the annotated folder spec.
+        n: use the first ``n`` photos (0 = all).
+        device: torch device.
+        progress: tqdm bar.
+
+    Returns:
+        ``{"data": ..., "methods": {name: {"summary": ..., "photos": [per-photo rows]}}}``.
+    """
+    from tqdm import tqdm
+
+    from pyfaid import inference
+    from pyfaid.data.landmarks import annotated_photos
+    from pyfaid.data.registry import parse_spec
+    from pyfaid.evaluate.protocol import load_methods
+
+    kind, root = parse_spec(data)
+    if kind not in ("300w", "aflw2000"):
+        raise ValueError(f"--data {data}: the landmark protocol needs annotated photos (300w:DIR or aflw2000:DIR)")
+    photos = annotated_photos(root, kind)
+    photos = photos[:n] if n > 0 else photos
+    dev = inference.resolve_device(device)
+    models = load_methods(methods, dev)
+    report = {"data": data, "kind": kind, "n": len(photos), "methods": {}}
+    for m in methods:
+        rows = [_score_photo(p, m, models[m.name], dev)
+                for p in tqdm(photos, desc=f"landmarks {m.name}", unit="photo", disable=not progress)]
+        report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps,
+                                     "summary": _summary(rows), "photos": rows}
+    return report
+
+
+def _f(v, digits=2):
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def landmark_markdown(report: dict) -> str:
+    """``report.md`` of the landmark protocol."""
+    lines = [f"# pyfaid landmark evaluation: {report['data']} ({report['n']} photos)", "",
+             "NME in % of sqrt(w*h) of the annotation's box (`box`) or of the outer-eye-corner distance (`io`), "
+             "over the photos where the face was found; a miss is a photo without a detected face at the "
+             "annotated one.", "",
+             "| Method | fit steps | NME 68 box | NME 51 box | NME 68 io | NME 51 io | misses | >10 % | s / photo |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, m in report["methods"].items():
+        s = m["summary"]
+        lines.append(f"| {name} | {m['fit_steps']} | {_f(s['nme68_box'])} | {_f(s['nme51_box'])} | {_f(s['nme68_io'])} | "
+                     f"{_f(s['nme51_io'])} | {s['misses']}/{s['photos']} | {_f(100 * s['above_10pct'] if s['above_10pct'] is not None else None, 1)} % | "
+                     f"{_f(s['seconds_per_photo'])} |")
+    if any("by_yaw" in m["summary"] for m in report["methods"].values()):
+        lines += ["", "## By yaw (annotated pose), NME 68 box", "", "| Method | " +
+                  " | ".join(f"{lo}-{int(hi)}" for lo, hi in YAW_GROUPS) + " |", "|---|" + "---|" * len(YAW_GROUPS)]
+        for name, m in report["methods"].items():
+            g = m["summary"].get("by_yaw", {})
+            lines.append(f"| {name} | " + " | ".join(f"{_f(v['nme68_box'])} (n={v['n']})" for v in g.values()) + " |")
+    lines += ["", "Per-photo values are in report.json; landmarks_worst.png shows the worst photos "
+              "(green: annotation, red: prediction), ced.png the cumulative error distribution.", ""]
+    return "\n".join(lines)
+
+
+def landmark_figures(report: dict, out_dir, worst: int = 12) -> None:
+    """Write ``landmarks_worst.png`` (first method) and ``ced.png`` (every method)."""
+    import os
+
+    import cv2
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for name, m in report["methods"].items():
+        v = np.sort([r["nme68_box"] for r in m["photos"] if r["found"]])
+        total = max(len(m["photos"]), 1)
+        if len(v):
+            ax.plot(np.concatenate([[0], v]), np.arange(len(v) + 1) / total, label=name)
+    ax.set_xlim(0, 15)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("NME 68 (% of sqrt(w*h))")
+    ax.set_ylabel("fraction of photos")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "ced.png"), dpi=90)
+    plt.close(fig)
+    name, m = next(iter(report["methods"].items()))
+    rows = sorted((r for r in m["photos"] if r["found"]), key=lambda r: -r["nme68_box"])[:worst]
+    if not rows:
+        return
+    cols = 4
+    fig, axes = plt.subplots((len(rows) + cols - 1) // cols, cols, figsize=(3 * cols, 3 * ((len(rows) + cols - 1) // cols)))
+    for ax, r in zip(np.atleast_1d(axes).ravel(), rows):
+        img = cv2.cvtColor(cv2.imread(r["path"]), cv2.COLOR_BGR2RGB)
+        gt, pred = np.asarray(r["gt"]), np.asarray(r["pred"])
+        x0, y0 = gt.min(0)
+        x1, y1 = gt.max(0)
+        pad = 0.35 * max(x1 - x0, y1 - y0)
+        ax.imshow(img)
+        ax.scatter(gt[:, 0], gt[:, 1], s=4, c="lime")
+        ax.scatter(pred[:, 0], pred[:, 1], s=4, c="red")
+        ax.set_xlim(x0 - pad, x1 + pad)
+        ax.set_ylim(y1 + pad, y0 - pad)
+        ax.set_title(f"{os.path.basename(r['path'])}\nNME {r['nme68_box']:.1f} %", fontsize=7)
+    for ax in np.atleast_1d(axes).ravel():
+        ax.axis("off")
+    fig.suptitle(f"{name}: worst photos (green annotation, red prediction)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "landmarks_worst.png"), dpi=80)
+    plt.close(fig)
