@@ -345,7 +345,7 @@ def _cached_synthetic(cache_dir, n: int, seed: int, input_size: int, progress: b
     return x, y, groups
 
 
-def main(argv=None) -> int:
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyfaid.encoders.train_attributes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="attributes_synthetic.pt", help="output weights (.pt); a .json card is written beside it")
@@ -366,7 +366,34 @@ def main(argv=None) -> int:
     ap.add_argument("--data-cache", default=None, metavar="DIR",
                     help="synthetic: keep the rendered arrays here and reuse them on later runs")
     ap.add_argument("--note", default=None, help="free text stored in the card (e.g. data version)")
-    args = ap.parse_args(argv)
+    return ap
+
+
+def _card(model, args, data, hist, data_seconds, argv) -> dict:
+    return {
+        "model": "pyfaid AttributeEncoder",
+        "task": model.config["task"],
+        "input_size": args.input_size,
+        "feature_dim": args.feature_dim,
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "data": data,
+        "epochs": hist["epochs"],
+        "steps": hist["steps"],
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "train_seconds": hist["train_seconds"],
+        "data_seconds": round(data_seconds, 1),
+        "final_train_loss": round(float(np.mean(hist["train_loss"][-20:])), 5),
+        "validation": hist["val"][-1] if hist["val"] else None,
+        "validation_history": [{k: v for k, v in h.items() if not isinstance(v, dict)} for h in hist["val"]],
+        "command": "python -m pyfaid.encoders.train_attributes " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "torch": str(torch.__version__),
+        "note": args.note,
+    }
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     progress = not args.no_progress
@@ -402,27 +429,7 @@ def main(argv=None) -> int:
                max_seconds=None if args.max_minutes is None else args.max_minutes * 60, progress=progress,
                groups=groups)
     model.cpu()
-    n_params = sum(p.numel() for p in model.parameters())
-    card = {
-        "model": "pyfaid AttributeEncoder",
-        "task": model.config["task"],
-        "input_size": args.input_size,
-        "feature_dim": args.feature_dim,
-        "parameters": n_params,
-        "data": data,
-        "epochs": hist["epochs"],
-        "steps": hist["steps"],
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "train_seconds": hist["train_seconds"],
-        "data_seconds": round(data_seconds, 1),
-        "final_train_loss": round(float(np.mean(hist["train_loss"][-20:])), 5),
-        "validation": hist["val"][-1] if hist["val"] else None,
-        "validation_history": [{k: v for k, v in h.items() if not isinstance(v, dict)} for h in hist["val"]],
-        "command": "python -m pyfaid.encoders.train_attributes " + " ".join(argv if argv is not None else sys.argv[1:]),
-        "torch": str(torch.__version__),
-        "note": args.note,
-    }
+    card = _card(model, args, data, hist, data_seconds, argv)
     out = save_encoder(model, args.out, card)
     print(f"wrote {out} and {out.with_suffix('.json')}; validation: "
           f"{json.dumps({k: v for k, v in (card['validation'] or {}).items() if not isinstance(v, dict)})}")

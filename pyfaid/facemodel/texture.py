@@ -45,6 +45,36 @@ def _eye_colours(verts, eye):
     return col, iris_w
 
 
+def _orthogonalised(fields, size: int, n: int):
+    """Gram-Schmidt of ``(name, field)`` pairs in the given order: ``([size, n] basis, names)``.
+
+    A direction that earlier ones already explain (residual below 1e-3 of its norm) is skipped;
+    each kept column keeps the norm of its residual, so the leading axes keep their meaning.
+    """
+    Q = np.zeros((size, n), order="F")  # orthonormal columns found so far
+    scale = np.zeros(n)
+    kept = []
+    for name, field in fields:
+        v = np.asarray(field, np.float64).reshape(-1)
+        n0 = np.linalg.norm(v)
+        if n0 == 0:
+            continue
+        k = len(kept)
+        for _ in range(2):  # classical Gram-Schmidt, repeated once for accuracy
+            v = v - Q[:, :k] @ (Q[:, :k].T @ v)
+        nr = np.linalg.norm(v)
+        if nr < 1e-3 * n0:
+            continue
+        Q[:, k] = v / nr
+        scale[k] = nr
+        kept.append(name)
+        if len(kept) == n:
+            break
+    if len(kept) < n:
+        raise RuntimeError(f"only {len(kept)} independent albedo directions, {n} requested")
+    return Q * scale[None, :], kept
+
+
 def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
     """Mean albedo and albedo basis from region weights.
 
@@ -103,27 +133,5 @@ def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
                         yield f"harmonic_lum_{px[1]}{fx}_{py[1]}{fy}", h * lum
                         yield f"harmonic_red_{px[1]}{fx}_{py[1]}{fy}", h * red
 
-    # Gram-Schmidt in the listed order; a direction that earlier ones already explain (residual
-    # below 1e-3 of its norm) is skipped. Each kept column keeps the norm of its residual.
-    Q = np.zeros((3 * V, n_tex), order="F")  # orthonormal columns found so far
-    scale = np.zeros(n_tex)
-    kept = []
-    for name, field in designed():
-        v = np.asarray(field, np.float64).reshape(-1)
-        n0 = np.linalg.norm(v)
-        if n0 == 0:
-            continue
-        k = len(kept)
-        for _ in range(2):  # classical Gram-Schmidt, repeated once for accuracy
-            v = v - Q[:, :k] @ (Q[:, :k].T @ v)
-        nr = np.linalg.norm(v)
-        if nr < 1e-3 * n0:
-            continue
-        Q[:, k] = v / nr
-        scale[k] = nr
-        kept.append(name)
-        if len(kept) == n_tex:
-            break
-    if len(kept) < n_tex:
-        raise RuntimeError(f"only {len(kept)} independent albedo directions, {n_tex} requested")
-    return mean, Q * scale[None, :], kept
+    basis, kept = _orthogonalised(designed(), 3 * V, n_tex)
+    return mean, basis, kept

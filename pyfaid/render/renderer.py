@@ -14,19 +14,14 @@ import torch
 from torch import nn
 
 from pyfaid.render import camera as cam
+from pyfaid.render.rasterize import interpolate, rasterize
+from pyfaid.render.shading import sh_shading, vertex_normals
 
 __all__ = ["Renderer", "AMBIENT_OFFSET"]
 
 #: Added to the first (constant) SH coefficient of each colour channel before shading, so that
 #: all-zero lighting coefficients mean a plain ambient light (Deep3DFaceRecon's ``init_lit``).
 AMBIENT_OFFSET = 0.8
-
-
-def _ops():
-    # Imported lazily: the rendering ops live in sibling modules of pyfaid.render.
-    from pyfaid import render
-
-    return render
 
 
 class Renderer(nn.Module):
@@ -123,7 +118,6 @@ class Renderer(nn.Module):
             ``normals [B, V, 3]`` world-space normals of the posed mesh,
             ``rast [B, H, W, 4]`` the rasterizer output (rows in image order).
         """
-        r = _ops()
         face_model.layout.check(coeffs, "Renderer: `coeffs`")
         batch = coeffs.shape[0]
         parts = face_model.split_coeffs(coeffs)
@@ -148,16 +142,16 @@ class Renderer(nn.Module):
 
         rotation = cam.euler_rotation(angles.to(shape.dtype))  # [B, 3, 3]
         world = cam.apply_pose(shape, rotation, parts["trans"].to(shape.dtype))  # [B, V, 3]
-        normals = r.vertex_normals(world.contiguous(), tri)  # [B, V, 3], rotated with the mesh
+        normals = vertex_normals(world.contiguous(), tri)  # [B, V, 3], rotated with the mesh
         gamma = self.lit_gamma(parts["gamma"].to(shape.dtype))  # [B, 27]
-        shaded = r.sh_shading(normals, albedo.contiguous(), gamma)  # [B, V, 3]
+        shaded = sh_shading(normals, albedo.contiguous(), gamma)  # [B, V, 3]
 
         verts_cam = cam.to_camera(world, self.camera_distance)  # [B, V, 3]
         c = self.camera
         pos = cam.clip_space(verts_cam, c.focal, c.center, c.image_size, c.near, c.far)
         size = self.image_size
-        rast = r.rasterize(pos.contiguous(), tri, (size, size))  # [B, H, W, 4]
-        color_img = r.interpolate(shaded.contiguous(), rast, tri)  # [B, H, W, 3]
+        rast = rasterize(pos.contiguous(), tri, (size, size))  # [B, H, W, 4]
+        color_img = interpolate(shaded.contiguous(), rast, tri)  # [B, H, W, 3]
         mask = (rast[..., 3:4] > 0).to(shape.dtype)  # [B, H, W, 1]
         image = (color_img * mask).clamp(0.0, 1.0)
 
