@@ -83,6 +83,7 @@ class ModelConfig:
     use_id_features: bool = True        # feed identity features to the FAID decoder
     use_fa_features: bool = True        # feed face-attribute features (ablation "w/o FA")
     landmark_head: bool = False         # the coarse model also predicts 68 landmarks with confidences
+    segmenter: bool = False             # a face/occluder segmentation net (masks photometric terms)
     identity_encoder: str = "dlib"      # dlib | facenet
     identity_weights: Optional[str] = None
     attribute_weights: Optional[str] = None  # None = pyfaid's bundled attribute encoder
@@ -105,6 +106,11 @@ class LossConfig:
     gamma: float = 10.0                 # monochromatic-light regulariser
     landmark: float = 0.0               # landmark term of the coarse stage (projected model landmarks)
     landmark_head: float = 0.0          # coarse stage: the landmark head's Laplace NLL (model.landmark_head)
+    sup_shape: float = 0.0              # pretrain objective: model-space vertex error (cm) against the data's coeffs
+    sup_pose: float = 0.0               # pretrain objective: rotation-angle error (radians, squared)
+    sup_tex: float = 0.0                # pretrain objective: albedo error against the data's colours (L1)
+    sup_light: float = 0.0              # pretrain objective: SH lighting error (squared)
+    seg: float = 0.0                    # pretrain objective: the segmenter's BCE against the data's visible-face mask
     fine_smooth: float = 0.0            # Laplacian smoothness of the fine colour residual
     fine_residual: float = 0.0          # L2 size of the fine colour residual
     self_aug: bool = True               # self-augmentation (paper 3.2.3)
@@ -149,6 +155,7 @@ class TrainConfig:
     batch_size: int = 16                # per process
     max_steps: int = 200000
     stages: tuple = ()                  # StageConfig entries; () = one faid stage
+    init_from: Optional[str] = None     # start from a checkpoint's trained weights ("pretrained" = the shipped model)
     max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda

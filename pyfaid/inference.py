@@ -68,8 +68,9 @@ def predict(model, crops: torch.Tensor) -> dict:
 
     Returns:
         dict with ``coeffs [B, layout.size]``, ``colors [B, V, 3]`` (fine albedo),
-        ``coarse_colors [B, V, 3]`` and, with a landmark head, ``landmarks [B, 68, 2]`` (pixels of
-        the crop) and ``confidence [B, 68]``.
+        ``coarse_colors [B, V, 3]``, with a landmark head ``landmarks [B, 68, 2]`` (pixels of
+        the crop) and ``confidence [B, 68]``, and with a segmenter ``visibility [B, 1, 224, 224]``
+        (probability that a pixel shows the face unoccluded).
     """
     size = int(model.image_size)
     x = crops
@@ -77,10 +78,19 @@ def predict(model, crops: torch.Tensor) -> dict:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     out = model(x, render_coarse=False)
     res = {"coeffs": out.coeffs, "colors": out.fine_colors, "coarse_colors": out.coarse_colors}
+    if getattr(model, "segmenter", None) is not None:
+        res["visibility"] = model.segmenter.visibility(crops)  # [B, 1, 224, 224]
     if out.landmarks_head is not None:
         res["landmarks"] = (out.landmarks_head + 0.5) * (crops.shape[-1] / size) - 0.5
         res["confidence"] = out.landmark_confidence
     return res
+
+
+def _confidence_weights(conf: torch.Tensor) -> torch.Tensor:
+    """Landmark weights from the head's confidences ``exp(-log_scale)``: relative to each face's
+    median, clipped to [0.1, 1] so no point dominates."""
+    rel = conf / conf.median(dim=1, keepdim=True).values.clamp_min(1e-6)
+    return rel.clamp(0.1, 1.0)
 
 
 def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: int, id_encoder=None,
@@ -110,9 +120,13 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
     out_c, out_col, hists = [], [], []
     for i in range(n):
         lm = None if landmarks5 is None else landmarks5[i:i + 1]
+        lm68, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")
         c, col, hist = fit(face_model, renderer, crops[i:i + 1], coeffs[i:i + 1],
                            None if colors is None else colors[i:i + 1], lm, steps, id_encoder=id_encoder,
-                           schedule=schedule, progress=progress)
+                           schedule=schedule, progress=progress,
+                           landmarks68=None if lm68 is None else lm68[i:i + 1],
+                           landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
+                           visibility=None if vis is None else vis[i:i + 1])
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)

@@ -130,9 +130,13 @@ class _StopFlag:
 
 
 def _ddp_ignore(objective) -> list:
-    """Names DDP should neither broadcast nor reduce: everything but the trained coarse/fine parts."""
-    names = [n for n, _ in objective.named_parameters() if not n.startswith(("faid.coarse.", "faid.fine."))]
-    names += [n for n, _ in objective.named_buffers() if not n.startswith("faid.coarse.")]
+    """Names DDP should neither broadcast nor reduce: everything but the trained parts (coarse,
+    fine, segmenter)."""
+    from pyfaid.models import FAID
+
+    trained = tuple("faid." + p for p in FAID.TRAINED)
+    names = [n for n, _ in objective.named_parameters() if not n.startswith(trained)]
+    names += [n for n, _ in objective.named_buffers() if not n.startswith(("faid.coarse.", "faid.segmenter."))]
     return names
 
 
@@ -198,6 +202,8 @@ class Trainer:
         self.step, self.samples, self.skipped = 0, 0, 0
         if self.resumed is not None:
             self._restore(self.resumed)
+        elif cfg.train.init_from:
+            self._init_from(cfg.train.init_from)
         self.model = self._wrap_ddp()
         if dataset is None:
             d = cfg.data
@@ -223,14 +229,33 @@ class Trainer:
             random.seed(seed + d.rank + 7919 * self.step)
             np.random.seed((seed + d.rank + 7919 * self.step) % 2 ** 32)
 
+    def _init_from(self, path: str):
+        """Start from another run's trained weights: every tensor whose name and shape match (the
+        coarse model must match; a fine model of another size starts fresh)."""
+        state = ckpt_io.load_checkpoint(path)["model"]
+        own = self.faid.trainable_state_dict()
+        fits = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
+                if k in own and own[k].shape == v.shape}
+        missing = [k for k in own if k.startswith("coarse.") and k not in fits]
+        if missing:
+            raise ValueError(f"train.init_from={path}: its coarse model does not fit this config "
+                             f"(missing or resized: {missing[:4]})")
+        self.faid.load_state_dict(fits, strict=False)
+        if self.dist.main:
+            skipped = sorted({k.split(".")[1] for k in own if k not in fits})
+            print(f"pyfaid.train: started from {path} ({len(fits)} tensors)"
+                  + (f"; fresh: fine.{', fine.'.join(skipped)}" if skipped else ""), file=sys.stderr)
+
     def _wrap_ddp(self):
         if not self.dist.enabled:
             return self.objective
         from torch.nn.parallel import DistributedDataParallel as DDP
 
+        from pyfaid.models import OBJECTIVES
+
         DDP._set_params_and_buffers_to_ignore_for_model(self.objective, _ddp_ignore(self.objective))
-        # a coarse stage still ahead leaves the refiners without gradients
-        unused = any(s.objective == "coarse" and (s.end is None or s.end > self.step) for s in self.stages)
+        # a coarse-only stage still ahead leaves the refiners without gradients
+        unused = any(OBJECTIVES[s.objective].coarse_only and (s.end is None or s.end > self.step) for s in self.stages)
         return DDP(self.objective, device_ids=[self.dev.index] if self.dev.type == "cuda" else None,
                    find_unused_parameters=unused)
 
@@ -255,7 +280,7 @@ class Trainer:
         while "image" not in batch:  # every item of this batch was unreadable
             batch = next(it)
             self.skipped += batch.get("skipped", 0)
-        keys = ("image", "mask", "landmarks", "coeffs")
+        keys = ("image", "mask", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
         return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
 
     def train_step(self, batch: dict, stage: Stage):
@@ -332,8 +357,10 @@ class Trainer:
         return budget > 0 and self.dist.all_true(time.perf_counter() - t_start > budget)
 
     def _postfix(self, stage: Stage, values: dict, ips: float, t_start: float) -> dict:
-        post = {"stage": stage.name, "loss": f"{values['total']:.4f}", "photo": f"{values.get('photo', 0.0):.4f}",
-                "img_s": f"{ips:.2f}"}
+        post = {"stage": stage.name, "loss": f"{values['total']:.4f}"}
+        if "photo" in values:
+            post["photo"] = f"{values['photo']:.4f}"
+        post["img_s"] = f"{ips:.2f}"
         if self.cfg.train.max_minutes > 0:  # the time budget, not max_steps, usually ends the run
             left = self.cfg.train.max_minutes - (time.perf_counter() - t_start) / 60
             post["min_left"] = f"{max(0.0, left):.1f}"

@@ -84,10 +84,11 @@ class FAID(nn.Module):
         features: :class:`~pyfaid.models.FeatureEncoder` (frozen identity + attribute encoders) or
             None.
         use_id_features / use_fa_features: which features feed the FAID decoder.
+        segmenter: :class:`~pyfaid.models.FaceSegmenter` (visible-face probabilities) or None.
     """
 
     def __init__(self, face_model, renderer, coarse, fine=None, features: Optional[FeatureEncoder] = None,
-                 use_id_features: bool = True, use_fa_features: bool = True):
+                 use_id_features: bool = True, use_fa_features: bool = True, segmenter: Optional[nn.Module] = None):
         super().__init__()
         if coarse.num_coeffs != face_model.layout.size:
             raise ValueError(f"FAID: the coarse model regresses {coarse.num_coeffs} coefficients but the face "
@@ -99,6 +100,7 @@ class FAID(nn.Module):
         self.features = features if features is not None else FeatureEncoder()
         self.use_id_features = use_id_features and self.features.identity is not None
         self.use_fa_features = use_fa_features and self.features.attributes is not None
+        self.segmenter = segmenter
         self.render_coarse = True
 
     @property
@@ -110,13 +112,16 @@ class FAID(nn.Module):
         return self.renderer.image_size
 
     # ------------------------------------------------------------------ trained state
+    TRAINED = ("coarse.", "fine.", "segmenter.")
+
     def trainable_state_dict(self) -> dict:
-        """State of the trained parts only (coarse + fine); the frozen encoders/face model are rebuilt."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(("coarse.", "fine."))}
+        """State of the trained parts only (coarse, fine, segmenter); the frozen encoders and the face
+        model are rebuilt from the config."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(self.TRAINED)}
 
     def load_trainable_state_dict(self, state: dict):
         missing, unexpected = self.load_state_dict(state, strict=False)
-        missing = [k for k in missing if k.startswith(("coarse.", "fine."))]
+        missing = [k for k in missing if k.startswith(self.TRAINED)]
         if missing or unexpected:
             raise RuntimeError(f"checkpoint does not fit the model: missing {missing[:5]}, "
                                f"unexpected {list(unexpected)[:5]}")
@@ -236,5 +241,10 @@ def build_faid(cfg, device="cpu") -> FAID:
         fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
                          nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
                          mesh_refiner=m.mesh_refiner)
-    faid = FAID(fm, renderer, coarse, fine, features, m.use_id_features, m.use_fa_features)
+    segmenter = None
+    if m.segmenter:
+        from pyfaid.models.segmentation import FaceSegmenter
+
+        segmenter = FaceSegmenter()
+    faid = FAID(fm, renderer, coarse, fine, features, m.use_id_features, m.use_fa_features, segmenter)
     return faid.to(device)

@@ -22,7 +22,7 @@ import torch.nn as nn
 from pyfaid import losses as L
 from pyfaid.models.faid import FAID, FAIDOutput
 
-__all__ = ["CoarseObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES", "self_augment"]
+__all__ = ["CoarseObjective", "PretrainObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES", "self_augment"]
 
 
 def _uniform_angles(batch: int, generator: torch.Generator, max_angles, like: torch.Tensor) -> torch.Tensor:
@@ -42,6 +42,8 @@ def _regularizers(faid: FAID, coeffs: torch.Tensor, cfg, terms: dict) -> None:
 class CoarseObjective(nn.Module):
     """The coarse stage: the coarse regressor alone, Deep3DFaceRecon-style.
 
+    ``coarse_only`` (class attribute): the fine model gets no gradient from this objective.
+
     The paper starts from a pretrained coarse regressor (Deep3DFaceRecon, trained with photometric,
     landmark and regularisation terms); this objective trains :class:`CoarseModel` the same way:
     masked photometric loss on the coarse render, the landmark term (weight ``loss.landmark``; the
@@ -51,6 +53,8 @@ class CoarseObjective(nn.Module):
     Args:
         faid: the model. cfg: :class:`pyfaid.config.LossConfig`.
     """
+
+    coarse_only = True
 
     def __init__(self, faid: FAID, cfg):
         super().__init__()
@@ -84,6 +88,77 @@ class CoarseObjective(nn.Module):
         total = L.total_loss(terms, self.weights())
         terms["photo"] = terms["coarse_photo"]  # the progress bar's photometric column
         return total, terms, out, {}
+
+
+class PretrainObjective(nn.Module):
+    """Supervised pre-training of the coarse model (and its landmark head) on synthetic faces.
+
+    Synthetic data knows every face's coefficients, albedo and landmarks, so the coarse regressor
+    learns them directly (as synthetic-only face work does), which converges far faster than the
+    photometric losses alone: model-space vertex error (``loss.sup_shape``, cm, over the face
+    region), rotation error (``loss.sup_pose``), albedo error against the exact per-vertex colours
+    (``loss.sup_tex``), lighting error (``loss.sup_light``), the projected-landmark term
+    (``loss.landmark``, which ties translation and scale), the landmark head's NLL against the
+    photo-style 68 points (``loss.landmark_head``, ``landmarks_2d`` when the data has them) and
+    optionally the photometric term (``loss.coarse_photo``) and the regularisers.
+
+    The batch must hold ``coeffs [B, layout.size]`` and ``colors [B, V, 3]`` (pyfaid's synthetic
+    data does) besides ``image``, ``mask`` and ``landmarks``.
+    """
+
+    coarse_only = True
+
+    def __init__(self, faid: FAID, cfg):
+        super().__init__()
+        self.faid = faid
+        self.cfg = cfg
+
+    def weights(self) -> dict:
+        c = self.cfg
+        return {"coarse_photo": c.coarse_photo, "landmark": c.landmark, "landmark_head": c.landmark_head,
+                "sup_shape": c.sup_shape, "sup_pose": c.sup_pose, "sup_tex": c.sup_tex, "sup_light": c.sup_light,
+                "seg": c.seg, "reg": c.reg, "gamma": c.gamma}
+
+    def _supervised(self, out: FAIDOutput, batch: dict, terms: dict) -> None:
+        c, fm = self.cfg, self.faid.face_model
+        if "coeffs" not in batch or "colors" not in batch:
+            raise ValueError("the pretrain objective needs data with ground-truth `coeffs` and `colors` "
+                             "(pyfaid's synthetic faces); use the coarse objective for other data")
+        pred, gt = fm.split_coeffs(out.coeffs), fm.split_coeffs(batch["coeffs"])
+        region = fm.face_mask
+        if c.sup_shape > 0:
+            d = fm.shape(pred["id"], pred["exp"])[:, region] - fm.shape(gt["id"], gt["exp"])[:, region]
+            terms["sup_shape"] = 10.0 * torch.sqrt((d * d).sum(-1) + 1e-12).mean()  # decimetres -> cm
+        if c.sup_pose > 0:
+            terms["sup_pose"] = (pred["angle"] - gt["angle"]).pow(2).sum(-1).mean()
+        if c.sup_tex > 0:
+            terms["sup_tex"] = (out.coarse_colors[:, region] - batch["colors"][:, region]).abs().mean()
+        if c.sup_light > 0:
+            terms["sup_light"] = (pred["gamma"] - gt["gamma"]).pow(2).mean()
+
+    def forward(self, batch: dict, generator: Optional[torch.Generator] = None):
+        c = self.cfg
+        images, mask, landmarks = batch["image"], batch.get("mask"), batch.get("landmarks")
+        out = self.faid(images, render_coarse=c.coarse_photo > 0, coarse_only=True)
+        terms = {}
+        self._supervised(out, batch, terms)
+        size = images.shape[-1]
+        if c.landmark > 0:
+            terms["landmark"] = L.landmark_loss(out.landmarks, landmarks, size)
+        if c.landmark_head > 0:
+            target = batch.get("landmarks_2d", landmarks)
+            w = batch.get("landmark_visible")
+            terms["landmark_head"] = L.landmark_nll(out.landmarks_head / size, out.landmark_log_scale, target / size,
+                                                    None if w is None else w.float())
+        if c.coarse_photo > 0:
+            terms["coarse_photo"] = L.photometric_loss(images, out.image, out.mask if mask is None else mask)
+        if c.seg > 0:
+            if self.faid.segmenter is None or mask is None:
+                raise ValueError("loss.seg > 0 needs model.segmenter: true and data with a visible-face `mask`")
+            logits = self.faid.segmenter(images)
+            terms["seg"] = torch.nn.functional.binary_cross_entropy_with_logits(logits, (mask > 0.5).float())
+        _regularizers(self.faid, out.coeffs, c, terms)
+        return L.total_loss(terms, self.weights()), terms, out, {}
 
 
 def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot: bool = True,
@@ -131,6 +206,8 @@ class FAIDObjective(nn.Module):
         faid: :class:`FAID`. cfg: :class:`pyfaid.config.LossConfig`.
     """
 
+    coarse_only = False
+
     def __init__(self, faid: FAID, cfg):
         super().__init__()
         self.faid = faid
@@ -159,8 +236,12 @@ class FAIDObjective(nn.Module):
         # Eq. 6's mask M: the input's usable face pixels when the data provides them. It is NOT
         # intersected with the rendered face region: with the intersection, moving the face out of
         # the image drives the loss to 0 (observed in training); uncovered face pixels must cost.
-        # Without a data mask, the rendered region is the only choice.
-        m = out.mask if mask is None else mask
+        # Without a data mask: the rendered region, times the segmenter's visible-face probability
+        # when the model has one (the paper's pre-trained face segmentation network).
+        if mask is None:
+            m = out.mask if faid.segmenter is None else out.mask * faid.segmenter.visibility(images)
+        else:
+            m = mask
         terms["photo"] = L.photometric_loss(images, out.image, m)
         if c.coarse_photo > 0 and faid.fine is not None:
             terms["coarse_photo"] = L.photometric_loss(images, out.coarse_image, m)
@@ -236,7 +317,7 @@ class FAIDObjective(nn.Module):
 
 
 #: Objective classes by the name a training stage gives (``train.stages[*].objective``).
-OBJECTIVES = {"coarse": CoarseObjective, "faid": FAIDObjective}
+OBJECTIVES = {"coarse": CoarseObjective, "pretrain": PretrainObjective, "faid": FAIDObjective}
 
 
 class StagedObjective(nn.Module):

@@ -4,10 +4,15 @@ Per image, Adam optimises the coefficient vector and a per-vertex colour offset 
 differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mod:`pyfaid.losses`:
 
 * a robust photometric loss (:func:`~pyfaid.losses.photometric_loss` with per-pixel weights:
-  the rendered face region, pixels that do not look like skin down-weighted),
-* a landmark loss (:func:`~pyfaid.losses.landmark_loss`: projected model landmarks against
-  MTCNN's 5 points, eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
-  mouth corners 48 / 54),
+  the rendered face region times, with a face segmenter, the probability that a pixel shows the
+  face unoccluded (so occluders are neither fitted nor painted into the colours: vertices the photo
+  does not show keep the model's colours), else a skin-colour test that down-weights other pixels),
+* a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
+  MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
+  mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
+  confidences; the jaw line (points 0-16) is matched to the mesh's current silhouette (the photo's
+  jaw points lie on the visible outline of the face, which on a turned face is not the model's
+  3D jaw line), re-matched every few steps,
 * an identity loss (:func:`~pyfaid.losses.identity_loss` of dlib embeddings of the photo and of the
   render pasted over it),
 * the coefficient regularisers (Deep3DFaceRecon's weights) and an L2 + edge-smoothness
@@ -28,7 +33,7 @@ from pyfaid import losses as L
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.render import camera as cam
 
-__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of"]
+__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of", "contour_candidates"]
 
 # MTCNN's 5 points (image-left eye, image-right eye, nose, image-left mouth corner, image-right
 # mouth corner) as averages of the iBUG 68-point landmarks.
@@ -59,6 +64,8 @@ class FitSchedule:
     lr_colors: float = 0.02
     w_photo: float = 1.0
     w_landmark: float = 20.0
+    w_landmark68: float = 20.0
+    contour_every: int = 10
     w_id: float = 0.2
     id_every: int = 2
     w_reg_id: float = 3e-4
@@ -103,13 +110,58 @@ def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torc
         p[k].grad = None
 
 
+def contour_candidates(face_model) -> torch.Tensor:
+    """Vertices that can form the face's outline below the eyes (where photo jaw points lie)."""
+    cache = face_model.__dict__.setdefault("_contour_candidates", {})
+    if "idx" not in cache:
+        mean = face_model.mean_shape.detach().cpu()
+        lm = mean[face_model.landmark_idx.cpu()]
+        below_eyes = mean[:, 1] < lm[36:48, 1].mean()
+        cache["idx"] = torch.nonzero(below_eyes & face_model.face_mask.cpu()).flatten()
+    return cache["idx"]
+
+
+class _Landmarks68:
+    """The 68-point landmark term: fixed correspondences for the inner points, silhouette
+    correspondences for the jaw (re-matched every ``every`` steps)."""
+
+    def __init__(self, face_model, targets: torch.Tensor, weights: Optional[torch.Tensor], every: int):
+        self.fm = face_model
+        self.targets = targets.float()
+        self.weights = torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
+        self.cand = contour_candidates(face_model).to(targets.device)
+        self.every = max(1, every)
+        self.jaw = None  # [B, 17] vertex ids matched to jaw points 0-16
+
+    @torch.no_grad()
+    def _match(self, proj: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
+        """Jaw points -> the nearest silhouette candidate (normal nearly perpendicular to the view)."""
+        nz = normals[:, self.cand, 2].abs()  # [B, C]
+        p = proj[:, self.cand]  # [B, C, 2]
+        d = torch.cdist(self.targets[:, :17], p)  # [B, 17, C]
+        d = d + 1e6 * (nz > 0.35)[:, None, :]  # only outline vertices
+        return self.cand[d.argmin(-1)]  # [B, 17]
+
+    def loss(self, renderer, out: dict, step: int, size: float) -> torch.Tensor:
+        verts = out["vertices"]
+        if self.jaw is None or step % self.every == 0:
+            self.jaw = self._match(renderer.project_points(verts.detach()), out["normals"].detach())
+        b = torch.arange(verts.shape[0], device=verts.device)[:, None]
+        inner = renderer.project_points(verts[:, self.fm.landmark_idx[17:]])
+        jaw = renderer.project_points(verts[b, self.jaw])
+        pred = torch.cat([jaw, inner], dim=1)  # [B, 68, 2]
+        err = ((pred - self.targets) / size).pow(2).sum(-1)
+        return (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
+
+
 class _Fitter:
     """State of one fitting run (parameters, optimizer, per-stage caches)."""
 
     STAGE_PARAMS = {1: ("angle", "trans", "gamma"), 2: ("angle", "trans", "gamma", "id", "exp", "tex"),
                     3: ("angle", "trans", "gamma", "delta")}
 
-    def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch):
+    def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
+                 landmarks68=None, landmark_weights=None, visibility=None):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -121,8 +173,12 @@ class _Fitter:
         self.delta = torch.zeros(B, face_model.num_vertices, 3, device=dev, requires_grad=True)
         self.edges = face_model.topology.edges(dev)
         self.target = target.detach().float()
-        self.skin = skin_mask(self.target)
+        self.visibility = None if visibility is None else visibility.detach().to(dev, torch.float32)
+        self.skin = skin_mask(self.target) if visibility is None else None
         self.lm5 = None if landmarks5 is None else landmarks5.to(dev, torch.float32)
+        self.lm68 = None if landmarks68 is None else _Landmarks68(
+            face_model, landmarks68.to(dev), None if landmark_weights is None else landmark_weights.to(dev),
+            sch.contour_every)
         self.id_encoder = id_encoder
         if id_encoder is not None:
             with torch.no_grad():
@@ -168,14 +224,22 @@ class _Fitter:
         sch, stage = self.sch, self.stage
         out = self.renderer(self.model_now, self.coeffs(), colors=self.colors())
         mask = out["mask"].detach()
-        nsw = sch.nonskin_weight if stage < 3 else sch.nonskin_weight_fine
-        photo = L.photometric_loss(self.target, out["image"], mask * (self.skin + nsw * (1 - self.skin)))
+        if self.visibility is not None:
+            weight = mask * self.visibility
+        else:
+            nsw = sch.nonskin_weight if stage < 3 else sch.nonskin_weight_fine
+            weight = mask * (self.skin + nsw * (1 - self.skin))
+        photo = L.photometric_loss(self.target, out["image"], weight)
         loss = sch.w_photo * photo
         terms = {"stage": stage, "photo": float(photo.detach())}
         if self.lm5 is not None:
             lml = L.landmark_loss(landmarks5_of(out["landmarks"]), self.lm5, self.target.shape[-1])
             loss = loss + sch.w_landmark * lml
             terms["landmark"] = float(lml.detach())
+        if self.lm68 is not None:
+            l68 = self.lm68.loss(self.renderer, out, step, float(self.target.shape[-1]))
+            loss = loss + sch.w_landmark68 * l68
+            terms["landmark68"] = float(l68.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:
             comp = L.composite(out["image"], mask, self.target)
             idl = L.perceptual_losses(self.id_target, {"id": self.id_encoder.embed(comp)})["id"]
@@ -214,7 +278,8 @@ class _Fitter:
 def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tensor] = None,
         colors: Optional[torch.Tensor] = None, landmarks5: Optional[torch.Tensor] = None, steps: int = 200,
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
-        prealign_steps: int = 60):
+        prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
+        landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -229,12 +294,17 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         schedule: :class:`FitSchedule` (defaults when None).
         progress: show a tqdm bar.
         prealign_steps: landmark-only pose steps before fitting (cheap; needs ``landmarks5``).
+        landmarks68: ``[B, 68, 2]`` 68 photo-style points in crop pixels (e.g. the landmark head's),
+            or None.
+        landmark_weights: ``[B, 68]`` their weights (e.g. confidences), or None (all 1).
+        visibility: ``[B, 1, 224, 224]`` probability that a pixel shows the face unoccluded (a
+            face segmenter's), weighting the photometric term; None: a skin-colour test.
 
     Returns:
         ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
-                schedule or FitSchedule())
+                schedule or FitSchedule(), landmarks68, landmark_weights, visibility)
     if f.lm5 is not None and prealign_steps > 0:
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     it = range(steps)
