@@ -19,7 +19,7 @@ from typing import Optional, Union
 import torch
 
 __all__ = ["CKPT_PATTERN", "PRETRAINED", "pretrained_available", "save_atomic", "list_checkpoints",
-           "latest_checkpoint", "resolve_checkpoint", "load_checkpoint", "load_model", "export_inference"]
+           "latest_checkpoint", "resolve_checkpoint", "load_checkpoint", "load_model", "export_inference", "sha256"]
 
 CKPT_PATTERN = "ckpt_*.pt"
 
@@ -146,20 +146,71 @@ def load_model(checkpoint: Union[PathLike, dict], device="cpu"):
     return model.eval()
 
 
-def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, **extra) -> str:
-    """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default).
+def sha256(path: PathLike) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, card: Optional[dict] = None) -> str:
+    """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default)
+    and its card ``<out>.json`` (what it was trained on, how long, on what, and the file's SHA-256).
 
     Args:
         checkpoint: training checkpoint (file, run folder or dict).
         out: destination ``.pt``.
         half: store floating-point weights as float16 (they are loaded back as float32).
-        **extra: more entries for the file (e.g. ``card``).
+        card: more card entries (metrics, limits, the command that made it).
 
     Returns:
         the written path.
     """
+    import json
+
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = {k: (v.half() if half and torch.is_tensor(v) and v.is_floating_point() else v)
              for k, v in ckpt["model"].items()}
-    save_atomic({"model": state, "config": ckpt["config"], "step": ckpt.get("step"), **extra}, out)
+    save_atomic({"model": state, "config": ckpt["config"], "step": ckpt.get("step")}, out)
+    info = {"file": os.path.basename(os.fspath(out)), "sha256": sha256(out), "bytes": os.path.getsize(out),
+            "dtype": "float16" if half else "float32", "step": ckpt.get("step"), "samples": ckpt.get("samples"),
+            "train_hours": round(float(ckpt.get("train_seconds", 0.0)) / 3600, 2),
+            "hardware": ckpt.get("hardware"), "source": ckpt.get("path"), "config": ckpt["config"]}
+    info.update(card or {})
+    tmp = os.fspath(out) + ".json.tmp"
+    with open(tmp, "w") as f:
+        json.dump(info, f, indent=1)
+    os.replace(tmp, os.path.splitext(os.fspath(out))[0] + ".json")
     return os.fspath(out)
+
+
+def main(argv=None) -> int:
+    """``python -m pyfaid.checkpoint export RUN_OR_CKPT OUT.pt [--card extra.json]``."""
+    import argparse
+    import json
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m pyfaid.checkpoint",
+                                 description="Export a training checkpoint as an inference file with its card.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    ex = sub.add_parser("export", help="fp16 inference weights + <out>.json card")
+    ex.add_argument("checkpoint", help="training checkpoint or run folder")
+    ex.add_argument("out", help="destination .pt")
+    ex.add_argument("--card", default=None, help="a JSON file of more card entries (metrics, limits)")
+    ex.add_argument("--float32", action="store_true", help="keep float32 weights")
+    args = ap.parse_args(argv)
+    try:
+        card = json.load(open(args.card)) if args.card else None
+        path = export_inference(args.checkpoint, args.out, half=not args.float32, card=card)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {path} ({os.path.getsize(path) / 1e6:.1f} MB) and its card")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -129,6 +129,23 @@ class _StopFlag:
             signal.signal(s, h)
 
 
+def _hardware(dev: torch.device, d: Dist) -> str:
+    """A one-line description of what trains: CPU model and threads, or the GPU, and the world size."""
+    import platform
+
+    if dev.type == "cuda":
+        what = torch.cuda.get_device_name(dev)
+    else:
+        cpu = platform.processor() or platform.machine()
+        try:
+            with open("/proc/cpuinfo") as f:
+                cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+        except (OSError, StopIteration):
+            pass
+        what = f"{cpu}, {torch.get_num_threads()} threads"
+    return f"{what}, {d.world} process(es), torch {torch.__version__}"
+
+
 def _ddp_ignore(objective) -> list:
     """Names DDP should neither broadcast nor reduce: everything but the trained parts (coarse,
     fine, segmenter)."""
@@ -199,7 +216,8 @@ class Trainer:
                                           weight_decay=cfg.optim.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.StepLR(self.optimizer, step_size=max(1, cfg.optim.decay_every),
                                                          gamma=cfg.optim.lr_decay)
-        self.step, self.samples, self.skipped = 0, 0, 0
+        self.step, self.samples, self.skipped, self.train_seconds = 0, 0, 0, 0.0
+        self._t_fit = time.perf_counter()
         if self.resumed is not None:
             self._restore(self.resumed)
         elif cfg.train.init_from:
@@ -221,6 +239,7 @@ class Trainer:
         self.scheduler.load_state_dict(ck["scheduler"])
         self.step, self.samples = int(ck["step"]), int(ck["samples"])
         self.skipped = int(ck.get("skipped", 0))
+        self.train_seconds = float(ck.get("train_seconds", 0.0))
         if ck.get("world_size", 1) == d.world and d.rank == 0:
             set_rng_state(ck["rng"])
         elif "rng" in ck:  # another world size: every rank restarts its RNG from the checkpoint's
@@ -327,7 +346,9 @@ class Trainer:
         ckpt_io.save_atomic({"model": self.faid.trainable_state_dict(), "optimizer": self.optimizer.state_dict(),
                              "scheduler": self.scheduler.state_dict(), "step": self.step, "samples": self.samples,
                              "rng": rng_state(), "sampler": {"seed": cfg.data.seed, "position": self.samples},
-                             "config": cfg.to_dict(), "world_size": self.dist.world, "skipped": self.skipped}, path)
+                             "config": cfg.to_dict(), "world_size": self.dist.world, "skipped": self.skipped,
+                             "train_seconds": self.train_seconds + time.perf_counter() - self._t_fit,
+                             "hardware": _hardware(self.dev, self.dist)}, path)
         for old in ckpt_io.list_checkpoints(self.out_dir)[:-max(1, cfg.train.keep_last)]:
             with contextlib.suppress(OSError):
                 os.remove(old)
@@ -379,7 +400,7 @@ class Trainer:
         values, last_path, interrupted = {}, None, False
         bar = tqdm(total=cfg.train.max_steps, initial=self.step, disable=not (self.progress and d.main),
                    dynamic_ncols=True, desc="train")
-        t0 = time.perf_counter()
+        t0 = self._t_fit = time.perf_counter()
         n0 = 0
         with _StopFlag() as stop:
             while self.step < cfg.train.max_steps:
