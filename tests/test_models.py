@@ -1,0 +1,164 @@
+"""Model parts beyond the paper's core: the mesh hierarchy and its GCN, the face segmenter, the
+landmark head, the pretrain objective, starting from a checkpoint, and the inference export."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from test_train import S, TinyFaces, build_tiny, tiny_cfg
+
+
+# ----------------------------------------------------------------------------- mesh hierarchy
+def _sphere(subdivisions=4):
+    import trimesh
+
+    m = trimesh.creation.icosphere(subdivisions=subdivisions)
+    return torch.tensor(m.vertices, dtype=torch.float32), torch.tensor(m.faces)
+
+
+def test_mesh_hierarchy_levels_and_maps(tmp_path, monkeypatch):
+    from pyfaid.facemodel.hierarchy import gather_mean, mesh_hierarchy
+
+    monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
+    v, f = _sphere()
+    h = mesh_hierarchy(v, f, factors=(4, 4))
+    sizes = h.sizes()
+    assert sizes[0] == len(v) and len(sizes) == 3
+    assert 0.2 < sizes[1] / sizes[0] < 0.3 and 0.2 < sizes[2] / sizes[1] < 0.3
+    for i in (1, 2):
+        lv, fine = h.levels[i], h.levels[i - 1]
+        assert lv.up_idx.shape == (fine.num_vertices, 3) and lv.down_idx.shape[0] == lv.num_vertices
+        assert lv.up_idx.max() < lv.num_vertices and lv.down_idx.max() < fine.num_vertices
+        np.testing.assert_allclose(lv.up_w.sum(1), 1, atol=1e-5)
+        assert lv.triangles.max() < lv.num_vertices
+    # the maps carry smooth fields between levels: a linear function survives down + up
+    x = torch.as_tensor(h.levels[0].vertices, dtype=torch.float32)[None]  # [1, V, 3]
+    down = gather_mean(x, torch.as_tensor(h.levels[1].down_idx), torch.as_tensor(h.levels[1].down_w))
+    back = gather_mean(down, torch.as_tensor(h.levels[1].up_idx), torch.as_tensor(h.levels[1].up_w))
+    assert (back - x).abs().mean() < 0.05  # unit sphere, ~2.5k vertices
+    # cached by content: the second call reads the file, same result
+    files = list(tmp_path.glob("mesh_hierarchy-*.npz"))
+    assert len(files) == 1
+    again = mesh_hierarchy(v, f, factors=(4, 4))
+    assert again.sizes() == sizes and np.array_equal(again.levels[2].up_idx, h.levels[2].up_idx)
+    with pytest.raises(ValueError, match="factor"):
+        mesh_hierarchy(v, f, factors=(1,))
+
+
+def test_mesh_unet_and_decoder_shapes_and_gradients(tmp_path, monkeypatch):
+    from pyfaid.facemodel.hierarchy import mesh_hierarchy
+    from pyfaid.models.gcn import HierarchyMaps, MeshDecoder, MeshUNet
+
+    monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
+    v, f = _sphere(3)
+    maps = HierarchyMaps(mesh_hierarchy(v, f, factors=(4, 4)))
+    net = MeshUNet(maps, 3, (4, 8, 16), K=2)
+    x = torch.rand(2, len(v), 3, requires_grad=True)
+    y = net(x)
+    assert y.shape == (2, len(v), 3) and y.abs().max() == 0  # zero-initialised head
+    with torch.no_grad():
+        net.dec.head.weight.normal_()
+    y = net(x)
+    y.square().sum().backward()
+    assert x.grad.abs().sum() > 0
+    # a vertex's output depends on far-away inputs through the coarse levels
+    x2 = x.detach().clone()
+    x2[:, 0] += 1.0
+    far = torch.argmax((v - v[0]).norm(dim=1))
+    assert (net(x2)[:, far] - net(x.detach())[:, far]).abs().max() > 0
+    dec = MeshDecoder(maps, (4, 8, 16), code_channels=5, K=2, extra0=2)
+    with torch.no_grad():
+        dec.head.weight.normal_()
+    out = dec(torch.rand(2, maps.sizes[-1], 5), extra0=torch.rand(2, len(v), 2))
+    assert out.shape == (2, len(v), 3) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="one per level"):
+        MeshDecoder(maps, (4, 8), code_channels=5)
+
+
+# ----------------------------------------------------------------------------- segmenter, landmark head
+def test_face_segmenter_shapes_and_learns():
+    from pyfaid.models import FaceSegmenter
+
+    torch.manual_seed(0)
+    seg = FaceSegmenter(widths=(8, 8, 16, 16), input_size=32)
+    img = torch.rand(4, 3, 48, 48)
+    target = torch.zeros(4, 1, 48, 48)
+    target[..., 12:36, 12:36] = 1
+    img[..., 12:36, 12:36] += 0.5
+    opt = torch.optim.Adam(seg.parameters(), lr=1e-2)
+    first = None
+    for _ in range(30):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(seg(img.clamp(0, 1)), target)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert seg(img).shape == (4, 1, 48, 48)
+    assert loss.item() < 0.5 * first
+    vis = seg.visibility(img.clamp(0, 1))
+    assert 0 <= vis.min() and vis.max() <= 1
+    with pytest.raises(ValueError, match="FaceSegmenter"):
+        seg(torch.rand(3, 48, 48))
+
+
+def test_landmark_head_and_pretrain_objective():
+    from pyfaid.models import PretrainObjective
+
+    cfg = tiny_cfg(model__landmark_head=True, loss__landmark_head=1.0, loss__sup_shape=1.0, loss__sup_pose=1.0,
+                   loss__sup_tex=1.0, loss__sup_light=1.0, loss__landmark=10.0)
+    torch.manual_seed(0)
+    faid = build_tiny(cfg)
+    out = faid(TinyFaces(2).images)
+    assert out.landmarks_head.shape == (2, 68, 2) and out.landmark_confidence.shape == (2, 68)
+    # untrained head: every point at the image centre (pixel-centre coordinates), confidence 1
+    assert torch.allclose(out.landmarks_head, torch.full_like(out.landmarks_head, S / 2 - 0.5))
+    assert torch.allclose(out.landmark_confidence, torch.ones(2, 68))
+    ds = TinyFaces(4)
+    fm = faid.face_model
+    gt = fm.layout.zeros(4)
+    batch = {"image": ds.images, "mask": ds.masks, "landmarks": ds.landmarks, "coeffs": gt,
+             "colors": fm.mean_tex.expand(4, -1, -1).clone()}
+    obj = PretrainObjective(faid, cfg.loss)
+    total, terms, _, _ = obj(batch)
+    assert {"sup_shape", "sup_pose", "sup_tex", "sup_light", "landmark", "landmark_head"} <= set(terms)
+    # the untrained model predicts the zero vector: zero error against a zero ground truth
+    assert terms["sup_shape"] < 1e-4 and terms["sup_pose"] == 0 and terms["sup_tex"] < 1e-6
+    total.backward()
+    assert faid.coarse.landmarks.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in faid.fine.parameters())
+    bad = dict(batch)
+    del bad["coeffs"]
+    with pytest.raises(ValueError, match="ground-truth"):
+        obj(bad)
+
+
+# ----------------------------------------------------------------------------- init_from and export
+def test_init_from_and_inference_export(tmp_path):
+    from pyfaid.checkpoint import export_inference, load_checkpoint, sha256
+    from pyfaid.train import train
+
+    cfg = tiny_cfg(train__max_steps=2)
+    summary, trained = train(cfg, out_dir=str(tmp_path / "a"), device="cpu", progress=False, build_model=build_tiny,
+                             dataset=TinyFaces(), return_model=True)
+    ck = load_checkpoint(str(tmp_path / "a"))
+    assert ck["train_seconds"] > 0 and "process(es)" in ck["hardware"]
+    # a new run starting from it begins with its weights
+    cfg2 = tiny_cfg(train__max_steps=0, train__init_from=str(tmp_path / "a"))
+    _, started = train(cfg2, out_dir=str(tmp_path / "b"), device="cpu", progress=False, build_model=build_tiny,
+                       dataset=TinyFaces(), return_model=True)
+    a, b = trained.trainable_state_dict(), started.trainable_state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # the fp16 export loads back into the same model, within fp16 rounding
+    path = export_inference(str(tmp_path / "a"), tmp_path / "m.pt", card={"note": "tiny"})
+    card = json.loads((tmp_path / "m.json").read_text())
+    assert card["sha256"] == sha256(path) and card["dtype"] == "float16" and card["note"] == "tiny"
+    state = torch.load(path, weights_only=False)["model"]
+    assert all(v.dtype in (torch.float16, torch.int64, torch.long) for v in state.values())
+    with pytest.raises(ValueError, match="init_from"):
+        bad = tiny_cfg(train__max_steps=0, train__init_from=str(tmp_path / "a"), model__backbone="resnet34")
+        train(bad, out_dir=str(tmp_path / "c"), device="cpu", progress=False, build_model=build_tiny,
+              dataset=TinyFaces())
