@@ -192,7 +192,7 @@ def cylindrical_layout(vertices, triangles, margin: float = 0.01):
     p = np.asarray(vertices, np.float64)
     tri = np.asarray(triangles, np.int64)
     used = np.unique(tri)
-    x, y, z = p[used, 0], p[used, 1], p[used, 2]
+    x, z = p[used, 0], p[used, 2]
     extent = max(np.ptp(p[used], axis=0).max(), 1e-12)
     a = np.c_[x, z, np.ones_like(x)]
     sol, *_ = np.linalg.lstsq(a, -(x ** 2 + z ** 2), rcond=None)
