@@ -1,7 +1,6 @@
 """pyfaid.render.bake: UV-space rasterization, vertex-colour and photo baking, seam padding,
 texture lookup; against plain-PyTorch references and scenes whose answer is known."""
 
-import math
 
 import numpy as np
 import pytest
