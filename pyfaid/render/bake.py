@@ -240,16 +240,18 @@ def bake_photo(
     sample divided by the shading there (``shading`` interpolated) is the photo's albedo. Its
     weight is the product of
 
-    * facing: ``cos`` between the vertex normal and the direction to the camera (``eye``),
-      ramping from 0 at ``facing[0]`` to 1 at ``facing[1]`` (back-facing and grazing texels get 0),
+    * facing: ``cos`` between the vertex normal and the direction to the camera (``eye``), per
+      vertex and interpolated, ramping from 0 at ``facing[0]`` to 1 at ``facing[1]`` (back-facing
+      and grazing texels get 0),
     * visibility: 1 if the texel's camera depth is within ``depth_tolerance`` of the depth
       rasterized from the photo's view (no other part of the mesh in front of it), else 0,
     * inside: 1 where the point projects inside the image,
     * ``visibility`` (optional per-pixel mask of the image, e.g. 0 on occluders),
     * light: 0 where the shading is darker than ``min_shading``, ramping to 1 at twice that;
 
-    eroded and blurred by ``feather`` texels so that the photo fades into the model's albedo. The
-    texture is ``weight * photo_albedo + (1 - weight) * albedo``, seams padded.
+    times a copy of itself eroded and blurred over about ``feather`` texels, so that the photo fades
+    into the model's albedo (and never reaches a texel the tests rejected). The texture is
+    ``weight * photo_albedo + (1 - weight) * albedo``, seams padded.
 
     Args:
         atlas: the mesh's :class:`UVAtlas`.
@@ -289,12 +291,11 @@ def bake_photo(
     albedo, shading = albedo.to(dev, dt), shading.to(dev, dt)
     eye = torch.as_tensor(eye, dtype=dt, device=dev).reshape(1, 1, 3)
 
-    # per-texel surface attributes: one interpolate per group of three channels (fast path)
-    clip_t = atlas.interpolate(pos_clip)  # [H, W, 4]
-    p_t = atlas.interpolate(points)
-    n_t = F.normalize(atlas.interpolate(normals), dim=-1)
-    alb_t = atlas.interpolate(albedo)
-    shade_t = atlas.interpolate(shading)
+    # facing the camera, per vertex (normals vary smoothly: interpolating the cosine is enough)
+    cos = (F.normalize(normals, dim=-1) * F.normalize(eye[0] - points, dim=-1)).sum(-1, keepdim=True)  # [V, 1]
+    # per-texel attributes in one interpolate: clip position, facing, albedo, shading
+    tex_attr = atlas.interpolate(torch.cat([pos_clip, cos, albedo, shading], dim=1))  # [H, W, 11]
+    clip_t, cos_t, alb_t, shade_t = tex_attr.split([4, 1, 3, 3], dim=-1)
     cover = atlas.mask
 
     w_clip = clip_t[..., 3].clamp_min(1e-8)
@@ -303,9 +304,7 @@ def bake_photo(
     photo = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
     photo = photo.permute(1, 2, 0)  # [H, W, 3]
 
-    # facing the camera
-    view = F.normalize(eye - p_t, dim=-1)
-    weight = _smoothstep((n_t * view).sum(-1), facing[0], facing[1])
+    weight = _smoothstep(cos_t[..., 0], facing[0], facing[1])
     # inside the image
     inside = (ndc.abs() <= 1.0).all(-1)
     weight = weight * inside
@@ -332,16 +331,18 @@ def bake_photo(
     weight = weight * _smoothstep(shade_t.mean(-1), min_shading, 2.0 * min_shading)
     weight = weight * cover
 
-    # feather: erode, then blur (seam-padded first, so island borders do not erode)
+    # feather: erode by ~r texels, then blur, at 1/r resolution (cheap at any texture size), times the
+    # hard weight so that no texel the tests rejected gets any photo; seam-padded first, so the
+    # islands' borders do not erode
     r = max(1, max(atlas.height, atlas.width) // 256) if feather is None else int(feather)
     if r > 0:
-        wp = atlas.pad(weight[..., None], background=0.0)[..., 0][None, None]
-        k = 2 * r + 1
-        for size, pad in (((1, k), (0, r)), ((k, 1), (r, 0))):  # separable square min filter
-            wp = -F.max_pool2d(-wp, size, stride=1, padding=pad)
-        for size, pad in (((1, k), (0, r)), ((k, 1), (r, 0))):  # separable box blur
-            wp = F.avg_pool2d(wp, size, stride=1, padding=pad, count_include_pad=False)
-        weight = wp[0, 0] * cover
+        wp = atlas.pad(weight[..., None], background=0.0)[..., 0][None, None]  # [1, 1, H, W]
+        coarse = F.avg_pool2d(wp, r, stride=r, ceil_mode=True) if r > 1 else wp
+        coarse = -F.max_pool2d(-coarse, 3, stride=1, padding=1)
+        coarse = F.avg_pool2d(coarse, 3, stride=1, padding=1, count_include_pad=False)
+        if r > 1:
+            coarse = F.interpolate(coarse, size=(atlas.height, atlas.width), mode="bilinear", align_corners=False)
+        weight = weight * coarse[0, 0]
 
     photo_albedo = photo / shade_t.clamp_min(min_shading)
     tex = alb_t + weight[..., None] * (photo_albedo - alb_t)
