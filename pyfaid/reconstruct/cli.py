@@ -16,23 +16,57 @@ from pyfaid.reconstruct.io import collect_inputs, load_image
 
 __all__ = ["main", "write_outputs"]
 
-DESCRIPTION = """Textured 3D faces from photos. Per face the command writes <name>.obj and <name>.ply (vertex
-colours), <name>.npz (coefficients, vertices, colours, landmarks in photo pixels, head pose,
-camera), <name>.png (a strip: input with landmarks | overlay | shaded render | albedo render | two
-novel views) and <name>_overlay.jpg (the render and landmarks over the original photo). With
---faces all, the second and later faces of a photo get _face1, _face2, ... in their names."""
+DESCRIPTION = """Textured 3D faces from photos. Per face the command writes, by default (--export):
+<name>.obj + <name>.mtl + <name>_texture.png (UV-textured mesh), <name>.glb (binary glTF with the
+texture embedded, in metres), <name>.ply (vertex colours), <name>.npz (coefficients, vertices,
+colours, landmarks in photo pixels, head pose, camera), and always <name>.png (a strip: input with
+landmarks | overlay | shaded render | albedo render | two novel views) and <name>_overlay.jpg (the
+render and landmarks over the original photo); with --turntable also <name>_turntable.gif. The
+texture is the photo projected onto the visible face and divided by the estimated lighting,
+blended into the model's albedo where the photo does not show the face (--texture albedo: the
+albedo alone). With --faces all, the second and later faces of a photo get _face1, _face2, ... in
+their names."""
+
+#: What ``--export`` writes when not given.
+DEFAULT_EXPORTS = ("obj", "glb", "ply", "npz")
+EXPORTS = ("obj", "glb", "ply", "npz")
 
 
-def write_outputs(rec, photo: np.ndarray, out_dir: Path, stem: str) -> None:
-    """Write one face's OBJ, PLY, NPZ, strip and overlay under ``out_dir``."""
+def write_outputs(rec, photo: np.ndarray, out_dir: Path, stem: str, exports=DEFAULT_EXPORTS,
+                  turntable: bool = False, texture: str = "photo", texture_size: int = 1024) -> None:
+    """Write one face's exports (``obj``, ``glb``, ``ply``, ``npz``), strip, overlay and optional
+    turntable under ``out_dir``; the texture is baked once for all of them."""
     import cv2
 
-    rec.save_obj(out_dir / f"{stem}.obj")
-    rec.save_ply(out_dir / f"{stem}.ply")
-    rec.save_npz(out_dir / f"{stem}.npz")
+    tex = None
+    if {"obj", "glb"} & set(exports) or turntable:
+        tex = rec.texture(texture, texture_size, photo=photo)
+    for fmt in exports:
+        rec.save(out_dir / f"{stem}.{fmt}", texture=tex)
     for name, img in ((f"{stem}.png", rec.strip()), (f"{stem}_overlay.jpg", rec.overlay(photo))):
         if not cv2.imwrite(str(out_dir / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {out_dir / name}")
+    if turntable:
+        rec.turntable(36, out_dir / f"{stem}_turntable.gif", texture=tex)
+
+
+def _exports(text: str):
+    names = tuple(x.strip().lower() for x in text.split(",") if x.strip())
+    bad = [x for x in names if x not in EXPORTS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown export format(s) {', '.join(bad) or '(none)'}; "
+                                         f"choose from {','.join(EXPORTS)}")
+    return names
+
+
+def _texture_size(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if not 64 <= n <= 4096:
+        raise argparse.ArgumentTypeError(f"texture size must be an integer in [64, 4096], got {text!r}")
+    return n
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -44,6 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--faces", choices=["largest", "all"], default="largest", help="faces per photo (default: largest)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--no-id-loss", action="store_true", help="fit without the identity loss")
+    ap.add_argument("--export", type=_exports, default=DEFAULT_EXPORTS, metavar="FORMATS",
+                    help=f"comma-separated formats to write per face (default {','.join(DEFAULT_EXPORTS)}); the "
+                         "PNG strip and the overlay are always written")
+    ap.add_argument("--texture", choices=["photo", "albedo"], default="photo",
+                    help="texture of the OBJ/glb exports: the photo where it shows the face (default) or the albedo")
+    ap.add_argument("--texture-size", type=_texture_size, default=1024, metavar="N",
+                    help="texture side in texels (default 1024)")
+    ap.add_argument("--turntable", action="store_true", help="also write <name>_turntable.gif (the textured head turning)")
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default 0: torch's default, all cores; use 1 when other "
                          "jobs share the cores, oversubscribed cores lose a lot)")
@@ -89,7 +131,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             photo = load_image(path)
             stem = _unique(Path(path).stem, used)
             for k, rec in enumerate(res):
-                write_outputs(rec, photo, out_dir, stem if k == 0 else f"{stem}_face{k}")
+                write_outputs(rec, photo, out_dir, stem if k == 0 else f"{stem}_face{k}", exports=args.export,
+                              turntable=args.turntable, texture=args.texture, texture_size=args.texture_size)
                 psnrs.append(rec.masked_psnr())
             faces += len(res)
             tqdm.write(f"{path}: {len(res)} face(s), masked PSNR {psnrs[-1]:.2f} dB -> {out_dir / stem}.*")

@@ -295,6 +295,29 @@ class Reconstruction:
             arrays["transform"] = np.asarray(self.transform, np.float64)
         np.savez_compressed(str(path), **arrays)
 
+    # ------------------------------------------------------------------ textured exports (export.py, turntable.py)
+    def texture(self, kind: str = "photo", size: int = 1024, photo=None, visibility=None) -> torch.Tensor:
+        """Bake a ``[size, size, 3]`` texture in the face model's UV layout: ``"photo"`` (the photo
+        where it shows the face, divided by the shading; ``photo`` = the original photo for its full
+        resolution) or ``"albedo"``. See :func:`pyfaid.reconstruct.export.bake_texture`."""
+        from pyfaid.reconstruct import export
+
+        return export.bake_texture(self, kind, size, photo=photo, visibility=visibility)
+
+    def save(self, path, **options) -> list:
+        """Write ``.obj`` (textured, or ``vertex_colors=True``), ``.glb``, ``.ply`` or ``.npz``, by
+        the extension; returns the files written. Options: see :func:`pyfaid.reconstruct.export.save`."""
+        from pyfaid.reconstruct import export
+
+        return export.save(self, path, **options)
+
+    def turntable(self, n: int = 36, path=None, **options) -> list:
+        """``n`` frames of the textured head turning (``[S, S, 3]`` uint8), written to ``path``
+        (``.gif`` or a ``.png`` grid) if given. See :func:`pyfaid.reconstruct.turntable.turntable`."""
+        from pyfaid.reconstruct import turntable
+
+        return turntable.turntable(self, n, path, **options)
+
 
 def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source, transform, history,
                         photo_size=None, detected=None, confidence=None, score=None) -> Reconstruction:

@@ -7,7 +7,7 @@ the mean face, back-projected to the nearest visible vertex). Do not edit by han
 #: vertex count of the model these indices belong to
 NUM_VERTICES = 34521
 #: makehuman.BUILD_REVISION they were made for
-BUILD_REVISION = 4
+BUILD_REVISION = 5
 #: jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67
 LANDMARKS = (
     21723, 28961, 12451, 10934, 29408, 11191, 20395, 20031, 3525, 31827,

@@ -1,0 +1,139 @@
+"""A turntable of a textured reconstruction: the head turning from side to side, rendered by pyfaid.
+
+Each frame is rendered texture-mapped with pyfaid's own kernels: ``rasterize`` the posed mesh,
+``interpolate`` the per-corner UVs (the UV triangles index the same raster) and the per-vertex
+shading, then look the texture up with ``grid_sample`` (:func:`pyfaid.render.bake.texture_lookup`).
+Frames go to an animated GIF (Pillow) or a PNG grid, chosen by the file extension.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Optional
+
+import numpy as np
+import torch
+
+from pyfaid.render import bake
+from pyfaid.render.topology import MeshTopology
+
+__all__ = ["render_textured", "turntable_angles", "turntable", "save_frames"]
+
+
+@torch.no_grad()
+def render_textured(rec, texture: torch.Tensor, angles=None, image_size: int = 256, lit: bool = True,
+                    background: float = 1.0) -> dict:
+    """Render the reconstruction texture-mapped.
+
+    Args:
+        rec: a Reconstruction.
+        texture: ``[H, W, 3]`` texture in the face model's UV layout (float in [0, 1]).
+        angles: ``[3]`` rotation angles (pitch, yaw, roll in radians) replacing the estimated pose,
+            or None for the estimated one.
+        image_size: side of the square image (the crop's framing at that size).
+        lit: multiply by the estimated lighting (else the bare texture, the albedo).
+        background: grey level of the empty pixels.
+
+    Returns:
+        dict with ``image [3, S, S]`` RGB in [0, 1] (row 0 at the top) and ``mask [1, S, S]``.
+    """
+    from pyfaid.facemodel.uv import layout_of
+    from pyfaid.reconstruct.export import posed_geometry
+    from pyfaid.render import interpolate, rasterize
+
+    fm = rec.face_model
+    camera = rec.renderer.camera.scaled(int(image_size))
+    geo = posed_geometry(rec, angles=angles, camera=camera)
+    dev = geo["clip"].device
+    uv, uv_faces = layout_of(fm)
+    uv_topo = fm.__dict__.get("_uv_topology")
+    if uv_topo is None or uv_topo.num_triangles != uv_faces.shape[0]:
+        uv_topo = MeshTopology(torch.as_tensor(uv_faces), uv.shape[0])
+        fm.__dict__["_uv_topology"] = uv_topo
+    rast = rasterize(geo["clip"][None].contiguous(), fm.topology, (camera.image_size, camera.image_size))
+    uv_img = interpolate(torch.as_tensor(uv, device=dev)[None], rast, uv_topo.on(dev))  # [1, S, S, 2]
+    tex = torch.as_tensor(texture, dtype=torch.float32, device=dev)
+    color = bake.texture_lookup(tex, uv_img)[0]  # [S, S, 3]
+    if lit:
+        color = color * interpolate(geo["shading"][None].contiguous(), rast, fm.topology)[0]
+    mask = (rast[0, ..., 3:4] > 0).float()
+    image = (mask * color.clamp(0, 1) + (1 - mask) * background).permute(2, 0, 1)
+    return {"image": image, "mask": mask.permute(2, 0, 1)}
+
+
+def turntable_angles(rec, n: int, max_yaw: float = math.radians(60)) -> torch.Tensor:
+    """``[n, 3]`` poses of one loop: yaw swinging ``max_yaw * sin(2 pi k / n)``, no pitch or roll."""
+    if int(n) < 1:
+        raise ValueError(f"the turntable needs at least one frame, got n={n}")
+    k = torch.arange(int(n), dtype=torch.float32)
+    yaw = max_yaw * torch.sin(2 * math.pi * k / int(n))
+    return torch.stack([torch.zeros_like(yaw), yaw, torch.zeros_like(yaw)], dim=1)
+
+
+def save_frames(frames, path: str, fps: float = 12.0, columns: int = 6) -> str:
+    """Write frames (``[H, W, 3]`` uint8 RGB each) as an animated ``.gif`` or a ``.png`` grid.
+
+    Raises:
+        ValueError: another extension. FileNotFoundError: the folder does not exist.
+    """
+    from PIL import Image
+
+    from pyfaid.reconstruct.export import write_bytes
+
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".gif", ".png"):
+        raise ValueError(f"{path}: a turntable is written as .gif (animation) or .png (grid), not {ext or 'no extension'!r}")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"{path}: the folder {folder} does not exist")
+    buf = io.BytesIO()
+    if ext == ".gif":
+        ims = [Image.fromarray(f) for f in frames]
+        ims[0].save(buf, format="GIF", save_all=True, append_images=ims[1:], duration=int(round(1000 / fps)),
+                    loop=0, disposal=1)
+    else:
+        cols = min(int(columns), len(frames))
+        rows = -(-len(frames) // cols)
+        h, w = frames[0].shape[:2]
+        grid = np.full((rows * h, cols * w, 3), 255, np.uint8)
+        for i, f in enumerate(frames):
+            grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = f
+        Image.fromarray(grid).save(buf, format="PNG")
+    write_bytes(path, buf.getvalue())
+    return path
+
+
+def turntable(rec, n: int = 36, path: Optional[str] = None, texture=None, image_size: int = 256,
+              max_yaw: float = math.radians(60), lit: bool = True, photo=None, fps: float = 12.0):
+    """Frames of the textured head turning from side to side (one loop), optionally written to a file.
+
+    Args:
+        rec: a Reconstruction.
+        n: number of frames.
+        path: optional ``.gif`` (animation) or ``.png`` (grid of the frames) to write.
+        texture: ``[H, W, 3]`` texture; None bakes a 1024 x 1024 photo texture
+            (:func:`pyfaid.reconstruct.export.bake_texture`, from ``photo`` if given).
+        image_size: frame side in pixels.
+        max_yaw: largest yaw (radians) of the swing.
+        lit: render under the estimated lighting (else the bare albedo texture).
+        photo: the original photo, for the baked texture.
+        fps: frame rate of the GIF.
+
+    Returns:
+        list of ``n`` frames, ``[S, S, 3]`` uint8 RGB.
+    """
+    from pyfaid.reconstruct.export import bake_texture
+
+    if texture is None:
+        texture = bake_texture(rec, "photo", 1024, photo=photo)
+    tex = torch.as_tensor(texture)
+    if tex.dtype == torch.uint8:
+        tex = tex.float() / 255.0
+    frames = [bake.to_uint8(render_textured(rec, tex, angles=a, image_size=image_size, lit=lit)["image"].permute(1, 2, 0))
+              for a in turntable_angles(rec, n, max_yaw)]
+    if path is not None:
+        save_frames(frames, path, fps=fps)
+    return frames
