@@ -48,6 +48,18 @@ void check_spmm_inputs(const char* op, const at::Tensor& crow, const at::Tensor&
 void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& x,
                 int64_t fout);
 
+// All device-independent argument checks of cheb_conv (CPU and CUDA): x, the CSR triple, weight
+// and bias.
+void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& crow,
+                     const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias);
+
+// All device-independent argument checks of cheb_conv_backward (CPU and CUDA): x, grad_out
+// [B, N, Fout] of x's batch and vertices, the CSR triple and weight.
+void check_conv_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                              const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                              const at::Tensor& weight);
+
 at::Tensor cheb_conv_forward(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                              const at::Tensor& val, const at::Tensor& weight,
                              const std::optional<at::Tensor>& bias, SpmmFn spmm);

@@ -135,9 +135,8 @@ at::Tensor cheb_conv_cpu(const at::Tensor& x, const at::Tensor& crow, const at::
                          const at::Tensor& val, const at::Tensor& weight,
                          const std::optional<at::Tensor>& bias) {
   const char* op = "cheb_conv";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
+  check_conv_args(op, x, crow, col, val, weight, bias);
   check_cpu(op, x, "x");
-  check_bias(op, bias, x, weight.size(2));
   check_csr_cpu(op, crow, col, val, x.size(1));
   return cheb_conv_forward(x, crow, col, val, weight, bias, &spmm_cpu);
 }
@@ -146,10 +145,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> cheb_conv_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
     const at::Tensor& val, const at::Tensor& weight, bool has_bias) {
   const char* op = "cheb_conv_backward";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
-  check_inputs(op, grad_out, "grad_out", crow, col, val, weight, true);
-  TORCH_CHECK(grad_out.size(0) == x.size(0) && grad_out.size(1) == x.size(1), op,
-              ": `grad_out` ", grad_out.sizes(), " does not match `x` ", x.sizes());
+  check_conv_backward_args(op, grad_out, x, crow, col, val, weight);
   check_cpu(op, x, "x");
   check_csr_cpu(op, crow, col, val, x.size(1));
   return cheb_conv_backward_impl(grad_out, x, crow, col, val, weight, has_bias, &spmm_cpu);

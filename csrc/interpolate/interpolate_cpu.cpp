@@ -167,7 +167,7 @@ void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* ra
 
 at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri) {
   const char* op = "pyfaid::interpolate";
-  interp::check_inputs(attr, rast, tri, op);
+  interp::check_interpolate_args(attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
   raster::check_tri_range(tri, V, op, "attr");
@@ -190,13 +190,9 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
                                                             const at::Tensor& rast,
                                                             const at::Tensor& tri) {
   const char* op = "pyfaid::interpolate_backward";
-  interp::check_inputs(attr, rast, tri, op);
-  check_tensor(grad_out, "grad_out", attr.scalar_type(), 4, op);
+  interp::check_interpolate_backward_args(grad_out, attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({B, H, W, C}), op, ": `grad_out` must have shape [",
-              B, ", ", H, ", ", W, ", ", C, "], got ", grad_out.sizes());
-  check_same_device(grad_out, "grad_out", attr, "attr", op);
   raster::check_tri_range(tri, V, op, "attr");
   // Every entry of both is written by the kernel.
   auto grad_attr = at::empty_like(attr);

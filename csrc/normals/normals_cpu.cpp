@@ -105,20 +105,6 @@ inline void gather_sum(const Adjacency& adj, const T* fn_b, int64_t v, T* s) {
 
 }  // namespace
 
-std::tuple<int64_t, int64_t, int64_t> check_vertex_normals_args(const at::Tensor& verts, const at::Tensor& tri,
-                                                                const char* op) {
-  check_floating(verts, "verts", op);
-  TORCH_CHECK(verts.dim() == 3 && verts.size(2) == 3, op, ": `verts` must have shape [B, V, 3], got ",
-              verts.sizes());
-  check_tensor(tri, "tri", at::kInt, 2, op);
-  TORCH_CHECK(tri.size(1) == 3, op, ": `tri` must have shape [F, 3], got ", tri.sizes());
-  check_same_device(tri, "tri", verts, "verts", op);
-  TORCH_CHECK(verts.size(1) <= std::numeric_limits<int32_t>::max(), op,
-              ": `verts` has too many vertices for int32 indices");
-  TORCH_CHECK(tri.size(0) < std::numeric_limits<int32_t>::max() / 3, op, ": `tri` has too many triangles");
-  return {verts.size(0), verts.size(1), tri.size(0)};
-}
-
 at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri) {
   const char* op = "vertex_normals";
   auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
@@ -155,11 +141,7 @@ at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri) {
 at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at::Tensor& verts,
                                        const at::Tensor& tri) {
   const char* op = "vertex_normals_backward";
-  auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
-  TORCH_CHECK(grad_normals.defined() && grad_normals.sizes() == verts.sizes(), op,
-              ": `grad_normals` must have the shape of `verts` ", verts.sizes());
-  check_tensor(grad_normals, "grad_normals", verts.scalar_type(), 3, op);
-  check_same_device(grad_normals, "grad_normals", verts, "verts", op);
+  auto [B, V, F] = check_vertex_normals_backward_args(grad_normals, verts, tri, op);
   TORCH_CHECK(verts.device().is_cpu(), op, ": `verts` must be a CPU tensor here");
   auto grad_verts = at::zeros_like(verts);
   const Adjacency adj = build_adjacency(tri.data_ptr<int32_t>(), F, V, op);

@@ -160,11 +160,7 @@ at::Tensor vertex_normals_cuda(const at::Tensor& verts, const at::Tensor& tri) {
 at::Tensor vertex_normals_backward_cuda(const at::Tensor& grad_normals, const at::Tensor& verts,
                                         const at::Tensor& tri) {
   const char* op = "vertex_normals_backward";
-  auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
-  TORCH_CHECK(grad_normals.defined() && grad_normals.sizes() == verts.sizes(), op,
-              ": `grad_normals` must have the shape of `verts` ", verts.sizes());
-  check_tensor(grad_normals, "grad_normals", verts.scalar_type(), 3, op);
-  check_same_device(grad_normals, "grad_normals", verts, "verts", op);
+  auto [B, V, F] = check_vertex_normals_backward_args(grad_normals, verts, tri, op);
   TORCH_CHECK(verts.is_cuda(), op, ": `verts` must be a CUDA tensor here");
   const c10::cuda::CUDAGuard guard(verts.device());
   check_index_range(tri, V, op);

@@ -170,11 +170,7 @@ inline unsigned blocks_for(int64_t n, int threads) {
 at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
                           int64_t width) {
   const char* op = "pyfaid::rasterize";
-  raster::check_pos_tri(pos, tri, op);
-  TORCH_CHECK(height >= 1 && width >= 1, op, ": `height` and `width` must be >= 1, got ", height,
-              " x ", width);
-  TORCH_CHECK(height <= (1 << 15) && width <= (1 << 15), op,
-              ": resolution must be at most 32768 x 32768, got ", height, " x ", width);
+  raster::check_rasterize_args(pos, tri, height, width, op);
   c10::cuda::CUDAGuard guard(pos.device());
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
   const int H = static_cast<int>(height), W = static_cast<int>(width);
@@ -226,13 +222,7 @@ at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_rast, const at::Tensor& pos,
                                    const at::Tensor& tri, const at::Tensor& rast) {
   const char* op = "pyfaid::rasterize_backward";
-  raster::check_pos_tri(pos, tri, op);
-  raster::check_rast(rast, pos, "rast", op);
-  raster::check_rast(grad_rast, pos, "grad_rast", op);
-  TORCH_CHECK(rast.size(0) == pos.size(0), op, ": `rast` batch ", rast.size(0),
-              " does not match `pos` batch ", pos.size(0));
-  TORCH_CHECK(grad_rast.sizes() == rast.sizes(), op, ": `grad_rast` shape ", grad_rast.sizes(),
-              " does not match `rast` shape ", rast.sizes());
+  raster::check_rasterize_backward_args(grad_rast, pos, tri, rast, op);
   c10::cuda::CUDAGuard guard(pos.device());
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
   raster::check_tri_range(tri, V, op, "pos");
