@@ -35,7 +35,8 @@ using SpmmFn = void (*)(const at::Tensor& crow, const at::Tensor& col, const at:
                         double beta, bool accumulate);
 
 // Device-independent argument checks (shapes, dtypes, contiguity, devices). Range and finiteness
-// checks of the CSR content are done by each backend (they need to read the data).
+// checks of the CSR content are done by each backend (they need to read the data), unless the
+// caller passes check_laplacian = false.
 void check_inputs(const char* op, const at::Tensor& x, const char* x_name, const at::Tensor& crow,
                   const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
                   bool x_is_grad_out);

@@ -165,12 +165,13 @@ void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* ra
   });
 }
 
-at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri) {
+at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri,
+                           bool check_indices) {
   const char* op = "pyfaid::interpolate";
   interp::check_interpolate_args(attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   auto out = at::empty({B, H, W, C}, attr.options());
   if (out.numel() == 0) return out;
   std::atomic<bool> bad_id{false};
@@ -188,12 +189,13 @@ at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad_out,
                                                             const at::Tensor& attr,
                                                             const at::Tensor& rast,
-                                                            const at::Tensor& tri) {
+                                                            const at::Tensor& tri,
+                                                            bool check_indices) {
   const char* op = "pyfaid::interpolate_backward";
   interp::check_interpolate_backward_args(grad_out, attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   // Every entry of both is written by the kernel.
   auto grad_attr = at::empty_like(attr);
   auto grad_rast = at::empty_like(rast);

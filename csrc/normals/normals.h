@@ -26,7 +26,8 @@ namespace pyfaid {
 constexpr double NORMAL_EPS = 1e-12;
 
 // All argument checks of vertex_normals (CPU and CUDA, same messages); returns (B, V, F).
-// The index range of `tri` is checked by the kernels (it needs to read the data).
+// The index range of `tri` is checked by the kernels (it needs to read the data), unless the
+// caller passes check_indices = false.
 inline std::tuple<int64_t, int64_t, int64_t> check_vertex_normals_args(const at::Tensor& verts,
                                                                        const at::Tensor& tri,
                                                                        const char* op) {
@@ -56,8 +57,8 @@ inline std::tuple<int64_t, int64_t, int64_t> check_vertex_normals_backward_args(
   return sizes;
 }
 
-at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri);
+at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri, bool check_indices);
 at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at::Tensor& verts,
-                                       const at::Tensor& tri);
+                                       const at::Tensor& tri, bool check_indices);
 
 }  // namespace pyfaid

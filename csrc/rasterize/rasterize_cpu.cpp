@@ -369,11 +369,11 @@ void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t
 }
 
 at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
-                         int64_t width) {
+                         int64_t width, bool check_indices) {
   const char* op = "pyfaid::rasterize";
   raster::check_rasterize_args(pos, tri, height, width, op);
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "pos");
+  if (check_indices) raster::check_tri_range(tri, V, op, "pos");
   auto rast = at::empty({B, height, width, 4}, pos.options());
   if (B == 0) return rast;
   if (F == 0) return rast.zero_();
@@ -396,11 +396,12 @@ at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t h
 }
 
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_rast, const at::Tensor& pos,
-                                  const at::Tensor& tri, const at::Tensor& rast) {
+                                  const at::Tensor& tri, const at::Tensor& rast,
+                                  bool check_indices) {
   const char* op = "pyfaid::rasterize_backward";
   raster::check_rasterize_backward_args(grad_rast, pos, tri, rast, op);
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "pos");
+  if (check_indices) raster::check_tri_range(tri, V, op, "pos");
   auto grad_pos = at::empty_like(pos);  // every entry is written by the kernel
   if (B == 0 || F == 0 || rast.numel() == 0) return grad_pos.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {

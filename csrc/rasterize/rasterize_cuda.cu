@@ -168,7 +168,7 @@ inline unsigned blocks_for(int64_t n, int threads) {
 }
 
 at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
-                          int64_t width) {
+                          int64_t width, bool check_indices) {
   const char* op = "pyfaid::rasterize";
   raster::check_rasterize_args(pos, tri, height, width, op);
   c10::cuda::CUDAGuard guard(pos.device());
@@ -199,7 +199,7 @@ at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t 
     // One synchronising copy: list length and the out-of-range index flag.
     auto host = at::cat({inclusive.narrow(0, B * tiles - 1, 1), bad.to(at::kLong)}).cpu();
     const int64_t total = host.data_ptr<int64_t>()[0];
-    TORCH_CHECK(host.data_ptr<int64_t>()[1] == 0, op, ": `tri` indices must lie in [0, ", V,
+    TORCH_CHECK(!check_indices || host.data_ptr<int64_t>()[1] == 0, op, ": `tri` indices must lie in [0, ", V,
                 ") (the rows of `pos`)");
     if (total == 0) {
       rast.zero_();
@@ -220,12 +220,13 @@ at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t 
 }
 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_rast, const at::Tensor& pos,
-                                   const at::Tensor& tri, const at::Tensor& rast) {
+                                   const at::Tensor& tri, const at::Tensor& rast,
+                                   bool check_indices) {
   const char* op = "pyfaid::rasterize_backward";
   raster::check_rasterize_backward_args(grad_rast, pos, tri, rast, op);
   c10::cuda::CUDAGuard guard(pos.device());
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "pos");
+  if (check_indices) raster::check_tri_range(tri, V, op, "pos");
   auto grad_pos = at::zeros_like(pos);
   const int H = static_cast<int>(rast.size(1)), W = static_cast<int>(rast.size(2));
   const int64_t n = B * int64_t(H) * W;

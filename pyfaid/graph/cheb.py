@@ -68,27 +68,28 @@ def cheb_conv(x: torch.Tensor, lap: torch.Tensor, weight: torch.Tensor,
 
 
 @torch.library.register_fake("pyfaid::cheb_conv")
-def _cheb_conv_fake(x, crow, col, val, weight, bias):
+def _cheb_conv_fake(x, crow, col, val, weight, bias, *, check_laplacian=True):
     torch._check(x.dim() == 3 and weight.dim() == 3)
     return x.new_empty((x.shape[0], x.shape[1], weight.shape[2]))
 
 
 @torch.library.register_fake("pyfaid::cheb_conv_backward")
-def _cheb_conv_backward_fake(grad_out, x, crow, col, val, weight, has_bias):
+def _cheb_conv_backward_fake(grad_out, x, crow, col, val, weight, has_bias, *, check_laplacian=True):
     grad_b = weight.new_empty((weight.shape[2],) if has_bias else (0,))
     return x.new_empty(x.shape), weight.new_empty(weight.shape), grad_b
 
 
-def _setup_context(ctx, inputs, output):
+def _setup_context(ctx, inputs, keyword_only_inputs, output):
     x, crow, col, val, weight, bias = inputs
     ctx.has_bias = bias is not None
+    ctx.check_laplacian = keyword_only_inputs["check_laplacian"]  # passed on to the backward op
     ctx.save_for_backward(x, crow, col, val, weight)
 
 
 def _backward(ctx, grad_out):
     x, crow, col, val, weight = ctx.saved_tensors
     grad_x, grad_w, grad_b = ops.cheb_conv_backward(grad_out.contiguous(), x, crow, col, val, weight,
-                                                    ctx.has_bias)
+                                                    ctx.has_bias, check_laplacian=ctx.check_laplacian)
     return grad_x, None, None, None, grad_w, (grad_b if ctx.has_bias else None)
 
 
@@ -121,18 +122,20 @@ def laplacian_mm(lap: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.library.register_fake("pyfaid::cheb_spmm")
-def _cheb_spmm_fake(crow, col, val, x):
+def _cheb_spmm_fake(crow, col, val, x, *, check_laplacian=True):
     return x.new_empty(x.shape)
 
 
-def _spmm_setup_context(ctx, inputs, output):
+def _spmm_setup_context(ctx, inputs, keyword_only_inputs, output):
     crow, col, val, _ = inputs
+    ctx.check_laplacian = keyword_only_inputs["check_laplacian"]
     ctx.save_for_backward(crow, col, val)
 
 
 def _spmm_backward(ctx, grad):
     crow, col, val = ctx.saved_tensors
-    return None, None, None, ops.cheb_spmm(crow, col, val, grad.contiguous())
+    return None, None, None, ops.cheb_spmm(crow, col, val, grad.contiguous(),
+                                           check_laplacian=ctx.check_laplacian)
 
 
 torch.library.register_autograd("pyfaid::cheb_spmm", _spmm_backward, setup_context=_spmm_setup_context)

@@ -46,9 +46,9 @@ def rasterize(pos: torch.Tensor, tri: torch.Tensor, resolution: int | Sequence[i
     check_device(pos, "pos")
     if pos.dim() == 2:
         pos = pos.unsqueeze(0)
-    tri, _checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
+    tri, checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
     check_device(tri, "tri")
-    return ops.rasterize(pos.contiguous(), tri, height, width)
+    return ops.rasterize(pos.contiguous(), tri, height, width, check_indices=not checked)
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
@@ -69,41 +69,43 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri: torch.Tensor) -> to
     check_device(rast, "rast")
     if attr.dim() == 2:
         attr = attr.unsqueeze(0)
-    tri, _checked = as_triangles(tri, attr.device, attr.shape[-2], "attr")
+    tri, checked = as_triangles(tri, attr.device, attr.shape[-2], "attr")
     check_device(tri, "tri")
-    return ops.interpolate(attr.contiguous(), rast.contiguous(), tri)
+    return ops.interpolate(attr.contiguous(), rast.contiguous(), tri, check_indices=not checked)
 
 
 # ---- shapes for tracing ------------------------------------------------------------------------
 
 @torch.library.register_fake("pyfaid::rasterize")
-def _rasterize_fake(pos, tri, height, width):
+def _rasterize_fake(pos, tri, height, width, *, check_indices=True):
     torch._check(pos.dim() == 3 and pos.shape[2] == 4, lambda: "pos must have shape [B, V, 4]")
     torch._check(tri.dim() == 2 and tri.shape[1] == 3, lambda: "tri must have shape [F, 3]")
     return pos.new_empty((pos.shape[0], height, width, 4))
 
 
 @torch.library.register_fake("pyfaid::rasterize_backward")
-def _rasterize_backward_fake(grad_rast, pos, tri, rast):
+def _rasterize_backward_fake(grad_rast, pos, tri, rast, *, check_indices=True):
     return torch.empty_like(pos)
 
 
 @torch.library.register_fake("pyfaid::interpolate")
-def _interpolate_fake(attr, rast, tri):
+def _interpolate_fake(attr, rast, tri, *, check_indices=True):
     torch._check(attr.dim() == 3, lambda: "attr must have shape [B, V, C]")
     torch._check(rast.dim() == 4 and rast.shape[3] == 4, lambda: "rast must have shape [B, H, W, 4]")
     return attr.new_empty((rast.shape[0], rast.shape[1], rast.shape[2], attr.shape[2]))
 
 
 @torch.library.register_fake("pyfaid::interpolate_backward")
-def _interpolate_backward_fake(grad_out, attr, rast, tri):
+def _interpolate_backward_fake(grad_out, attr, rast, tri, *, check_indices=True):
     return torch.empty_like(attr), torch.empty_like(rast)
 
 
 # ---- autograd -------------------------------------------------------------------------------
+# The keyword-only flags of the forward op go to its backward op unchanged.
 
-def _rasterize_setup_context(ctx, inputs, output):
+def _rasterize_setup_context(ctx, inputs, keyword_only_inputs, output):
     pos, tri, _height, _width = inputs
+    ctx.check_indices = keyword_only_inputs["check_indices"]
     ctx.save_for_backward(pos, tri, output)
 
 
@@ -111,7 +113,8 @@ def _rasterize_backward(ctx, grad_rast):
     pos, tri, rast = ctx.saved_tensors
     grad_pos = None
     if ctx.needs_input_grad[0]:
-        grad_pos = ops.rasterize_backward(grad_rast.contiguous(), pos, tri, rast)
+        grad_pos = ops.rasterize_backward(grad_rast.contiguous(), pos, tri, rast,
+                                          check_indices=ctx.check_indices)
     return grad_pos, None, None, None
 
 
@@ -120,14 +123,16 @@ torch.library.register_autograd(
 )
 
 
-def _interpolate_setup_context(ctx, inputs, output):
+def _interpolate_setup_context(ctx, inputs, keyword_only_inputs, output):
     attr, rast, tri = inputs
+    ctx.check_indices = keyword_only_inputs["check_indices"]
     ctx.save_for_backward(attr, rast, tri)
 
 
 def _interpolate_backward(ctx, grad_out):
     attr, rast, tri = ctx.saved_tensors
-    grad_attr, grad_rast = ops.interpolate_backward(grad_out.contiguous(), attr, rast, tri)
+    grad_attr, grad_rast = ops.interpolate_backward(grad_out.contiguous(), attr, rast, tri,
+                                                    check_indices=ctx.check_indices)
     return (
         grad_attr if ctx.needs_input_grad[0] else None,
         grad_rast if ctx.needs_input_grad[1] else None,
