@@ -18,20 +18,27 @@ TORCH_LIBRARY(pyfaid, m) {
   //                  behaviour on the CPU. Shape, dtype and device checks always run.
   //   check_laplacian  the same for the CSR content of the Laplacian (crow monotone from 0 to
   //                  nnz, col in [0, N), finite values; pyfaid.graph.Laplacian checks it once).
+  //   cpu_path       CPU rasterizer path: "auto" (default), "binned" or "direct" (bit-identical
+  //                  results; the environment variable PYFAID_CPU_RASTER=binned|direct overrides
+  //                  it, for debugging). Ignored by the CUDA kernels.
+  //   simd           false keeps the CPU kernels off their AVX2 code (bit-identical results;
+  //                  PYFAID_CPU_SIMD=0 turns it off whatever the argument). Ignored on CUDA.
 
   // ---- rasterize (csrc/rasterize) -------------------------------------------------------
   // pos [B, V, 4] float32 clip space, tri [F, 3] int32 -> rast [B, H, W, 4] = (u, v, z/w, id + 1)
-  m.def("rasterize(Tensor pos, Tensor tri, int height, int width, *, bool check_indices=True) -> Tensor");
+  m.def("rasterize(Tensor pos, Tensor tri, int height, int width, *, bool check_indices=True, "
+        "str cpu_path=\"auto\", bool simd=True) -> Tensor");
   // grad_rast [B, H, W, 4] (only u, v carry gradient) -> grad_pos [B, V, 4]
   m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast, *, "
-        "bool check_indices=True) -> Tensor");
+        "bool check_indices=True, bool simd=True) -> Tensor");
 
   // ---- interpolate (csrc/interpolate) ---------------------------------------------------
   // attr [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
-  m.def("interpolate(Tensor attr, Tensor rast, Tensor tri, *, bool check_indices=True) -> Tensor");
+  m.def("interpolate(Tensor attr, Tensor rast, Tensor tri, *, bool check_indices=True, "
+        "bool simd=True) -> Tensor");
   // -> (grad_attr [B, V, C], grad_rast [B, H, W, 4])
   m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri, *, "
-        "bool check_indices=True) -> (Tensor, Tensor)");
+        "bool check_indices=True, bool simd=True) -> (Tensor, Tensor)");
 
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]

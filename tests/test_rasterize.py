@@ -220,11 +220,11 @@ def soup_with_bad_vertices(batch):
     return pos, tri
 
 
-def _run_all(pos, tri, height, width, attr, grad_out, grad_rast):
-    rast = ops.rasterize(pos, tri, height, width)
-    out = ops.interpolate(attr, rast, tri)
-    ga, gr = ops.interpolate_backward(grad_out, attr, rast, tri)
-    gp = ops.rasterize_backward(grad_rast, pos, tri, rast)
+def _run_all(pos, tri, height, width, attr, grad_out, grad_rast, cpu_path="auto", simd=True):
+    rast = ops.rasterize(pos, tri, height, width, cpu_path=cpu_path, simd=simd)
+    out = ops.interpolate(attr, rast, tri, simd=simd)
+    ga, gr = ops.interpolate_backward(grad_out, attr, rast, tri, simd=simd)
+    gp = ops.rasterize_backward(grad_rast, pos, tri, rast, simd=simd)
     return rast, out, ga, gr, gp
 
 
@@ -232,8 +232,11 @@ def _run_all(pos, tri, height, width, attr, grad_out, grad_rast):
 @pytest.mark.parametrize("case", ["grid", "soup", "sphere"])
 @pytest.mark.parametrize("batch,height,width", [(3, 64, 80), (1, 61, 47), (4, 13, 9)])
 def test_cpu_paths_are_bit_identical(monkeypatch, dtype, case, batch, height, width):
-    """The binned and direct rasterizers, with and without the AVX2 kernels (PYFAID_CPU_SIMD=0),
-    give identical results for all four ops (B < threads exercises the split-and-merge path)."""
+    """The binned and direct rasterizers, with and without the AVX2 kernels (``cpu_path`` and
+    ``simd`` arguments), give identical results for all four ops (B < threads exercises the
+    split-and-merge path)."""
+    monkeypatch.delenv("PYFAID_CPU_RASTER", raising=False)  # the debugging overrides stay off
+    monkeypatch.delenv("PYFAID_CPU_SIMD", raising=False)
     if case == "grid":
         pos, tri = dense_grid(batch)
     elif case == "soup":
@@ -252,30 +255,52 @@ def test_cpu_paths_are_bit_identical(monkeypatch, dtype, case, batch, height, wi
     try:
         torch.set_num_threads(max(2, threads))
         for path in ("binned", "direct"):
-            for simd in ("1", "0"):
-                monkeypatch.setenv("PYFAID_CPU_RASTER", path)
-                monkeypatch.setenv("PYFAID_CPU_SIMD", simd)
-                results[path, simd] = _run_all(pos, tri, height, width, attr, grad_out, grad_rast)
+            for simd in (True, False):
+                results[path, simd] = _run_all(pos, tri, height, width, attr, grad_out, grad_rast,
+                                               cpu_path=path, simd=simd)
     finally:
         torch.set_num_threads(threads)
-    base = results["binned", "0"]
+    base = results["binned", False]
     assert (base[0][..., 3] > 0).float().mean() > 0.1
     for key, res in results.items():
         for name, a, b in zip(("rast", "out", "grad_attr", "grad_rast", "grad_pos"), base, res):
             assert torch.equal(a, b), f"{name} differs between binned/scalar and {key}"
     if batch == 1:  # and the direct path agrees with the reference where no centre is ambiguous
         ref, amb = rasterize_bruteforce(pos.double(), tri, height, width)
-        rast = results["direct", "1"][0]
+        rast = results["direct", True][0]
         assert torch.equal(rast[..., 3][~amb], ref[..., 3][~amb].to(dtype))
 
 
-def test_cpu_path_variable_is_checked(monkeypatch):
+def test_cpu_path_argument_and_variable_are_checked(monkeypatch):
     pos, tri = random_mesh(1, 10, 4, torch.float32)
+    monkeypatch.delenv("PYFAID_CPU_RASTER", raising=False)
+    with pytest.raises(RuntimeError, match="`cpu_path` must be auto, binned or direct, got 'tiled'"):
+        rasterize(pos, tri, 8, cpu_path="tiled")
+    for path in ("auto", "binned", "direct"):
+        assert rasterize(pos, tri, 8, cpu_path=path, simd=False).shape == (1, 8, 8, 4)
+    # The environment variable (a debugging override) is read, and checked, even when the
+    # argument names a path.
     monkeypatch.setenv("PYFAID_CPU_RASTER", "tiled")
     with pytest.raises(RuntimeError, match="PYFAID_CPU_RASTER must be auto, binned or direct"):
-        ops.rasterize(pos, tri, 8, 8)
+        ops.rasterize(pos, tri, 8, 8, cpu_path="direct")
     monkeypatch.setenv("PYFAID_CPU_RASTER", "auto")
-    assert ops.rasterize(pos, tri, 8, 8).shape == (1, 8, 8, 4)
+    assert ops.rasterize(pos, tri, 8, 8, cpu_path="binned").shape == (1, 8, 8, 4)
+
+
+def test_simd_argument_through_autograd():
+    """rasterize/interpolate(simd=False), forward and backward through autograd, give the bits of
+    the default path (tests/test_topology.py checks that the flag reaches the backward ops)."""
+    pos, tri = dense_grid(2, n=41)
+    attr = torch.randn(2, pos.shape[1], 3)
+    g = torch.randn(2, 30, 34, 3)
+    grads = []
+    for simd in (True, False):
+        p = pos.clone().requires_grad_(True)
+        a = attr.clone().requires_grad_(True)
+        out = interpolate(a, rasterize(p, tri, (30, 34), simd=simd), tri, simd=simd)
+        grads.append((out.detach(), *torch.autograd.grad(out, (p, a), g)))
+    for x, y in zip(*grads):
+        assert torch.equal(x, y)
 
 
 # ---- interpolate -------------------------------------------------------------------------------

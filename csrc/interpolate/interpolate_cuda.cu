@@ -75,7 +75,7 @@ __global__ void interpolate_backward_kernel(const T* __restrict__ grad_out,
 }
 
 at::Tensor interpolate_cuda(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri,
-                            bool check_indices) {
+                            bool check_indices, bool /*simd: CPU only*/) {
   const char* op = "pyfaid::interpolate";
   interp::check_interpolate_args(attr, rast, tri, op);
   c10::cuda::CUDAGuard guard(attr.device());
@@ -98,7 +98,8 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& g
                                                              const at::Tensor& attr,
                                                              const at::Tensor& rast,
                                                              const at::Tensor& tri,
-                                                             bool check_indices) {
+                                                             bool check_indices,
+                                                             bool /*simd: CPU only*/) {
   const char* op = "pyfaid::interpolate_backward";
   interp::check_interpolate_backward_args(grad_out, attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "utils/checks.h"
 
@@ -446,10 +447,13 @@ inline void check_rast(const at::Tensor& rast, const at::Tensor& like, const cha
   check_same_device(rast, name, like, "the other inputs", op);
 }
 
-// All argument checks of rasterize (CPU and CUDA): pos, tri, and the output resolution.
+// All argument checks of rasterize (CPU and CUDA): pos, tri, the output resolution and the name
+// of the CPU path (checked on CUDA too, so a call is valid or not on both).
 inline void check_rasterize_args(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
-                                 int64_t width, const char* op) {
+                                 int64_t width, std::string_view cpu_path, const char* op) {
   check_pos_tri(pos, tri, op);
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "binned" || cpu_path == "direct", op,
+              ": `cpu_path` must be auto, binned or direct, got '", cpu_path, "'");
   TORCH_CHECK(height >= 1 && width >= 1, op, ": `height` and `width` must be >= 1, got ", height,
               " x ", width);
   TORCH_CHECK(height <= (1 << 15) && width <= (1 << 15), op,

@@ -167,10 +167,12 @@ inline unsigned blocks_for(int64_t n, int threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
+// cpu_path and simd choose between CPU kernels: checked, then unused here.
 at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
-                          int64_t width, bool check_indices) {
+                          int64_t width, bool check_indices, std::string_view cpu_path,
+                          bool /*simd*/) {
   const char* op = "pyfaid::rasterize";
-  raster::check_rasterize_args(pos, tri, height, width, op);
+  raster::check_rasterize_args(pos, tri, height, width, cpu_path, op);
   c10::cuda::CUDAGuard guard(pos.device());
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
   const int H = static_cast<int>(height), W = static_cast<int>(width);
@@ -221,7 +223,7 @@ at::Tensor rasterize_cuda(const at::Tensor& pos, const at::Tensor& tri, int64_t 
 
 at::Tensor rasterize_backward_cuda(const at::Tensor& grad_rast, const at::Tensor& pos,
                                    const at::Tensor& tri, const at::Tensor& rast,
-                                   bool check_indices) {
+                                   bool check_indices, bool /*simd: CPU only*/) {
   const char* op = "pyfaid::rasterize_backward";
   raster::check_rasterize_backward_args(grad_rast, pos, tri, rast, op);
   c10::cuda::CUDAGuard guard(pos.device());

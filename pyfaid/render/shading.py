@@ -51,7 +51,9 @@ def vertex_normals(verts: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     Args:
         verts: vertex positions ``[B, V, 3]`` or ``[V, 3]``, float32 or float64, CPU or CUDA.
         tri: triangle vertex indices ``[F, 3]``, int32 (int64 is converted), each in ``[0, V)``,
-            on the device of ``verts``; or a :class:`~pyfaid.render.MeshTopology`.
+            on the device of ``verts`` (their range is checked on every call, on CUDA with a
+            device-to-host synchronisation); or a :class:`~pyfaid.render.MeshTopology`, whose
+            indices were checked once, when it was built (the kernels skip the check).
 
     Returns:
         Unit normals with the shape, dtype and device of ``verts``: ``[B, V, 3]`` (or ``[V, 3]``).
