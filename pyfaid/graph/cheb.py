@@ -34,8 +34,8 @@ def _csr_parts(lap: LaplacianLike, x: torch.Tensor, n: int):
         if x.dtype not in (torch.float32, torch.float64):
             raise TypeError(f"`x` must be float32 or float64, got {x.dtype}")
         if lap.num_vertices != n:
-            raise ValueError(f"`lap` must be [N, N] with N = {n} (vertices of `x`), got a Laplacian of "
-                             f"N = {lap.num_vertices}")
+            raise ValueError(f"`lap` must be [N, N] with N = {n} (vertices of `x`), got a Laplacian "
+                             f"of N = {lap.num_vertices}")
         return (*lap.parts(x.device, x.dtype), True)
     if not isinstance(lap, torch.Tensor) or lap.layout != torch.sparse_csr:
         raise TypeError("`lap` must be a pyfaid.graph.Laplacian or a sparse CSR tensor from "
@@ -93,7 +93,8 @@ def _cheb_conv_fake(x, crow, col, val, weight, bias, *, check_laplacian=True):
 
 
 @torch.library.register_fake("pyfaid::cheb_conv_backward")
-def _cheb_conv_backward_fake(grad_out, x, crow, col, val, weight, has_bias, *, check_laplacian=True):
+def _cheb_conv_backward_fake(grad_out, x, crow, col, val, weight, has_bias, *,
+                             check_laplacian=True):
     grad_b = weight.new_empty((weight.shape[2],) if has_bias else (0,))
     return x.new_empty(x.shape), weight.new_empty(weight.shape), grad_b
 

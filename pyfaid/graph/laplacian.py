@@ -225,7 +225,8 @@ class Laplacian:
                  lambda_max: float | None = None):
         for t, name in ((crow, "crow"), (col, "col"), (val, "val")):
             if not isinstance(t, torch.Tensor):
-                raise TypeError(f"Laplacian: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+                raise TypeError(f"Laplacian: `{name}` must be a torch.Tensor, got "
+                                f"{type(t).__name__}")
             if t.dim() != 1:
                 raise ValueError(f"Laplacian: `{name}` must be 1-D, got shape {tuple(t.shape)}")
         for t, name in ((crow, "crow"), (col, "col")):
@@ -236,34 +237,35 @@ class Laplacian:
         if crow.numel() < 2:
             raise ValueError(f"Laplacian: `crow` must have N + 1 >= 2 entries, got {crow.numel()}")
         if col.numel() != val.numel():
-            raise ValueError(f"Laplacian: `col` and `val` must have the same length, got {col.numel()} "
-                             f"and {val.numel()}")
+            raise ValueError(f"Laplacian: `col` and `val` must have the same length, got "
+                             f"{col.numel()} and {val.numel()}")
         n, nnz = crow.numel() - 1, col.numel()
         crow_c = crow.detach().to("cpu", torch.int64).contiguous()
         col_c = col.detach().to("cpu", torch.int64).contiguous()
         val_c = val.detach().to("cpu", torch.float64).contiguous()
         if int(crow_c[0]) != 0 or int(crow_c[-1]) != nnz:
-            raise ValueError(f"Laplacian: `crow` must start at 0 and end at nnz = {nnz} (the length of "
-                             f"`col`), got {int(crow_c[0])} and {int(crow_c[-1])}")
+            raise ValueError(f"Laplacian: `crow` must start at 0 and end at nnz = {nnz} (the length "
+                             f"of `col`), got {int(crow_c[0])} and {int(crow_c[-1])}")
         steps = crow_c[1:] - crow_c[:-1]
         if bool((steps < 0).any()):
             i = int(torch.nonzero(steps < 0)[0])
-            raise ValueError(f"Laplacian: `crow` must be non-decreasing, but crow[{i}] = {int(crow_c[i])} "
-                             f"> crow[{i + 1}] = {int(crow_c[i + 1])}")
+            raise ValueError(f"Laplacian: `crow` must be non-decreasing, but crow[{i}] = "
+                             f"{int(crow_c[i])} > crow[{i + 1}] = {int(crow_c[i + 1])}")
         if nnz and (int(col_c.min()) < 0 or int(col_c.max()) >= n):
-            raise ValueError(f"Laplacian: `col` holds indices in [{int(col_c.min())}, {int(col_c.max())}], "
-                             f"outside [0, {n}) for N = {n} vertices")
+            raise ValueError(f"Laplacian: `col` holds indices in [{int(col_c.min())}, "
+                             f"{int(col_c.max())}], outside [0, {n}) for N = {n} vertices")
         if not bool(torch.isfinite(val_c).all()):
             raise ValueError("Laplacian: `val` has non-finite entries")
         rows = torch.repeat_interleave(torch.arange(n), steps)
-        # L~ - L~^T as one coalesced COO matrix (duplicates summed, explicit zeros allowed).
-        diff = torch.sparse_coo_tensor(torch.stack([torch.cat([rows, col_c]), torch.cat([col_c, rows])]),
-                                       torch.cat([val_c, -val_c]), (n, n),
-                                       check_invariants=False).coalesce().values()  # indices checked above
+        # L~ - L~^T as one coalesced COO matrix (duplicates summed, explicit zeros allowed); its
+        # indices were checked above.
+        index = torch.stack([torch.cat([rows, col_c]), torch.cat([col_c, rows])])
+        diff = torch.sparse_coo_tensor(index, torch.cat([val_c, -val_c]), (n, n),
+                                       check_invariants=False).coalesce().values()
         scale = float(val_c.abs().max()) if nnz else 0.0
         if diff.numel() and float(diff.abs().max()) > 1e-6 * max(scale, 1.0):
-            raise ValueError(f"Laplacian: the matrix must be symmetric (the backward pass uses it as its "
-                             f"own adjoint); max |L - L^T| = {float(diff.abs().max()):.3g}")
+            raise ValueError(f"Laplacian: the matrix must be symmetric (the backward pass uses it as "
+                             f"its own adjoint); max |L - L^T| = {float(diff.abs().max()):.3g}")
         self.num_vertices = n
         self.lambda_max = None if lambda_max is None else float(lambda_max)
         self._crow, self._col, self._val = crow_c, col_c, val_c  # validated CPU master copy
@@ -271,7 +273,8 @@ class Laplacian:
         self._values: dict = {}  # (device, dtype) -> val
 
     @classmethod
-    def of_mesh(cls, tri: torch.Tensor, num_vertices: int, lambda_max: float | None = None) -> "Laplacian":
+    def of_mesh(cls, tri: torch.Tensor, num_vertices: int,
+                lambda_max: float | None = None) -> "Laplacian":
         """The scaled Laplacian of a triangle mesh (the matrix of :func:`scaled_laplacian`).
 
         Args:
@@ -286,17 +289,20 @@ class Laplacian:
         Raises:
             IndexError / TypeError / ValueError as :func:`scaled_laplacian`.
         """
-        crow, col, val, lam = _scaled_laplacian_csr(tri, num_vertices, lambda_max, "Laplacian.of_mesh")
+        crow, col, val, lam = _scaled_laplacian_csr(tri, num_vertices, lambda_max,
+                                                    "Laplacian.of_mesh")
         return cls(crow, col, val, lambda_max=lam)
 
     @classmethod
     def from_csr(cls, lap: torch.Tensor) -> "Laplacian":
-        """A :class:`Laplacian` from a square ``torch.sparse_csr_tensor`` (e.g. :func:`scaled_laplacian`'s)."""
+        """A :class:`Laplacian` from a square ``torch.sparse_csr_tensor`` (as :func:`scaled_laplacian`
+        returns)."""
         if not isinstance(lap, torch.Tensor) or lap.layout != torch.sparse_csr:
             raise TypeError("Laplacian.from_csr: `lap` must be a sparse CSR tensor, got "
                             f"{getattr(lap, 'layout', type(lap).__name__)}")
         if lap.dim() != 2 or lap.shape[0] != lap.shape[1]:
-            raise ValueError(f"Laplacian.from_csr: `lap` must be square [N, N], got shape {tuple(lap.shape)}")
+            raise ValueError(f"Laplacian.from_csr: `lap` must be square [N, N], got shape "
+                             f"{tuple(lap.shape)}")
         return cls(lap.crow_indices(), lap.col_indices(), lap.values())
 
     @property

@@ -51,7 +51,8 @@ class MeshRefiner(nn.Module):
         self.gcn = _ChebGCN(3, hidden, K, blocks)
 
     def forward(self, coarse_colors: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-        """Args: coarse_colors ``[B, V, 3]``; lap ``[V, V]`` (a Laplacian). Returns the residual ``[B, V, 3]``."""
+        """Args: coarse_colors ``[B, V, 3]``; lap: the ``[V, V]`` Laplacian. Returns the residual
+        ``[B, V, 3]``."""
         return self.gcn(coarse_colors - 0.5, lap)
 
 
@@ -106,7 +107,7 @@ class FAIDDecoder(nn.Module):
         self.gcn = _ChebGCN(self.code + max(pos_embed, 0), hidden, K, blocks)
 
     def forward(self, features: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-        """Args: features ``[B, D]``; lap ``[V, V]`` (a Laplacian). Returns the residual ``[B, V, 3]``."""
+        """Args: features ``[B, D]``; lap: the ``[V, V]`` Laplacian. Returns the residual ``[B, V, 3]``."""
         B = features.shape[0]
         code = self.to_code(self.norm(features)).view(B, self.nodes, self.code)
         up = (code[:, self.nn_idx] * self.nn_w[None, :, :, None]).sum(2)  # [B, V, code]

@@ -75,8 +75,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, *, simd: bool = Tru
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
         tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
         simd: use the CPU's AVX2 kernel (float32, ``C = 3``) where it has one, in the forward and
-            backward pass; False forces the scalar code (bit-identical results). ``PYFAID_CPU_SIMD=0``
-            turns it off whatever this says. Ignored on CUDA.
+            backward pass; False forces the scalar code (bit-identical results).
+            ``PYFAID_CPU_SIMD=0`` turns it off whatever this says. Ignored on CUDA.
 
     Returns:
         ``[B, H, W, C]`` interpolated attributes, differentiable with respect to ``attr`` and,
