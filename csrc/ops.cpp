@@ -14,8 +14,9 @@ TORCH_LIBRARY(pyfaid, m) {
   // Keyword-only flags:
   //   check_indices  false skips the index-range check of `tri` (each index in [0, V)), which
   //                  on CUDA costs a device-to-host synchronisation. Only for indices checked
-  //                  before (pyfaid.render.MeshTopology); out-of-range indices are then undefined
-  //                  behaviour on the CPU. Shape, dtype and device checks always run.
+  //                  before (pyfaid.render.MeshTopology): out-of-range indices are then read out
+  //                  of bounds (undefined behaviour), except by the CUDA rasterizer, which culls
+  //                  their triangles. Shape, dtype and device checks always run.
   //   check_laplacian  the same for the CSR content of the Laplacian (crow monotone from 0 to
   //                  nnz, col in [0, N), finite values; pyfaid.graph.Laplacian checks it once).
   //   cpu_path       CPU rasterizer path: "auto" (default), "binned" or "direct" (bit-identical
