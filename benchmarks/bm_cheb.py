@@ -2,8 +2,10 @@
 
 Mesh: a regular triangulated 189 x 189 vertex grid cut to N = 35,709 vertices (the size of a face
 model), scaled Laplacian with lambda_max from pyfaid.graph.laplacian_lambda_max (passed to every
-implementation). Cases: K in {3, 6}, Fin -> Fout in {3->16, 64->64, 256->256}, batch in {1, 16};
-benches ``cheb_fwd`` (forward) and ``cheb_fwd_bwd`` (forward + backward to x, W, b).
+implementation). pyfaid gets it as a ``pyfaid.graph.Laplacian`` (checked once: the recommended
+input), the torch.sparse peer as the CSR tensor. Cases: K in {3, 6}, Fin -> Fout in {3->16,
+64->64, 256->256}, batch in {1, 16}; benches ``cheb_fwd`` (forward) and ``cheb_fwd_bwd`` (forward +
+backward to x, W, b).
 
 Peers, in the same run:
   * ``pyg``: ``torch_geometric.nn.ChebConv(normalization='sym')`` with the same weights and
@@ -17,7 +19,8 @@ Peers, in the same run:
 ``quick=True`` runs only the target case (K=6, 64->64, batch 16), one product width and the copy.
 
 Bandwidth (``cheb_spmm`` rows): one sparse product ``L~ X`` at width C = B*F, for pyfaid's kernel
-(``torch.ops.pyfaid.cheb_spmm``) and ``torch.sparse.mm``; ``gbps`` counts the CSR arrays plus one
+(``torch.ops.pyfaid.cheb_spmm`` on the Laplacian object's arrays, ``check_laplacian=False``) and
+``torch.sparse.mm``; ``gbps`` counts the CSR arrays plus one
 read of X and one write of the output (ideal traffic: each neighbour row read once) over the time.
 The ``memcpy`` row copies a 256 MiB tensor (read + write) as the machine's reference bandwidth.
 """
@@ -34,7 +37,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from pyfaid._ext import ops  # noqa: E402
-from pyfaid.graph import cheb_conv, laplacian_lambda_max, scaled_laplacian  # noqa: E402
+from pyfaid.graph import Laplacian, cheb_conv, laplacian_lambda_max, scaled_laplacian  # noqa: E402
 
 N_FACE = 35709
 PYG_BATCH_BYTES = 1 << 30
@@ -81,8 +84,9 @@ def run(device: str, quick: bool) -> list[dict]:
     tri = face_sized_mesh()
     n = N_FACE
     lam = laplacian_lambda_max(tri, n)
-    lap = scaled_laplacian(tri, n, lambda_max=lam).to(dev)
-    crow, col, val = lap.crow_indices(), lap.col_indices(), lap.values()
+    lap = scaled_laplacian(tri, n, lambda_max=lam).to(dev)  # CSR, for torch.sparse
+    lap_obj = Laplacian.of_mesh(tri, n, lambda_max=lam)   # pyfaid's input, checked once
+    crow, col, val = lap_obj.parts(dev, torch.float32)
     nnz = col.numel()
     e = torch.cat([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]])
     edge_index = torch.unique(torch.cat([e, e.flip(1)]), dim=0).t().contiguous().to(dev)
@@ -103,7 +107,7 @@ def run(device: str, quick: bool) -> list[dict]:
     for C in ([1024] if quick else [3, 16, 64, 1024, 4096]):
         X = torch.randn(n, C, device=dev)
         moved = csr_bytes + 2 * n * C * 4
-        for impl, fn in [("pyfaid", lambda: ops.cheb_spmm(crow, col, val, X)),
+        for impl, fn in [("pyfaid", lambda: ops.cheb_spmm(crow, col, val, X, check_laplacian=False)),
                          ("torch_sparse_mm", lambda: torch.sparse.mm(lap, X))]:
             ms = common.time_ms(fn, dev, warmup=1, iters=iters * 2, max_seconds=max_s)
             gb = moved / ms / 1e6
@@ -132,7 +136,7 @@ def run(device: str, quick: bool) -> list[dict]:
         batched = B * n_edges_pyg * fin * 4 <= PYG_BATCH_BYTES
         pyg_fwd = _pyg_runner(pyg, edge_index, lam, batched)
         impls = [
-            ("pyfaid", lambda: cheb_conv(x, lap, w, b)),
+            ("pyfaid", lambda: cheb_conv(x, lap_obj, w, b)),
             ("pyg_batched" if batched else "pyg_loop", lambda: pyg_fwd(x)),
             ("torch_sparse_mm", lambda: torch_sparse_cheb(x, lap, w, b)),
         ]

@@ -3,7 +3,8 @@
 Peer, measured in the same run on the same mesh: ``eager``, the usual PyTorch formulation
 (gather the three corners, cross product, ``index_add`` into the vertices three times, then
 ``F.normalize``). Mesh: a bumpy 189 x 189 grid (35,721 vertices, 70,688 triangles: the size of
-the BFM face), batch 16; forward only, and forward + backward.
+the BFM face), batch 16; forward only, and forward + backward. pyfaid gets the triangles as a
+``MeshTopology`` (checked once, the recommended input); the peer gets the index tensor.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import common  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 from reference_shading import vertex_normals_ref  # noqa: E402
 
-from pyfaid.render import vertex_normals  # noqa: E402
+from pyfaid.render import MeshTopology, vertex_normals  # noqa: E402
 
 
 # The eager peer is the tests' plain-PyTorch reference (index_add of face normals).
@@ -43,19 +44,20 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
     B = 16
     verts, tri = grid_mesh(189, B, device)
     case = f"B{B} V{verts.shape[1]} F{tri.shape[0]}"
-    impls = {"pyfaid": vertex_normals, "eager": vertex_normals_eager}
+    topo = MeshTopology(tri, verts.shape[1])
+    impls = {"pyfaid": (vertex_normals, topo), "eager": (vertex_normals_eager, tri)}
     rows = []
     for mode in ("fwd", "fwd+bwd"):
         v = verts.clone().requires_grad_(mode == "fwd+bwd")
         grad = torch.randn_like(verts)
-        for name, fn in impls.items():
+        for name, (fn, t) in impls.items():
             if mode == "fwd":
-                def step(fn=fn):
-                    return fn(v, tri)
+                def step(fn=fn, t=t):
+                    return fn(v, t)
             else:
-                def step(fn=fn):
+                def step(fn=fn, t=t):
                     v.grad = None
-                    fn(v, tri).backward(grad)
+                    fn(v, t).backward(grad)
             ms = common.time_ms(step, device, warmup=warmup, iters=iters, max_seconds=5.0 if quick else 20.0)
             rows.append(common.row("vertex_normals", f"{case} {mode}", name, ms, per_image_ms=round(ms / B, 4)))
     return common.add_speedups(rows)

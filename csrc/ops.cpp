@@ -11,22 +11,41 @@
 #include <ATen/core/dispatch/Dispatcher.h>
 
 TORCH_LIBRARY(pyfaid, m) {
+  // Keyword-only flags:
+  //   check_indices  false skips the index-range check of `tri` (each index in [0, V)), which
+  //                  on CUDA costs a device-to-host synchronisation. Only for indices checked
+  //                  before (pyfaid.render.MeshTopology): out-of-range indices are then read out
+  //                  of bounds (undefined behaviour), except by the CUDA rasterizer, which culls
+  //                  their triangles. Shape, dtype and device checks always run.
+  //   check_laplacian  the same for the CSR content of the Laplacian (crow monotone from 0 to
+  //                  nnz, col in [0, N), finite values; pyfaid.graph.Laplacian checks it once).
+  //   cpu_path       CPU rasterizer path: "auto" (default), "binned" or "direct" (bit-identical
+  //                  results; the environment variable PYFAID_CPU_RASTER=binned|direct overrides
+  //                  it, for debugging). Ignored by the CUDA kernels.
+  //   simd           false keeps the CPU kernels off their AVX2 code (bit-identical results;
+  //                  PYFAID_CPU_SIMD=0 turns it off whatever the argument). Ignored on CUDA.
+
   // ---- rasterize (csrc/rasterize) -------------------------------------------------------
   // pos [B, V, 4] float32 clip space, tri [F, 3] int32 -> rast [B, H, W, 4] = (u, v, z/w, id + 1)
-  m.def("rasterize(Tensor pos, Tensor tri, int height, int width) -> Tensor");
+  m.def("rasterize(Tensor pos, Tensor tri, int height, int width, *, bool check_indices=True, "
+        "str cpu_path=\"auto\", bool simd=True) -> Tensor");
   // grad_rast [B, H, W, 4] (only u, v carry gradient) -> grad_pos [B, V, 4]
-  m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast) -> Tensor");
+  m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast, *, "
+        "bool check_indices=True, bool simd=True) -> Tensor");
 
   // ---- interpolate (csrc/interpolate) ---------------------------------------------------
   // attr [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
-  m.def("interpolate(Tensor attr, Tensor rast, Tensor tri) -> Tensor");
+  m.def("interpolate(Tensor attr, Tensor rast, Tensor tri, *, bool check_indices=True, "
+        "bool simd=True) -> Tensor");
   // -> (grad_attr [B, V, C], grad_rast [B, H, W, 4])
-  m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri) -> (Tensor, Tensor)");
+  m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri, *, "
+        "bool check_indices=True, bool simd=True) -> (Tensor, Tensor)");
 
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
-  m.def("vertex_normals(Tensor verts, Tensor tri) -> Tensor");
-  m.def("vertex_normals_backward(Tensor grad_normals, Tensor verts, Tensor tri) -> Tensor");
+  m.def("vertex_normals(Tensor verts, Tensor tri, *, bool check_indices=True) -> Tensor");
+  m.def("vertex_normals_backward(Tensor grad_normals, Tensor verts, Tensor tri, *, "
+        "bool check_indices=True) -> Tensor");
 
   // ---- spherical-harmonic shading (csrc/sh_shading) -------------------------------------
   // normals [B, N, 3], albedo [B, N, 3], gamma [B, 27] -> colour [B, N, 3]
@@ -37,11 +56,13 @@ TORCH_LIBRARY(pyfaid, m) {
   // ---- Chebyshev graph convolution (csrc/cheb) ------------------------------------------
   // x [B, N, Fin], scaled Laplacian as CSR (crow [N+1], col [nnz], val [nnz]),
   // weight [K, Fin, Fout], bias [Fout] or None -> out [B, N, Fout]
-  m.def("cheb_conv(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, Tensor? bias) -> Tensor");
+  m.def("cheb_conv(Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, Tensor? bias, *, "
+        "bool check_laplacian=True) -> Tensor");
   // -> (grad_x, grad_weight, grad_bias)
-  m.def("cheb_conv_backward(Tensor grad_out, Tensor x, Tensor crow, Tensor col, Tensor val, Tensor weight, bool has_bias) -> (Tensor, Tensor, Tensor)");
+  m.def("cheb_conv_backward(Tensor grad_out, Tensor x, Tensor crow, Tensor col, Tensor val, "
+        "Tensor weight, bool has_bias, *, bool check_laplacian=True) -> (Tensor, Tensor, Tensor)");
   // One sparse product L~ x (x [N, C] -> [N, C]); its own adjoint because L~ is symmetric.
-  m.def("cheb_spmm(Tensor crow, Tensor col, Tensor val, Tensor x) -> Tensor");
+  m.def("cheb_spmm(Tensor crow, Tensor col, Tensor val, Tensor x, *, bool check_laplacian=True) -> Tensor");
 }
 
 #ifndef WITH_CUDA

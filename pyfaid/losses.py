@@ -16,6 +16,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from pyfaid.graph import Laplacian, laplacian_mm
+
 
 def photometric_loss(image: torch.Tensor, render: torch.Tensor, mask: torch.Tensor,
                      eps: float = 1e-6) -> torch.Tensor:
@@ -97,8 +99,11 @@ def gamma_regularizer(gamma: torch.Tensor) -> torch.Tensor:
     return ((g - g.mean(1, keepdim=True)) ** 2).mean()
 
 
-def laplacian_smoothness(residual: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-    """Mean squared graph Laplacian of a per-vertex field ``[B, V, C]`` (``lap`` sparse ``[V, V]``)."""
+def laplacian_smoothness(residual: torch.Tensor, lap) -> torch.Tensor:
+    """Mean squared graph Laplacian of a per-vertex field ``[B, V, C]`` (``lap``: a
+    :class:`~pyfaid.graph.Laplacian`, or a sparse or dense ``[V, V]`` tensor)."""
+    if isinstance(lap, Laplacian):
+        return laplacian_mm(lap, residual).pow(2).mean()
     B, V, C = residual.shape
     x = residual.permute(1, 0, 2).reshape(V, B * C)
     lx = torch.sparse.mm(lap, x) if lap.is_sparse or lap.layout != torch.strided else lap @ x

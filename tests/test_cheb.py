@@ -5,8 +5,8 @@ import torch
 
 from conftest import requires_cuda
 from pyfaid._ext import ops
-from pyfaid.graph import (ChebConv, ChebResBlock, cheb_conv, laplacian_lambda_max, laplacian_mm,
-                          scaled_laplacian)
+from pyfaid.graph import (ChebConv, ChebResBlock, Laplacian, cheb_conv, laplacian_lambda_max,
+                          laplacian_mm, scaled_laplacian)
 
 
 # ---- plain-PyTorch references ------------------------------------------------------------------
@@ -101,6 +101,129 @@ def test_laplacian_bad_inputs():
             scaled_laplacian(tri, bad_n)
 
 
+# ---- Laplacian object (checked once) ------------------------------------------------------------
+
+def test_laplacian_object_matches_csr():
+    tri, n = small_mesh()
+    lap = Laplacian.of_mesh(tri, n, lambda_max=1.7)
+    assert lap.num_vertices == n and lap.lambda_max == 1.7 and repr(lap).startswith("Laplacian(N=13")
+    for dtype in (torch.float32, torch.float64):
+        csr = scaled_laplacian(tri, n, lambda_max=1.7, dtype=dtype)
+        crow, col, val = lap.parts("cpu", dtype)
+        assert torch.equal(crow, csr.crow_indices()) and torch.equal(col, csr.col_indices())
+        assert val.dtype == dtype and torch.equal(val, csr.values())
+        assert torch.equal(lap.to_sparse_csr("cpu", dtype).to_dense(), csr.to_dense())
+    assert lap.parts("cpu")[2] is lap.parts(torch.device("cpu"))[2]  # cached: no second copy
+    est = Laplacian.of_mesh(tri, n)  # lambda_max estimated as scaled_laplacian does
+    assert est.lambda_max == laplacian_lambda_max(tri, n)
+    assert torch.equal(est.to_sparse_csr().to_dense(), scaled_laplacian(tri, n).to_dense())
+    back = Laplacian.from_csr(scaled_laplacian(tri, n, lambda_max=1.7))
+    assert torch.equal(back.parts("cpu")[2], lap.parts("cpu")[2])
+
+
+def _csr_arrays():
+    tri, n = small_mesh()
+    csr = scaled_laplacian(tri, n, dtype=torch.float64)
+    return csr.crow_indices().clone(), csr.col_indices().clone(), csr.values().clone(), n
+
+
+def test_laplacian_object_validation_errors():
+    crow, col, val, n = _csr_arrays()
+    Laplacian(crow, col, val)  # valid
+    with pytest.raises(TypeError, match="`crow` must be a torch.Tensor"):
+        Laplacian(crow.tolist(), col, val)
+    with pytest.raises(ValueError, match="`col` must be 1-D"):
+        Laplacian(crow, col[None], val)
+    with pytest.raises(TypeError, match="`crow` must hold integer indices"):
+        Laplacian(crow.double(), col, val)
+    with pytest.raises(TypeError, match="`val` must be floating point"):
+        Laplacian(crow, col, val.long())
+    with pytest.raises(ValueError, match="`col` and `val` must have the same length"):
+        Laplacian(crow, col, val[:-1])
+    with pytest.raises(ValueError, match="`crow` must have N \\+ 1 >= 2 entries"):
+        Laplacian(crow[:1], col, val)
+    bad = crow.clone()
+    bad[0] = 1
+    with pytest.raises(ValueError, match="`crow` must start at 0 and end at nnz"):
+        Laplacian(bad, col, val)
+    bad = crow.clone()
+    bad[3] = bad[4] + 1
+    with pytest.raises(ValueError, match=r"`crow` must be non-decreasing, but crow\[3\]"):
+        Laplacian(bad, col, val)
+    for index in (n, -1):
+        bad = col.clone()
+        bad[5] = index
+        with pytest.raises(ValueError, match="`col` holds indices in .* outside \\[0, 13\\)"):
+            Laplacian(crow, bad, val)
+    for value in (float("nan"), float("inf")):
+        bad = val.clone()
+        bad[2] = value
+        with pytest.raises(ValueError, match="`val` has non-finite entries"):
+            Laplacian(crow, col, bad)
+    bad = val.clone()
+    bad[1] += 0.25  # an off-diagonal entry without its mirror
+    with pytest.raises(ValueError, match="must be symmetric"):
+        Laplacian(crow, col, bad)
+    with pytest.raises(TypeError, match="`lap` must be a sparse CSR tensor"):
+        Laplacian.from_csr(torch.eye(3))
+    with pytest.raises(IndexError, match="Laplacian.of_mesh: `tri`"):
+        Laplacian.of_mesh(small_mesh()[0], 5)
+    with pytest.raises(ValueError, match="Laplacian.of_mesh: `lambda_max`"):
+        Laplacian.of_mesh(*small_mesh(), lambda_max=0.0)
+    lap = Laplacian(crow, col, val)
+    with pytest.raises(ValueError, match="N = 14 \\(vertices of `x`\\), got a Laplacian of N = 13"):
+        cheb_conv(torch.randn(1, 14, 3), lap, torch.randn(2, 3, 3))
+    with pytest.raises(TypeError, match="`x` must be float32 or float64"):
+        laplacian_mm(lap, torch.randn(13, 2).half())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_laplacian_object_gives_csr_results(device, dtype):
+    """cheb_conv and laplacian_mm, forward and gradients: the same bits as the CSR input."""
+    tri, n = small_mesh()
+    lap = Laplacian.of_mesh(tri, n)
+    csr = scaled_laplacian(tri, n, dtype=dtype).to(device)
+    x = torch.randn(3, n, 4, dtype=dtype, device=device)
+    w = torch.randn(3, 4, 5, dtype=dtype, device=device)
+    b = torch.randn(5, dtype=dtype, device=device)
+    g = torch.randn(3, n, 5, dtype=dtype, device=device)
+    results = []
+    for L in (csr, lap):
+        xs, ws, bs = (t.clone().requires_grad_(True) for t in (x, w, b))
+        out = cheb_conv(xs, L, ws, bs)
+        grads = torch.autograd.grad(out, (xs, ws, bs), g)
+        mm = laplacian_mm(L, xs)
+        (g_mm,) = torch.autograd.grad(mm, xs, torch.ones_like(mm))
+        results.append((out.detach(), *grads, mm.detach(), g_mm, laplacian_mm(L, x[0])))
+    for a, r in zip(*results):
+        assert torch.equal(a, r)
+    conv = ChebConv(4, 5, K=3).to(device, dtype)
+    block = ChebResBlock(4, K=2).to(device, dtype)
+    assert torch.equal(conv(x, lap), conv(x, csr)) and torch.equal(block(x, lap), block(x, csr))
+
+
+def test_gradcheck_through_laplacian_object(device):
+    tri, n = small_mesh()
+    lap = Laplacian.of_mesh(tri, n)
+    x = torch.randn(2, n, 3, dtype=torch.float64, device=device, requires_grad=True)
+    w = torch.randn(3, 3, 4, dtype=torch.float64, device=device, requires_grad=True)
+    b = torch.randn(4, dtype=torch.float64, device=device, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, w, b: cheb_conv(x, lap, w, b), (x, w, b))
+    assert torch.autograd.gradcheck(lambda x: laplacian_mm(lap, x), (x,))
+
+
+def test_fine_model_laplacian_follows_the_input_device(device):
+    """FineModel keeps a Laplacian (no buffer to move): its forward uses the input's device."""
+    from pyfaid.models.fine import FineModel
+
+    tri = grid_mesh(5, 4)
+    mean = torch.randn(20, 3)
+    model = FineModel(tri, mean, feat_dim=6, hidden=8, nodes=8, code=4, blocks=1).to(device)
+    assert isinstance(model.lap, Laplacian) and "lap" not in dict(model.named_buffers())
+    fine, residual = model(torch.rand(2, 20, 3, device=device), torch.randn(2, 6, device=device))
+    assert fine.device.type == device.type and residual.shape == (2, 20, 3)
+
+
 # ---- forward ---------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("K", [1, 2, 3, 5])
@@ -174,13 +297,15 @@ def test_opcheck(device):
     tri, n = small_mesh()
     lap = scaled_laplacian(tri, n).to(device)
     crow, col, val = lap.crow_indices(), lap.col_indices(), lap.values()
-    for fin, fout, has_bias in [(3, 4, True), (2, 7, False), (5, 2, True)]:
+    for (fin, fout, has_bias), kwargs in zip([(3, 4, True), (2, 7, False), (5, 2, True)],
+                                             [{}, {"check_laplacian": False}, {"check_laplacian": True}]):
         x = torch.randn(2, n, fin, device=device, requires_grad=True)
         w = torch.randn(3, fin, fout, device=device, requires_grad=True)
         b = torch.randn(fout, device=device, requires_grad=True) if has_bias else None
-        torch.library.opcheck(ops.cheb_conv.default, (x, crow, col, val, w, b))
+        torch.library.opcheck(ops.cheb_conv.default, (x, crow, col, val, w, b), kwargs)
         g = torch.randn(2, n, fout, device=device)
-        torch.library.opcheck(ops.cheb_conv_backward.default, (g, x.detach(), crow, col, val, w.detach(), has_bias))
+        torch.library.opcheck(ops.cheb_conv_backward.default, (g, x.detach(), crow, col, val, w.detach(), has_bias),
+                              kwargs)
 
 
 # ---- CPU / CUDA parity -----------------------------------------------------------------------
@@ -332,5 +457,7 @@ def test_laplacian_mm(device):
     assert torch.autograd.gradcheck(lambda t: laplacian_mm(lap, t), (x,))
     assert torch.autograd.gradcheck(lambda t: laplacian_mm(lap, t), (xb,))
     torch.library.opcheck(ops.cheb_spmm.default, (lap.crow_indices(), lap.col_indices(), lap.values(), x))
+    torch.library.opcheck(ops.cheb_spmm.default, (lap.crow_indices(), lap.col_indices(), lap.values(), x),
+                          {"check_laplacian": False})
     with pytest.raises(RuntimeError, match="crow"):
         ops.cheb_spmm(lap.crow_indices()[:-1], lap.col_indices(), lap.values(), x.detach())

@@ -220,11 +220,11 @@ def soup_with_bad_vertices(batch):
     return pos, tri
 
 
-def _run_all(pos, tri, height, width, attr, grad_out, grad_rast):
-    rast = ops.rasterize(pos, tri, height, width)
-    out = ops.interpolate(attr, rast, tri)
-    ga, gr = ops.interpolate_backward(grad_out, attr, rast, tri)
-    gp = ops.rasterize_backward(grad_rast, pos, tri, rast)
+def _run_all(pos, tri, height, width, attr, grad_out, grad_rast, cpu_path="auto", simd=True):
+    rast = ops.rasterize(pos, tri, height, width, cpu_path=cpu_path, simd=simd)
+    out = ops.interpolate(attr, rast, tri, simd=simd)
+    ga, gr = ops.interpolate_backward(grad_out, attr, rast, tri, simd=simd)
+    gp = ops.rasterize_backward(grad_rast, pos, tri, rast, simd=simd)
     return rast, out, ga, gr, gp
 
 
@@ -232,8 +232,11 @@ def _run_all(pos, tri, height, width, attr, grad_out, grad_rast):
 @pytest.mark.parametrize("case", ["grid", "soup", "sphere"])
 @pytest.mark.parametrize("batch,height,width", [(3, 64, 80), (1, 61, 47), (4, 13, 9)])
 def test_cpu_paths_are_bit_identical(monkeypatch, dtype, case, batch, height, width):
-    """The binned and direct rasterizers, with and without the AVX2 kernels (PYFAID_CPU_SIMD=0),
-    give identical results for all four ops (B < threads exercises the split-and-merge path)."""
+    """The binned and direct rasterizers, with and without the AVX2 kernels (``cpu_path`` and
+    ``simd`` arguments), give identical results for all four ops (B < threads exercises the
+    split-and-merge path)."""
+    monkeypatch.delenv("PYFAID_CPU_RASTER", raising=False)  # the debugging overrides stay off
+    monkeypatch.delenv("PYFAID_CPU_SIMD", raising=False)
     if case == "grid":
         pos, tri = dense_grid(batch)
     elif case == "soup":
@@ -252,30 +255,52 @@ def test_cpu_paths_are_bit_identical(monkeypatch, dtype, case, batch, height, wi
     try:
         torch.set_num_threads(max(2, threads))
         for path in ("binned", "direct"):
-            for simd in ("1", "0"):
-                monkeypatch.setenv("PYFAID_CPU_RASTER", path)
-                monkeypatch.setenv("PYFAID_CPU_SIMD", simd)
-                results[path, simd] = _run_all(pos, tri, height, width, attr, grad_out, grad_rast)
+            for simd in (True, False):
+                results[path, simd] = _run_all(pos, tri, height, width, attr, grad_out, grad_rast,
+                                               cpu_path=path, simd=simd)
     finally:
         torch.set_num_threads(threads)
-    base = results["binned", "0"]
+    base = results["binned", False]
     assert (base[0][..., 3] > 0).float().mean() > 0.1
     for key, res in results.items():
         for name, a, b in zip(("rast", "out", "grad_attr", "grad_rast", "grad_pos"), base, res):
             assert torch.equal(a, b), f"{name} differs between binned/scalar and {key}"
     if batch == 1:  # and the direct path agrees with the reference where no centre is ambiguous
         ref, amb = rasterize_bruteforce(pos.double(), tri, height, width)
-        rast = results["direct", "1"][0]
+        rast = results["direct", True][0]
         assert torch.equal(rast[..., 3][~amb], ref[..., 3][~amb].to(dtype))
 
 
-def test_cpu_path_variable_is_checked(monkeypatch):
+def test_cpu_path_argument_and_variable_are_checked(monkeypatch):
     pos, tri = random_mesh(1, 10, 4, torch.float32)
+    monkeypatch.delenv("PYFAID_CPU_RASTER", raising=False)
+    with pytest.raises(RuntimeError, match="`cpu_path` must be auto, binned or direct, got 'tiled'"):
+        rasterize(pos, tri, 8, cpu_path="tiled")
+    for path in ("auto", "binned", "direct"):
+        assert rasterize(pos, tri, 8, cpu_path=path, simd=False).shape == (1, 8, 8, 4)
+    # The environment variable (a debugging override) is read, and checked, even when the
+    # argument names a path.
     monkeypatch.setenv("PYFAID_CPU_RASTER", "tiled")
     with pytest.raises(RuntimeError, match="PYFAID_CPU_RASTER must be auto, binned or direct"):
-        ops.rasterize(pos, tri, 8, 8)
+        ops.rasterize(pos, tri, 8, 8, cpu_path="direct")
     monkeypatch.setenv("PYFAID_CPU_RASTER", "auto")
-    assert ops.rasterize(pos, tri, 8, 8).shape == (1, 8, 8, 4)
+    assert ops.rasterize(pos, tri, 8, 8, cpu_path="binned").shape == (1, 8, 8, 4)
+
+
+def test_simd_argument_through_autograd():
+    """rasterize/interpolate(simd=False), forward and backward through autograd, give the bits of
+    the default path (tests/test_topology.py checks that the flag reaches the backward ops)."""
+    pos, tri = dense_grid(2, n=41)
+    attr = torch.randn(2, pos.shape[1], 3)
+    g = torch.randn(2, 30, 34, 3)
+    grads = []
+    for simd in (True, False):
+        p = pos.clone().requires_grad_(True)
+        a = attr.clone().requires_grad_(True)
+        out = interpolate(a, rasterize(p, tri, (30, 34), simd=simd), tri, simd=simd)
+        grads.append((out.detach(), *torch.autograd.grad(out, (p, a), g)))
+    for x, y in zip(*grads):
+        assert torch.equal(x, y)
 
 
 # ---- interpolate -------------------------------------------------------------------------------
@@ -365,19 +390,27 @@ def _op_samples(device, dtype=torch.float64):
     return pos, tri, rast, attr
 
 
-def test_opcheck_rasterize(device):
+_FLAG_SETS = [{}, {"check_indices": False, "simd": False}]
+
+
+@pytest.mark.parametrize("flags", _FLAG_SETS)
+def test_opcheck_rasterize(device, flags):
     pos, tri, rast, _ = _op_samples(device)
-    torch.library.opcheck(ops.rasterize.default, (pos.clone().requires_grad_(True), tri, 9, 11))
-    torch.library.opcheck(ops.rasterize_backward.default, (torch.randn_like(rast), pos, tri, rast))
+    paths = [{}] if not flags else [{"cpu_path": "binned"}, {"cpu_path": "direct"}]
+    for path in paths:
+        torch.library.opcheck(ops.rasterize.default, (pos.clone().requires_grad_(True), tri, 9, 11),
+                              {**flags, **path})
+    torch.library.opcheck(ops.rasterize_backward.default, (torch.randn_like(rast), pos, tri, rast), flags)
 
 
-def test_opcheck_interpolate(device):
+@pytest.mark.parametrize("flags", _FLAG_SETS)
+def test_opcheck_interpolate(device, flags):
     pos, tri, rast, attr = _op_samples(device)
     torch.library.opcheck(ops.interpolate.default,
-                          (attr.clone().requires_grad_(True), rast.clone().requires_grad_(True), tri))
-    torch.library.opcheck(ops.interpolate.default, (attr[:1].clone().requires_grad_(True), rast, tri))
+                          (attr.clone().requires_grad_(True), rast.clone().requires_grad_(True), tri), flags)
+    torch.library.opcheck(ops.interpolate.default, (attr[:1].clone().requires_grad_(True), rast, tri), flags)
     g = torch.randn(2, 9, 11, 3, dtype=attr.dtype, device=device)
-    torch.library.opcheck(ops.interpolate_backward.default, (g, attr, rast, tri))
+    torch.library.opcheck(ops.interpolate_backward.default, (g, attr, rast, tri), flags)
 
 
 # ---- edge cases with defined results -----------------------------------------------------------------
@@ -548,6 +581,45 @@ def test_cuda_matches_cpu(dtype):
     torch.testing.assert_close(gp_c, gp_g, atol=1e-3 if dtype == torch.float32 else 1e-9, rtol=1e-3)
 
 
+def _tile_list_entries(pos, tri, height, width, tile=16):
+    """Upper estimate of the CUDA tile lists' total length: the tiles each triangle's clamped
+    screen bbox overlaps (triangles with a vertex at w <= 0 left out)."""
+    w = pos[..., 3]
+    sx = (pos[..., 0] / w + 1) * width / 2 - 0.5  # pixel index coordinates
+    sy = (pos[..., 1] / w + 1) * height / 2 - 0.5
+    t = tri.long()
+    x0, x1 = sx[:, t].amin(-1).ceil(), sx[:, t].amax(-1).floor()
+    y0, y1 = sy[:, t].amin(-1).ceil(), sy[:, t].amax(-1).floor()
+    on_screen = (x0 <= x1) & (y0 <= y1) & (x1 >= 0) & (x0 <= width - 1) & (y1 >= 0) & (y0 <= height - 1)
+    x0, x1 = x0.clamp(0, width - 1), x1.clamp(0, width - 1)
+    y0, y1 = y0.clamp(0, height - 1), y1.clamp(0, height - 1)
+    n = (x1 // tile - x0 // tile + 1) * (y1 // tile - y0 // tile + 1)
+    return int((n * (on_screen & (w[:, t] > 0).all(-1))).sum())
+
+
+@requires_cuda
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_cuda_tile_list_overflow_matches_cpu(dtype):
+    """Many large overlapping triangles: the tile lists exceed their fixed capacity (2 entries
+    per triangle + 64 per tile, rasterize_cuda.cu), and the tiles past it scan every triangle of
+    their image instead. The result equals the CPU's, as for lists that fit."""
+    H, W, B = 96, 112, 2
+    pos, tri = random_mesh(B, 600, 900, dtype, seed=31)
+    pos[..., :2] *= 1.5  # most triangles span many tiles
+    small_pos, small_tri = sphere_mesh(B, dtype, subdivisions=3)  # and a mesh of small ones
+    pos = torch.cat([pos, small_pos], 1)
+    tri = torch.cat([tri, small_tri + 600])
+    tiles = ((H + 15) // 16) * ((W + 15) // 16)
+    assert _tile_list_entries(pos, tri, H, W) > 2 * (2 * B * tri.shape[0] + 64 * B * tiles)
+    _, amb = rasterize_bruteforce(pos, tri, H, W)
+    r_cpu = rasterize(pos, tri, (H, W))
+    r_gpu = rasterize(pos.cuda(), tri.cuda(), (H, W)).cpu()
+    ok = ~amb
+    assert (r_cpu[..., 3] > 0).float().mean() > 0.5
+    assert torch.equal(r_cpu[..., 3][ok], r_gpu[..., 3][ok])
+    torch.testing.assert_close(r_cpu[ok], r_gpu[ok], atol=TOL[dtype], rtol=0)
+
+
 @requires_cuda
 def test_cuda_edge_cases_and_errors():
     pos, tri = random_mesh(2, 10, 6, torch.float32)
@@ -556,8 +628,10 @@ def test_cuda_edge_cases_and_errors():
     assert rasterize(pos, tri, (1, 1)).shape == (2, 1, 1, 4)
     bad = tri.clone()
     bad[0, 0] = 10
-    with pytest.raises(RuntimeError, match="tri"):
+    with pytest.raises(RuntimeError, match=r"`tri` indices must lie in \[0, 10\)"):
         rasterize(pos, bad, (4, 4))
+    # unchecked on CUDA, a triangle with an out-of-range index is culled, never read
+    assert not (ops.rasterize(pos, bad, 16, 16, check_indices=False)[..., 3] == 1).any()
     with pytest.raises(RuntimeError, match="tri"):
         interpolate(torch.randn(5, 2, device="cuda"), rasterize(pos, tri, (4, 4)), tri)
     pos.requires_grad_(True)

@@ -63,6 +63,22 @@ void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at:
   check_same_device(*bias, "bias", x, "x", op);
 }
 
+void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& crow,
+                     const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias) {
+  check_inputs(op, x, "x", crow, col, val, weight, false);
+  check_bias(op, bias, x, weight.size(2));
+}
+
+void check_conv_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                              const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                              const at::Tensor& weight) {
+  check_inputs(op, x, "x", crow, col, val, weight, false);
+  check_inputs(op, grad_out, "grad_out", crow, col, val, weight, true);
+  TORCH_CHECK(grad_out.size(0) == x.size(0) && grad_out.size(1) == x.size(1), op,
+              ": `grad_out` ", grad_out.sizes(), " does not match `x` ", x.sizes());
+}
+
 namespace {
 
 // [B, N, F] -> node-major [N * B, F] (a view when B == 1).

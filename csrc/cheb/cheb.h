@@ -35,7 +35,8 @@ using SpmmFn = void (*)(const at::Tensor& crow, const at::Tensor& col, const at:
                         double beta, bool accumulate);
 
 // Device-independent argument checks (shapes, dtypes, contiguity, devices). Range and finiteness
-// checks of the CSR content are done by each backend (they need to read the data).
+// checks of the CSR content are done by each backend (they need to read the data), unless the
+// caller passes check_laplacian = false.
 void check_inputs(const char* op, const at::Tensor& x, const char* x_name, const at::Tensor& crow,
                   const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
                   bool x_is_grad_out);
@@ -47,6 +48,18 @@ void check_spmm_inputs(const char* op, const at::Tensor& crow, const at::Tensor&
 // `bias` (when given) must be [Fout], x's dtype, contiguous, on x's device.
 void check_bias(const char* op, const std::optional<at::Tensor>& bias, const at::Tensor& x,
                 int64_t fout);
+
+// All device-independent argument checks of cheb_conv (CPU and CUDA): x, the CSR triple, weight
+// and bias.
+void check_conv_args(const char* op, const at::Tensor& x, const at::Tensor& crow,
+                     const at::Tensor& col, const at::Tensor& val, const at::Tensor& weight,
+                     const std::optional<at::Tensor>& bias);
+
+// All device-independent argument checks of cheb_conv_backward (CPU and CUDA): x, grad_out
+// [B, N, Fout] of x's batch and vertices, the CSR triple and weight.
+void check_conv_backward_args(const char* op, const at::Tensor& grad_out, const at::Tensor& x,
+                              const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
+                              const at::Tensor& weight);
 
 at::Tensor cheb_conv_forward(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                              const at::Tensor& val, const at::Tensor& weight,

@@ -133,34 +133,30 @@ void check_cpu(const char* op, const at::Tensor& x, const char* name) {
 
 at::Tensor cheb_conv_cpu(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                          const at::Tensor& val, const at::Tensor& weight,
-                         const std::optional<at::Tensor>& bias) {
+                         const std::optional<at::Tensor>& bias, bool check_laplacian) {
   const char* op = "cheb_conv";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
+  check_conv_args(op, x, crow, col, val, weight, bias);
   check_cpu(op, x, "x");
-  check_bias(op, bias, x, weight.size(2));
-  check_csr_cpu(op, crow, col, val, x.size(1));
+  if (check_laplacian) check_csr_cpu(op, crow, col, val, x.size(1));
   return cheb_conv_forward(x, crow, col, val, weight, bias, &spmm_cpu);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cheb_conv_backward_cpu(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
-    const at::Tensor& val, const at::Tensor& weight, bool has_bias) {
+    const at::Tensor& val, const at::Tensor& weight, bool has_bias, bool check_laplacian) {
   const char* op = "cheb_conv_backward";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
-  check_inputs(op, grad_out, "grad_out", crow, col, val, weight, true);
-  TORCH_CHECK(grad_out.size(0) == x.size(0) && grad_out.size(1) == x.size(1), op,
-              ": `grad_out` ", grad_out.sizes(), " does not match `x` ", x.sizes());
+  check_conv_backward_args(op, grad_out, x, crow, col, val, weight);
   check_cpu(op, x, "x");
-  check_csr_cpu(op, crow, col, val, x.size(1));
+  if (check_laplacian) check_csr_cpu(op, crow, col, val, x.size(1));
   return cheb_conv_backward_impl(grad_out, x, crow, col, val, weight, has_bias, &spmm_cpu);
 }
 
 at::Tensor cheb_spmm_cpu(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
-                          const at::Tensor& x) {
+                          const at::Tensor& x, bool check_laplacian) {
   const char* op = "cheb_spmm";
   check_spmm_inputs(op, crow, col, val, x);
   check_cpu(op, x, "x");
-  check_csr_cpu(op, crow, col, val, x.size(0));
+  if (check_laplacian) check_csr_cpu(op, crow, col, val, x.size(0));
   at::Tensor out = at::empty_like(x);
   spmm_cpu(crow, col, val, x, at::Tensor(), out, 1.0, 0.0, false);
   return out;

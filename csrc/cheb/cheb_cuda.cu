@@ -77,7 +77,8 @@ void spmm_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& 
 }
 
 // CSR structure and value checks: a few reductions on the device and one small copy to the host
-// (a single synchronisation per call).
+// (a synchronisation). Skipped when the caller passes check_laplacian = false (a Laplacian checked
+// once before, pyfaid.graph.Laplacian): then nothing here waits for the device.
 void check_csr_cuda(const char* op, const at::Tensor& crow, const at::Tensor& col,
                     const at::Tensor& val, int64_t n) {
   const int64_t nnz = col.numel();
@@ -100,37 +101,33 @@ void check_cuda(const char* op, const at::Tensor& x, const char* name) {
 
 at::Tensor cheb_conv_cuda(const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
                           const at::Tensor& val, const at::Tensor& weight,
-                          const std::optional<at::Tensor>& bias) {
+                          const std::optional<at::Tensor>& bias, bool check_laplacian) {
   const char* op = "cheb_conv";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
+  check_conv_args(op, x, crow, col, val, weight, bias);
   check_cuda(op, x, "x");
-  check_bias(op, bias, x, weight.size(2));
   const c10::cuda::CUDAGuard guard(x.device());
-  check_csr_cuda(op, crow, col, val, x.size(1));
+  if (check_laplacian) check_csr_cuda(op, crow, col, val, x.size(1));
   return cheb_conv_forward(x, crow, col, val, weight, bias, &spmm_cuda);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> cheb_conv_backward_cuda(
     const at::Tensor& grad_out, const at::Tensor& x, const at::Tensor& crow, const at::Tensor& col,
-    const at::Tensor& val, const at::Tensor& weight, bool has_bias) {
+    const at::Tensor& val, const at::Tensor& weight, bool has_bias, bool check_laplacian) {
   const char* op = "cheb_conv_backward";
-  check_inputs(op, x, "x", crow, col, val, weight, false);
-  check_inputs(op, grad_out, "grad_out", crow, col, val, weight, true);
-  TORCH_CHECK(grad_out.size(0) == x.size(0) && grad_out.size(1) == x.size(1), op,
-              ": `grad_out` ", grad_out.sizes(), " does not match `x` ", x.sizes());
+  check_conv_backward_args(op, grad_out, x, crow, col, val, weight);
   check_cuda(op, x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  check_csr_cuda(op, crow, col, val, x.size(1));
+  if (check_laplacian) check_csr_cuda(op, crow, col, val, x.size(1));
   return cheb_conv_backward_impl(grad_out, x, crow, col, val, weight, has_bias, &spmm_cuda);
 }
 
 at::Tensor cheb_spmm_cuda(const at::Tensor& crow, const at::Tensor& col, const at::Tensor& val,
-                          const at::Tensor& x) {
+                          const at::Tensor& x, bool check_laplacian) {
   const char* op = "cheb_spmm";
   check_spmm_inputs(op, crow, col, val, x);
   check_cuda(op, x, "x");
   const c10::cuda::CUDAGuard guard(x.device());
-  check_csr_cuda(op, crow, col, val, x.size(0));
+  if (check_laplacian) check_csr_cuda(op, crow, col, val, x.size(0));
   at::Tensor out = at::empty_like(x);
   spmm_cuda(crow, col, val, x, at::Tensor(), out, 1.0, 0.0, false);
   return out;

@@ -12,9 +12,10 @@
 namespace pyfaid {
 namespace interp {
 
-// attr [Ba, V, C] (Ba == 1 or rast's B), rast [B, H, W, 4], tri [F, 3] int32, all on one device.
-inline void check_inputs(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri,
-                         const char* op) {
+// All argument checks of interpolate (CPU and CUDA): attr [Ba, V, C] (Ba == 1 or rast's B),
+// rast [B, H, W, 4], tri [F, 3] int32, all on one device.
+inline void check_interpolate_args(const at::Tensor& attr, const at::Tensor& rast,
+                                   const at::Tensor& tri, const char* op) {
   check_floating(attr, "attr", op);
   TORCH_CHECK(attr.dim() == 3, op, ": `attr` must have shape [B, V, C] or [1, V, C], got ",
               attr.sizes());
@@ -24,6 +25,20 @@ inline void check_inputs(const at::Tensor& attr, const at::Tensor& rast, const a
   check_same_device(attr, "attr", tri, "tri", op);
   TORCH_CHECK(attr.size(0) == 1 || attr.size(0) == rast.size(0), op, ": `attr` batch ",
               attr.size(0), " must be 1 or match `rast` batch ", rast.size(0));
+}
+
+// All argument checks of interpolate_backward (CPU and CUDA): those of interpolate, and
+// grad_out [B, H, W, C] with attr's dtype and device.
+inline void check_interpolate_backward_args(const at::Tensor& grad_out, const at::Tensor& attr,
+                                            const at::Tensor& rast, const at::Tensor& tri,
+                                            const char* op) {
+  check_interpolate_args(attr, rast, tri, op);
+  check_tensor(grad_out, "grad_out", attr.scalar_type(), 4, op);
+  const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2), C = attr.size(2);
+  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({B, H, W, C}), op,
+              ": `grad_out` must have shape [", B, ", ", H, ", ", W, ", ", C, "], got ",
+              grad_out.sizes());
+  check_same_device(grad_out, "grad_out", attr, "attr", op);
 }
 
 }  // namespace interp

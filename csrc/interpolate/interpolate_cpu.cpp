@@ -32,11 +32,11 @@ void dispatch_channels(int64_t C, Fn&& fn) {
 
 template <typename T, int64_t kC>
 void interpolate_cpu_impl(const T* attr, const T* rast, const int32_t* tri, T* out, int64_t B,
-                          int64_t Ba, int64_t V, int64_t C_, int64_t P, int64_t F,
+                          int64_t Ba, int64_t V, int64_t C_, int64_t P, int64_t F, bool simd_ok,
                           std::atomic<bool>& bad_id) {
   const int64_t C = kC > 0 ? kC : C_;
   constexpr bool kSimdType = std::is_same_v<T, float> && kC == 3;
-  const bool simd = kSimdType && raster_cpu::simd_enabled();
+  const bool simd = kSimdType && simd_ok;
   at::parallel_for(0, B * P, 8192, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end;) {  // image by image
       const int64_t b = i / P, stop = std::min(end, (b + 1) * P);
@@ -68,7 +68,7 @@ template <typename T, int64_t kC>
 void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* rast,
                                    const int32_t* tri, T* grad_attr, T* grad_rast, int64_t B,
                                    int64_t Ba, int64_t V, int64_t C_, int64_t P, int64_t F,
-                                   std::atomic<bool>& bad_id) {
+                                   bool simd_ok, std::atomic<bool>& bad_id) {
   const int64_t C = kC > 0 ? kC : C_;
   // Pixel i: writes grad_rast[i] and adds into ga (the gradient buffer of its image's attr,
   // vertex k's entries at ga + gs * k).
@@ -104,7 +104,7 @@ void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* ra
   };
   // Pixels [i, stop) of one image (attr block a, gradient buffer ga), the AVX2 kernel first.
   constexpr bool kSimdType = std::is_same_v<T, float> && kC == 3;
-  const bool simd = kSimdType && raster_cpu::simd_enabled();
+  const bool simd = kSimdType && simd_ok;
   auto run = [&](int64_t i, int64_t stop, const T* a, T* ga) {
     if constexpr (kSimdType) {
       if (simd)
@@ -165,12 +165,13 @@ void interpolate_backward_cpu_impl(const T* grad_out, const T* attr, const T* ra
   });
 }
 
-at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri) {
+at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri,
+                           bool check_indices, bool simd) {
   const char* op = "pyfaid::interpolate";
-  interp::check_inputs(attr, rast, tri, op);
+  interp::check_interpolate_args(attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   auto out = at::empty({B, H, W, C}, attr.options());
   if (out.numel() == 0) return out;
   std::atomic<bool> bad_id{false};
@@ -178,7 +179,8 @@ at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const
     dispatch_channels(C, [&](auto kC) {
       interpolate_cpu_impl<scalar_t, decltype(kC)::value>(
           attr.data_ptr<scalar_t>(), rast.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
-          out.data_ptr<scalar_t>(), B, Ba, V, C, H * W, F, bad_id);
+          out.data_ptr<scalar_t>(), B, Ba, V, C, H * W, F, simd && raster_cpu::simd_enabled(),
+          bad_id);
     });
   });
   TORCH_CHECK(!bad_id, op, ": `rast` holds triangle ids beyond the ", F, " rows of `tri`");
@@ -188,16 +190,13 @@ at::Tensor interpolate_cpu(const at::Tensor& attr, const at::Tensor& rast, const
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& grad_out,
                                                             const at::Tensor& attr,
                                                             const at::Tensor& rast,
-                                                            const at::Tensor& tri) {
+                                                            const at::Tensor& tri,
+                                                            bool check_indices, bool simd) {
   const char* op = "pyfaid::interpolate_backward";
-  interp::check_inputs(attr, rast, tri, op);
-  check_tensor(grad_out, "grad_out", attr.scalar_type(), 4, op);
+  interp::check_interpolate_backward_args(grad_out, attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({B, H, W, C}), op, ": `grad_out` must have shape [",
-              B, ", ", H, ", ", W, ", ", C, "], got ", grad_out.sizes());
-  check_same_device(grad_out, "grad_out", attr, "attr", op);
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   // Every entry of both is written by the kernel.
   auto grad_attr = at::empty_like(attr);
   auto grad_rast = at::empty_like(rast);
@@ -208,7 +207,7 @@ std::tuple<at::Tensor, at::Tensor> interpolate_backward_cpu(const at::Tensor& gr
       interpolate_backward_cpu_impl<scalar_t, decltype(kC)::value>(
           grad_out.data_ptr<scalar_t>(), attr.data_ptr<scalar_t>(), rast.data_ptr<scalar_t>(),
           tri.data_ptr<int32_t>(), grad_attr.data_ptr<scalar_t>(), grad_rast.data_ptr<scalar_t>(),
-          B, Ba, V, C, H * W, F, bad_id);
+          B, Ba, V, C, H * W, F, simd && raster_cpu::simd_enabled(), bad_id);
     });
   });
   TORCH_CHECK(!bad_id, op, ": `rast` holds triangle ids beyond the ", F, " rows of `tri`");

@@ -74,13 +74,14 @@ __global__ void interpolate_backward_kernel(const T* __restrict__ grad_out,
   gr[1] = gv;
 }
 
-at::Tensor interpolate_cuda(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri) {
+at::Tensor interpolate_cuda(const at::Tensor& attr, const at::Tensor& rast, const at::Tensor& tri,
+                            bool check_indices, bool /*simd: CPU only*/) {
   const char* op = "pyfaid::interpolate";
-  interp::check_inputs(attr, rast, tri, op);
+  interp::check_interpolate_args(attr, rast, tri, op);
   c10::cuda::CUDAGuard guard(attr.device());
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   auto out = at::empty({B, H, W, C}, attr.options());
   if (out.numel() == 0) return out;
   auto stream = at::cuda::getCurrentCUDAStream();
@@ -96,17 +97,15 @@ at::Tensor interpolate_cuda(const at::Tensor& attr, const at::Tensor& rast, cons
 std::tuple<at::Tensor, at::Tensor> interpolate_backward_cuda(const at::Tensor& grad_out,
                                                              const at::Tensor& attr,
                                                              const at::Tensor& rast,
-                                                             const at::Tensor& tri) {
+                                                             const at::Tensor& tri,
+                                                             bool check_indices,
+                                                             bool /*simd: CPU only*/) {
   const char* op = "pyfaid::interpolate_backward";
-  interp::check_inputs(attr, rast, tri, op);
-  check_tensor(grad_out, "grad_out", attr.scalar_type(), 4, op);
+  interp::check_interpolate_backward_args(grad_out, attr, rast, tri, op);
   const int64_t B = rast.size(0), H = rast.size(1), W = rast.size(2);
   const int64_t Ba = attr.size(0), V = attr.size(1), C = attr.size(2), F = tri.size(0);
-  TORCH_CHECK(grad_out.sizes() == at::IntArrayRef({B, H, W, C}), op, ": `grad_out` must have shape [",
-              B, ", ", H, ", ", W, ", ", C, "], got ", grad_out.sizes());
-  check_same_device(grad_out, "grad_out", attr, "attr", op);
   c10::cuda::CUDAGuard guard(attr.device());
-  raster::check_tri_range(tri, V, op, "attr");
+  if (check_indices) raster::check_tri_range(tri, V, op, "attr");
   auto grad_attr = at::zeros_like(attr);
   auto grad_rast = at::empty_like(rast);  // every pixel is written
   if (rast.numel() == 0 || C == 0) return {grad_attr, grad_rast.zero_()};

@@ -1,7 +1,8 @@
 // CPU kernels of vertex_normals / vertex_normals_backward (formulas: normals.h).
 //
 // Race-free without atomics: every call builds the vertex -> triangle-corner adjacency of `tri`
-// once, in CSR form (a counting sort, which also checks the index range), and then
+// once, in CSR form (a counting sort, which also checks the index range unless the caller passes
+// check_indices = false), and then
 //   1. computes the face normals, parallel over (batch, triangle);
 //   2. gathers them per vertex, parallel over (batch, vertex).
 // The backward pass gathers the same way. Sums run in a fixed order: results are deterministic.
@@ -52,13 +53,14 @@ struct Adjacency {
   std::vector<int32_t> corner;
 };
 
-Adjacency build_adjacency(const int32_t* tri, int64_t F, int64_t V, const char* op) {
+Adjacency build_adjacency(const int32_t* tri, int64_t F, int64_t V, bool check_indices,
+                          const char* op) {
   Adjacency adj;
   adj.start.assign(static_cast<size_t>(V) + 1, 0);
   for (int64_t i = 0; i < 3 * F; ++i) {
     const int32_t v = tri[i];
-    TORCH_CHECK(v >= 0 && v < V, op, ": `tri` holds vertex index ", v, " (triangle ", i / 3,
-                ") outside [0, ", V, ") for ", V, " vertices");
+    TORCH_CHECK(!check_indices || (v >= 0 && v < V), op, ": `tri` holds vertex index ", v,
+                " (triangle ", i / 3, ") outside [0, ", V, ") for ", V, " vertices");
     ++adj.start[v + 1];
   }
   for (int64_t v = 0; v < V; ++v) adj.start[v + 1] += adj.start[v];
@@ -105,26 +107,12 @@ inline void gather_sum(const Adjacency& adj, const T* fn_b, int64_t v, T* s) {
 
 }  // namespace
 
-std::tuple<int64_t, int64_t, int64_t> check_vertex_normals_args(const at::Tensor& verts, const at::Tensor& tri,
-                                                                const char* op) {
-  check_floating(verts, "verts", op);
-  TORCH_CHECK(verts.dim() == 3 && verts.size(2) == 3, op, ": `verts` must have shape [B, V, 3], got ",
-              verts.sizes());
-  check_tensor(tri, "tri", at::kInt, 2, op);
-  TORCH_CHECK(tri.size(1) == 3, op, ": `tri` must have shape [F, 3], got ", tri.sizes());
-  check_same_device(tri, "tri", verts, "verts", op);
-  TORCH_CHECK(verts.size(1) <= std::numeric_limits<int32_t>::max(), op,
-              ": `verts` has too many vertices for int32 indices");
-  TORCH_CHECK(tri.size(0) < std::numeric_limits<int32_t>::max() / 3, op, ": `tri` has too many triangles");
-  return {verts.size(0), verts.size(1), tri.size(0)};
-}
-
-at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri) {
+at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri, bool check_indices) {
   const char* op = "vertex_normals";
   auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
   TORCH_CHECK(verts.device().is_cpu(), op, ": `verts` must be a CPU tensor here");
   auto out = at::empty_like(verts);
-  const Adjacency adj = build_adjacency(tri.data_ptr<int32_t>(), F, V, op);
+  const Adjacency adj = build_adjacency(tri.data_ptr<int32_t>(), F, V, check_indices, op);
   if (B == 0 || V == 0) return out;
   AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "vertex_normals_cpu", [&] {
     using T = scalar_t;
@@ -153,16 +141,12 @@ at::Tensor vertex_normals_cpu(const at::Tensor& verts, const at::Tensor& tri) {
 }
 
 at::Tensor vertex_normals_backward_cpu(const at::Tensor& grad_normals, const at::Tensor& verts,
-                                       const at::Tensor& tri) {
+                                       const at::Tensor& tri, bool check_indices) {
   const char* op = "vertex_normals_backward";
-  auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
-  TORCH_CHECK(grad_normals.defined() && grad_normals.sizes() == verts.sizes(), op,
-              ": `grad_normals` must have the shape of `verts` ", verts.sizes());
-  check_tensor(grad_normals, "grad_normals", verts.scalar_type(), 3, op);
-  check_same_device(grad_normals, "grad_normals", verts, "verts", op);
+  auto [B, V, F] = check_vertex_normals_backward_args(grad_normals, verts, tri, op);
   TORCH_CHECK(verts.device().is_cpu(), op, ": `verts` must be a CPU tensor here");
   auto grad_verts = at::zeros_like(verts);
-  const Adjacency adj = build_adjacency(tri.data_ptr<int32_t>(), F, V, op);
+  const Adjacency adj = build_adjacency(tri.data_ptr<int32_t>(), F, V, check_indices, op);
   if (B == 0 || V == 0 || F == 0) return grad_verts;
   AT_DISPATCH_FLOATING_TYPES(verts.scalar_type(), "vertex_normals_backward_cpu", [&] {
     using T = scalar_t;

@@ -5,7 +5,8 @@
 // per vertex the gradient of the unnormalised sum, per triangle the corner gradients, added
 // atomically to the vertices. (The order of the atomic additions varies, so float results may
 // differ from run to run in the last bits.) The index range of `tri` is checked on the host,
-// which costs one synchronisation per call.
+// which costs one synchronisation, unless the caller passes check_indices = false (indices
+// checked once before, pyfaid.render.MeshTopology): then nothing here waits for the device.
 
 #include "normals/normals.h"
 
@@ -123,22 +124,24 @@ __global__ void scatter_vertex_grad_kernel(const T* __restrict__ verts, const in
   }
 }
 
+// One reduction and one device-to-host copy (a synchronisation).
 void check_index_range(const at::Tensor& tri, int64_t V, const char* op) {
   if (tri.numel() == 0) return;
   const auto [lo, hi] = at::aminmax(tri);
-  const int64_t min_index = lo.item<int64_t>(), max_index = hi.item<int64_t>();
+  const auto both = at::stack({lo, hi}).to(at::kCPU, at::kLong);
+  const int64_t min_index = both.data_ptr<int64_t>()[0], max_index = both.data_ptr<int64_t>()[1];
   TORCH_CHECK(min_index >= 0 && max_index < V, op, ": `tri` holds vertex indices in [", min_index, ", ",
               max_index, "], outside [0, ", V, ") for ", V, " vertices");
 }
 
 }  // namespace
 
-at::Tensor vertex_normals_cuda(const at::Tensor& verts, const at::Tensor& tri) {
+at::Tensor vertex_normals_cuda(const at::Tensor& verts, const at::Tensor& tri, bool check_indices) {
   const char* op = "vertex_normals";
   auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
   TORCH_CHECK(verts.is_cuda(), op, ": `verts` must be a CUDA tensor here");
   const c10::cuda::CUDAGuard guard(verts.device());
-  check_index_range(tri, V, op);
+  if (check_indices) check_index_range(tri, V, op);
   auto out = at::empty_like(verts);
   if (B == 0 || V == 0) return out;
   auto sums = at::zeros_like(verts);
@@ -158,16 +161,12 @@ at::Tensor vertex_normals_cuda(const at::Tensor& verts, const at::Tensor& tri) {
 }
 
 at::Tensor vertex_normals_backward_cuda(const at::Tensor& grad_normals, const at::Tensor& verts,
-                                        const at::Tensor& tri) {
+                                        const at::Tensor& tri, bool check_indices) {
   const char* op = "vertex_normals_backward";
-  auto [B, V, F] = check_vertex_normals_args(verts, tri, op);
-  TORCH_CHECK(grad_normals.defined() && grad_normals.sizes() == verts.sizes(), op,
-              ": `grad_normals` must have the shape of `verts` ", verts.sizes());
-  check_tensor(grad_normals, "grad_normals", verts.scalar_type(), 3, op);
-  check_same_device(grad_normals, "grad_normals", verts, "verts", op);
+  auto [B, V, F] = check_vertex_normals_backward_args(grad_normals, verts, tri, op);
   TORCH_CHECK(verts.is_cuda(), op, ": `verts` must be a CUDA tensor here");
   const c10::cuda::CUDAGuard guard(verts.device());
-  check_index_range(tri, V, op);
+  if (check_indices) check_index_range(tri, V, op);
   auto grad_verts = at::zeros_like(verts);
   if (B == 0 || V == 0 || F == 0) return grad_verts;
   auto sums = at::zeros_like(verts);

@@ -21,6 +21,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <string_view>
 
 #include "utils/checks.h"
 
@@ -444,6 +445,33 @@ inline void check_rast(const at::Tensor& rast, const at::Tensor& like, const cha
   TORCH_CHECK(rast.size(3) == 4, op, ": `", name, "` must have shape [B, H, W, 4], got ",
               rast.sizes());
   check_same_device(rast, name, like, "the other inputs", op);
+}
+
+// All argument checks of rasterize (CPU and CUDA): pos, tri, the output resolution and the name
+// of the CPU path (checked on CUDA too, so a call is valid or not on both).
+inline void check_rasterize_args(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
+                                 int64_t width, std::string_view cpu_path, const char* op) {
+  check_pos_tri(pos, tri, op);
+  TORCH_CHECK(cpu_path == "auto" || cpu_path == "binned" || cpu_path == "direct", op,
+              ": `cpu_path` must be auto, binned or direct, got '", cpu_path, "'");
+  TORCH_CHECK(height >= 1 && width >= 1, op, ": `height` and `width` must be >= 1, got ", height,
+              " x ", width);
+  TORCH_CHECK(height <= (1 << 15) && width <= (1 << 15), op,
+              ": resolution must be at most 32768 x 32768, got ", height, " x ", width);
+}
+
+// All argument checks of rasterize_backward (CPU and CUDA): pos, tri, rast [B, H, W, 4] and
+// grad_rast of rast's shape, all with pos's dtype and device.
+inline void check_rasterize_backward_args(const at::Tensor& grad_rast, const at::Tensor& pos,
+                                          const at::Tensor& tri, const at::Tensor& rast,
+                                          const char* op) {
+  check_pos_tri(pos, tri, op);
+  check_rast(rast, pos, "rast", op);
+  check_rast(grad_rast, pos, "grad_rast", op);
+  TORCH_CHECK(rast.size(0) == pos.size(0), op, ": `rast` batch ", rast.size(0),
+              " does not match `pos` batch ", pos.size(0));
+  TORCH_CHECK(grad_rast.sizes() == rast.sizes(), op, ": `grad_rast` shape ", grad_rast.sizes(),
+              " does not match `rast` shape ", rast.sizes());
 }
 
 }  // namespace raster

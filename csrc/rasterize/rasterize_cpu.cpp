@@ -26,6 +26,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <string_view>
 #include <type_traits>
 #include <vector>
 
@@ -297,12 +298,14 @@ constexpr int64_t kDirectMaxPixels = 512 * 512;
 
 enum class RasterPath { kBinned, kDirect };
 
-// Which CPU path rasterizes a call. Both give bit-identical results; PYFAID_CPU_RASTER=binned,
-// direct or auto (default) picks one, for tests and debugging. auto: the direct path unless the
-// image is large (its full-image buffers then leave the cache, and the binned path's tiles keep
-// every thread's working set small). The direct path uses the AVX2 kernel for float32 where
-// raster_cpu::simd_enabled().
-RasterPath cpu_raster_path(int64_t H, int64_t W) {
+// Which CPU path rasterizes a call. Both give bit-identical results. The op's `cpu_path`
+// argument ("auto", "binned" or "direct", checked by check_rasterize_args) picks one; the
+// environment variable PYFAID_CPU_RASTER=binned|direct, a debugging switch, overrides it (unset,
+// empty or auto: the argument decides). auto: the direct path unless the image is large (its
+// full-image buffers then leave the cache, and the binned path's tiles keep every thread's
+// working set small). The direct path uses the AVX2 kernel for float32 where the op's `simd`
+// argument and raster_cpu::simd_enabled() allow it.
+RasterPath cpu_raster_path(int64_t H, int64_t W, std::string_view cpu_path) {
   const char* env = std::getenv("PYFAID_CPU_RASTER");
   if (env != nullptr && *env != '\0' && std::strcmp(env, "auto") != 0) {
     if (std::strcmp(env, "binned") == 0) return RasterPath::kBinned;
@@ -310,16 +313,18 @@ RasterPath cpu_raster_path(int64_t H, int64_t W) {
     TORCH_CHECK(false, "pyfaid::rasterize: PYFAID_CPU_RASTER must be auto, binned or direct, got '",
                 env, "'");
   }
+  if (cpu_path == "binned") return RasterPath::kBinned;
+  if (cpu_path == "direct") return RasterPath::kDirect;
   return H * W <= kDirectMaxPixels ? RasterPath::kDirect : RasterPath::kBinned;
 }
 
 template <typename T>
 void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t* tri,
                                  const T* rast, T* grad_pos, int64_t B, int64_t V, int64_t F,
-                                 int H, int W) {
+                                 int H, int W, bool simd_ok) {
   const int64_t P = int64_t(H) * W;
   // Rows [y_begin, y_end) of image b into gpos_b (image b's [V, 4] gradient buffer).
-  const bool simd = std::is_same_v<T, float> && raster_cpu::simd_enabled();
+  const bool simd = std::is_same_v<T, float> && simd_ok;
   auto rows = [&](int64_t b, int y_begin, int y_end, T* gpos_b) {
     const T* p = pos + b * V * 4;
     for (int y = y_begin; y < y_end; ++y) {
@@ -369,20 +374,16 @@ void rasterize_backward_cpu_impl(const T* grad_rast, const T* pos, const int32_t
 }
 
 at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t height,
-                         int64_t width) {
+                         int64_t width, bool check_indices, std::string_view cpu_path, bool simd) {
   const char* op = "pyfaid::rasterize";
-  raster::check_pos_tri(pos, tri, op);
-  TORCH_CHECK(height >= 1 && width >= 1, op, ": `height` and `width` must be >= 1, got ", height,
-              " x ", width);
-  TORCH_CHECK(height <= (1 << 15) && width <= (1 << 15), op,
-              ": resolution must be at most 32768 x 32768, got ", height, " x ", width);
+  raster::check_rasterize_args(pos, tri, height, width, cpu_path, op);
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "pos");
+  if (check_indices) raster::check_tri_range(tri, V, op, "pos");
   auto rast = at::empty({B, height, width, 4}, pos.options());
   if (B == 0) return rast;
   if (F == 0) return rast.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_cpu", [&] {
-    const RasterPath path = cpu_raster_path(height, width);
+    const RasterPath path = cpu_raster_path(height, width, cpu_path);
     if (path == RasterPath::kBinned) {
       rasterize_cpu_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
                                    rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
@@ -393,31 +394,27 @@ at::Tensor rasterize_cpu(const at::Tensor& pos, const at::Tensor& tri, int64_t h
       rasterize_direct_impl<scalar_t>(pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
                                       rast.data_ptr<scalar_t>(), B, V, F, static_cast<int>(height),
                                       static_cast<int>(width), parts,
-                                      raster_cpu::simd_enabled());
+                                      simd && raster_cpu::simd_enabled());
     }
   });
   return rast;
 }
 
 at::Tensor rasterize_backward_cpu(const at::Tensor& grad_rast, const at::Tensor& pos,
-                                  const at::Tensor& tri, const at::Tensor& rast) {
+                                  const at::Tensor& tri, const at::Tensor& rast,
+                                  bool check_indices, bool simd) {
   const char* op = "pyfaid::rasterize_backward";
-  raster::check_pos_tri(pos, tri, op);
-  raster::check_rast(rast, pos, "rast", op);
-  raster::check_rast(grad_rast, pos, "grad_rast", op);
-  TORCH_CHECK(rast.size(0) == pos.size(0), op, ": `rast` batch ", rast.size(0),
-              " does not match `pos` batch ", pos.size(0));
-  TORCH_CHECK(grad_rast.sizes() == rast.sizes(), op, ": `grad_rast` shape ", grad_rast.sizes(),
-              " does not match `rast` shape ", rast.sizes());
+  raster::check_rasterize_backward_args(grad_rast, pos, tri, rast, op);
   const int64_t B = pos.size(0), V = pos.size(1), F = tri.size(0);
-  raster::check_tri_range(tri, V, op, "pos");
+  if (check_indices) raster::check_tri_range(tri, V, op, "pos");
   auto grad_pos = at::empty_like(pos);  // every entry is written by the kernel
   if (B == 0 || F == 0 || rast.numel() == 0) return grad_pos.zero_();
   AT_DISPATCH_FLOATING_TYPES(pos.scalar_type(), "rasterize_backward_cpu", [&] {
     rasterize_backward_cpu_impl<scalar_t>(
         grad_rast.data_ptr<scalar_t>(), pos.data_ptr<scalar_t>(), tri.data_ptr<int32_t>(),
         rast.data_ptr<scalar_t>(), grad_pos.data_ptr<scalar_t>(), B, V, F,
-        static_cast<int>(rast.size(1)), static_cast<int>(rast.size(2)));
+        static_cast<int>(rast.size(1)), static_cast<int>(rast.size(2)),
+        simd && raster_cpu::simd_enabled());
   });
   return grad_pos;
 }

@@ -114,7 +114,8 @@ inline void backward_pixels(const T* r, const T* g, const T* p, const int32_t* t
 // AVX2 versions for float32 (rasterize_cpu_avx2.cpp); bit-identical to the scalar routines.
 // avx2_supported() is false on CPUs (or builds) without AVX2; the callers fall back to scalar.
 bool avx2_supported();
-// avx2_supported() unless the environment sets PYFAID_CPU_SIMD=0 (tests compare both paths).
+// avx2_supported() unless the environment sets PYFAID_CPU_SIMD=0 (a debugging switch). The ops
+// use the AVX2 kernels where their `simd` argument (default true) and this are both true.
 bool simd_enabled();
 // Per-vertex records of kRecord floats, (q_x, q_y, w, z, sx, sy, code bits, 0), where
 // q = (x W/2, y H/2): `rec` holds kRecord * V floats, 32-byte aligned.

@@ -19,6 +19,10 @@
 
 #include <ATen/ATen.h>
 
+#include <utility>
+
+#include "utils/checks.h"
+
 #if defined(__CUDACC__)
 #define PYFAID_HOST_DEVICE __host__ __device__
 #else
@@ -65,9 +69,40 @@ PYFAID_HOST_DEVICE inline void unfold_sh_gradient(const Acc* msum, T* grad_gamma
 
 }  // namespace sh
 
-// Shared argument checks (same messages on CPU and CUDA). Returns (B, N).
-std::pair<int64_t, int64_t> check_sh_shading_args(const at::Tensor& normals, const at::Tensor& albedo,
-                                                  const at::Tensor& gamma, const char* op);
+// All argument checks of sh_shading (CPU and CUDA, same messages). Returns (B, N).
+inline std::pair<int64_t, int64_t> check_sh_shading_args(const at::Tensor& normals,
+                                                         const at::Tensor& albedo,
+                                                         const at::Tensor& gamma, const char* op) {
+  check_floating(normals, "normals", op);
+  TORCH_CHECK(normals.dim() == 3 && normals.size(2) == 3, op,
+              ": `normals` must have shape [B, N, 3], got ", normals.sizes());
+  TORCH_CHECK(albedo.defined() && albedo.sizes() == normals.sizes(), op,
+              ": `albedo` must have the shape of `normals` ", normals.sizes(), ", got ",
+              albedo.defined() ? albedo.sizes() : at::IntArrayRef{});
+  check_tensor(albedo, "albedo", normals.scalar_type(), 3, op);
+  check_tensor(gamma, "gamma", normals.scalar_type(), 2, op);
+  TORCH_CHECK(gamma.size(0) == normals.size(0) && gamma.size(1) == 27, op,
+              ": `gamma` must have shape [B, 27] = [", normals.size(0),
+              ", 27] (3 colour channels x 9 SH coefficients), got ", gamma.sizes());
+  check_same_device(albedo, "albedo", normals, "normals", op);
+  check_same_device(gamma, "gamma", normals, "normals", op);
+  return {normals.size(0), normals.size(1)};
+}
+
+// All argument checks of sh_shading_backward: those of sh_shading, and grad_out with the shape,
+// dtype and device of normals. Returns (B, N).
+inline std::pair<int64_t, int64_t> check_sh_shading_backward_args(const at::Tensor& grad_out,
+                                                                  const at::Tensor& normals,
+                                                                  const at::Tensor& albedo,
+                                                                  const at::Tensor& gamma,
+                                                                  const char* op) {
+  const auto sizes = check_sh_shading_args(normals, albedo, gamma, op);
+  TORCH_CHECK(grad_out.defined() && grad_out.sizes() == normals.sizes(), op,
+              ": `grad_out` must have the shape of `normals` ", normals.sizes());
+  check_tensor(grad_out, "grad_out", normals.scalar_type(), 3, op);
+  check_same_device(grad_out, "grad_out", normals, "normals", op);
+  return sizes;
+}
 
 at::Tensor sh_shading_cpu(const at::Tensor& normals, const at::Tensor& albedo, const at::Tensor& gamma);
 std::tuple<at::Tensor, at::Tensor, at::Tensor> sh_shading_backward_cpu(const at::Tensor& grad_out,

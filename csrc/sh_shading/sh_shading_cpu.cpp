@@ -153,24 +153,6 @@ std::vector<T> fold_all(const at::Tensor& gamma, int64_t B) {
 
 }  // namespace
 
-std::pair<int64_t, int64_t> check_sh_shading_args(const at::Tensor& normals, const at::Tensor& albedo,
-                                                  const at::Tensor& gamma, const char* op) {
-  check_floating(normals, "normals", op);
-  TORCH_CHECK(normals.dim() == 3 && normals.size(2) == 3, op, ": `normals` must have shape [B, N, 3], got ",
-              normals.sizes());
-  TORCH_CHECK(albedo.defined() && albedo.sizes() == normals.sizes(), op,
-              ": `albedo` must have the shape of `normals` ", normals.sizes(), ", got ",
-              albedo.defined() ? albedo.sizes() : at::IntArrayRef{});
-  check_tensor(albedo, "albedo", normals.scalar_type(), 3, op);
-  check_tensor(gamma, "gamma", normals.scalar_type(), 2, op);
-  TORCH_CHECK(gamma.size(0) == normals.size(0) && gamma.size(1) == 27, op,
-              ": `gamma` must have shape [B, 27] = [", normals.size(0), ", 27] (3 colour channels x 9 SH "
-              "coefficients), got ", gamma.sizes());
-  check_same_device(albedo, "albedo", normals, "normals", op);
-  check_same_device(gamma, "gamma", normals, "normals", op);
-  return {normals.size(0), normals.size(1)};
-}
-
 at::Tensor sh_shading_cpu(const at::Tensor& normals, const at::Tensor& albedo, const at::Tensor& gamma) {
   const char* op = "sh_shading";
   auto [B, N] = check_sh_shading_args(normals, albedo, gamma, op);
@@ -200,11 +182,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sh_shading_backward_cpu(const at:
                                                                        const at::Tensor& albedo,
                                                                        const at::Tensor& gamma) {
   const char* op = "sh_shading_backward";
-  auto [B, N] = check_sh_shading_args(normals, albedo, gamma, op);
-  TORCH_CHECK(grad_out.defined() && grad_out.sizes() == normals.sizes(), op,
-              ": `grad_out` must have the shape of `normals` ", normals.sizes());
-  check_tensor(grad_out, "grad_out", normals.scalar_type(), 3, op);
-  check_same_device(grad_out, "grad_out", normals, "normals", op);
+  auto [B, N] = check_sh_shading_backward_args(grad_out, normals, albedo, gamma, op);
   TORCH_CHECK(normals.device().is_cpu(), op, ": `normals` must be a CPU tensor here");
   auto grad_normals = at::empty_like(normals);
   auto grad_albedo = at::empty_like(albedo);

@@ -140,11 +140,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sh_shading_backward_cuda(const at
                                                                         const at::Tensor& albedo,
                                                                         const at::Tensor& gamma) {
   const char* op = "sh_shading_backward";
-  auto [B, N] = check_sh_shading_args(normals, albedo, gamma, op);
-  TORCH_CHECK(grad_out.defined() && grad_out.sizes() == normals.sizes(), op,
-              ": `grad_out` must have the shape of `normals` ", normals.sizes());
-  check_tensor(grad_out, "grad_out", normals.scalar_type(), 3, op);
-  check_same_device(grad_out, "grad_out", normals, "normals", op);
+  auto [B, N] = check_sh_shading_backward_args(grad_out, normals, albedo, gamma, op);
   TORCH_CHECK(normals.is_cuda(), op, ": `normals` must be a CUDA tensor here");
   TORCH_CHECK(B <= 65535, op, ": batch size ", B, " exceeds the CUDA kernel's limit of 65535");
   const c10::cuda::CUDAGuard guard(normals.device());

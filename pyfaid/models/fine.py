@@ -13,12 +13,12 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from pyfaid.graph import ChebConv, ChebResBlock, scaled_laplacian
+from pyfaid.graph import ChebConv, ChebResBlock, Laplacian
 
 
-def mesh_laplacian(triangles: torch.Tensor, num_vertices: int) -> torch.Tensor:
-    """Scaled Laplacian ``2L/lambda_max - I`` (sparse CSR ``[V, V]``) of a mesh's vertex graph."""
-    return scaled_laplacian(triangles.to(torch.int32).cpu(), int(num_vertices))
+def mesh_laplacian(triangles: torch.Tensor, num_vertices: int) -> Laplacian:
+    """Scaled Laplacian ``2L/lambda_max - I`` (``[V, V]``) of a mesh's vertex graph, checked once."""
+    return Laplacian.of_mesh(triangles.to(torch.int32).cpu(), int(num_vertices))
 
 
 class _ChebGCN(nn.Module):
@@ -51,7 +51,8 @@ class MeshRefiner(nn.Module):
         self.gcn = _ChebGCN(3, hidden, K, blocks)
 
     def forward(self, coarse_colors: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-        """Args: coarse_colors ``[B, V, 3]``; lap sparse ``[V, V]``. Returns the residual ``[B, V, 3]``."""
+        """Args: coarse_colors ``[B, V, 3]``; lap: the ``[V, V]`` Laplacian. Returns the residual
+        ``[B, V, 3]``."""
         return self.gcn(coarse_colors - 0.5, lap)
 
 
@@ -106,7 +107,7 @@ class FAIDDecoder(nn.Module):
         self.gcn = _ChebGCN(self.code + max(pos_embed, 0), hidden, K, blocks)
 
     def forward(self, features: torch.Tensor, lap: torch.Tensor) -> torch.Tensor:
-        """Args: features ``[B, D]``; lap ``[V, V]``. Returns the residual ``[B, V, 3]``."""
+        """Args: features ``[B, D]``; lap: the ``[V, V]`` Laplacian. Returns the residual ``[B, V, 3]``."""
         B = features.shape[0]
         code = self.to_code(self.norm(features)).view(B, self.nodes, self.code)
         up = (code[:, self.nn_idx] * self.nn_w[None, :, :, None]).sum(2)  # [B, V, code]
@@ -130,7 +131,9 @@ class FineModel(nn.Module):
                  pos_embed: int = 8, mesh_refiner: bool = True):
         super().__init__()
         V = mean_shape.shape[0]
-        self.register_buffer("lap", mesh_laplacian(triangles, V), persistent=False)
+        # Not a buffer: the Chebyshev layers take the Laplacian's copy on their input's device
+        # (made once, cached), so it follows the model through .to(device) without moving.
+        self.lap = mesh_laplacian(triangles, V)
         self.mesh = MeshRefiner(hidden, K, blocks) if mesh_refiner else None
         self.faid = (FAIDDecoder(feat_dim, mean_shape, nodes, code, pos_embed, hidden, K, blocks)
                      if feat_dim > 0 else None)

@@ -1,7 +1,8 @@
-"""Differentiable rendering: rasterize, interpolate, vertex_normals, sh_shading, Renderer."""
+"""Differentiable rendering: rasterize, interpolate, normals, SH shading, MeshTopology, Renderer."""
 
 from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
 from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
+from pyfaid.render.topology import MeshTopology  # noqa: F401
 from pyfaid.render.camera import (  # noqa: F401
     apply_pose,
     clip_space,

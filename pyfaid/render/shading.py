@@ -51,7 +51,9 @@ def vertex_normals(verts: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     Args:
         verts: vertex positions ``[B, V, 3]`` or ``[V, 3]``, float32 or float64, CPU or CUDA.
         tri: triangle vertex indices ``[F, 3]``, int32 (int64 is converted), each in ``[0, V)``,
-            on the device of ``verts``; or a :class:`~pyfaid.render.MeshTopology`.
+            on the device of ``verts`` (their range is checked on every call, on CUDA with a
+            device-to-host synchronisation); or a :class:`~pyfaid.render.MeshTopology`, whose
+            indices were checked once, when it was built (the kernels skip the check).
 
     Returns:
         Unit normals with the shape, dtype and device of ``verts``: ``[B, V, 3]`` (or ``[V, 3]``).
@@ -63,7 +65,8 @@ def vertex_normals(verts: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     verts = _as_float(verts, "verts")
     if verts.dim() not in (2, 3) or verts.shape[-1] != 3:
         raise ValueError(f"`verts` must have shape [B, V, 3] or [V, 3], got {list(verts.shape)}")
-    if isinstance(tri, MeshTopology):
+    checked = isinstance(tri, MeshTopology)
+    if checked:
         if tri.num_vertices != verts.shape[-2]:
             raise ValueError(f"the MeshTopology has {tri.num_vertices} vertices but `verts` has "
                              f"{verts.shape[-2]}")
@@ -75,28 +78,30 @@ def vertex_normals(verts: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     unbatched = verts.dim() == 2
     if unbatched:
         verts = verts.unsqueeze(0)
-    out = ops.vertex_normals(verts, tri)
+    out = ops.vertex_normals(verts, tri, check_indices=not checked)
     return out.squeeze(0) if unbatched else out
 
 
 @torch.library.register_fake("pyfaid::vertex_normals")
-def _vertex_normals_fake(verts, tri):
+def _vertex_normals_fake(verts, tri, *, check_indices=True):
     return torch.empty_like(verts)
 
 
 @torch.library.register_fake("pyfaid::vertex_normals_backward")
-def _vertex_normals_backward_fake(grad_normals, verts, tri):
+def _vertex_normals_backward_fake(grad_normals, verts, tri, *, check_indices=True):
     return torch.empty_like(verts)
 
 
-def _vertex_normals_setup(ctx, inputs, output):
+def _vertex_normals_setup(ctx, inputs, keyword_only_inputs, output):
     verts, tri = inputs
+    ctx.check_indices = keyword_only_inputs["check_indices"]  # passed on to the backward op
     ctx.save_for_backward(verts, tri)
 
 
 def _vertex_normals_backward(ctx, grad_normals):
     verts, tri = ctx.saved_tensors
-    grad_verts = ops.vertex_normals_backward(grad_normals.contiguous(), verts, tri)
+    grad_verts = ops.vertex_normals_backward(grad_normals.contiguous(), verts, tri,
+                                             check_indices=ctx.check_indices)
     return grad_verts, None
 
 
