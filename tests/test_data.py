@@ -59,9 +59,14 @@ def test_each_kind_covers_pixels_and_mask_says_where(kind):
     for b in range(4):
         m = mask[b] > 0.5
         assert m.sum() > 20, f"{kind}: occluder covers almost nothing"
-        # Outside the mask only anti-aliased borders may change (a thin rim).
-        changed_outside = ((diff[b] > 0.02) & ~m).float().sum() / m.float().sum()
-        assert changed_outside < 0.35, f"{kind}: many changed pixels outside the mask"
+        # Outside the mask only anti-aliased borders may change (a thin rim); clear glasses also
+        # tint what is seen through their lenses, by at most a quarter.
+        if kind == "glasses":
+            rim = torch.nn.functional.max_pool2d(m[None].float(), 3, 1, 1)[0] > 0  # frames, anti-aliased edges
+            assert (diff[b][~rim] <= 0.3).all(), "glasses: lenses must stay see-through"
+        else:
+            changed_outside = ((diff[b] > 0.02) & ~m).float().sum() / m.float().sum()
+            assert changed_outside < 0.35, f"{kind}: many changed pixels outside the mask"
     # Under the mask the picture really changed on most pixels.
     changed_inside = ((diff > 0.02) & (mask > 0.5)).float().sum() / mask.sum()
     assert changed_inside > 0.6, f"{kind}: masked pixels mostly unchanged ({changed_inside:.2f})"
@@ -159,9 +164,9 @@ def test_deterministic_and_batch_equals_items(face_model, batch):
     item = again[10]
     assert torch.equal(item["coeffs"], b["coeffs"][1])
     assert torch.allclose(item["vertices"], b["vertices"][1], atol=1e-5)
-    for key in ("image", "mask"):
-        differ = ((item[key] - b[key][1]).abs() > 1e-3).float().mean()
-        assert differ < 1e-3, (key, float(differ))
+    for key in ("image", "clean", "mask"):
+        d = (item[key] - b[key][1]).abs()
+        assert float(d.mean()) < 1e-3 and float(d.max()) < 0.1, (key, float(d.mean()), float(d.max()))
     other = SyntheticFaces(seed=6, length=100, face_model=face_model, image_size=112)[10]
     assert not torch.equal(other["coeffs"], item["coeffs"])
     assert not torch.equal(b["coeffs"][1], b["coeffs"][2])
