@@ -46,6 +46,7 @@ class JawContour:
         centre = V[lm[[27, 30, 33, 51, 57]], :2].mean(0)
         self.tolerance_px = float(tolerance_px)
         cands = []
+        outward = []
         for j in range(17):
             a, b = jaw[max(j - 1, 0)], jaw[min(j + 1, 16)]
             tangent = (b - a) / max(np.linalg.norm(b - a), 1e-9)
@@ -58,13 +59,15 @@ class JawContour:
             sel = np.flatnonzero((off < band) & (t >= 0) & (t <= reach))
             sel = np.union1d(sel, [lm[j]])
             cands.append(sel.astype(np.int64))
+            outward.append(np.array([-normal[0], -normal[1], 0.0]))
         self.candidates = cands
+        self.outward = np.stack(outward)  # [17, 3] model-space outward direction of each line
         self.flat = np.concatenate(cands)
         self.split = np.cumsum([len(c) for c in cands])[:-1]
         self.landmark_idx = lm.astype(np.int64)
 
     def compute(self, landmarks: torch.Tensor, vertices_cam: torch.Tensor, rast: torch.Tensor,
-                renderer) -> tuple[torch.Tensor, torch.Tensor]:
+                renderer, rotation: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """300-W landmarks and visibility for a rendered batch.
 
         Args:
@@ -72,6 +75,7 @@ class JawContour:
             vertices_cam: ``[B, V, 3]`` camera-space vertices (the renderer's ``vertices``).
             rast: ``[B, H, W, 4]`` the face's rasterization (for the depth test).
             renderer: the ``Renderer`` (camera).
+            rotation: ``[B, 3, 3]`` the faces' rotations (``pyfaid.render.euler_rotation``).
 
         Returns:
             ``(landmarks_2d [B, 68, 2] float32, visible [B, 68] bool)``.
@@ -83,23 +87,21 @@ class JawContour:
         cand_px = renderer.project_points(vertices_cam[:, torch.as_tensor(self.flat)]).float().cpu().numpy()
         visible = self._depth_visible(vertices_cam, rast, renderer).numpy()
         tol = self.tolerance_px * size / 224.0
+        # each line's outward direction, posed and seen in the picture (x right, y down)
+        dirs = rotation.detach().double().cpu().numpy() @ self.outward.T  # [B, 3, 17]
+        dirs = np.stack([dirs[:, 0], -dirs[:, 1]], -1)  # [B, 17, 2]
         for b in range(B):
             P = lm2d[b]
-            jaw = P[:17]
-            centre = P[[27, 30, 33, 51, 57]].mean(0)
             groups = np.split(cand_px[b], self.split)
             for j in range(17):
-                a, c = jaw[max(j - 1, 0)], jaw[min(j + 1, 16)]
-                tangent = c - a
-                n = np.linalg.norm(tangent)
-                if n < 1e-6:
+                out = dirs[b, j]
+                n = np.linalg.norm(out)
+                if n < 1e-3:  # the line points at the camera: no silhouette along it
                     continue
-                out = np.array([tangent[1], -tangent[0]]) / n
-                if out @ (jaw[j] - centre) < 0:
-                    out = -out
+                out = out / n
                 g = groups[j]
                 k = int(np.argmax(g @ out))
-                if (not visible[b, j]) or (g[k] @ out > jaw[j] @ out + tol):
+                if (not visible[b, j]) or (g[k] @ out > P[j] @ out + tol):
                     lm2d[b, j] = g[k]
                     visible[b, j] = True
         inside = (lm2d >= -0.5).all(-1) & (lm2d <= size - 0.5).all(-1)

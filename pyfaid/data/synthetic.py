@@ -491,7 +491,9 @@ class SyntheticFaces(Dataset):
         if self.lighting_extras:
             face_np += self._light_residual(plans, colors, out) * cover_np[..., None]
         self._tick("light")
-        lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer)
+        rotation = cam_rotation(parts["angle"].double().numpy())
+        lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer,
+                                                     torch.from_numpy(rotation))
         self._tick("landmarks_2d")
 
         # --- the context around it, backgrounds, compositing
