@@ -82,7 +82,6 @@ class JawContour:
         """
         B = landmarks.shape[0]
         size = rast.shape[1]
-        cam = renderer.camera
         lm2d = landmarks.detach().float().cpu().numpy().copy()
         cand_px = renderer.project_points(vertices_cam[:, torch.as_tensor(self.flat)]).float().cpu().numpy()
         visible = self._depth_visible(vertices_cam, rast, renderer).numpy()
@@ -122,6 +121,6 @@ class JawContour:
         bidx = torch.arange(pts.shape[0])[:, None].expand_as(col)
         z = rast[bidx, row, col, 2]
         covered = rast[bidx, row, col, 3] > 0
-        # NDC depth spans [-1, 1] over [near, far]; a few millimetres of slack
-        slack = 0.004 * 2.0 / (c.far - c.near) * 10
+        # 5 mm of slack in depth, in NDC units near the face (d ndc / d z = 2 f n / ((f - n) z^2))
+        slack = 0.05 * 2.0 * c.far * c.near / ((c.far - c.near) * c.distance ** 2)
         return (~covered) | (ndc_z <= z + slack)

@@ -95,7 +95,6 @@ def sample_hair(rng: np.random.Generator, skin_lightness: float, male: float, ag
         wave=float(rng.beta(1.2, 3.0)), bald=float(bald),
         cover=float(rng.uniform(0.45, 0.85) if length < 0.08 else 1.0),
         parting=float(rng.normal(0, 0.35)), sheen=float(rng.uniform(0.05, 0.35)),
-        seed=int(rng.integers(0, 2 ** 31)),
     )
 
 
@@ -382,10 +381,15 @@ def curtains(rng: np.random.Generator, jaw: np.ndarray, temples: np.ndarray, dow
     for poly in polys:
         cv2.fillPoly(alpha, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
     alpha = cv2.GaussianBlur(alpha, (0, 0), 0.8 * s)
-    ys, xs = np.mgrid[y0:y0 + h, x0:x0 + w].astype(np.float32)
+    # the strand texture, computed at half resolution (strands are a few pixels apart) and upsampled
+    hh, hw = max(2, h // 2), max(2, w // 2)
+    ys, xs = np.mgrid[0:hh, 0:hw].astype(np.float32)
+    xs = xs * (w / hw) + x0
+    ys = ys * (h / hh) + y0
     across = (xs * down[1] - ys * down[0]) / s
     along = (xs * down[0] + ys * down[1]) / s
     n = texture.sample(across * rng.uniform(2.0, 3.5) + style.wave * 6 * np.sin(along * 0.08), along * 0.25, rng)
+    n = cv2.resize(n.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     shade = np.clip(1.0 + rng.uniform(0.2, 0.32) * n, 0.4, 1.7)
     layer = style.colour[None, None] * shade[..., None] * alpha[..., None]
     return layer.astype(np.float32), alpha.astype(np.float32), box
@@ -415,10 +419,14 @@ def silhouette_strands(rng: np.random.Generator, hair: np.ndarray, cover: np.nda
         return None
     s = size / 224.0
     soft = cv2.GaussianBlur(cover.astype(np.float32), (0, 0), 2.0 * s)
-    gy, gx = np.gradient(soft)
     k = rng.integers(0, len(xs), n)
     p0 = np.stack([xs[k], ys[k]], 1).astype(np.float64) + rng.normal(0, 0.5, (n, 2))
-    d = -np.stack([gx[ys[k], xs[k]], gy[ys[k], xs[k]]], 1)
+    # outward: down the coverage's gradient (central differences at the chosen points only)
+    h, w = soft.shape
+    x, y = xs[k], ys[k]
+    gx = soft[y, np.minimum(x + 1, w - 1)] - soft[y, np.maximum(x - 1, 0)]
+    gy = soft[np.minimum(y + 1, h - 1), x] - soft[np.maximum(y - 1, 0), x]
+    d = -np.stack([gx, gy], 1).astype(np.float64)
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)
     d = d + rng.normal(0, 0.5, (n, 2))
     d = d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-6)

@@ -108,8 +108,8 @@ def sample_lighting(rng: np.random.Generator, harsh_light_prob: float = 0.25,
         ambient = rng.uniform(0.12, 0.4)
         strength = rng.uniform(0.7, 1.25)
     else:
-        ambient = rng.uniform(0.35, 0.8)
-        strength = rng.uniform(0.1, 0.6)
+        ambient = rng.uniform(0.3, 0.75)
+        strength = rng.uniform(0.15, 0.7)
     amb_col = tint(tinted)
     az = rng.normal(0.0, 0.7) if not harsh else rng.choice([-1, 1]) * rng.uniform(0.5, 1.6)
     el = float(np.clip(rng.normal(0.45, 0.35), -0.5, 1.3))

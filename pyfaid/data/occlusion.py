@@ -30,7 +30,7 @@ __all__ = ["occlude", "occlude_arrays", "OCCLUDER_KINDS"]
 OCCLUDER_KINDS = ("sunglasses", "glasses", "hand", "hair", "patch", "noise", "mask")
 
 # Relative frequency of each kind when ``kinds`` is not given.
-_KIND_WEIGHTS = {"sunglasses": 1.0, "glasses": 1.0, "hand": 1.0, "hair": 0.8, "patch": 1.0, "noise": 0.6, "mask": 0.8}
+_KIND_WEIGHTS = {"sunglasses": 1.0, "glasses": 1.0, "hand": 1.0, "hair": 0.5, "patch": 1.0, "noise": 0.6, "mask": 0.6}
 
 # Skin tones (RGB in [0, 1]) from very light to very dark; hands pick one and jitter it.
 _SKIN_TONES = np.array(
@@ -664,14 +664,19 @@ def _check_args(kinds, max_occluders, coverage, name="occlude"):
     return kinds, (lo, hi)
 
 
-def _draw_batch(np_images, rngs, kinds, max_occluders, coverage, lms, with_layers: bool):
-    """Occlude ``[B, H, W, 3]`` float32 pictures (a copy): ``(occluded, mask, trans, layer)``.
+def _draw_batch(np_images, rngs, kinds, max_occluders, coverage, lms, with_layers: bool, copy: bool = True):
+    """Occlude ``[B, H, W, 3]`` float32 pictures: ``(occluded, mask, trans, layer)``.
 
     ``trans`` and ``layer`` (the transmittance and premultiplied occluder colour) are only built
-    when ``with_layers`` (the differentiable torch path needs them), else None.
+    when ``with_layers`` (the differentiable torch path needs them), else None. With ``copy``
+    False the pictures (float32, in [0, 1]) are drawn on in place.
     """
     batch, size = np_images.shape[0], np_images.shape[1]
-    out = np.clip(np_images, 0.0, 1.0).astype(np.float32)
+    if copy or np_images.dtype != np.float32:
+        out = np.empty(np_images.shape, np.float32)
+        np.clip(np_images, 0.0, 1.0, out=out)
+    else:
+        out = np_images
     masks = np.zeros((batch, size, size), bool)
     trans = np.ones((batch, size, size), np.float32) if with_layers else None
     layers = np.zeros((batch, size, size, 3), np.float32) if with_layers else None
@@ -690,6 +695,7 @@ def occlude_arrays(
     max_occluders: int = 3,
     coverage: tuple[float, float] = (0.04, 0.3),
     landmarks: np.ndarray | None = None,
+    copy: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`occlude` on numpy pictures (same occluders for the same seed and indices).
 
@@ -697,6 +703,7 @@ def occlude_arrays(
         images: ``[B, H, W, 3]`` float32 RGB in [0, 1], ``H == W``.
         seed, indices, kinds, max_occluders, coverage: as for :func:`occlude`.
         landmarks: optional ``[B, 68, 2]`` pixel landmarks.
+        copy: False draws on ``images`` in place (they must be float32 in [0, 1]).
 
     Returns:
         ``(occluded [B, H, W, 3] float32, occluder_mask [B, H, W] float32 0/1)``.
@@ -712,7 +719,7 @@ def occlude_arrays(
         if lms.shape != (batch, 68, 2):
             raise ValueError(f"occlude_arrays: `landmarks` must be [{batch}, 68, 2], got {lms.shape}")
     rngs = _per_image_seeds(batch, seed, None, indices)
-    out, masks, _, _ = _draw_batch(images, rngs, kinds, max_occluders, cov, lms, with_layers=False)
+    out, masks, _, _ = _draw_batch(images, rngs, kinds, max_occluders, cov, lms, with_layers=False, copy=copy)
     np.clip(out, 0.0, 1.0, out=out)
     return out, masks.astype(np.float32)
 

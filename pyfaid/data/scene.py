@@ -18,8 +18,6 @@ against what lies behind it.
 
 from __future__ import annotations
 
-import math
-
 import cv2
 import numpy as np
 import torch
@@ -101,7 +99,8 @@ class SceneRenderer:
         """Context vertices in world space and their hair weights.
 
         Args:
-            shapes: ``[B, V, 3]`` face shapes in model space.
+            shapes: ``[B, A, 3]`` model-space face vertices at the context's anchors
+                (``ctx.anchors``), or ``[B, V, 3]`` whole face shapes.
             parts: the split coefficients (``angle``, ``trans``).
             styles: B hair styles.
             torso_angles: ``[B, 3]`` Euler angles of the torso (radians).
@@ -109,7 +108,7 @@ class SceneRenderer:
         Returns:
             ``(world [B, N, 3], model [B, N, 3], hair weights [B, N] numpy)``.
         """
-        model = self.ctx.follow(shapes.float(), self.face_mean.to(shapes.device))
+        model = self.ctx.follow(shapes.float(), self.face_mean.to(shapes.device), anchors_only=shapes.shape[1] != self.face_mean.shape[0])
         hw = np.stack([H.hair_weights(self.azimuth, self.elevation, s, self.ctx.ear) for s in styles])  # [B, N]
         hw *= self._hair_allow
         vol = np.array([s.volume for s in styles], np.float32)[:, None]

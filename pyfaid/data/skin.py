@@ -404,7 +404,7 @@ class SkinPainter:
         red = N[:, 2] * np.float32(wf)
         red += N[:, 3] * np.float32(wc)
         red *= skin
-        red *= np.float32(0.005 + 0.012 * rough)
+        red *= np.float32((0.005 + 0.012 * rough) * min(1.0, lum_ref / 0.45))  # relative to the skin's lightness
         np.maximum(red, red * np.float32(0.4), out=red)  # blotches redden more than they pale
         A = A * lum[:, None]
         A += red[:, None] * np.array([1.0, -0.4, -0.3], np.float32)

@@ -533,10 +533,14 @@ class SyntheticFaces(Dataset):
             images, occ = hairies, hair_masks
             pasted = [b for b, i in enumerate(idx)
                       if self.occlusion_prob >= 1.0 or _rng(self.seed, i, _S_SCENE + 20).random() < self.occlusion_prob]
-            if pasted:
+            if len(pasted) == B:  # all of them (the default): draw in place
+                _, got_occ = occlude_arrays(images, seed=self.seed, indices=idx, landmarks=lm2d.numpy(), copy=False,
+                                            **self.occlusion_kwargs)
+                np.maximum(occ, got_occ, out=occ)
+            elif pasted:
                 sel = np.asarray(pasted)
                 got, got_occ = occlude_arrays(hairies[sel], seed=self.seed, indices=[idx[b] for b in pasted],
-                                              landmarks=lm2d.numpy()[sel], **self.occlusion_kwargs)
+                                              landmarks=lm2d.numpy()[sel], copy=False, **self.occlusion_kwargs)
                 images[sel] = got
                 occ[sel] = np.maximum(got_occ, hair_masks[sel])
         self._tick("occlusion")
@@ -618,18 +622,19 @@ class SyntheticFaces(Dataset):
         normals = out["normals"].float().cpu().numpy()
         angles = np.stack([p["coeffs"][self.face_model.layout.slice("angle")] for p in plans])
         rot = cam_rotation(angles)  # [B, 3, 3]
-        res = []
+        res = np.zeros((len(plans),) + normals.shape[1:], np.float32)
         for b, p in enumerate(plans):
-            rng = _rng(self.seed, p["index"], _S_LIGHT)
             key = p["key"]
+            if key.strength < 0.3:  # a soft key light: its shadows and highlights are faint, skip them
+                continue
+            rng = _rng(self.seed, p["index"], _S_LIGHT)
             d_model = rot[b].T @ key.direction  # the light in the head's frame
             vis = shadows.visibility(d_model).astype(np.float32)
             oil = rng.uniform(0.1, 1.0)
             gloss = (oil * self._gloss_skin + self._gloss_wet) * self._seam_fade
-            res.append(key_light_residual(colors[b], normals[b], vis * self._seam_fade + (1 - self._seam_fade), key,
-                                          gloss, shininess=float(rng.uniform(5, 25)),
-                                          specular=float(rng.uniform(0.03, 0.2))))
-        attr = torch.from_numpy(np.stack(res))  # [B, V, 3]
+            res[b] = key_light_residual(colors[b], normals[b], vis * self._seam_fade + (1 - self._seam_fade), key,
+                                        gloss, shininess=float(rng.uniform(5, 25)), specular=float(rng.uniform(0.03, 0.2)))
+        attr = torch.from_numpy(res)  # [B, V, 3]
         return interpolate(attr.contiguous(), out["rast"].float().cpu().contiguous(), self.face_model.topology).numpy()
 
     def _render_context(self, scene, plans, verts_cam, parts, styles, colors, face_normals) -> dict:
@@ -637,9 +642,10 @@ class SyntheticFaces(Dataset):
         from pyfaid.render import camera as cam_mod
         from pyfaid.render import interpolate
 
-        # model-space face shapes from the camera-space vertices (undo the pose)
+        # model-space face shapes at the context's anchors, from the camera-space vertices (undo the pose)
         rot = cam_mod.euler_rotation(parts["angle"].float())
-        world = cam_mod.to_camera(verts_cam, self.renderer.camera_distance)  # to_camera is its own inverse
+        anchors = torch.as_tensor(scene.ctx.anchors)
+        world = cam_mod.to_camera(verts_cam[:, anchors], self.renderer.camera_distance)  # its own inverse
         shapes = (world - parts["trans"].float()[:, None]) @ rot
         torso = torch.from_numpy(np.stack([p["torso"] for p in plans]))
         ctx_world, _model, hair_w = scene.context_world(shapes, parts, styles, torso)

@@ -96,12 +96,14 @@ class HeadContext:
         return int(self.vertices.shape[0])
 
     # ------------------------------------------------------------------------------ moving it
-    def follow(self, face_shapes: torch.Tensor, face_mean: torch.Tensor) -> torch.Tensor:
+    def follow(self, face_shapes: torch.Tensor, face_mean: torch.Tensor, anchors_only: bool = False) -> torch.Tensor:
         """Deform the context to the faces' identity and expression.
 
         Args:
-            face_shapes: ``[B, V, 3]`` face vertices in model space (no pose).
+            face_shapes: ``[B, V, 3]`` face vertices in model space (no pose), or with
+                ``anchors_only`` just the anchors ``[B, A, 3]`` (``face_shapes[:, anchors]``).
             face_mean: ``[V, 3]`` the face model's mean shape.
+            anchors_only: ``face_shapes`` holds only the anchor vertices.
 
         Returns:
             ``[B, N, 3]`` context vertices in model space.
@@ -109,7 +111,7 @@ class HeadContext:
         dt = face_shapes.dtype
         idx = torch.as_tensor(self.anchors, device=face_shapes.device)
         src = face_mean[idx].to(dt)  # [A, 3]
-        dst = face_shapes[:, idx]  # [B, A, 3]
+        dst = face_shapes if anchors_only else face_shapes[:, idx]  # [B, A, 3]
         # Per-axis scale and shift (least squares), the scale kept within +-15%.
         sm = src - src.mean(0)
         dm = dst - dst.mean(1, keepdim=True)
