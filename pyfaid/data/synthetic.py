@@ -463,7 +463,7 @@ class SyntheticFaces(Dataset):
         model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
 
         # --- albedo: the basis, then painted detail
-        base = fm.texture(parts["tex"]).float().numpy()  # [B, V, 3]
+        base = model.texture(parts["tex"].to(self.device)).float().cpu().numpy()  # [B, V, 3]
         styles, colors, appearance = [], [], []
         for b, i in enumerate(idx):
             male, age = self._sex_age(pheno, b)
@@ -506,6 +506,7 @@ class SyntheticFaces(Dataset):
         hair_masks = np.zeros((B, size, size), np.float32)
         fxs = []
         depth_np = rast[..., 2].numpy()
+        lm3d_np = out["landmarks"].float().cpu().numpy()
         for b, i in enumerate(idx):
             rng = _rng(self.seed, i, _S_SCENE)
             kinds = self.background_kinds
@@ -518,7 +519,7 @@ class SyntheticFaces(Dataset):
                     hairies[b] = bg
                 continue
             # hair drawn in 2-D; in ``clean`` it stays off the face's pixels
-            layers = self._hair_layers(scene, b, i, styles[b], ctx, lm2d[b].numpy(), out["landmarks"][b].float().numpy())
+            layers = self._hair_layers(scene, b, i, styles[b], ctx, lm2d[b].numpy(), lm3d_np[b])
             clean, hairy, over = scene.composite(
                 bg, face_np[b], cover_np[b], depth_np[b], ctx["rgb"][b], ctx["cover"][b], ctx["depth"][b],
                 ctx["hair"][b], layers)
@@ -588,7 +589,7 @@ class SyntheticFaces(Dataset):
             "coeffs": coeffs,
             "vertices": verts_cam,
             "colors": albedo,
-            "landmarks": out["landmarks"].float().cpu(),
+            "landmarks": torch.from_numpy(lm3d_np),
             "landmarks_2d": lm2d.float(),
             "landmark_visible": lm_vis,
             "index": torch.tensor(idx, dtype=torch.int64),
