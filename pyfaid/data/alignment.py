@@ -92,11 +92,11 @@ class AlignmentJitter:
     """MTCNN's residual crop similarity, sampled from a measured table by yaw.
 
     The table is measured on synthetic renders, where MTCNN's points sit systematically off the
-    true ones in a way that reflects the renders' look more than faces (on the renders MTCNN frames
-    faces about 7% smaller than their true points do; on real annotated photos the same comparison
-    shows no systematic offset at any yaw, only scatter). So by default each row's systematic part
-    (the median of the rows within ``bin_deg`` of its yaw) is removed and only the scatter is
-    sampled; ``centred=False`` samples the raw rows.
+    true ones (it frames the renders' faces 6-16% smaller than their true points do, more on
+    turned faces): a response to how the renders look rather than to faces, which training crops
+    would inherit as a framing bias. So by default each row's systematic part (the median of the
+    rows within ``bin_deg`` of its yaw) is removed and only the scatter is sampled;
+    ``centred=False`` samples the raw rows.
 
     Args:
         table: ``[N, 6]`` rows ``(|yaw| deg, pitch deg, rotation rad, log scale, dx, dy)`` (crop
