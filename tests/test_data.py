@@ -1,9 +1,14 @@
-"""Tests for pyfaid.data: occlusion synthesis and the synthetic face dataset."""
+"""Tests for pyfaid.data: occlusion synthesis, the synthetic face dataset and its pieces (painted
+albedo, context, lights, 300-W landmarks, alignment framing, camera effects) and the disk cache."""
 
+import json
+import os
+
+import numpy as np
 import pytest
 import torch
 
-from pyfaid.data import OCCLUDER_KINDS, SyntheticFaces, occlude
+from pyfaid.data import OCCLUDER_KINDS, CachedFaces, SyntheticFaces, occlude, occlude_arrays, write_cache
 
 
 def _faces(batch=4, size=96):
@@ -59,9 +64,14 @@ def test_each_kind_covers_pixels_and_mask_says_where(kind):
     for b in range(4):
         m = mask[b] > 0.5
         assert m.sum() > 20, f"{kind}: occluder covers almost nothing"
-        # Outside the mask only anti-aliased borders may change (a thin rim).
-        changed_outside = ((diff[b] > 0.02) & ~m).float().sum() / m.float().sum()
-        assert changed_outside < 0.35, f"{kind}: many changed pixels outside the mask"
+        # Outside the mask only anti-aliased borders may change (a thin rim); clear glasses also
+        # tint what is seen through their lenses, by at most a quarter.
+        if kind == "glasses":
+            rim = torch.nn.functional.max_pool2d(m[None].float(), 3, 1, 1)[0] > 0  # frames, anti-aliased edges
+            assert (diff[b][~rim] <= 0.3).all(), "glasses: lenses must stay see-through"
+        else:
+            changed_outside = ((diff[b] > 0.02) & ~m).float().sum() / m.float().sum()
+            assert changed_outside < 0.35, f"{kind}: many changed pixels outside the mask"
     # Under the mask the picture really changed on most pixels.
     changed_inside = ((diff > 0.02) & (mask > 0.5)).float().sum() / mask.sum()
     assert changed_inside > 0.6, f"{kind}: masked pixels mostly unchanged ({changed_inside:.2f})"
@@ -104,6 +114,46 @@ def test_occlude_bad_input():
         occlude(torch.rand(2, 3, 32, 32), seed=0, indices=[0])
 
 
+def test_occlude_arrays_matches_occlude():
+    imgs = _faces(3, 64)
+    a_img, a_mask = occlude(imgs, seed=11, indices=[4, 5, 6])
+    b_img, b_mask = occlude_arrays(imgs.permute(0, 2, 3, 1).numpy(), seed=11, indices=[4, 5, 6])
+    assert np.array_equal(a_mask[:, 0].numpy(), b_mask)
+    assert np.allclose(a_img.permute(0, 2, 3, 1).numpy(), b_img, atol=1e-5)
+    with pytest.raises(ValueError, match="images"):
+        occlude_arrays(np.zeros((2, 8, 9, 3), np.float32), seed=0)
+
+
+def _frontal_landmarks(size=96):
+    """68 landmarks of the default model's frontal mean face at ``size`` pixels."""
+    from pyfaid import facemodel
+    from pyfaid.render import Renderer
+
+    fm = facemodel.load("default")
+    return Renderer(size).project_landmarks(fm, fm.layout.zeros(1))[0]
+
+
+def test_medical_mask_covers_nose_and_mouth_not_eyes():
+    lm = _frontal_landmarks(96)
+    imgs = _faces(6, 96)
+    _, mask = occlude(imgs, seed=3, kinds=["mask"], max_occluders=1, coverage=(0.0, 0.9),
+                      landmarks=lm[None].expand(6, -1, -1))
+    px = lm.round().long().clamp(0, 95)
+    for b in range(6):
+        at = mask[b, 0, px[:, 1], px[:, 0]]
+        assert at[29:36].all() and at[48:68].mean() > 0.9, "the mask must cover the nose (from its bridge) and the mouth"
+        top = int(mask[b, 0, :, px[30, 0]].nonzero()[0])  # the top edge crosses the nose's bridge
+        assert lm[27, 1] < top < lm[30, 1]
+        assert at[36:48].mean() < 0.2, "the mask must leave the eyes free"
+        assert at[17:27].sum() == 0, "the mask must stay below the brows"
+    # it follows the landmarks: shifted landmarks shift the mask
+    _, moved = occlude(imgs[:1], seed=3, kinds=["mask"], max_occluders=1, coverage=(0.0, 0.9),
+                       landmarks=(lm + torch.tensor([10.0, 0.0]))[None])
+    cols = torch.arange(96).float()
+    centre = lambda m: float((m[0, 0].sum(0) * cols).sum() / m[0, 0].sum())  # noqa: E731
+    assert abs(centre(moved) - centre(mask[:1]) - 10.0) < 2.0
+
+
 # ------------------------------------------------------------------------- SyntheticFaces
 @pytest.fixture(scope="module")
 def face_model():
@@ -119,16 +169,22 @@ def batch(face_model):
 
 
 def test_item_contract(face_model, batch):
+    from pyfaid.data.hair import HAIR_LABELS
+    from pyfaid.data.skin import APPEARANCE_LABELS
+
     ds, _ = batch
     item = ds[3]
     V = face_model.num_vertices
     assert item["image"].shape == (3, 112, 112) and item["image"].dtype == torch.float32
     assert item["clean"].shape == (3, 112, 112)
-    assert item["mask"].shape == (1, 112, 112)
+    for key in ("mask", "face_mask", "occluder_mask"):
+        assert item[key].shape == (1, 112, 112) and item[key].dtype == torch.float32
     assert item["coeffs"].shape == (face_model.layout.size,)
     assert item["vertices"].shape == (V, 3) and item["colors"].shape == (V, 3)
-    assert item["landmarks"].shape == (68, 2)
-    for key in ("image", "clean"):
+    assert item["landmarks"].shape == (68, 2) and item["landmarks_2d"].shape == (68, 2)
+    assert item["landmarks_2d"].dtype == torch.float32
+    assert item["landmark_visible"].shape == (68,) and item["landmark_visible"].dtype == torch.bool
+    for key in ("image", "clean", "colors"):
         assert 0 <= item[key].min() and item[key].max() <= 1
     labels = item["labels"]
     assert labels["id"].shape == (face_model.n_id,)
@@ -136,8 +192,11 @@ def test_item_contract(face_model, batch):
     assert labels["tex"].shape == (face_model.n_tex,)
     assert labels["skin_tone"].dim() == 0 and 0 < float(labels["skin_tone"]) < 1
     assert torch.equal(labels["id"], item["coeffs"][: face_model.n_id])
-    # Phenotype labels of the default model: slider values recovered from the identity.
     names = ds.label_names()
+    assert names["appearance"] == list(APPEARANCE_LABELS) + list(HAIR_LABELS)
+    for name in names["appearance"]:
+        assert labels[name].dim() == 0, name
+    # Phenotype labels of the default model: slider values recovered from the identity.
     if "id_to_target" in face_model.labels:
         assert labels["id_targets"].shape == (len(names["id_targets"]),)
         expected = face_model.labels["id_to_target"].float() @ labels["id"]
@@ -147,35 +206,119 @@ def test_item_contract(face_model, batch):
                 assert labels["macro_" + name[6:]].dim() == 0
 
 
+def test_labels_in_range(face_model):
+    from pyfaid.data.hair import HAIR_LABELS
+    from pyfaid.data.skin import APPEARANCE_LABELS
+
+    ds = SyntheticFaces(seed=2, length=64, face_model=face_model, image_size=48)
+    labels = ds.batch(range(24))["labels"]
+    for name in APPEARANCE_LABELS + HAIR_LABELS:
+        v = labels[name]
+        assert torch.isfinite(v).all(), name
+        if name == "moles":  # a count
+            assert (v >= 0).all() and torch.equal(v, v.round())
+        else:
+            assert (v >= 0).all() and (v <= 1).all(), (name, v)
+    # the generator varies them: every label takes at least two values over 24 faces, except rare ones
+    rare = {"scar", "tan_lines", "bald"}
+    for name in APPEARANCE_LABELS + HAIR_LABELS:
+        if name not in rare:
+            assert len(torch.unique(labels[name])) > 1, name
+    for name in ("scar", "tan_lines", "bald"):
+        assert set(labels[name].tolist()) <= {0.0, 1.0}
+
+
 def test_deterministic_and_batch_equals_items(face_model, batch):
     ds, b = batch
     again = SyntheticFaces(seed=5, length=100, face_model=face_model, image_size=112)
     # The same request gives bit-identical results.
     b2 = again.batch([3, 10, 11, 42])
-    for key in ("image", "clean", "mask", "coeffs", "vertices", "colors"):
+    for key in ("image", "clean", "mask", "coeffs", "vertices", "colors", "landmarks_2d", "landmark_visible"):
         assert torch.equal(b2[key], b[key]), key
-    # An item alone equals the same item in a batch up to float rounding of batched matmuls
-    # (which may flip a handful of silhouette pixels).
+    for key in b["labels"]:
+        assert torch.equal(b2["labels"][key], b["labels"][key]), key
+    # An item alone equals the same item in a batch up to float rounding of batched matmuls (a few
+    # silhouette pixels; pictures are quantised to 8 bits and JPEG'd, which may amplify a rounding
+    # difference into a few levels in one 8x8 block).
     item = again[10]
     assert torch.equal(item["coeffs"], b["coeffs"][1])
     assert torch.allclose(item["vertices"], b["vertices"][1], atol=1e-5)
-    for key in ("image", "mask"):
-        differ = ((item[key] - b[key][1]).abs() > 1e-3).float().mean()
-        assert differ < 1e-3, (key, float(differ))
+    assert torch.allclose(item["colors"], b["colors"][1], atol=1e-5)
+    for key in ("image", "clean", "mask"):
+        d = (item[key] - b[key][1]).abs()
+        assert float(d.mean()) < 1e-3 and float(d.max()) < 0.1, (key, float(d.mean()), float(d.max()))
+    assert torch.allclose(item["landmarks_2d"], b["landmarks_2d"][1], atol=1e-3)
     other = SyntheticFaces(seed=6, length=100, face_model=face_model, image_size=112)[10]
     assert not torch.equal(other["coeffs"], item["coeffs"])
     assert not torch.equal(b["coeffs"][1], b["coeffs"][2])
+    assert not torch.equal(b["colors"][1], b["colors"][2])
 
 
 def test_mask_is_face_minus_occluders(batch):
     _, b = batch
     face, occ, mask = b["face_mask"], b["occluder_mask"], b["mask"]
     assert torch.equal(mask, face * (1 - occ))
+    assert set(torch.unique(torch.cat([face, occ])).tolist()) <= {0.0, 1.0}
     assert (face.mean((1, 2, 3)) > 0.05).all(), "every sample shows a face"
     assert occ.sum() > 0
-    # Occluders change the picture where they are; elsewhere clean == image (up to AA rims).
+    # Occluders change the picture where they are (camera effects are the same on both pictures).
     diff = (b["image"] - b["clean"]).abs().amax(1, keepdim=True)
     assert ((diff > 0.02) & (occ > 0.5)).sum() > 0.5 * occ.sum()
+    # Away from occluders the pictures agree but for JPEG blocks and blur reaching across edges.
+    far = torch.nn.functional.max_pool2d(occ, 9, 1, 4) == 0
+    assert float(diff[far].mean()) < 0.01
+
+
+def test_face_mask_is_the_rendered_face(face_model, batch):
+    from pyfaid.render import Renderer
+
+    _, b = batch
+    out = Renderer(112)(face_model, b["coeffs"], colors=b["colors"])
+    assert torch.equal(out["mask"], b["face_mask"])
+    assert torch.allclose(out["landmarks"], b["landmarks"], atol=1e-3)
+    assert torch.allclose(out["vertices"], b["vertices"], atol=1e-4)
+
+
+def test_exact_ground_truth_rerender(face_model):
+    """With the photo-only effects off, the clean picture's face pixels ARE the coefficients
+    rendered with the item's albedo (``colors``)."""
+    from pyfaid.render import Renderer
+
+    ds = SyntheticFaces(seed=8, length=10, face_model=face_model, image_size=96, occlusion=False,
+                        lighting_extras=False, camera_effects=0.0)
+    b = ds.batch(range(6))
+    out = Renderer(96)(face_model, b["coeffs"], colors=b["colors"])
+    inner = -torch.nn.functional.max_pool2d(-b["face_mask"], 3, 1, 1)  # one pixel in from the silhouette
+    inner = inner.expand(-1, 3, -1, -1) > 0
+    err = (out["image"] - b["clean"]).abs()[inner]
+    assert float(err.max()) <= 0.5 / 255 + 1e-6, float(err.max())  # 8-bit quantisation only
+    assert torch.equal(b["image"], b["clean"])
+    # with the default extras, the face pixels depart from the SH render (shadows, highlights, camera)
+    full = SyntheticFaces(seed=8, length=10, face_model=face_model, image_size=96, occlusion=False).batch(range(6))
+    assert torch.equal(full["coeffs"], b["coeffs"]) and torch.equal(full["colors"], b["colors"])
+    assert float((out["image"] - full["clean"]).abs()[inner].mean()) > 1.0 / 255
+
+
+def test_albedo_goes_beyond_the_basis(face_model):
+    ds = SyntheticFaces(seed=3, length=10, face_model=face_model, image_size=48, occlusion=False)
+    b = ds.batch(range(4))
+    parts = face_model.split_coeffs(b["coeffs"])
+    basis = face_model.texture(parts["tex"]).clamp(0, 1)
+    # the painted albedo is not in the span of the basis: its least-squares projection misses a lot
+    T = face_model.tex_base.double()
+    resid = (b["colors"].double() - face_model.mean_tex.double()).reshape(4, -1).T  # [3V, 4]
+    coef = torch.linalg.lstsq(T, resid).solution
+    miss = (resid - T @ coef).norm(dim=0) / resid.norm(dim=0)
+    assert (miss > 0.3).all(), miss
+    # ... and it carries detail at the scale of a vertex: neighbour differences grow
+    tri = face_model.triangles.long()
+    def rough(a):
+        return (a[:, tri[:, 0]] - a[:, tri[:, 1]]).abs().mean()
+    assert rough(b["colors"]) > 1.5 * rough(basis)
+    plain = SyntheticFaces(seed=3, length=10, face_model=face_model, image_size=48, occlusion=False,
+                           texture_detail=False).batch(range(4))
+    assert torch.allclose(plain["colors"], basis, atol=1e-6)
+    assert float(plain["labels"]["eyebrow_thickness"].abs().sum()) == 0
 
 
 def test_occlusion_off_and_clean_image_shared(face_model, batch):
@@ -188,6 +331,13 @@ def test_occlusion_off_and_clean_image_shared(face_model, batch):
     assert torch.equal(nb["mask"], nb["face_mask"])
 
 
+def test_occlusion_prob_leaves_some_items_bare(face_model):
+    ds = SyntheticFaces(seed=4, length=40, face_model=face_model, image_size=48, occlusion_prob=0.0)
+    b = ds.batch(range(8))
+    # no pasted occluders; only hair may cover the face (inside the face mask)
+    assert torch.equal(b["occluder_mask"] * (1 - b["face_mask"]), torch.zeros_like(b["face_mask"]))
+
+
 def test_face_pixels_differ_from_background(batch):
     _, b = batch
     clean, face = b["clean"], b["face_mask"]
@@ -197,6 +347,19 @@ def test_face_pixels_differ_from_background(batch):
     on_face = torch.stack([face[i, 0, lm[i, :, 1], lm[i, :, 0]] for i in range(len(lm))])
     assert on_face.float().mean() > 0.7
     assert clean.std() > 0.05
+
+
+def test_context_surrounds_the_face(face_model):
+    """Head, neck and hair fill much of what is not face: few pixels are plain background."""
+    ds = SyntheticFaces(seed=1, length=20, face_model=face_model, image_size=64, occlusion=False,
+                        camera_effects=0.0, background_kinds=["studio"])
+    plain = SyntheticFaces(seed=1, length=20, face_model=face_model, image_size=64, occlusion=False,
+                           camera_effects=0.0, background_kinds=["studio"], context=False)
+    a, b = ds.batch(range(6)), plain.batch(range(6))
+    assert torch.equal(a["face_mask"], b["face_mask"])
+    off_face = (a["face_mask"] == 0).expand(-1, 3, -1, -1)
+    changed = ((a["clean"] - b["clean"]).abs() > 0.02) & off_face
+    assert changed.float().sum() / off_face.float().sum() > 0.25
 
 
 def test_dataloader_batched_fetch(face_model):
@@ -213,3 +376,201 @@ def test_bad_index(face_model):
     with pytest.raises(IndexError):
         ds[3]
     assert torch.equal(ds[-1]["coeffs"], ds[2]["coeffs"])
+    with pytest.raises(ValueError, match="empty"):
+        ds.batch([])
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"framing": "center"}, "framing"), ({"face_scale": 0.0}, "face_scale"), ({"camera_effects": 3.0}, "camera_effects"),
+    ({"background_kinds": ["moon"]}, "background_kinds"), ({"occlusion_prob": 1.5}, "occlusion_prob"),
+    ({"harsh_light_prob": -0.1}, "harsh_light_prob"), ({"length": -1}, "length"), ({"image_size": 8}, "image_size"),
+])
+def test_bad_arguments(kw, match):
+    with pytest.raises(ValueError, match=match):
+        SyntheticFaces(**kw)
+
+
+# ------------------------------------------------------------------------- 300-W landmarks
+def _posed(face_model, poses, size=112):
+    from pyfaid.render import Renderer
+    from pyfaid.render.camera import euler_rotation
+
+    lay = face_model.layout
+    c = lay.zeros(len(poses))
+    c[:, lay.slice("angle")] = torch.tensor(np.radians(poses)).float()
+    r = Renderer(size)
+    return r, r(face_model, c), euler_rotation(c[:, lay.slice("angle")])
+
+
+def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_model):
+    from pyfaid.data.contour import JawContour
+
+    jc = JawContour(face_model)
+    r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
+    lm2d, vis = jc.compute(out["landmarks"], out["vertices"], out["rast"], r, rot)
+    assert torch.equal(lm2d[0], out["landmarks"][0])  # frontal: the 3-D jaw line is the outline
+    assert vis[0].all()
+    face = out["mask"][:, 0]
+    for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
+        moved = (lm2d[b] - out["landmarks"][b]).norm(dim=1)
+        assert (moved[list(far)] > 1.0).sum() >= 5, moved
+        assert vis[b, :17].all()
+        # moved points lie on the silhouette: on face pixels, with background a few pixels outward
+        sign = 1.0 if b == 1 else -1.0
+        for j in far:
+            if moved[j] > 1.0:
+                x, y = lm2d[b, j].round().long().tolist()
+                assert face[b, y, min(max(x - int(sign) * 1, 0), 111)] > 0
+                outside = face[b, y, min(max(x + int(sign) * 4, 0), 111)]
+                assert outside == 0, (b, j)
+    # inner points hidden by the face itself are flagged
+    assert not vis[1].all() and not vis[2].all()
+
+
+def test_landmarks_2d_in_items(batch):
+    _, b = batch
+    moved = (b["landmarks_2d"] - b["landmarks"]).norm(dim=-1)
+    assert torch.equal(b["landmarks_2d"][:, 17:], b["landmarks"][:, 17:].float())  # only the jaw moves
+    yaw = b["labels"]["angles"][:, 1].abs()
+    # the most turned face moves more jaw points than the least turned one
+    assert (moved[yaw.argmax(), :17] > 0.5).sum() >= (moved[yaw.argmin(), :17] > 0.5).sum()
+
+
+# ------------------------------------------------------------------------- pieces
+def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
+    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, _umeyama, five_points
+
+    ds = SyntheticFaces(seed=0, length=50, face_model=face_model, framing="exact")
+    c = torch.from_numpy(np.stack([ds.sample_coeffs(i) for i in range(10)]))
+    p5 = five_points(ds.renderer.project_landmarks(face_model, c).numpy().astype(np.float64))
+    for k in range(10):
+        m = _umeyama(p5[k], TEMPLATE_224)  # what align_crop would do with perfect points
+        assert np.allclose(m[:, :2], np.eye(2), atol=5e-3) and np.abs(m[:, 2]).max() < 0.6, m
+    # the MTCNN framing departs from that by the sampled residual, mirrored for turned faces
+    table = np.array([[10.0, 0.0, 0.02, 0.05, 3.0, -2.0]] * 20)
+    jit = AlignmentJitter(table, centred=False)
+    rng = np.random.default_rng(0)
+    assert np.allclose(jit.sample(rng, 10.0), [0.02, 0.05, 3.0, -2.0])
+    assert np.allclose(jit.sample(rng, -10.0), [-0.02, 0.05, -3.0, -2.0])
+    assert np.allclose(AlignmentJitter(table).sample(rng, 10.0), 0.0)  # centred: only scatter remains
+    assert np.allclose(AlignmentJitter(np.zeros((0, 6))).sample(rng, 30.0), 0.0)
+
+
+def test_photo_effects_strength_zero_is_identity_and_deterministic():
+    from pyfaid.data.photo import apply_effects, sample_effects
+
+    img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
+    fx = sample_effects(np.random.default_rng(1), 32, strength=0.0)
+    assert np.abs(apply_effects(img, fx) / 255.0 - img).max() <= 0.5 / 255 + 1e-6
+    a = apply_effects(img, sample_effects(np.random.default_rng(2), 32))
+    b = apply_effects(img, sample_effects(np.random.default_rng(2), 32))
+    assert a.dtype == np.uint8 and np.array_equal(a, b)
+    with pytest.raises(ValueError, match="settings are for"):
+        apply_effects(img[:16], fx)
+
+
+def test_context_follows_the_face(face_model):
+    from pyfaid.facemodel.context import load_context
+    from pyfaid.render.camera import euler_rotation
+
+    ctx = load_context(face_model)
+    mean = face_model.mean_shape
+    same = ctx.follow(mean[None], mean)
+    assert torch.allclose(same[0], torch.from_numpy(ctx.vertices), atol=1e-5)
+    # a wider face (x scaled) widens the head; the seam vertices follow the face's boundary
+    wide = mean * torch.tensor([1.1, 1.0, 1.0])
+    moved = ctx.follow(wide[None], mean)[0]
+    near = ctx.seam > 0.9
+    expected = torch.from_numpy(ctx.vertices[near]) * torch.tensor([1.1, 1.0, 1.0])
+    assert (moved[torch.from_numpy(near)] - expected).abs().max() < 0.02
+    # posing: identity rotations change nothing; the head part turns with the face
+    eye = torch.eye(3)[None]
+    v = torch.from_numpy(ctx.vertices)[None]
+    assert torch.allclose(ctx.pose(v, eye, torch.zeros(1, 3), eye), v, atol=1e-6)
+    rot = euler_rotation(torch.tensor([[0.0, 0.5, 0.0]]))
+    posed = ctx.pose(v, rot, torch.zeros(1, 3), eye)[0]
+    head = torch.from_numpy(ctx.head_weight == 1.0)
+    assert torch.allclose(posed[head], (v[0] @ rot[0].T)[head], atol=1e-5)
+
+
+def test_skin_painter_is_reproducible(face_model):
+    from pyfaid.data.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
+
+    sp = SkinPainter(face_model)
+    base = face_model.mean_tex.numpy()
+    a, la = sp.paint(base, np.random.default_rng(3), HAIR_COLOURS[1], male=1.0, age=0.8)
+    b, lb = sp.paint(base, np.random.default_rng(3), HAIR_COLOURS[1], male=1.0, age=0.8)
+    c, _ = sp.paint(base, np.random.default_rng(4), HAIR_COLOURS[1], male=1.0, age=0.8)
+    assert np.array_equal(a, b) and la == lb and not np.array_equal(a, c)
+    assert set(la) == set(APPEARANCE_LABELS)
+    assert a.shape == base.shape and a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
+
+
+# ------------------------------------------------------------------------- cache
+def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
+    from pyfaid.data.registry import build_dataset, parse_spec
+
+    root = str(tmp_path / "cache")
+    meta = write_cache(root, 10, image_size=48, seed=7, shard_size=4, batch_size=4, progress=False,
+                       face_model=face_model, colors=True)
+    assert meta["n"] == 10 and sorted(os.listdir(root)) == ["meta.json", "shard_00000", "shard_00001", "shard_00002"]
+    ds = SyntheticFaces(seed=7, length=10, image_size=48, face_model=face_model)
+    cache = CachedFaces(root, with_vertices=True, face_model=face_model)
+    assert len(cache) == 10 and cache.image_size == 48
+    # a shard as it was rendered (the same batch): the stored pictures are the generated ones
+    got, ref = cache.batch([0, 1, 2, 3]), ds.batch([0, 1, 2, 3])
+    for key in ("image", "clean", "face_mask", "occluder_mask", "mask", "coeffs", "landmarks", "landmarks_2d",
+                "landmark_visible", "index"):
+        assert torch.equal(got[key], ref[key].to(got[key].dtype)), key
+    assert torch.allclose(got["vertices"], ref["vertices"], atol=1e-4)
+    assert (got["colors"] - ref["colors"]).abs().max() <= 0.5 / 255 + 1e-6
+    for name, v in ref["labels"].items():
+        assert torch.equal(got["labels"][name], v.float()), name
+    # across shards and out of order: the same items (up to batch-composition rounding)
+    got, ref = cache.batch([9, 4, 0]), ds.batch([9, 4, 0])
+    assert torch.equal(got["index"], torch.tensor([9, 4, 0])) and torch.equal(got["coeffs"], ref["coeffs"])
+    for key in ("image", "clean", "mask"):
+        assert float((got[key] - ref[key]).abs().mean()) < 2e-3, key
+    assert float((got["landmark_visible"] != ref["landmark_visible"]).float().mean()) < 0.02
+    item = cache[5]
+    assert set(item) >= {"image", "clean", "mask", "face_mask", "occluder_mask", "coeffs", "vertices", "colors",
+                         "landmarks", "landmarks_2d", "landmark_visible", "index", "labels"}
+    # resume: a lost shard is rendered again, the finished ones are left alone
+    mtime = os.path.getmtime(os.path.join(root, "shard_00000", "image.npy"))
+    import shutil
+
+    shutil.rmtree(os.path.join(root, "shard_00001"))
+    with pytest.raises(ValueError, match="unfinished"):
+        CachedFaces(root)
+    assert len(CachedFaces(root, allow_partial=True)) == 6
+    write_cache(root, 10, image_size=48, seed=7, shard_size=4, batch_size=4, progress=False,
+                face_model=face_model, colors=True)
+    assert os.path.getmtime(os.path.join(root, "shard_00000", "image.npy")) == mtime
+    assert torch.equal(CachedFaces(root).batch([5])["image"], cache.batch([5])["image"])
+    # other settings in the same folder are refused; nothing already there is touched
+    with pytest.raises(ValueError, match="other settings"):
+        write_cache(root, 10, image_size=48, seed=8, shard_size=4, progress=False, face_model=face_model)
+    with open(os.path.join(root, "meta.json")) as fh:
+        assert json.load(fh)["dataset"]["seed"] == 7
+    # the registry serves it
+    kind, folder = parse_spec(f"cached:{root}")
+    assert isinstance(build_dataset(kind, folder, image_size=48, face_model=face_model), CachedFaces)
+    with pytest.raises(ValueError, match="--size"):
+        build_dataset(kind, folder, image_size=64, face_model=face_model)
+    with pytest.raises(ValueError, match="needs a folder"):
+        parse_spec("cached")
+    with pytest.raises(FileNotFoundError, match="not a cache folder"):
+        CachedFaces(str(tmp_path))
+    with pytest.raises(ValueError, match="--n"):
+        write_cache(str(tmp_path / "x"), 0, progress=False)
+    with pytest.raises(IndexError):
+        cache[10]
+
+
+def test_cache_command_line(tmp_path):
+    from pyfaid.data.__main__ import main
+
+    root = str(tmp_path / "c")
+    assert main(["cache", "--out", root, "--n", "3", "--size", "32", "--shard", "2", "--batch", "2"]) == 0
+    assert len(CachedFaces(root)) == 3
+    assert main(["cache", "--out", root, "--n", "3", "--size", "48"]) == 2  # other settings: refused

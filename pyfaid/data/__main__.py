@@ -1,10 +1,19 @@
 """Command line for pyfaid.data.
 
-    python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8]
+    python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8] [--size 224] [--real DIR]
+    python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
+    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.py]
 
-writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean renders, a row of
-the same samples with occluders, and a row of masks (white: visible face, red: face under an
-occluder, dark red: occluder off the face).
+``preview`` writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean
+pictures, a row of the same samples with occluders, and a row of masks (white: visible face, red:
+face under an occluder or hair, dark red: occluder off the face, green dots: the 300-W landmarks,
+blue: hidden ones). With ``--real DIR`` (a folder of photos), a row of those photos aligned by
+MTCNN follows each group, for comparison (the photos stay in memory; only the grid is written).
+
+``cache`` renders a pretraining cache that :class:`pyfaid.data.CachedFaces` reads (see
+:mod:`pyfaid.data.cache`); it resumes where it stopped. ``measure-alignment`` measures MTCNN's
+framing errors on photo-like synthetic frames and writes the table
+:class:`pyfaid.data.alignment.AlignmentJitter` samples from.
 """
 
 from __future__ import annotations
@@ -28,25 +37,63 @@ def _mask_vis(face: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
     return torch.cat([r, g, b], 0)
 
 
-def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8) -> str:
+def _draw_points(img: torch.Tensor, points: torch.Tensor, visible: torch.Tensor) -> torch.Tensor:
+    """Dots on a [3, H, W] picture: green where visible, blue where hidden."""
+    arr = np.ascontiguousarray((img.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+    for (x, y), v in zip(points.numpy(), visible.numpy()):
+        cv2.circle(arr, (int(round(x)), int(round(y))), 1, (0, 220, 0) if v else (40, 40, 255), -1)
+    return torch.from_numpy(arr).permute(2, 0, 1).float() / 255.0
+
+
+def _real_row(folder: str, n: int, size: int) -> list:
+    """Up to n photos from a folder, aligned by MTCNN, resized to ``size``."""
+    import warnings
+
+    from pyfaid.data.datasets import list_images, read_image
+    from pyfaid.encoders import align_faces
+
+    paths = list_images(folder)
+    if not paths:
+        raise ValueError(f"--real {folder}: no photos found")
+    rng = np.random.default_rng(0)
+    picks = [paths[i] for i in rng.choice(len(paths), size=min(len(paths), 3 * n), replace=False)]
+    images = [im for im in (read_image(p) for p in picks) if im is not None]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = align_faces(images)
+    crops = res.crops[res.valid][:n]
+    if size != 224:
+        crops = torch.nn.functional.interpolate(crops, size=(size, size), mode="bilinear", antialias=True,
+                                                align_corners=False)
+    return list(crops)
+
+
+def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: int = 224,
+            real: str | None = None) -> str:
     """Render ``n`` synthetic samples and write a PNG grid; returns its path."""
     from pyfaid.data import SyntheticFaces
 
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
-    ds = SyntheticFaces(seed=seed, length=n, occlusion=True)
+    if per_row < 1:
+        raise ValueError(f"--per-row must be >= 1, got {per_row}")
+    ds = SyntheticFaces(seed=seed, length=n, image_size=size, occlusion=True)
     t0 = time.perf_counter()
     batch = ds.batch(range(n))
     elapsed = time.perf_counter() - t0
+    photos = _real_row(real, n, size) if real else []
     tiles = []
     for start in range(0, n, per_row):
         stop = min(start + per_row, n)
         rows = []
-        for key in ("clean", "image", "mask"):
+        for key in ("clean", "image", "mask") + (("real",) if photos else ()):
             row = []
             for b in range(start, stop):
                 if key == "mask":
-                    row.append(_mask_vis(batch["face_mask"][b], batch["occluder_mask"][b]))
+                    vis = _mask_vis(batch["face_mask"][b], batch["occluder_mask"][b])
+                    row.append(_draw_points(vis * 0.8, batch["landmarks_2d"][b], batch["landmark_visible"][b]))
+                elif key == "real":
+                    row.append(photos[b] if b < len(photos) else torch.zeros(3, size, size))
                 else:
                     row.append(batch[key][b])
             while len(row) < per_row:
@@ -63,6 +110,18 @@ def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8) -> str:
     return path
 
 
+def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
+    """Measure MTCNN's residual framing on synthetic frames and write the table module."""
+    from pyfaid.data.alignment import measure_residuals, write_table
+
+    table, meta = measure_residuals(n, seed=seed, device=device)
+    if len(table) == 0:
+        raise RuntimeError("MTCNN found no face in any synthetic frame; nothing written")
+    write_table(table, meta, out)
+    print(f"wrote {out}: {meta['found']} of {meta['faces']} faces found, MTCNN {meta['mtcnn_ms_per_frame']} ms/frame")
+    return out
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pyfaid.data", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -72,9 +131,40 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16, help="number of samples")
     p.add_argument("--seed", type=int, default=0, help="dataset seed")
     p.add_argument("--per-row", type=int, default=8, help="samples per row")
+    p.add_argument("--size", type=int, default=224, help="picture side in pixels")
+    p.add_argument("--real", default=None, help="optional folder of photos to show aligned beside the samples")
+    c = sub.add_parser("cache", help="render a pretraining cache (resumable)")
+    c.add_argument("--out", required=True, help="cache folder")
+    c.add_argument("--n", type=int, required=True, help="number of items")
+    c.add_argument("--size", type=int, default=224, help="picture side in pixels")
+    c.add_argument("--seed", type=int, default=0, help="dataset seed")
+    c.add_argument("--shard", type=int, default=1000, help="items per shard")
+    c.add_argument("--batch", type=int, default=32, help="items rendered per batch")
+    c.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: theirs)")
+    c.add_argument("--colors", action="store_true", help="also store the per-vertex albedo (uint8)")
+    m = sub.add_parser("measure-alignment", help="measure MTCNN's framing errors on synthetic frames")
+    m.add_argument("--n", type=int, default=1500, help="number of synthetic frames")
+    m.add_argument("--seed", type=int, default=987654, help="dataset seed (one no training run uses)")
+    m.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                                                 "alignment_residuals.py"), help="table module to write")
+    m.add_argument("--device", default="cpu", help="where MTCNN runs")
     args = parser.parse_args(argv)
-    if args.command == "preview":
-        preview(args.out, args.n, args.seed, args.per_row)
+    try:
+        if args.command == "preview":
+            preview(args.out, args.n, args.seed, args.per_row, args.size, args.real)
+        elif args.command == "cache":
+            from pyfaid.data.cache import write_cache
+
+            if args.threads:
+                torch.set_num_threads(args.threads)
+                cv2.setNumThreads(args.threads)
+            write_cache(args.out, args.n, image_size=args.size, seed=args.seed, shard_size=args.shard,
+                        batch_size=args.batch, colors=args.colors)
+        else:
+            measure_alignment(args.n, args.seed, args.out, args.device)
+    except (ValueError, OSError, RuntimeError) as exc:
+        print(f"python -m pyfaid.data {args.command}: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -17,6 +17,7 @@ __all__ = ["DATASETS", "parse_spec", "build_dataset"]
 #: Dataset kinds and what their folder holds.
 DATASETS = {
     "synthetic": "pyfaid's synthetic faces (no folder)",
+    "cached": "a synthetic-face cache folder written by `python -m pyfaid.data cache`",
     "folder": "any folder of face photos (searched recursively)",
     "celeba": "CelebA: <root>/img_align_celeba/ and <root>/list_attr_celeba.txt",
     "aflw2000": "AFLW2000-3D: imageXXXXX.jpg + imageXXXXX.mat (pt3d_68, Pose_Para)",
@@ -68,6 +69,14 @@ def build_dataset(kind: str, root: Optional[str] = None, *, image_size: int = 22
 
         return SyntheticFaces(seed=seed, length=length, image_size=image_size, occlusion=occlusion,
                               face_model=face_model, **synthetic_kw)
+    if kind == "cached":
+        from pyfaid.data.cache import CachedFaces
+
+        ds = CachedFaces(root, face_model=face_model)
+        if ds.image_size != image_size:
+            raise ValueError(f"dataset cached:{root}: the cache holds {ds.image_size}x{ds.image_size} pictures, "
+                             f"{image_size} requested; make a cache with --size {image_size}")
+        return ds
     from pyfaid.data import datasets as D
 
     if kind == "folder":

@@ -1,0 +1,88 @@
+"""Benchmark: synthetic face generation (pyfaid.data.SyntheticFaces) and the pretraining cache.
+
+Rows (per picture size and thread count): ``synthetic`` items per second of ``SyntheticFaces.batch``
+over batches of 32 (``ms`` is per item, wall clock; ``cpu_ms`` the process CPU time per item,
+which is what one core costs when the machine is shared), with the time per generation stage;
+``plain`` the same generator with every realism option off (texture detail, context and hair,
+light extras, camera effects, alignment framing: close to what the generator drew before those
+were added), as the in-run peer; ``cached`` the same items read back from a cache folder
+(``pyfaid.data.CachedFaces``, batches of 32).
+
+    python benchmarks/bm_synthetic.py [--quick] [--threads N]
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import common  # noqa: E402
+
+from pyfaid.data import CachedFaces, SyntheticFaces, write_cache  # noqa: E402
+
+
+def _time_batches(ds, n_batches: int, batch: int) -> tuple[float, float]:
+    """Median-free mean over batches after a warm-up batch: (wall ms, CPU ms) per item."""
+    ds.batch(range(batch))  # warm up: model, context, shadow maps, painters
+    if hasattr(ds, "stage_seconds"):
+        ds.stage_seconds.clear()
+    t0, c0 = time.perf_counter(), time.process_time()
+    for r in range(n_batches):
+        ds.batch(range(batch * (r + 1), batch * (r + 2)))
+    n = n_batches * batch
+    return (time.perf_counter() - t0) * 1e3 / n, (time.process_time() - c0) * 1e3 / n
+
+
+def run(device: str = "cpu", quick: bool = False) -> list[dict]:
+    n_batches = 1 if quick else 3
+    batch = 32
+    threads = [torch.get_num_threads()] if quick else sorted({1, 2})
+    sizes = [128] if quick else [224, 128]
+    rows = []
+    old = torch.get_num_threads()
+    try:
+        for th in threads:
+            torch.set_num_threads(th)
+            try:
+                import cv2
+
+                cv2.setNumThreads(th)
+            except ImportError:  # pragma: no cover
+                pass
+            for size in sizes:
+                case = f"B{batch} {size}px {th} thread{'s' if th > 1 else ''}"
+                ds = SyntheticFaces(seed=0, length=10 ** 6, image_size=size, device=device)
+                ms, cpu = _time_batches(ds, n_batches, batch)
+                stages = {k: round(v * 1e3 / (n_batches * batch), 2) for k, v in ds.stage_seconds.items()}
+                rows.append(common.row("synthetic", case, "pyfaid", ms, cpu_ms=round(cpu, 2),
+                                       items_per_s=round(1e3 / ms, 1), stage_cpu_ms=stages))
+                plain = SyntheticFaces(seed=0, length=10 ** 6, image_size=size, device=device, texture_detail=False,
+                                       context=False, lighting_extras=False, camera_effects=0.0, framing="random")
+                ms, cpu = _time_batches(plain, n_batches, batch)
+                rows.append(common.row("synthetic", case, "plain", ms, cpu_ms=round(cpu, 2),
+                                       items_per_s=round(1e3 / ms, 1)))
+                folder = tempfile.mkdtemp(prefix="bm_cache_")
+                try:
+                    n = batch * (n_batches + 1)
+                    write_cache(folder, n, image_size=size, seed=0, shard_size=batch * 2, batch_size=batch,
+                                progress=False)
+                    cache = CachedFaces(folder)
+                    ms, cpu = _time_batches(cache, n_batches, batch)
+                    rows.append(common.row("synthetic", case, "cached", ms, cpu_ms=round(cpu, 2),
+                                           items_per_s=round(1e3 / ms, 1)))
+                finally:
+                    shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        torch.set_num_threads(old)
+    return rows
+
+
+if __name__ == "__main__":
+    common.main(run)
