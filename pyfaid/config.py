@@ -62,6 +62,7 @@ class DataConfig:
     num_workers: int = 0
     val_size: int = 200                 # held-out synthetic samples for evaluation
     val_seed: int = 1000003             # seed of the held-out synthetic set (disjoint from training)
+    synthetic: dict = field(default_factory=dict)  # more SyntheticFaces options (occlusion_prob, context, ...)
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,7 @@ class TrainConfig:
     keep_last: int = 2
     threads: int = 0                    # torch.set_num_threads (0 = leave)
     eval_at_end: bool = True            # masked PSNR on the held-out synthetic set after training
+    val_every: int = 0                  # steps between held-out landmark checks (val.jsonl, TensorBoard val/); 0 = off
 
 
 @dataclass(frozen=True)

@@ -227,7 +227,8 @@ class Trainer:
             d = cfg.data
             cache = os.path.join(self.out_dir, "aligned_cache") if d.align else None
             dataset = build_dataset(d.dataset, d.root, image_size=d.image_size, align=d.align, cache_dir=cache,
-                                    masks=d.masks, seed=d.seed, length=d.length, occlusion=d.occlusion)
+                                    masks=d.masks, seed=d.seed, length=d.length, occlusion=d.occlusion,
+                                    **(d.synthetic if d.dataset == "synthetic" else {}))
         self.dataset = dataset if isinstance(dataset, TrainingView) else TrainingView(dataset, cache=cfg.data.cache)
         if len(self.dataset) == 0:
             raise ValueError(f"dataset {cfg.data.dataset!r} is empty")
@@ -373,6 +374,21 @@ class Trainer:
                 group["lr"] = stage.lr
 
     # ------------------------------------------------------------------ the loop
+    def _validate(self, writer):
+        """Held-out synthetic landmark errors (and pose), logged to TensorBoard and ``val.jsonl``."""
+        if not self.dist.main or self.cfg.data.dataset not in ("synthetic", "cached"):
+            return
+        from pyfaid.evaluate import held_out_landmarks
+
+        res = held_out_landmarks(self.faid, self.cfg, n=min(self.cfg.data.val_size, 100), device=self.dev)
+        res["step"] = self.step
+        with open(os.path.join(self.out_dir, "val.jsonl"), "a") as f:
+            f.write(json.dumps(res) + "\n")
+        if writer is not None:
+            for k, v in res.items():
+                if k not in ("step", "samples"):
+                    writer.add_scalar(f"val/{k}", v, self.step)
+
     def _out_of_time(self, t_start: float) -> bool:
         budget = self.cfg.train.max_minutes * 60.0
         return budget > 0 and self.dist.all_true(time.perf_counter() - t_start > budget)
@@ -424,6 +440,8 @@ class Trainer:
                 self._log(writer, values, ips, batch, out, extras)
                 if cfg.train.ckpt_every > 0 and self.step % cfg.train.ckpt_every == 0:
                     last_path = self.save_checkpoint()
+                if cfg.train.val_every > 0 and self.step % cfg.train.val_every == 0:
+                    self._validate(writer)
             bar.close()
             if self.step > 0 and (last_path is None or not last_path.endswith(f"{self.step:08d}.pt")):
                 last_path = self.save_checkpoint()

@@ -13,7 +13,7 @@ from pyfaid.evaluate.cli import main
 from pyfaid.evaluate.geometry import MM_PER_UNIT, procrustes_error
 from pyfaid.evaluate.protocol import CONDITIONS, OCCLUSION_SEED, Method, evaluate
 from pyfaid.evaluate.report import figure, markdown_report
-from pyfaid.evaluate.synthetic import held_out_psnr
+from pyfaid.evaluate.synthetic import held_out_landmarks, held_out_psnr
 
-__all__ = ["evaluate", "Method", "CONDITIONS", "OCCLUSION_SEED", "held_out_psnr", "procrustes_error", "MM_PER_UNIT",
+__all__ = ["evaluate", "Method", "CONDITIONS", "OCCLUSION_SEED", "held_out_psnr", "held_out_landmarks", "procrustes_error", "MM_PER_UNIT",
            "markdown_report", "figure", "main"]
