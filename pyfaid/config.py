@@ -76,7 +76,10 @@ class ModelConfig:
     fine: bool = True                   # train the fine model (mesh-wise + feature-wise refiners)
     mesh_refiner: bool = True
     faid_decoder: bool = True
-    hidden: int = 16                    # GCN width
+    hierarchy: bool = False             # hierarchical refiners (U-Nets over a mesh hierarchy; the configs' choice)
+    gcn_channels: tuple = (8, 16, 32, 64)  # hierarchical refiners: channels per level, finest first
+    hierarchy_factors: tuple = (4, 4, 4)   # vertex reduction between levels
+    hidden: int = 16                    # flat GCN width
     cheb_k: int = 3                     # Chebyshev order K
     decoder_nodes: int = 256            # coarse vertex subset the FAID decoder's code lives on
     decoder_code: int = 16              # channels per coarse node

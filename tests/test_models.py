@@ -162,3 +162,25 @@ def test_init_from_and_inference_export(tmp_path):
         bad = tiny_cfg(train__max_steps=0, train__init_from=str(tmp_path / "a"), model__backbone="resnet34")
         train(bad, out_dir=str(tmp_path / "c"), device="cpu", progress=False, build_model=build_tiny,
               dataset=TinyFaces())
+
+
+def test_hierarchical_fine_model(tmp_path, monkeypatch):
+    from pyfaid.facemodel.hierarchy import mesh_hierarchy
+    from pyfaid.models import FineModel
+
+    monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
+    v, f = _sphere(3)
+    hier = mesh_hierarchy(v, f, factors=(4, 4))
+    fine = FineModel(f, v, feat_dim=6, K=2, code=4, pos_embed=2, hierarchy=hier, channels=(4, 8, 16))
+    colors = torch.rand(2, len(v), 3)
+    feats = torch.randn(2, 6)
+    out, res = fine(colors, feats)
+    assert torch.equal(out, colors) and res.abs().max() == 0  # zero-initialised heads
+    with torch.no_grad():
+        fine.faid.dec.head.weight.normal_()
+        fine.mesh.unet.dec.head.weight.normal_()
+    out, res = fine(colors, feats)
+    res.square().sum().backward()
+    assert fine.faid.to_code.weight.grad.abs().sum() > 0 and fine.mesh.unet.enc[0].conv.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="channel counts"):
+        FineModel(f, v, 6, hierarchy=hier, channels=(4, 8))

@@ -238,9 +238,14 @@ def build_faid(cfg, device="cpu") -> FAID:
     if m.fine:
         dims = features.dims() if m.faid_decoder else {}
         feat_dim = (dims.get("id", 0) if m.use_id_features else 0) + (dims.get("att", 0) if m.use_fa_features else 0)
+        hier = None
+        if m.hierarchy:
+            from pyfaid.facemodel.hierarchy import mesh_hierarchy
+
+            hier = mesh_hierarchy(fm.mean_shape, fm.triangles, factors=tuple(m.hierarchy_factors))
         fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
                          nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
-                         mesh_refiner=m.mesh_refiner)
+                         mesh_refiner=m.mesh_refiner, hierarchy=hier, channels=tuple(m.gcn_channels))
     segmenter = None
     if m.segmenter:
         from pyfaid.models.segmentation import FaceSegmenter

@@ -4,6 +4,12 @@ Both refiners predict a per-vertex colour residual on top of the coarse 3DMM tex
 texture is the coarse texture plus the average of the two residuals, i.e. the average of the two
 refiners' outputs ``(T_mesh + T_faid) / 2`` with ``T_x = T_coarse + r_x``. The residual heads are
 zero-initialised, so an untrained fine model returns the coarse texture unchanged.
+
+Two architectures: *flat* (the refiners' Chebyshev layers all run on the full mesh), and
+*hierarchical* (``hierarchy=...``, the default configs' choice): the refiners are U-Nets over a
+mesh hierarchy (:mod:`pyfaid.models.gcn`), as the GCN face-texture work the paper builds on (Lin et
+al. 2020) uses, so they see a large part of the face at little cost and most channels live on the
+coarse levels.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from pyfaid.graph import ChebConv, ChebResBlock, Laplacian
+from pyfaid.models.gcn import HierarchyMaps, MeshDecoder, MeshUNet
 
 
 def mesh_laplacian(triangles: torch.Tensor, num_vertices: int) -> Laplacian:
@@ -116,6 +123,51 @@ class FAIDDecoder(nn.Module):
         return self.gcn(up, lap)
 
 
+class HierarchicalMeshRefiner(nn.Module):
+    """Mesh-wise refiner as a U-Net over the mesh hierarchy: coarse colours -> colour residual.
+
+    Args:
+        maps: :class:`~pyfaid.models.gcn.HierarchyMaps`. channels: per level, finest first.
+        K: Chebyshev terms. blocks: residual blocks per level.
+    """
+
+    def __init__(self, maps: HierarchyMaps, channels, K: int = 3, blocks: int = 1):
+        super().__init__()
+        self.unet = MeshUNet(maps, 3, channels, K, blocks=blocks)
+
+    def forward(self, coarse_colors: torch.Tensor, lap=None) -> torch.Tensor:
+        """Args: coarse_colors ``[B, V, 3]`` (``lap`` unused). Returns the residual ``[B, V, 3]``."""
+        return self.unet(coarse_colors - 0.5)
+
+
+class HierarchicalFAIDDecoder(nn.Module):
+    """FAID decoder over the mesh hierarchy: the features become a code on the coarsest level's
+    vertices, decoded up to the full mesh (a learned per-vertex positional embedding joins at the
+    finest level, so the decoder knows where lips, brows and eyes are).
+
+    Args:
+        feat_dim: D = D_id + D_fa. maps: the hierarchy. channels: per level, finest first.
+        code: code channels per coarsest-level vertex. pos_embed: positional-embedding channels.
+        K: Chebyshev terms. blocks: residual blocks per level.
+    """
+
+    def __init__(self, feat_dim: int, maps: HierarchyMaps, channels, code: int = 16, pos_embed: int = 8,
+                 K: int = 3, blocks: int = 1):
+        super().__init__()
+        self.nodes, self.code = maps.sizes[-1], int(code)
+        self.norm = nn.LayerNorm(feat_dim)
+        self.to_code = nn.Linear(feat_dim, self.nodes * self.code)
+        self.pos = nn.Parameter(0.1 * torch.randn(maps.sizes[0], pos_embed)) if pos_embed > 0 else None
+        self.dec = MeshDecoder(maps, channels, self.code, K, extra0=max(pos_embed, 0), blocks=blocks)
+
+    def forward(self, features: torch.Tensor, lap=None) -> torch.Tensor:
+        """Args: features ``[B, D]`` (``lap`` unused). Returns the residual ``[B, V, 3]``."""
+        B = features.shape[0]
+        code = self.to_code(self.norm(features)).view(B, self.nodes, self.code)
+        pos = None if self.pos is None else self.pos[None].expand(B, -1, -1)
+        return self.dec(code, extra0=pos)
+
+
 class FineModel(nn.Module):
     """Mesh-wise refiner + FAID decoder; fine colours = average of the two refiners' outputs.
 
@@ -124,19 +176,33 @@ class FineModel(nn.Module):
         mean_shape: ``[V, 3]`` (places the FAID decoder's nodes).
         feat_dim: FAID feature size (0 disables the FAID decoder).
         mesh_refiner: use the mesh-wise refiner.
+        hierarchy: a :class:`~pyfaid.facemodel.hierarchy.MeshHierarchy` for the hierarchical
+            refiners (``channels`` per level), or None for the flat ones (``hidden``, ``nodes``).
     """
 
     def __init__(self, triangles: torch.Tensor, mean_shape: torch.Tensor, feat_dim: int,
                  hidden: int = 16, K: int = 3, blocks: int = 4, nodes: int = 256, code: int = 16,
-                 pos_embed: int = 8, mesh_refiner: bool = True):
+                 pos_embed: int = 8, mesh_refiner: bool = True, hierarchy=None, channels=(8, 16, 32, 64)):
         super().__init__()
         V = mean_shape.shape[0]
         # Not a buffer: the Chebyshev layers take the Laplacian's copy on their input's device
         # (made once, cached), so it follows the model through .to(device) without moving.
         self.lap = mesh_laplacian(triangles, V)
-        self.mesh = MeshRefiner(hidden, K, blocks) if mesh_refiner else None
-        self.faid = (FAIDDecoder(feat_dim, mean_shape, nodes, code, pos_embed, hidden, K, blocks)
-                     if feat_dim > 0 else None)
+        if hierarchy is not None:
+            if hierarchy.sizes()[0] != V:
+                raise ValueError(f"FineModel: the hierarchy's finest level has {hierarchy.sizes()[0]} vertices, "
+                                 f"the mesh {V}")
+            if len(channels) != len(hierarchy):
+                raise ValueError(f"FineModel: {len(hierarchy)} hierarchy levels need as many channel counts, "
+                                 f"got {tuple(channels)}")
+            self.maps = HierarchyMaps(hierarchy)
+            self.mesh = HierarchicalMeshRefiner(self.maps, channels, K) if mesh_refiner else None
+            self.faid = (HierarchicalFAIDDecoder(feat_dim, self.maps, channels, code, pos_embed, K)
+                         if feat_dim > 0 else None)
+        else:
+            self.mesh = MeshRefiner(hidden, K, blocks) if mesh_refiner else None
+            self.faid = (FAIDDecoder(feat_dim, mean_shape, nodes, code, pos_embed, hidden, K, blocks)
+                         if feat_dim > 0 else None)
         if self.mesh is None and self.faid is None:
             raise ValueError("FineModel: both refiners are disabled")
 

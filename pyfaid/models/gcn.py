@@ -16,27 +16,29 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from pyfaid.facemodel.hierarchy import MeshHierarchy, gather_mean
-from pyfaid.graph import ChebConv, ChebResBlock, scaled_laplacian
+from pyfaid.graph import ChebConv, ChebResBlock, Laplacian
 
 __all__ = ["MeshUNet", "MeshDecoder", "HierarchyMaps"]
 
 
 class HierarchyMaps(nn.Module):
-    """The hierarchy's Laplacians and up/down maps as (non-persistent) buffers that move with the model."""
+    """The hierarchy's Laplacians (:class:`pyfaid.graph.Laplacian`, checked once; the Chebyshev
+    layers take their copy on the input's device) and its up/down maps as non-persistent buffers
+    that move with the model."""
 
     def __init__(self, hier: MeshHierarchy):
         super().__init__()
         self.num_levels = len(hier)
+        self.laps = []
         for i, lv in enumerate(hier.levels):
-            tri = torch.as_tensor(lv.triangles).to(torch.int32)
-            self.register_buffer(f"lap{i}", scaled_laplacian(tri, lv.num_vertices), persistent=False)
+            self.laps.append(Laplacian.of_mesh(torch.as_tensor(lv.triangles).to(torch.int32), lv.num_vertices))
             if i > 0:
                 for name in ("up_idx", "up_w", "down_idx", "down_w"):
                     self.register_buffer(f"{name}{i}", torch.as_tensor(getattr(lv, name)), persistent=False)
         self.sizes = hier.sizes()
 
-    def lap(self, i: int) -> torch.Tensor:
-        return getattr(self, f"lap{i}")
+    def lap(self, i: int) -> Laplacian:
+        return self.laps[i]
 
     def down(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Level ``i - 1`` features ``[B, V_{i-1}, C]`` -> level ``i``."""
@@ -72,7 +74,7 @@ class MeshDecoder(nn.Module):
         K: Chebyshev terms. out_channels: head outputs (zero-initialised).
         skips: channels of the skip input per level (0 = none), finest first.
         extra0: channels concatenated at level 0 (e.g. a positional embedding).
-        blocks: residual blocks per level.
+        blocks: residual blocks per coarse level (the full mesh gets a single convolution).
     """
 
     def __init__(self, maps: HierarchyMaps, channels: Sequence[int], code_channels: int, K: int = 3,
@@ -87,7 +89,8 @@ class MeshDecoder(nn.Module):
         self.levels = nn.ModuleList()
         for i in range(n - 2, -1, -1):
             cin = channels[i + 1] + skips[i] + (extra0 if i == 0 else 0)
-            self.levels.append(_Level(cin, channels[i], K, blocks))
+            # the full mesh is where a layer costs most: one convolution there, blocks below
+            self.levels.append(_Level(cin, channels[i], K, 0 if i == 0 else blocks))
         self.head = nn.Linear(channels[0], out_channels)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -112,7 +115,7 @@ class MeshUNet(nn.Module):
         maps: :class:`HierarchyMaps`. in_channels: per-vertex inputs on the full mesh.
         channels: per level, finest first (e.g. ``(8, 16, 32, 64)``). K: Chebyshev terms.
         out_channels: outputs (zero-initialised head, so an untrained net outputs 0).
-        blocks: residual blocks per level.
+        blocks: residual blocks per coarse level (the full mesh gets a single convolution).
     """
 
     def __init__(self, maps: HierarchyMaps, in_channels: int, channels: Sequence[int], K: int = 3,
@@ -120,8 +123,8 @@ class MeshUNet(nn.Module):
         super().__init__()
         self.maps = maps
         n = maps.num_levels
-        self.enc = nn.ModuleList([_Level(in_channels if i == 0 else channels[i - 1], channels[i], K, blocks)
-                                  for i in range(n - 1)])
+        self.enc = nn.ModuleList([_Level(in_channels if i == 0 else channels[i - 1], channels[i], K,
+                                         0 if i == 0 else blocks) for i in range(n - 1)])
         self.dec = MeshDecoder(maps, channels, channels[-2] if n > 1 else in_channels, K, out_channels,
                                skips=list(channels[:-1]) + [0], blocks=blocks)
 
