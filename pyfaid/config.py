@@ -122,6 +122,7 @@ class LossConfig:
     sa_occ: bool = True
     sa_weight: float = 1.0              # weight of the self-augmentation terms
     sa_size: int = 0                    # how many batch items get self-augmented (0 = all)
+    sa_every: int = 1                   # self-augment on every k-th step (1 = every step)
     rob_views: int = 1                  # random views for L_rob
     rob_occ: bool = True                # occluded render for L_rob
     max_yaw: float = 0.9                # radians, random views

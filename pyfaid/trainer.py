@@ -301,7 +301,9 @@ class Trainer:
             batch = next(it)
             self.skipped += batch.get("skipped", 0)
         keys = ("image", "mask", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
-        return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
+        out = {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
+        out["step"] = self.step  # objectives that act every k steps (loss.sa_every) read it
+        return out
 
     def train_step(self, batch: dict, stage: Stage):
         """One optimizer step; returns ``(terms as floats, output, extras)``."""

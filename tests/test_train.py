@@ -465,3 +465,12 @@ def test_dataset_errors_and_broken_images(tmp_path):
     batch = collate_skip([ds[0], ds[1]])
     assert batch["skipped"] == 1 and batch["image"].shape == (1, 3, S, S)
     assert ds.skipped == 1 and "b.jpg" in ds.skipped_files[0][0]
+
+
+def test_self_augmentation_every_k_steps():
+    obj, faid = _objective(tiny_cfg(loss__self_aug=True, loss__sa_every=2))
+    img, mask = _batch()
+    on = _call(obj, img, mask, step=4)[1]
+    off = _call(obj, img, mask, step=5)[1]
+    assert any(k.startswith("sa_") for k in on) and not any(k.startswith("sa_") for k in off)
+    assert "photo" in off and "id" in off

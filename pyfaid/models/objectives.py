@@ -162,7 +162,7 @@ class PretrainObjective(nn.Module):
 
 
 def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot: bool = True,
-                 occ: bool = True, max_angles=(0.3, 0.9, 0.2)) -> dict:
+                 occ: bool = True, max_angles=(0.3, 0.9, 0.2), want_id: bool = True, want_att: bool = True) -> dict:
     """Self-augmentation (paper 3.2.3): re-render the current reconstruction and feed it back.
 
     ``I_rot`` is the reconstruction rendered with a random pose, ``I_occ`` the reconstruction's
@@ -172,29 +172,41 @@ def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot:
     Args:
         faid: the model. recon: output for the input batch. generator: random source (views and
             occluders). max_angles: largest |pitch|, |yaw|, |roll| in radians.
+        want_id, want_att: which features of the augmented inputs to compute (once: they feed both
+            the FAID decoder and the perceptual targets).
 
     Returns:
         dict with ``rot`` and/or ``occ`` entries, each a dict: ``input [B,3,H,W]``, ``input_mask``
-        (pixels of the input to compare), ``recon`` (:class:`FAIDOutput` of the input), and
-        ``at_input_view`` (render dict of that reconstruction under the original input's pose and
-        light, comparable pixel by pixel with the original image).
+        (pixels of the input to compare), ``enc`` (the input's features, no gradient), ``recon``
+        (:class:`FAIDOutput` of the input), and ``at_input_view`` (render dict of that
+        reconstruction under the original input's pose and light, comparable pixel by pixel with
+        the original image).
     """
+    want_id = want_id or faid.use_id_features
+    want_att = want_att or faid.use_fa_features
+
+    def encoded(images):
+        with torch.no_grad():
+            return faid.encode(images, want_id, want_att)
+
     out = {}
     det = recon.detach()
     if rot:
         angles = _uniform_angles(det.coeffs.shape[0], generator, max_angles, det.coeffs)
         with torch.no_grad():
             r = faid.render_view(det.coeffs, angles, det.fine_colors)
-        rec = faid(r["image"])
+        enc = encoded(r["image"])
+        rec = faid(r["image"], enc)
         back = faid.renderer(faid.face_model, faid.layout.with_pose_light(rec.coeffs, det.coeffs),
                              colors=rec.fine_colors)
-        out["rot"] = {"input": r["image"], "input_mask": r["mask"], "recon": rec, "at_input_view": back}
+        out["rot"] = {"input": r["image"], "input_mask": r["mask"], "enc": enc, "recon": rec, "at_input_view": back}
     if occ:
         from pyfaid.data import occlude
 
         img_occ, occ_mask = occlude(det.image, generator=generator)
-        rec = faid(img_occ)
-        out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "recon": rec,
+        enc = encoded(img_occ)
+        rec = faid(img_occ, enc)
+        out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "enc": enc, "recon": rec,
                       "at_input_view": {"image": rec.image, "mask": rec.mask}, "clean": det.image}
     return out
 
@@ -278,7 +290,7 @@ class FAIDObjective(nn.Module):
         n = images.shape[0] if c.sa_size <= 0 else min(max(c.sa_size, 2), images.shape[0])
         sub = out if n == images.shape[0] else out.map(lambda t: t[:n])
         sa = self_augment(faid, sub, generator, rot=c.sa_rot, occ=c.sa_occ,
-                          max_angles=(c.max_pitch, c.max_yaw, c.max_roll))
+                          max_angles=(c.max_pitch, c.max_yaw, c.max_roll), want_id=c.id > 0, want_att=c.att > 0)
         img_n, m_n = images[:n], m[:n]
         enc_n = {k: (v[:n] if torch.is_tensor(v) else [t[:n] for t in v]) for k, v in enc.items()}
         perceptual = c.id > 0 or c.att > 0
@@ -287,9 +299,7 @@ class FAIDObjective(nn.Module):
             # (I_aug, I_aug^r): reconstruct the augmented input itself
             terms[f"sa_{name}_aug_photo"] = L.photometric_loss(a.get("clean", a["input"]), rec.image, a["input_mask"])
             if perceptual:
-                with torch.no_grad():
-                    enc_aug = faid.encode(a["input"], c.id > 0, c.att > 0)
-                self._perceptual(enc_aug, rec.image, f"sa_{name}_aug_", terms)
+                self._perceptual(a["enc"], rec.image, f"sa_{name}_aug_", terms)
             # (I, I_aug^r): the reconstruction of the augmented input must also explain I
             back = a["at_input_view"]
             terms[f"sa_{name}_in_photo"] = L.photometric_loss(
@@ -311,7 +321,7 @@ class FAIDObjective(nn.Module):
         m = self._input_terms(images, mask, enc, out, terms)
         if c.rob > 0:
             self._robust_terms(images, enc, out, generator, terms, extras)
-        if c.self_aug and (c.sa_rot or c.sa_occ):
+        if c.self_aug and (c.sa_rot or c.sa_occ) and int(batch.get("step", 0)) % max(1, c.sa_every) == 0:
             self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras)
         return L.total_loss(terms, self.weights()), terms, out, extras
 
