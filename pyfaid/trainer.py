@@ -11,6 +11,7 @@ SIGTERM / Ctrl-C finish the current step, save a checkpoint and stop (a second C
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -179,10 +180,15 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         self.out_dir = cfg.train.out
         self.resumed = self._load_resume(cfg) if resume else None
-        if self.resumed is not None:  # the run's own config; only where/how long/which device change
+        if self.resumed is not None:
+            # The run's own config; only where, how long, on what and how it reports come from the
+            # command line (none of these changes what is computed).
             saved = from_dict(self.resumed["config"], source=self.resumed["path"])
-            cfg = replace(saved, train={"max_steps": cfg.train.max_steps, "device": cfg.train.device,
-                                        "out": cfg.train.out})
+            t, d = cfg.train, cfg.data
+            cfg = replace(saved, train={"max_steps": t.max_steps, "device": t.device, "out": t.out,
+                                        "threads": t.threads, "ckpt_every": t.ckpt_every, "keep_last": t.keep_last,
+                                        "val_every": t.val_every, "max_minutes": t.max_minutes},
+                          data={"num_workers": d.num_workers}, log=dataclasses.asdict(cfg.log))
         self.cfg = cfg
         self.progress = progress
         self.stages = stages_of(cfg)
