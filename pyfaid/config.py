@@ -161,6 +161,7 @@ class TrainConfig:
     max_steps: int = 200000
     stages: tuple = ()                  # StageConfig entries; () = one faid stage
     init_from: Optional[str] = None     # start from a checkpoint's trained weights ("pretrained" = the shipped model)
+    init_parts: tuple = ("coarse", "fine", "segmenter")  # which of its trained parts to take
     max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda

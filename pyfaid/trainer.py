@@ -227,7 +227,7 @@ class Trainer:
         if self.resumed is not None:
             self._restore(self.resumed)
         elif cfg.train.init_from:
-            self._init_from(cfg.train.init_from)
+            self._init_from(cfg.train.init_from, tuple(cfg.train.init_parts))
         self.model = self._wrap_ddp()
         if dataset is None:
             d = cfg.data
@@ -255,14 +255,18 @@ class Trainer:
             random.seed(seed + d.rank + 7919 * self.step)
             np.random.seed((seed + d.rank + 7919 * self.step) % 2 ** 32)
 
-    def _init_from(self, path: str):
-        """Start from another run's trained weights: every tensor whose name and shape match (the
-        coarse model must match; a fine model of another size starts fresh)."""
+    def _init_from(self, path: str, parts: tuple):
+        """Start from another run's trained weights: every tensor of the named parts whose name and
+        shape match (the coarse model must match when taken; a part of another size starts fresh)."""
+        unknown = sorted(set(parts) - {"coarse", "fine", "segmenter"})
+        if unknown:
+            raise ValueError(f"train.init_parts: unknown part(s) {unknown}; choose from coarse, fine, segmenter")
         state = ckpt_io.load_checkpoint(path)["model"]
         own = self.faid.trainable_state_dict()
+        prefixes = tuple(p + "." for p in parts)
         fits = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
-                if k in own and own[k].shape == v.shape}
-        missing = [k for k in own if k.startswith("coarse.") and k not in fits]
+                if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
+        missing = [k for k in own if k.startswith("coarse.") and "coarse" in parts and k not in fits]
         if missing:
             raise ValueError(f"train.init_from={path}: its coarse model does not fit this config "
                              f"(missing or resized: {missing[:4]})")
