@@ -13,7 +13,8 @@ from typing import Dict
 import torch
 import torch.nn.functional as F
 
-__all__ = ["resolve_device", "default_face_model", "crop_renderer", "predict", "fit_crops", "CROP_SIZE"]
+__all__ = ["resolve_device", "default_face_model", "cached_model", "crop_renderer", "predict", "fit_crops",
+           "CROP_SIZE"]
 
 #: Side of the aligned face crops (:data:`pyfaid.encoders.TEMPLATE_224`).
 CROP_SIZE = 224
@@ -42,6 +43,20 @@ def default_face_model(device="cpu"):
         from pyfaid import facemodel
 
         _CACHE[key] = facemodel.load("default").to(device).eval()
+    return _CACHE[key]
+
+
+def cached_model(checkpoint, device="cpu"):
+    """A FAID model from a checkpoint (file, run folder or ``"pretrained"``), loaded once per file,
+    modification time and device."""
+    import os
+
+    from pyfaid.checkpoint import load_model, resolve_checkpoint
+
+    path = resolve_checkpoint(checkpoint)
+    key = f"model@{os.path.abspath(path)}@{os.path.getmtime(path)}@{device}"
+    if key not in _CACHE:
+        _CACHE[key] = load_model(path, device)
     return _CACHE[key]
 
 

@@ -180,7 +180,7 @@ def test_landmark_protocol_end_to_end(tmp_path):
     from pyfaid.data.landmarks import write_pts
 
     img = data.astronaut()
-    rec = pyfaid.reconstruct(img, fit_steps=5)  # as the protocol runs it (identity loss on)
+    rec = pyfaid.reconstruct(img, checkpoint=None, fit_steps=5)  # as the protocol runs it (identity loss on)
     for name in ("a_same", "b_moved", "c_nowhere"):
         cv2.imwrite(str(tmp_path / f"{name}.png"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
     write_pts(str(tmp_path / "a_same.pts"), rec.landmarks)

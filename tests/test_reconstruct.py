@@ -67,9 +67,9 @@ def test_npz(tmp_path):
 
 def test_no_checkpoint_no_fit(tmp_path, capsys):
     with pytest.raises(R.NoCheckpointError, match="pyfaid.train") as exc:
-        R.reconstruct(str(tmp_path / "x.png"))
+        R.reconstruct(str(tmp_path / "x.png"), checkpoint=None, fit_steps=0)
     assert "--fit" in str(exc.value)
-    code = R.main([str(tmp_path / "x.png"), "--out", str(tmp_path / "out")])
+    code = R.main([str(tmp_path / "x.png"), "--out", str(tmp_path / "out"), "--checkpoint", "none", "--fit", "0"])
     assert code == 2
     err = capsys.readouterr().err
     assert "python -m pyfaid.train" in err and "--fit" in err

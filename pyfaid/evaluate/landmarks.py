@@ -58,7 +58,7 @@ def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
     from pyfaid.reconstruct import ReconstructionError, reconstruct
 
     t0 = time.perf_counter()
-    res = reconstruct([photo.path], fit_steps=method.fit_steps, device=device,
+    res = reconstruct([photo.path], checkpoint=None, fit_steps=method.fit_steps, device=device,
                       faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None)[0]
     seconds = time.perf_counter() - t0
     rec = None if isinstance(res, ReconstructionError) else res[0]

@@ -16,7 +16,7 @@ from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
 
 __all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",
-           "NO_CHECKPOINT_MESSAGE", "load_model"]
+           "NO_CHECKPOINT_MESSAGE", "DEFAULT_FIT_STEPS", "load_model"]
 
 
 class NoCheckpointError(ValueError):
@@ -24,10 +24,16 @@ class NoCheckpointError(ValueError):
 
 
 NO_CHECKPOINT_MESSAGE = (
-    "pyfaid.reconstruct needs either a trained FAID checkpoint (--checkpoint PATH; train one with "
-    "`python -m pyfaid.train`, which writes runs/default/ckpt_*.pt) or test-time fitting from the mean "
-    "face (--fit N, e.g. --fit 200)."
+    "pyfaid.reconstruct needs either a FAID model (the shipped one with --checkpoint pretrained, or "
+    "--checkpoint PATH to a checkpoint; train one with `python -m pyfaid.train`, which writes "
+    "runs/default/ckpt_*.pt) or test-time fitting from the mean face (--fit N, e.g. --fit 200)."
 )
+
+#: Test-time fitting steps when ``fit_steps`` is not given: the best result per second on 2 CPU
+#: threads with the shipped model (``benchmarks/bm_reconstruct.py`` and the AFW evaluation in the
+#: model card measure the trade-off: the network alone is already close, and the first few dozen
+#: steps fix most of the framing and colour error; more steps cost time and gain little).
+DEFAULT_FIT_STEPS = 30
 
 
 @dataclass
@@ -54,10 +60,11 @@ class ReconstructionError:
 
 
 def load_model(checkpoint, device="cpu"):
-    """``(faid_model, face_model)`` from a checkpoint file or run folder (see :mod:`pyfaid.checkpoint`)."""
-    from pyfaid.checkpoint import load_model as _load
+    """``(faid_model, face_model)`` from a checkpoint file, run folder or ``"pretrained"`` (loaded
+    once per file and device, then cached)."""
+    from pyfaid import inference
 
-    model = _load(checkpoint, device)
+    model = inference.cached_model(checkpoint, device)
     return model, model.face_model
 
 
@@ -101,9 +108,12 @@ def _faces_of(img: np.ndarray, name: str, index: int, which, device) -> List[_Fa
 
 def _resolve_models(checkpoint, model, fit_steps, device):
     from pyfaid import inference
+    from pyfaid.checkpoint import pretrained_available
 
     if model is not None:
         return model if isinstance(model, tuple) else (model, model.face_model)
+    if checkpoint == "default":
+        checkpoint = "pretrained" if pretrained_available() else None
     if checkpoint is not None:
         return load_model(checkpoint, device)
     if fit_steps <= 0:
@@ -111,7 +121,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
     return None, inference.default_face_model(device)
 
 
-def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu", faces: str = "largest",
+def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = True, schedule: Optional[FitSchedule] = None,
                 progress: bool = False, model=None):
     """Reconstruct textured 3D faces from photos.
@@ -119,9 +129,11 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
     Args:
         image_or_path: a file path, an ``[H, W, 3]`` uint8 RGB array (or floats in [0, 1]), a
             ``[3, H, W]`` float tensor in [0, 1], or a list of those.
-        checkpoint: FAID checkpoint (file or run folder written by ``python -m pyfaid.train``), or
-            None to start from the mean face (then ``fit_steps`` must be > 0).
-        fit_steps: test-time fitting steps per face (0 = the network's prediction only).
+        checkpoint: ``"default"`` (the shipped pretrained model when the package has it, else the
+            mean face), ``"pretrained"``, a FAID checkpoint (file or run folder written by
+            ``python -m pyfaid.train``), or None for the mean face (then ``fit_steps`` must be > 0).
+        fit_steps: test-time fitting steps per face (0 = the network's prediction only; None =
+            :data:`DEFAULT_FIT_STEPS`).
         device: ``"cpu"``, ``"cuda"`` or ``"auto"``.
         faces: ``"largest"`` (one face per photo), ``"all"`` (every detected face, largest first),
             or a function from the detections (dicts with ``box``, ``score``, ``landmarks5`` in
@@ -140,7 +152,7 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
         :class:`ReconstructionError`.
 
     Raises:
-        NoCheckpointError: no checkpoint and ``fit_steps == 0``.
+        NoCheckpointError: no model and ``fit_steps == 0``.
         ImageReadError / FaceNotFoundError: a single input that cannot be read / holds no face
             (for a list, only with ``errors="raise"``).
     """
@@ -153,6 +165,7 @@ def reconstruct(image_or_path, checkpoint=None, fit_steps: int = 0, device="cpu"
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
     dev = inference.resolve_device(device)
+    fit_steps = DEFAULT_FIT_STEPS if fit_steps is None else int(fit_steps)
     net, face_model = _resolve_models(checkpoint, model, fit_steps, dev)
     results: list = [None] * len(items)
     names = [_name_of(it, i) for i, it in enumerate(items)]

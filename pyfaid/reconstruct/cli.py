@@ -73,8 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pyfaid.reconstruct", description=DESCRIPTION)
     ap.add_argument("inputs", nargs="+", help="image files and/or folders of images")
     ap.add_argument("--out", required=True, help="output folder")
-    ap.add_argument("--checkpoint", default=None, help="FAID checkpoint (.pt or run folder) from python -m pyfaid.train")
-    ap.add_argument("--fit", type=int, default=0, metavar="STEPS", help="test-time fitting steps per face")
+    ap.add_argument("--checkpoint", default="default",
+                    help="default (the shipped model, if installed), pretrained, a checkpoint (.pt or run folder "
+                         "from python -m pyfaid.train), or none (the mean face; needs --fit)")
+    ap.add_argument("--fit", type=int, default=None, metavar="STEPS",
+                    help="test-time fitting steps per face (default: pyfaid.reconstruct.DEFAULT_FIT_STEPS)")
     ap.add_argument("--faces", choices=["largest", "all"], default="largest", help="faces per photo (default: largest)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--no-id-loss", action="store_true", help="fit without the identity loss")
@@ -105,7 +108,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    if args.checkpoint is None and args.fit <= 0:
+    from pyfaid.checkpoint import pretrained_available
+    from pyfaid.reconstruct.api import DEFAULT_FIT_STEPS
+
+    ck = None if args.checkpoint.lower() == "none" else args.checkpoint
+    if ck == "default":
+        ck = "pretrained" if pretrained_available() else None
+    fit = DEFAULT_FIT_STEPS if args.fit is None else args.fit
+    if ck is None and fit <= 0:
         print(f"error: {NO_CHECKPOINT_MESSAGE}", file=sys.stderr)
         return 2
     from tqdm import tqdm
@@ -119,12 +129,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     dev = resolve_device(args.device)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model = load_model(args.checkpoint, dev) if args.checkpoint else None
+    try:
+        model = load_model(ck, dev) if ck else None
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     failures, psnrs, used, faces = [], [], set(), 0
     for path in tqdm(files, desc="reconstruct", unit="img"):
         try:
-            res = reconstruct([path], fit_steps=args.fit, device=dev, faces="all", id_loss=not args.no_id_loss,
-                              model=model, progress=len(files) == 1)[0]
+            res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
+                              id_loss=not args.no_id_loss, model=model, progress=len(files) == 1)[0]
             if isinstance(res, ReconstructionError):
                 raise res.error
             res = res if args.faces == "all" else res[:1]
