@@ -114,6 +114,14 @@ def load_checkpoint(path: PathLike, map_location="cpu") -> dict:
         raise ValueError(f"checkpoint {file}: cannot be read by torch.load ({exc})") from exc
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ValueError(f"checkpoint {file}: not a pyfaid checkpoint (needs 'model' and 'config')")
+    for shard in ckpt.pop("shards", []):  # an inference file split into parts of at most 25 MB
+        part = os.path.join(os.path.dirname(file), shard)
+        if not os.path.isfile(part):
+            raise FileNotFoundError(f"checkpoint {file}: its part {part} is missing")
+        try:
+            ckpt["model"].update(torch.load(part, map_location=map_location, weights_only=True))
+        except Exception as exc:  # noqa: BLE001
+            raise ValueError(f"checkpoint {file}: its part {part} cannot be read ({exc})") from exc
     ckpt["path"] = file
     return ckpt
 
@@ -156,15 +164,37 @@ def sha256(path: PathLike) -> str:
     return h.hexdigest()
 
 
-def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, card: Optional[dict] = None) -> str:
+#: Largest file an export writes; bigger models are split into parts (the repository keeps every
+#: version of a shipped model in its history, so files stay small).
+MAX_FILE_BYTES = 25_000_000
+
+
+def _split(state: dict, max_bytes: int) -> list:
+    """Group the tensors of a state dict into parts of at most ``max_bytes`` (by name order)."""
+    parts, cur, size = [], {}, 0
+    for k, v in state.items():
+        n = v.numel() * v.element_size() if torch.is_tensor(v) else 64
+        if cur and size + n > max_bytes * 0.97:  # leave room for the pickle framing
+            parts.append(cur)
+            cur, size = {}, 0
+        cur[k] = v
+        size += n
+    return parts + [cur]
+
+
+def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, card: Optional[dict] = None,
+                     max_bytes: int = MAX_FILE_BYTES) -> str:
     """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default)
-    and its card ``<out>.json`` (what it was trained on, how long, on what, and the file's SHA-256).
+    and its card ``<out>.json`` (what it was trained on, how long, on what, and the files' SHA-256).
+    Weights beyond ``max_bytes`` go to parts ``<out stem>-<k>.pt`` beside it, which
+    :func:`load_checkpoint` reads back.
 
     Args:
         checkpoint: training checkpoint (file, run folder or dict).
         out: destination ``.pt``.
         half: store floating-point weights as float16 (they are loaded back as float32).
         card: more card entries (metrics, limits, the command that made it).
+        max_bytes: largest file.
 
     Returns:
         the written path.
@@ -174,8 +204,18 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = {k: (v.half() if half and torch.is_tensor(v) and v.is_floating_point() else v)
              for k, v in ckpt["model"].items()}
-    save_atomic({"model": state, "config": ckpt["config"], "step": ckpt.get("step")}, out)
-    info = {"file": os.path.basename(os.fspath(out)), "sha256": sha256(out), "bytes": os.path.getsize(out),
+    out = os.fspath(out)
+    stem = os.path.splitext(out)[0]
+    first, *rest = _split(state, max_bytes)
+    shards = []
+    for k, part in enumerate(rest, 1):
+        shard = f"{stem}-{k}.pt"
+        save_atomic(part, shard)
+        shards.append(os.path.basename(shard))
+    save_atomic({"model": first, "config": ckpt["config"], "step": ckpt.get("step"), "shards": shards}, out)
+    files = [out] + [os.path.join(os.path.dirname(out), sh) for sh in shards]
+    info = {"file": os.path.basename(out), "parts": shards, "sha256": {os.path.basename(f): sha256(f) for f in files},
+            "bytes": sum(os.path.getsize(f) for f in files),
             "dtype": "float16" if half else "float32", "step": ckpt.get("step"), "samples": ckpt.get("samples"),
             "train_hours": round(float(ckpt.get("train_seconds", 0.0)) / 3600, 2),
             "hardware": ckpt.get("hardware"), "source": ckpt.get("path"), "config": ckpt["config"]}

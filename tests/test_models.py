@@ -155,9 +155,19 @@ def test_init_from_and_inference_export(tmp_path):
     # the fp16 export loads back into the same model, within fp16 rounding
     path = export_inference(str(tmp_path / "a"), tmp_path / "m.pt", card={"note": "tiny"})
     card = json.loads((tmp_path / "m.json").read_text())
-    assert card["sha256"] == sha256(path) and card["dtype"] == "float16" and card["note"] == "tiny"
+    assert card["sha256"] == {"m.pt": sha256(path)} and card["dtype"] == "float16" and card["note"] == "tiny"
     state = torch.load(path, weights_only=False)["model"]
     assert all(v.dtype in (torch.float16, torch.int64, torch.long) for v in state.values())
+    # split into parts of at most max_bytes: every part small, the model whole again on load
+    split = export_inference(str(tmp_path / "a"), tmp_path / "s.pt", max_bytes=6_000_000)
+    card = json.loads((tmp_path / "s.json").read_text())
+    assert len(card["parts"]) >= 2 and set(card["sha256"]) == {"s.pt", *card["parts"]}
+    assert all((tmp_path / f).stat().st_size < 6_100_000 for f in card["sha256"])
+    whole = load_checkpoint(split)["model"]
+    assert whole.keys() == a.keys() and all(torch.allclose(whole[k].float(), a[k].float(), atol=1e-2) for k in a)
+    (tmp_path / card["parts"][-1]).unlink()
+    with pytest.raises(FileNotFoundError, match="part"):
+        load_checkpoint(split)
     with pytest.raises(ValueError, match="init_from"):
         bad = tiny_cfg(train__max_steps=0, train__init_from=str(tmp_path / "a"), model__backbone="resnet34")
         train(bad, out_dir=str(tmp_path / "c"), device="cpu", progress=False, build_model=build_tiny,
