@@ -183,7 +183,7 @@ def _split(state: dict, max_bytes: int) -> list:
 
 
 def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, card: Optional[dict] = None,
-                     max_bytes: int = MAX_FILE_BYTES) -> str:
+                     max_bytes: int = MAX_FILE_BYTES, coarse_only: bool = False) -> str:
     """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default)
     and its card ``<out>.json`` (what it was trained on, how long, on what, and the files' SHA-256).
     Weights beyond ``max_bytes`` go to parts ``<out stem>-<k>.pt`` beside it, which
@@ -195,15 +195,24 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
         half: store floating-point weights as float16 (they are loaded back as float32).
         card: more card entries (metrics, limits, the command that made it).
         max_bytes: largest file.
+        coarse_only: leave the fine stage out (``model.fine: false`` in the exported config), for a
+            checkpoint whose refiners were never trained (a pre-training run): its colours are then
+            the coarse model's, and the card says so.
 
     Returns:
         the written path.
     """
     import json
 
+    import copy
+
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = {k: (v.half() if half and torch.is_tensor(v) and v.is_floating_point() else v)
-             for k, v in ckpt["model"].items()}
+             for k, v in ckpt["model"].items() if not (coarse_only and k.startswith("fine."))}
+    config = ckpt["config"]
+    if coarse_only:
+        config = copy.deepcopy(config)
+        config["model"]["fine"] = False
     out = os.fspath(out)
     stem = os.path.splitext(out)[0]
     first, *rest = _split(state, max_bytes)
@@ -212,13 +221,15 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
         shard = f"{stem}-{k}.pt"
         save_atomic(part, shard)
         shards.append(os.path.basename(shard))
-    save_atomic({"model": first, "config": ckpt["config"], "step": ckpt.get("step"), "shards": shards}, out)
+    save_atomic({"model": first, "config": config, "step": ckpt.get("step"), "shards": shards}, out)
     files = [out] + [os.path.join(os.path.dirname(out), sh) for sh in shards]
     info = {"file": os.path.basename(out), "parts": shards, "sha256": {os.path.basename(f): sha256(f) for f in files},
             "bytes": sum(os.path.getsize(f) for f in files),
             "dtype": "float16" if half else "float32", "step": ckpt.get("step"), "samples": ckpt.get("samples"),
             "train_hours": round(float(ckpt.get("train_seconds", 0.0)) / 3600, 2),
-            "hardware": ckpt.get("hardware"), "source": ckpt.get("path"), "config": ckpt["config"]}
+            "hardware": ckpt.get("hardware"), "source": ckpt.get("path"),
+            "stages": "coarse regressor only (the fine stage was not trained)" if coarse_only else "coarse + fine",
+            "config": config}
     info.update(card or {})
     tmp = os.fspath(out) + ".json.tmp"
     with open(tmp, "w") as f:
@@ -241,10 +252,13 @@ def main(argv=None) -> int:
     ex.add_argument("out", help="destination .pt")
     ex.add_argument("--card", default=None, help="a JSON file of more card entries (metrics, limits)")
     ex.add_argument("--float32", action="store_true", help="keep float32 weights")
+    ex.add_argument("--coarse-only", action="store_true",
+                    help="leave out the fine stage (a pre-training run, whose refiners were never trained)")
     args = ap.parse_args(argv)
     try:
         card = json.load(open(args.card)) if args.card else None
-        path = export_inference(args.checkpoint, args.out, half=not args.float32, card=card)
+        path = export_inference(args.checkpoint, args.out, half=not args.float32, card=card,
+                                 coarse_only=args.coarse_only)
     except (FileNotFoundError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -192,6 +192,7 @@ def test_landmark_protocol_end_to_end(tmp_path):
     m = rep["methods"]["FAID"]
     rows = {r["path"].rsplit("/", 1)[-1]: r for r in m["photos"]}
     assert rows["a_same.png"]["nme68_box"] < 0.5
+    assert rows["a_same.png"]["mesh_nme68_box"] == pytest.approx(rows["a_same.png"]["nme68_box"])  # no landmark head
     box = np.sqrt(np.prod(rec.landmarks.max(0) - rec.landmarks.min(0)))
     assert rows["b_moved.png"]["nme68_box"] == pytest.approx(100 * 10 / box, abs=0.5)
     assert not rows["c_nowhere.png"]["found"] and m["summary"]["misses"] == 1

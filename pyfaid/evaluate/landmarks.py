@@ -30,7 +30,7 @@ __all__ = ["nme", "match_face", "evaluate_landmarks", "YAW_GROUPS", "landmark_ma
 
 #: Yaw groups of the AFLW2000-3D protocol (degrees, absolute yaw).
 YAW_GROUPS = ((0, 30), (30, 60), (60, 90.01))
-KEYS = ("nme68_box", "nme51_box", "nme68_io", "nme51_io")
+KEYS = ("nme68_box", "nme51_box", "nme68_io", "nme51_io", "mesh_nme68_box", "mesh_nme51_box")
 
 
 def nme(pred: np.ndarray, photo: AnnotatedPhoto) -> Dict[str, float]:
@@ -69,6 +69,9 @@ def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
         return row
     pred = rec.landmarks
     row.update(nme(pred, photo))
+    # the reconstructed mesh's own landmark vertices (its geometry; equal to the above without a head)
+    mesh = nme(rec.model_landmarks, photo)
+    row.update(mesh_nme68_box=mesh["nme68_box"], mesh_nme51_box=mesh["nme51_box"])
     row["yaw_pred"] = rec.pose["yaw"]
     row["pred"] = pred.tolist()
     row["gt"] = photo.points.tolist()
@@ -144,13 +147,14 @@ def landmark_markdown(report: dict) -> str:
     lines = [f"# pyfaid landmark evaluation: {report['data']} ({report['n']} photos)", "",
              "NME in % of sqrt(w*h) of the annotation's box (`box`) or of the outer-eye-corner distance (`io`), "
              "over the photos where the face was found; a miss is a photo without a detected face at the "
-             "annotated one.", "",
-             "| Method | fit steps | NME 68 box | NME 51 box | NME 68 io | NME 51 io | misses | >10 % | s / photo |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "annotated one. `mesh 68`: the reconstructed mesh's landmark vertices projected (its geometry), "
+             "where the other columns score the returned landmarks (the landmark head's when the model has one).", "",
+             "| Method | fit steps | NME 68 box | NME 51 box | NME 68 io | NME 51 io | mesh 68 box | misses | >10 % | s / photo |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["methods"].items():
         s = m["summary"]
         lines.append(f"| {name} | {m['fit_steps']} | {_f(s['nme68_box'])} | {_f(s['nme51_box'])} | {_f(s['nme68_io'])} | "
-                     f"{_f(s['nme51_io'])} | {s['misses']}/{s['photos']} | {_f(100 * s['above_10pct'] if s['above_10pct'] is not None else None, 1)} % | "
+                     f"{_f(s['nme51_io'])} | {_f(s.get('mesh_nme68_box'))} | {s['misses']}/{s['photos']} | {_f(100 * s['above_10pct'] if s['above_10pct'] is not None else None, 1)} % | "
                      f"{_f(s['seconds_per_photo'])} |")
     if any("by_yaw" in m["summary"] for m in report["methods"].values()):
         lines += ["", "## By yaw (annotated pose), NME 68 box", "", "| Method | " +

@@ -1,0 +1,59 @@
+"""The shipped pretrained model (``pyfaid/assets/pretrained/faid.pt`` and its card ``faid.json``).
+
+These tests run whenever the package ships the model: its files match the card's hashes, every file
+stays within the size limit, it loads into the model its config describes, and it reconstructs
+held-out synthetic faces within the landmark error its card states.
+"""
+
+import json
+import os
+
+import pytest
+import torch
+
+from pyfaid.checkpoint import MAX_FILE_BYTES, PRETRAINED, load_model, pretrained_available, sha256
+
+pytestmark = pytest.mark.skipif(not pretrained_available(), reason="this checkout ships no pretrained model")
+
+CARD = os.path.splitext(PRETRAINED)[0] + ".json"
+
+
+@pytest.fixture(scope="module")
+def card():
+    with open(CARD) as f:
+        return json.load(f)
+
+
+def test_card_hashes_and_sizes(card):
+    folder = os.path.dirname(PRETRAINED)
+    assert set(card["sha256"]) == {card["file"], *card["parts"]}
+    for name, digest in card["sha256"].items():
+        path = os.path.join(folder, name)
+        assert os.path.getsize(path) <= MAX_FILE_BYTES, name
+        assert sha256(path) == digest, f"{name} does not match its card"
+    assert card["dtype"] == "float16"
+    for key in ("data", "command", "limits", "metrics"):
+        assert card.get(key), f"the card must state {key!r}"
+
+
+def test_loads_fp16_weights(card):
+    raw = torch.load(PRETRAINED, map_location="cpu", weights_only=False)
+    assert all(v.dtype != torch.float32 for v in raw["model"].values() if torch.is_tensor(v))
+    model = load_model("pretrained")
+    assert model.coarse.landmarks is not None
+    assert (model.fine is None) == (not card["config"]["model"]["fine"])
+    assert all(p.dtype == torch.float32 and torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_synthetic_landmarks_within_the_card_bound(card):
+    """The landmark head on held-out synthetic faces (the training distribution, disjoint seed)."""
+    from pyfaid.config import from_dict
+    from pyfaid.evaluate.synthetic import held_out_landmarks
+
+    torch.manual_seed(0)
+    model = load_model("pretrained")
+    cfg = from_dict(card["config"])
+    res = held_out_landmarks(model, cfg, n=24, batch_size=12)
+    bound = card["metrics"]["test_bound_head68"]
+    assert res["head68"] <= bound, f"landmark head NME {res['head68']:.2f}% above the card's bound {bound}%"
+    assert res["pose_deg"] <= card["metrics"]["test_bound_pose_deg"]
