@@ -739,10 +739,10 @@ def _seam_fade(face_model, width: float = 0.12) -> np.ndarray:
     """Per vertex, 0 on the mesh's outer boundary rising to 1 ``width`` model units inside it."""
     from scipy.spatial import cKDTree
 
-    from pyfaid.facemodel.context import _boundary_vertices
+    from pyfaid.facemodel.meshops import boundary_vertices
 
     V = face_model.mean_shape.detach().double().cpu().numpy()
-    ring = _boundary_vertices(face_model.triangles.cpu().numpy().astype(np.int64))
+    ring = boundary_vertices(face_model.triangles.cpu().numpy().astype(np.int64))
     d, _ = cKDTree(V[ring]).query(V)
     t = np.clip(d / width, 0, 1)
     return (t * t * (3 - 2 * t)).astype(np.float32)
@@ -750,6 +750,6 @@ def _seam_fade(face_model, width: float = 0.12) -> np.ndarray:
 
 def _blend(dst: np.ndarray, src: np.ndarray, cover: np.ndarray) -> None:
     """``dst`` over which ``src`` is drawn where ``cover`` (0/1), its silhouette softened from inside."""
-    from pyfaid.data.scene import _lerp, _soft
+    from pyfaid.data.scene import lerp, soften
 
-    _lerp(dst, src, _soft(cover))
+    lerp(dst, src, soften(cover))
