@@ -183,9 +183,9 @@ class SkinPainter:
             inside = (tx >= lm[up, 0].min()) & (tx <= lm[up, 0].max())
             self.eye_t = np.where(inside, t, self.eye_t).astype(np.float32)
         # the model's own painted brows, to be replaced by hair-like ones
-        from pyfaid.facemodel.texture import MEAN_SKIN, _BROWS
+        from pyfaid.facemodel.texture import BROW_COLOUR, MEAN_SKIN
 
-        dirn = (MEAN_SKIN - _BROWS).astype(np.float32)
+        dirn = (MEAN_SKIN - BROW_COLOUR).astype(np.float32)
         proj = ((MEAN_SKIN[None].astype(np.float32) - self.mean_tex) @ dirn) / float(dirn @ dirn)
         band = self.canvas()
         for side in (range(17, 22), range(22, 27)):
