@@ -13,7 +13,9 @@ import functools
 import cv2
 import numpy as np
 
-__all__ = ["Frame", "fixed_point", "SHIFT", "face_anchor", "eye_line", "rotate_points", "pixel_grids", "box_of", "box_slices", "box_coords", "smooth_noise", "random_colour", "random_texture", "shade_linear", "alpha_of", "random_region"]
+__all__ = ["Frame", "fixed_point", "SHIFT", "face_anchor", "eye_line", "rotate_points", "pixel_grids", "box_of",
+           "box_slices", "box_coords", "smooth_noise", "random_colour", "random_texture", "shade_linear", "alpha_of",
+           "random_region"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -188,7 +190,8 @@ def random_region(rng: np.random.Generator, frame: Frame, lo: float, hi: float) 
         pts = rotate_points(box, (cx, cy), angle)
         cv2.fillPoly(mask, [np.round(pts * 16).astype(np.int32)], 255, cv2.LINE_AA, SHIFT)
     elif shape == "ellipse":
-        cv2.ellipse(mask, fixed_point(cx, cy), fixed_point(rx, ry), np.degrees(angle), 0, 360, 255, -1, cv2.LINE_AA, SHIFT)
+        cv2.ellipse(mask, fixed_point(cx, cy), fixed_point(rx, ry), np.degrees(angle), 0, 360, 255, -1, cv2.LINE_AA,
+                    SHIFT)
     else:
         k = int(rng.integers(5, 9))
         th = np.sort(rng.uniform(0, 2 * np.pi, k))
