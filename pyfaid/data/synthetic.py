@@ -44,9 +44,6 @@ from pyfaid.data.synthetic_sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSam
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
 
-# Rec. 709 luma weights, for the scalar skin tone label.
-_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
-
 #: How items are framed: ``"mtcnn"`` (aligned like MTCNN aligns a photo, with its measured
 #: errors), ``"exact"`` (aligned by the true five points), ``"random"`` (a plain random jitter).
 FRAMINGS = ("mtcnn", "exact", "random")
@@ -279,17 +276,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             dict of stacked tensors (the item keys with a leading batch dimension; ``labels`` is
             a dict of stacked tensors too).
         """
-        from pyfaid.data import hair as H
-        from pyfaid.data.backgrounds import background
-        from pyfaid.data.photo import apply_effects, sample_effects
-        from pyfaid.data.skin import APPEARANCE_LABELS
-
         idx = [self._check_index(i) for i in indices]
         if not idx:
             raise ValueError("SyntheticFaces.batch: `indices` is empty")
         fm = self.face_model
-        size = self.image_size
-        B = len(idx)
         self._tick(None)
         plans = [self._plan(i) for i in idx]
         self._tick("plan")
@@ -297,8 +287,41 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         parts = fm.split_coeffs(coeffs)
         pheno = self.phenotype_labels(parts["id"], parts["exp"])
         model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
+        styles, colors, appearance = self._paint_albedo(model, idx, parts, pheno)
+        colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
+        self._tick("albedo")
+        face = self._render_face(model, coeffs, colors_t, plans, colors, parts)
+        cleans, hairies, hair_masks, fxs = self._compose_scenes(idx, plans, parts, styles, colors, face)
+        images, occ = self._paste_occluders(idx, hairies, hair_masks, face["lm2d"])
+        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, face["cover"])
+        visible = face_mask * (1 - occ)
+        self._tick("camera")
+        labels = self._batch_labels(parts, colors_t, appearance, pheno)
+        self._tick("labels")
+        return {
+            "image": image,
+            "clean": clean,
+            "mask": visible.contiguous(),
+            "face_mask": face_mask.contiguous(),
+            "occluder_mask": occ.contiguous(),
+            "coeffs": coeffs,
+            "vertices": face["verts"],
+            "colors": colors_t,
+            "landmarks": torch.from_numpy(face["lm3d"]),
+            "landmarks_2d": face["lm2d"].float(),
+            "landmark_visible": face["lm_vis"],
+            "index": torch.tensor(idx, dtype=torch.int64),
+            "labels": labels,
+        }
 
-        # --- albedo: the basis, then painted detail
+    # ------------------------------------------------------------------------------ batch stages
+    def _paint_albedo(self, model, idx: list, parts: dict, pheno: dict) -> tuple[list, list, list]:
+        """Albedo: the basis, then painted detail; per item its hair style, albedo ``[V, 3]`` and
+        appearance labels."""
+        from pyfaid.data import hair as H
+        from pyfaid.data.skin import APPEARANCE_LABELS
+
+        fm = self.face_model
         base = model.texture(parts["tex"].to(self.device)).float().cpu().numpy()  # [B, V, 3]
         styles, colors, appearance = [], [], []
         for b, i in enumerate(idx):
@@ -314,10 +337,15 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             colors.append(a)
             lab.update(self._hair_labels(style) if self.context else {k: 0.0 for k in H.HAIR_LABELS})
             appearance.append(lab)
-        colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
-        self._tick("albedo")
+        return styles, colors, appearance
 
-        # --- the face
+    def _render_face(self, model, coeffs, colors_t, plans: list, colors: list, parts: dict) -> dict:
+        """The face render, its light extras and 2-D landmarks.
+
+        Returns:
+            dict: ``out`` (the renderer's output), ``rast``, ``image [B, H, W, 3]`` and ``cover
+            [B, H, W]`` (numpy), ``verts`` (camera space), ``lm3d`` (numpy), ``lm2d``, ``lm_vis``.
+        """
         out = self.renderer(model, coeffs.to(self.device), colors=colors_t.to(self.device))
         rast = out["rast"].float().cpu()
         face_np = out["image"].float().cpu().permute(0, 2, 3, 1).contiguous().numpy()  # [B, H, W, 3]
@@ -331,18 +359,28 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer,
                                                      torch.from_numpy(rotation))
         self._tick("landmarks_2d")
+        return {"out": out, "rast": rast, "image": face_np, "cover": cover_np, "verts": verts_cam,
+                "lm3d": out["landmarks"].float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
 
-        # --- the context around it, backgrounds, compositing
+    def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
+        """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,
+        camera effects)``; ``hairies`` (hair over the face) is None without ``occlusion``."""
+        from pyfaid.data.backgrounds import background
+        from pyfaid.data.photo import sample_effects
+
+        size = self.image_size
+        B = len(idx)
+        face_np, cover_np = face["image"], face["cover"]
         scene = self._part("scene") if self.context else None
         if scene is not None:
-            ctx = self._render_context(scene, plans, verts_cam, parts, styles, colors, out["normals"].float().cpu())
+            ctx = self._render_context(scene, plans, face["verts"], parts, styles, colors,
+                                       face["out"]["normals"].float().cpu())
         self._tick("context")
         cleans = np.empty((B, size, size, 3), np.float32)
         hairies = np.empty((B, size, size, 3), np.float32) if self.occlusion else None
         hair_masks = np.zeros((B, size, size), np.float32)
         fxs = []
-        depth_np = rast[..., 2].numpy()
-        lm3d_np = out["landmarks"].float().cpu().numpy()
+        depth_np = face["rast"][..., 2].numpy()
         for b, i in enumerate(idx):
             rng = item_rng(self.seed, i, S_SCENE)
             kinds = self.background_kinds
@@ -355,7 +393,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
                     hairies[b] = bg
                 continue
             # hair drawn in 2-D; in ``clean`` it stays off the face's pixels
-            layers = self._hair_layers(scene, b, i, styles[b], ctx, lm2d[b].numpy(), lm3d_np[b])
+            layers = self._hair_layers(scene, b, i, styles[b], ctx, face["lm2d"][b].numpy(), face["lm3d"][b])
             clean, hairy, over = scene.composite(
                 bg, face_np[b], cover_np[b], depth_np[b], ctx["rgb"][b], ctx["cover"][b], ctx["depth"][b],
                 ctx["hair"][b], layers)
@@ -365,7 +403,14 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
                 hair_masks[b] = over
         np.clip(cleans, 0, 1, out=cleans)
         self._tick("composite")
+        return cleans, hairies, hair_masks, fxs
+
+    def _paste_occluders(self, idx: list, hairies, hair_masks: np.ndarray, lm2d: torch.Tensor):
+        """With ``occlusion``, the occluded pictures and occluder masks ``(images, occ)`` (hair over
+        the face and pasted occluders), else ``(None, None)``."""
+        images = occ = None
         if self.occlusion:
+            B = len(idx)
             np.clip(hairies, 0, 1, out=hairies)
             images, occ = hairies, hair_masks
             pasted = [b for b, i in enumerate(idx)
@@ -381,7 +426,14 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
                 images[sel] = got
                 occ[sel] = np.maximum(got_occ, hair_masks[sel])
         self._tick("occlusion")
-        # --- camera effects, the same camera for the clean and the occluded picture
+        return images, occ
+
+    def _camera_effects(self, cleans: np.ndarray, images, occ, fxs: list, cover_np: np.ndarray):
+        """Camera effects, the same camera for the clean and the occluded picture: ``(image, clean,
+        face mask, occluder mask)`` tensors ``[B, C, H, W]``."""
+        from pyfaid.data.photo import apply_effects
+
+        B, size = cleans.shape[0], self.image_size
         clean_u8 = np.empty((B, size, size, 3), np.uint8)
         image_u8 = np.empty((B, size, size, 3), np.uint8) if self.occlusion else clean_u8
         for b in range(B):
@@ -393,56 +445,9 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             if self.occlusion else clean.clone()
         face = torch.from_numpy(cover_np)[:, None].contiguous()
         occ = torch.from_numpy(occ)[:, None].contiguous() if self.occlusion else torch.zeros_like(face)
-        visible = face * (1 - occ)
-        self._tick("camera")
+        return image, clean, face, occ
 
-        # --- labels
-        albedo = colors_t
-        region = getattr(fm, "labels", {}).get("skin_mask")
-        if not isinstance(region, torch.Tensor) or region.dtype != torch.bool or region.numel() != fm.num_vertices:
-            region = fm.face_mask
-        region = region.reshape(-1).cpu()
-        if not bool(region.any()):
-            region = torch.ones_like(region)
-        skin = (albedo[:, region].clamp(0, 1) @ torch.from_numpy(_LUMA)).mean(1)  # [B]
-        labels = {
-            "id": parts["id"].clone(),
-            "exp": parts["exp"].clone(),
-            "tex": parts["tex"].clone(),
-            "angles": parts["angle"].clone(),
-            "skin_tone": skin,
-        }
-        for name in appearance[0]:
-            labels[name] = torch.tensor([a[name] for a in appearance], dtype=torch.float32)
-        labels.update(pheno)
-        self._tick("labels")
-        return {
-            "image": image,
-            "clean": clean,
-            "mask": visible.contiguous(),
-            "face_mask": face.contiguous(),
-            "occluder_mask": occ.contiguous(),
-            "coeffs": coeffs,
-            "vertices": verts_cam,
-            "colors": albedo,
-            "landmarks": torch.from_numpy(lm3d_np),
-            "landmarks_2d": lm2d.float(),
-            "landmark_visible": lm_vis,
-            "index": torch.tensor(idx, dtype=torch.int64),
-            "labels": labels,
-        }
-
-    # ----------------------------------------------------------------------------- pieces
-    @staticmethod
-    def _hair_labels(style) -> dict:
-        return {
-            "hair_length": float(style.length),
-            "hair_lightness": float(np.clip(float(style.colour @ _LUMA) / 0.8, 0, 1)),
-            "hair_volume": float(np.clip(style.volume / 0.3, 0, 1)),
-            "fringe": float(style.fringe),
-            "bald": float(style.bald),
-        }
-
+    # ------------------------------------------------------------------------------ items
     @staticmethod
     def _unbatch(batch: dict, b: int) -> dict:
         item = {k: v[b] for k, v in batch.items() if k != "labels"}

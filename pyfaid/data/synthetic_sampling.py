@@ -20,6 +20,9 @@ __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_
 #: Per-item random streams: ``numpy.random.default_rng((seed, index, stream))``.
 S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
 
+# Rec. 709 luma weights, for the scalar skin tone label.
+_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
+
 
 def item_rng(seed: int, index: int, stream: int) -> np.random.Generator:
     """The generator of one random stream of item ``index``."""
@@ -192,3 +195,36 @@ class SyntheticSampling:
         m = 0.5 if male is None else float(torch.sigmoid(male[b] / 0.25))
         a = 0.5 if age is None else float(torch.clamp(0.5 + age[b] / 0.5, 0, 1))
         return m, a
+
+    @staticmethod
+    def _hair_labels(style) -> dict:
+        """The scalar hair labels of a hair style (:data:`pyfaid.data.hair.HAIR_LABELS`)."""
+        return {
+            "hair_length": float(style.length),
+            "hair_lightness": float(np.clip(float(style.colour @ _LUMA) / 0.8, 0, 1)),
+            "hair_volume": float(np.clip(style.volume / 0.3, 0, 1)),
+            "fringe": float(style.fringe),
+            "bald": float(style.bald),
+        }
+
+    def _batch_labels(self, parts: dict, albedo: torch.Tensor, appearance: list, pheno: dict) -> dict:
+        """The batch's labels: coefficients, angles, skin tone, appearance and phenotype labels."""
+        fm = self.face_model
+        region = getattr(fm, "labels", {}).get("skin_mask")
+        if not isinstance(region, torch.Tensor) or region.dtype != torch.bool or region.numel() != fm.num_vertices:
+            region = fm.face_mask
+        region = region.reshape(-1).cpu()
+        if not bool(region.any()):
+            region = torch.ones_like(region)
+        skin = (albedo[:, region].clamp(0, 1) @ torch.from_numpy(_LUMA)).mean(1)  # [B]
+        labels = {
+            "id": parts["id"].clone(),
+            "exp": parts["exp"].clone(),
+            "tex": parts["tex"].clone(),
+            "angles": parts["angle"].clone(),
+            "skin_tone": skin,
+        }
+        for name in appearance[0]:
+            labels[name] = torch.tensor([a[name] for a in appearance], dtype=torch.float32)
+        labels.update(pheno)
+        return labels
