@@ -147,7 +147,8 @@ setup(
     # pyfaid/configs, so `python -m pyfaid.train --config NAME` finds them once installed.
     packages=find_packages(include=["pyfaid", "pyfaid.*"]) + ["pyfaid.configs"],
     package_dir={"pyfaid.configs": "configs"},
-    package_data={"pyfaid": ["assets/*", "assets/pretrained/*"], "pyfaid.configs": ["*.yaml"]},
+    package_data={"pyfaid": ["assets/*", "assets/pretrained/*"], "pyfaid.data": ["assets/*.json"],
+                  "pyfaid.configs": ["*.yaml"]},
     python_requires=">=3.10",
     ext_modules=get_extensions(),
     cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},

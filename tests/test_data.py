@@ -438,13 +438,13 @@ def test_landmarks_2d_in_items(batch):
 
 # ------------------------------------------------------------------------- pieces
 def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
-    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, _umeyama, five_points
+    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
 
     ds = SyntheticFaces(seed=0, length=50, face_model=face_model, framing="exact")
     c = torch.from_numpy(np.stack([ds.sample_coeffs(i) for i in range(10)]))
     p5 = five_points(ds.renderer.project_landmarks(face_model, c).numpy().astype(np.float64))
     for k in range(10):
-        m = _umeyama(p5[k], TEMPLATE_224)  # what align_crop would do with perfect points
+        m = umeyama(p5[k], TEMPLATE_224)  # what align_crop would do with perfect points
         assert np.allclose(m[:, :2], np.eye(2), atol=5e-3) and np.abs(m[:, 2]).max() < 0.6, m
     # the MTCNN framing departs from that by the sampled residual, mirrored for turned faces
     table = np.array([[10.0, 0.0, 0.02, 0.05, 3.0, -2.0]] * 20)
@@ -454,6 +454,19 @@ def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
     assert np.allclose(jit.sample(rng, -10.0), [-0.02, 0.05, -3.0, -2.0])
     assert np.allclose(AlignmentJitter(table).sample(rng, 10.0), 0.0)  # centred: only scatter remains
     assert np.allclose(AlignmentJitter(np.zeros((0, 6))).sample(rng, 30.0), 0.0)
+
+
+def test_alignment_table_file_roundtrip(tmp_path):
+    from pyfaid.data.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
+
+    table = np.random.default_rng(0).normal(size=(5, 6))
+    path = str(tmp_path / "table.json")
+    write_table(table, {"faces": 5}, path)
+    got, meta = read_table(path)
+    assert meta == {"faces": 5} and got.dtype == np.float64
+    assert np.array_equal(got, [[float(f"{v:.4g}") for v in r] for r in table])
+    shipped, _ = read_table(RESIDUALS_PATH)  # the table shipped with the package
+    assert shipped.shape[1] == 6 and len(AlignmentJitter()) == len(shipped) > 0
 
 
 def test_photo_effects_strength_zero_is_identity_and_deterministic():

@@ -2,7 +2,7 @@
 
     python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8] [--size 224] [--real DIR]
     python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
-    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.py]
+    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.json]
 
 ``preview`` writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean
 pictures, a row of the same samples with occluders, and a row of masks (white: visible face, red:
@@ -111,8 +111,9 @@ def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: in
 
 
 def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
-    """Measure MTCNN's residual framing on synthetic frames and write the table module."""
-    from pyfaid.data.alignment import measure_residuals, write_table
+    """Measure MTCNN's residual framing on synthetic frames and write the table file."""
+    from pyfaid.data.alignment import write_table
+    from pyfaid.data.measure_alignment import measure_residuals
 
     table, meta = measure_residuals(n, seed=seed, device=device)
     if len(table) == 0:
@@ -146,7 +147,7 @@ def main(argv=None) -> int:
     m.add_argument("--n", type=int, default=1500, help="number of synthetic frames")
     m.add_argument("--seed", type=int, default=987654, help="dataset seed (one no training run uses)")
     m.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
-                                                 "alignment_residuals.py"), help="table module to write")
+                                                 "alignment_residuals.json"), help="table file to write")
     m.add_argument("--device", default="cpu", help="where MTCNN runs")
     args = parser.parse_args(argv)
     try:

@@ -22,12 +22,16 @@ crops are rendered directly with the camera of the aligned crop, and must be fra
 
 from __future__ import annotations
 
-import importlib
+import json
+import os
 
 import numpy as np
 
-__all__ = ["five_points", "AlignmentJitter", "frame_pose", "similarity_params", "residual_matrix", "measure_residuals",
-           "write_table"]
+__all__ = ["five_points", "umeyama", "compose", "AlignmentJitter", "frame_pose", "similarity_params",
+           "residual_matrix", "read_table", "write_table", "RESIDUALS_PATH"]
+
+#: The measured residual table shipped with the package (``python -m pyfaid.data measure-alignment`` writes it).
+RESIDUALS_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "alignment_residuals.json")
 
 #: The 224 template (pyfaid.encoders.align.TEMPLATE_224), copied so pyfaid.data needs no encoder import.
 TEMPLATE_224 = (np.array([[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655],
@@ -42,7 +46,7 @@ def five_points(landmarks: np.ndarray) -> np.ndarray:
                      lm[..., 54, :]], -2)
 
 
-def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     """Least-squares 2-D similarity ``src -> dst`` as a 2x3 matrix (as scikit-image estimates it)."""
     mu_s, mu_d = src.mean(0), dst.mean(0)
     a, b = src - mu_s, dst - mu_d
@@ -60,7 +64,7 @@ def _umeyama(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     return m
 
 
-def _compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """2x3 matrices: ``a o b`` (apply b first)."""
     A = np.vstack([a, [0, 0, 1]])
     B = np.vstack([b, [0, 0, 1]])
@@ -101,7 +105,7 @@ class AlignmentJitter:
     Args:
         table: ``[N, 6]`` rows ``(|yaw| deg, pitch deg, rotation rad, log scale, dx, dy)`` (crop
             pixels at 224, measured with the yaw made non-negative by mirroring); None reads
-            ``pyfaid/data/assets/alignment_residuals.py`` (an identity residual when it is missing).
+            :data:`RESIDUALS_PATH` (an identity residual when it is missing).
         bin_deg: yaw half-window for sampling (and for the systematic part).
         centred: remove the per-yaw systematic part.
     """
@@ -109,10 +113,8 @@ class AlignmentJitter:
     def __init__(self, table: np.ndarray | None = None, bin_deg: float = 6.0, centred: bool = True) -> None:
         if table is None:
             try:
-                mod = importlib.import_module("pyfaid.data.assets.alignment_residuals")
-                table = np.asarray(mod.RESIDUALS, np.float64).reshape(-1, 6)
-                self.meta = dict(getattr(mod, "META", {}))
-            except ImportError:
+                table, self.meta = read_table(RESIDUALS_PATH)
+            except FileNotFoundError:
                 table = np.zeros((0, 6))
                 self.meta = {}
         else:
@@ -179,7 +181,7 @@ def frame_pose(project, roll: float, residual: np.ndarray, image_size: int, face
         res_m = _shifted(res_m, offset)
     base = project(np.array([roll]), np.zeros((1, 3)))[0]
     # where the alignment puts the true points: onto the template, then MTCNN's residual
-    target = _compose(res_m, _umeyama(base, template))
+    target = compose(res_m, umeyama(base, template))
     goal = (base @ target[:, :2].T + target[:, 2]).reshape(-1)
     params = np.array([roll, 0.0, 0.0, 0.0])
     steps = np.diag([1e-4, 1e-4, 1e-4, 1e-3])
@@ -203,94 +205,39 @@ def _shifted(m: np.ndarray, offset) -> np.ndarray:
     return out
 
 
-# ------------------------------------------------------------------------------ measuring the table
-def measure_residuals(n: int, seed: int = 0, image_size: int = 448, face_scale: float = 0.6, batch_size: int = 8,
-                      device: str = "cpu", progress: bool = True, face_model=None) -> tuple[np.ndarray, dict]:
-    """Measure MTCNN's residual crop similarity on photo-like synthetic frames.
-
-    Renders ``n`` synthetic faces (``SyntheticFaces(framing="exact", face_scale=face_scale)``: the
-    face at ``face_scale`` of the aligned-crop size somewhere near the middle of an
-    ``image_size`` frame, with its head, hair, clothes, background and camera effects, no
-    occluders), runs :func:`pyfaid.encoders.align.detect_faces` on each frame, and compares the
-    similarity that aligns MTCNN's five points onto the 224 template with the one that aligns the
-    true five points: ``E = S_mtcnn o S_true^-1``, in 224-crop pixels.
-
-    Args:
-        n: number of faces.
-        seed: dataset seed (use one no training run uses).
-        image_size: frame side in pixels.
-        face_scale: face size relative to the aligned crop.
-        batch_size: faces rendered per batch.
-        device: where MTCNN runs.
-        progress: show a progress bar.
-        face_model: the face model (default: the default one).
-
-    Returns:
-        ``(table [M, 6], meta)``: rows ``(|yaw| deg, pitch deg, rotation, log scale, dx, dy)`` for
-        the M faces MTCNN found (mirrored so yaw >= 0), and a dict with counts and timings.
-    """
-    import time
-
-    from tqdm import tqdm
-
-    from pyfaid.data.synthetic import SyntheticFaces
-    from pyfaid.encoders.align import detect_faces
-
-    ds = SyntheticFaces(seed=seed, length=n, image_size=image_size, occlusion=False, framing="exact",
-                        face_scale=face_scale, face_model=face_model)
-    rows, missed, mtcnn_s = [], 0, 0.0
-    bar = tqdm(total=n, desc="MTCNN on synthetic frames", disable=not progress, unit="face")
-    for start in range(0, n, batch_size):
-        b = ds.batch(range(start, min(n, start + batch_size)))
-        frames = (b["image"].permute(0, 2, 3, 1).numpy() * 255 + 0.5).astype(np.uint8)
-        true5 = five_points(b["landmarks"].numpy().astype(np.float64))
-        for k in range(len(frames)):
-            t0 = time.perf_counter()
-            faces = detect_faces(frames[k], device=device)
-            mtcnn_s += time.perf_counter() - t0
-            centre = true5[k].mean(0)
-            faces = [f for f in faces if np.linalg.norm(f["landmarks5"].mean(0) - centre) < 0.5 * np.ptp(true5[k][:, 0]) + 5]
-            if not faces:
-                missed += 1
-                continue
-            s_true = _umeyama(true5[k], TEMPLATE_224)
-            s_mtcnn = _umeyama(faces[0]["landmarks5"], TEMPLATE_224)
-            inv = np.linalg.inv(np.vstack([s_true, [0, 0, 1]]))[:2]
-            params = similarity_params(_compose(s_mtcnn, inv))
-            pitch, yaw = np.degrees(b["labels"]["angles"][k, :2].numpy().astype(np.float64))
-            if yaw < 0:
-                params[0], params[2] = -params[0], -params[2]
-            rows.append([abs(yaw), pitch, *params])
-        bar.update(len(frames))
-    bar.close()
-    meta = {"faces": n, "found": len(rows), "missed": missed, "image_size": image_size, "face_scale": face_scale,
-            "seed": seed, "mtcnn_ms_per_frame": round(1000 * mtcnn_s / max(n, 1), 1)}
-    return np.asarray(rows, np.float64).reshape(-1, 6), meta
+# ------------------------------------------------------------------------------ the table file
+def read_table(path: str) -> tuple[np.ndarray, dict]:
+    """A residual table written by :func:`write_table`: ``(table [N, 6] float64, meta)``."""
+    with open(path) as fh:
+        data = json.load(fh)
+    return np.asarray(data["residuals"], np.float64).reshape(-1, 6), dict(data.get("meta", {}))
 
 
 def write_table(table: np.ndarray, meta: dict, path: str) -> None:
-    """Write a residual table as an importable Python module (atomically)."""
-    import os
+    """Write a residual table as JSON (atomically), values rounded to 4 significant digits.
+
+    The file holds ``about`` (what the rows are), ``meta`` and ``residuals`` (one row per line).
+    """
     import tempfile
 
-    lines = [
-        '"""MTCNN\'s residual crop similarity on photo-like synthetic frames (made by',
-        "``python -m pyfaid.data measure-alignment``; see pyfaid.data.alignment).",
-        "",
-        "Rows: (|yaw| degrees, pitch degrees, rotation radians, log scale, dx, dy) in 224-crop pixels,",
-        "mirrored so the yaw is non-negative.",
-        '"""',
-        "",
-        f"META = {meta!r}",
-        "",
-        "RESIDUALS = [",
-    ]
-    for r in table:
-        lines.append("    (" + ", ".join(f"{v:.4g}" for v in r) + "),")
-    lines.append("]")
+    rows = [json.dumps([float(f"{v:.4g}") for v in r]) for r in np.asarray(table, np.float64).reshape(-1, 6)]
+    text = "\n".join([
+        "{",
+        '  "about": ' + json.dumps(_TABLE_ABOUT) + ",",
+        '  "meta": ' + json.dumps(meta) + ",",
+        '  "residuals": [',
+        ",\n".join("    " + r for r in rows),
+        "  ]",
+        "}",
+    ])
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".py", dir=folder)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
     with os.fdopen(fd, "w") as fh:
-        fh.write("\n".join(lines) + "\n")
+        fh.write(text + "\n")
     os.replace(tmp, path)
+
+
+_TABLE_ABOUT = ("MTCNN's residual crop similarity on photo-like synthetic frames (made by python -m pyfaid.data "
+                "measure-alignment; see pyfaid.data.alignment). Rows: (|yaw| degrees, pitch degrees, rotation "
+                "radians, log scale, dx, dy) in 224-crop pixels, mirrored so the yaw is non-negative.")

@@ -26,7 +26,7 @@ from pyfaid.data import hair as H
 from pyfaid.render import camera as cam
 from pyfaid.render.topology import MeshTopology
 
-__all__ = ["SceneRenderer"]
+__all__ = ["SceneRenderer", "lerp", "soften"]
 
 _CLOTHES = np.array(
     [
@@ -226,21 +226,21 @@ class SceneRenderer:
             whose mask is the third output.
         """
         scene = background
-        _lerp(scene, ctx_rgb, _soft(ctx_cover))
+        lerp(scene, ctx_rgb, soften(ctx_cover))
         for colour, alpha, box, _behind in layers:
             sl = _sl(box)
             part = scene[sl]
             part *= (1 - alpha)[..., None]
             part += colour
-        fa = _soft(face_cover)
+        fa = soften(face_cover)
         clean = scene.copy()
-        _lerp(clean, face_rgb, fa)
+        lerp(clean, face_rgb, fa)
         cap = (ctx_cover > 0) & (ctx_hair > 0.5) & (face_cover > 0) & (ctx_depth < face_depth - 2e-4)
         over = cap.astype(np.float32)
         if not cap.any() and not layers:
             return clean, clean, over
         face_hair = face_rgb.copy()
-        _lerp(face_hair, ctx_rgb, over)
+        lerp(face_hair, ctx_rgb, over)
         rim = None
         for colour, alpha, box, behind in layers:
             sl = _sl(box)
@@ -256,7 +256,7 @@ class SceneRenderer:
             part += colour
             np.maximum(over[sl], alpha, out=over[sl])
         hairy = scene
-        _lerp(hairy, face_hair, fa)
+        lerp(hairy, face_hair, fa)
         over = ((over > 0.5) & (face_cover > 0)).astype(np.float32)
         return clean, hairy, over
 
@@ -266,7 +266,7 @@ def _sl(box):
     return slice(y, y + h), slice(x, x + w)
 
 
-def _lerp(dst: np.ndarray, src: np.ndarray, weight: np.ndarray) -> None:
+def lerp(dst: np.ndarray, src: np.ndarray, weight: np.ndarray) -> None:
     """``dst = dst * (1 - w) + src * w`` in place, with ``w [H, W]`` (only where w > 0)."""
     rows = np.flatnonzero(weight.any(1))
     if len(rows) == 0:
@@ -276,6 +276,6 @@ def _lerp(dst: np.ndarray, src: np.ndarray, weight: np.ndarray) -> None:
     d += (src[sl] - d) * w
 
 
-def _soft(cover: np.ndarray) -> np.ndarray:
+def soften(cover: np.ndarray) -> np.ndarray:
     """Silhouette anti-aliasing from inside: edge pixels of a 0/1 coverage become partial."""
     return cv2.blur(cover, (3, 3)) * cover

@@ -25,6 +25,8 @@ landmarks (jaw on the silhouette) with visibility, and the generator's labels.
 
 Whole batches render in one ``Renderer`` call: use ``SyntheticFaces.batch(indices)``, or a
 ``DataLoader`` (the dataset implements ``__getitems__``, which the loader's batched fetch uses).
+What an item draws before rendering, and its labels, are in :mod:`pyfaid.data.synthetic_sampling`;
+the key light's residual, the context and the 2-D hair are rendered by :mod:`pyfaid.data.synthetic_render`.
 """
 
 from __future__ import annotations
@@ -37,25 +39,17 @@ import torch
 from torch.utils.data import Dataset
 
 from pyfaid.data.occlusion import occlude_arrays
+from pyfaid.data.synthetic_render import SyntheticRendering, cam_rotation
+from pyfaid.data.synthetic_sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
-
-# Rec. 709 luma weights, for the scalar skin tone label.
-_LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
 #: How items are framed: ``"mtcnn"`` (aligned like MTCNN aligns a photo, with its measured
 #: errors), ``"exact"`` (aligned by the true five points), ``"random"`` (a plain random jitter).
 FRAMINGS = ("mtcnn", "exact", "random")
 
-# per-item random streams: numpy.random.default_rng((seed, index, stream))
-_S_COEFFS, _S_SCENE, _S_SKIN, _S_HAIR, _S_LIGHT, _S_ALIGN, _S_CONTEXT, _S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
 
-
-def _rng(seed: int, index: int, stream: int) -> np.random.Generator:
-    return np.random.default_rng((int(seed), int(index), int(stream)))
-
-
-class SyntheticFaces(Dataset):
+class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
     """Random faces rendered from a morphable model, deterministic per ``(seed, index)``.
 
     Items are reproducible: the same ``(seed, index)`` and options give the same sample, bit for
@@ -270,167 +264,6 @@ class SyntheticFaces(Dataset):
             raise IndexError(f"SyntheticFaces: index {index} out of range for length {self.length}")
         return i
 
-    # ------------------------------------------------------------------------- parameters
-    def sample_coeffs(self, index: int) -> np.ndarray:
-        """The coefficients ``[layout.size]`` of item ``index`` (float32 numpy array)."""
-        return self._plan(index)["coeffs"]
-
-    def _plan(self, index: int) -> dict:
-        """Everything drawn before rendering for item ``index``: coefficients, key light, framing."""
-        from pyfaid.data.lighting import sample_lighting
-
-        fm = self.face_model
-        lay = fm.layout
-        rng = _rng(self.seed, index, _S_COEFFS)
-        c = np.zeros(lay.size, np.float32)
-        c[lay.slice("id")] = rng.standard_normal(fm.n_id) * self.id_scale
-        c[lay.slice("exp")] = self._sample_expression(rng)
-        c[lay.slice("tex")] = rng.standard_normal(fm.n_tex) * self.tex_scale
-        # Pose: most faces within +-35 degrees of frontal, the rest anywhere up to max_yaw.
-        if rng.random() < 0.6:
-            yaw = np.clip(rng.normal(0.0, 20.0), -self.max_yaw, self.max_yaw)
-        else:
-            yaw = rng.uniform(-self.max_yaw, self.max_yaw)
-        pitch = np.clip(rng.normal(0.0, self.max_pitch / 2.0), -self.max_pitch, self.max_pitch)
-        roll = np.clip(rng.normal(0.0, self.max_roll / 2.0), -self.max_roll, self.max_roll)
-        angles = np.radians([pitch, yaw, roll])
-        gamma, key, light_info = sample_lighting(rng, self.harsh_light_prob, self.tint_prob)
-        c[lay.slice("gamma")] = gamma
-        trans = np.array([rng.normal(0, 0.06), rng.normal(0, 0.06), rng.uniform(-0.6, 0.6)])
-        # the torso turns with the head, but less
-        torso = np.array([angles[0] * 0.2, angles[1] * rng.uniform(0.1, 0.5), angles[2] * 0.3]) \
-            + rng.normal(0, 0.05, 3)
-        if self.framing != "random" or self.face_scale != 1.0:
-            angles, trans = self._frame(index, c, angles)
-        c[lay.slice("angle")] = angles
-        c[lay.slice("trans")] = trans
-        return {"index": int(index), "coeffs": c, "key": key, "light": light_info, "torso": torso.astype(np.float32)}
-
-    def _frame(self, index: int, c: np.ndarray, angles: np.ndarray):
-        """Pose the face where an aligned crop of it puts it (see :mod:`pyfaid.data.alignment`)."""
-        from pyfaid.data.alignment import frame_pose
-
-        fm = self.face_model
-        lay = fm.layout
-        mean, id_b, exp_b = self._part("landmark_bases")
-        lm3d = mean + (id_b @ c[lay.slice("id")].astype(np.float64)
-                       + exp_b @ c[lay.slice("exp")].astype(np.float64)).reshape(-1, 3)
-        # the five points' landmarks (eyes 36-47, nose tip 30, mouth corners 48, 54), pitch and yaw applied
-        pts = np.concatenate([lm3d[36:48], lm3d[[30, 48, 54]]])
-        cx, sx, cy, sy = np.cos(angles[0]), np.sin(angles[0]), np.cos(angles[1]), np.sin(angles[1])
-        ryx = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]]) @ np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]])
-        p0 = pts @ ryx.T  # [15, 3]
-        r = self.renderer
-        f, centre, dist, size = r.focal, r.center, r.camera_distance, self.image_size
-
-        def project(roll, trans):  # roll [K], trans [K, 3] -> [K, 5, 2]
-            cz, sz = np.cos(roll)[:, None], np.sin(roll)[:, None]
-            x = cz * p0[None, :, 0] - sz * p0[None, :, 1] + trans[:, :1]
-            y = sz * p0[None, :, 0] + cz * p0[None, :, 1] + trans[:, 1:2]
-            depth = dist - (p0[None, :, 2] + trans[:, 2:3])
-            u = f * x / depth + centre - 0.5
-            v = size - (f * y / depth + centre) - 0.5
-            q = np.stack([u, v], -1)  # [K, 15, 2]
-            return np.concatenate([q[:, 0:6].mean(1, keepdims=True), q[:, 6:12].mean(1, keepdims=True), q[:, 12:15]], 1)
-
-        rng = _rng(self.seed, index, _S_ALIGN)
-        residual = np.zeros(4)
-        if self.framing == "mtcnn":
-            residual = self._part("jitter").sample(rng, np.degrees(angles[1]))
-        offset = None
-        if self.face_scale != 1.0:  # a photo-like frame: the face anywhere near the middle
-            offset = rng.uniform(-0.12, 0.12, 2) * size
-        roll, trans = frame_pose(project, float(angles[2]), residual, size, self.face_scale, offset)
-        angles = np.array([angles[0], angles[1], roll])
-        return angles, trans
-
-    def _sample_expression(self, rng: np.random.Generator) -> np.ndarray:
-        """Expression coefficients ``[n_exp]``.
-
-        With a model that maps blendshape weights to coefficients (``labels["exp_from_target"]``
-        ``[n_exp, T]``, weights in [0, 1]), a few blendshapes are activated (a quarter of the faces
-        stay neutral) and mapped exactly, and the eyes are often opened a little wider (the
-        default model's neutral eyes are narrow); otherwise ``N(0, exp_scale^2)`` coefficients.
-        """
-        fm = self.face_model
-        from_target = getattr(fm, "labels", {}).get("exp_from_target")
-        if isinstance(from_target, torch.Tensor) and from_target.dim() == 2 and from_target.shape[0] == fm.n_exp:
-            weights = np.zeros(from_target.shape[1], np.float64)
-            if rng.random() < 0.75:
-                k = int(rng.integers(1, 6))
-                units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
-                weights[units] = np.clip(rng.uniform(0.15, 1.0, len(units)) * self.exp_scale / 0.6, 0.0, 1.0)
-            names = fm.labels.get("exp_target_names")
-            if isinstance(names, list) and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
-                wide = rng.uniform(0.15, 0.7)
-                for side in ("eyeWideLeft", "eyeWideRight"):
-                    j = names.index(side)
-                    weights[j] = np.clip(max(weights[j], wide + rng.normal(0, 0.05)), 0, 1)
-            return (from_target.double().numpy() @ weights).astype(np.float32)
-        return (rng.standard_normal(fm.n_exp) * self.exp_scale).astype(np.float32)
-
-    # ------------------------------------------------------------------------------ labels
-    def phenotype_labels(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Phenotype labels the face model carries, evaluated for given coefficients.
-
-        A model may carry maps from its coefficients back to the named quantities its bases were
-        built from (the default model: ``labels["id_to_target"]`` ``[T, n_id]``, MakeHuman face
-        slider values, and ``labels["exp_to_target"]`` ``[52, n_exp]``, blendshape weights). For
-        every ``<block>_to_target`` float array of shape ``[T, n_<block>]`` this returns
-        ``<block>_targets = coeffs @ array.T`` (``[B, T]``); the names are in the model's
-        ``labels["<block>_target_names"]``.
-
-        Args:
-            id_coeffs: ``[B, n_id]``.
-            exp_coeffs: ``[B, n_exp]``.
-
-        Returns:
-            dict name -> ``[B, T]`` float32 tensor (empty for a model without such maps).
-        """
-        fm = self.face_model
-        blocks = {"id": (id_coeffs, fm.n_id), "exp": (exp_coeffs, fm.n_exp)}
-        out = {}
-        for name, arr in getattr(fm, "labels", {}).items():
-            block = name[: -len("_to_target")] if name.endswith("_to_target") else None
-            if block not in blocks or not isinstance(arr, torch.Tensor) or not arr.is_floating_point():
-                continue
-            coeffs, n = blocks[block]
-            if arr.dim() == 2 and arr.shape[1] == n:
-                values = coeffs.float() @ arr.float().to(coeffs.device).T  # [B, T]
-                out[f"{block}_targets"] = values
-                names = fm.labels.get(f"{block}_target_names")
-                if isinstance(names, list) and len(names) == values.shape[1]:
-                    # Named whole-head phenotype axes (the default model's "macro/gender",
-                    # "macro/age", ...) also get a scalar label each: "macro_gender", ...
-                    for t, tname in enumerate(names):
-                        if tname.startswith("macro/"):
-                            out["macro_" + tname[len("macro/"):]] = values[:, t].contiguous()
-        return out
-
-    def label_names(self) -> dict[str, list[str]]:
-        """Names of the entries of the vector labels (``id_targets``, ``exp_targets``, ``tex``) and,
-        under ``"appearance"``, the scalar appearance labels (skin, brows, beard, make-up, hair)."""
-        from pyfaid.data.hair import HAIR_LABELS
-        from pyfaid.data.skin import APPEARANCE_LABELS
-
-        fm = self.face_model
-        out = {}
-        for key, names_key in (("id_targets", "id_target_names"), ("exp_targets", "exp_target_names"),
-                               ("tex", "tex_direction_names")):
-            names = getattr(fm, "labels", {}).get(names_key)
-            if isinstance(names, list):
-                out[key] = list(names)
-        out["appearance"] = list(APPEARANCE_LABELS) + list(HAIR_LABELS)
-        return out
-
-    def _sex_age(self, pheno: dict, b: int) -> tuple[float, float]:
-        """``(male, age)`` in [0, 1] from the phenotype labels (0.5 each without them)."""
-        male = pheno.get("macro_gender")
-        age = pheno.get("macro_age")
-        m = 0.5 if male is None else float(torch.sigmoid(male[b] / 0.25))
-        a = 0.5 if age is None else float(torch.clamp(0.5 + age[b] / 0.5, 0, 1))
-        return m, a
-
     # ------------------------------------------------------------------------------ batches
     @torch.no_grad()
     def batch(self, indices: Sequence[int]) -> dict:
@@ -443,17 +276,10 @@ class SyntheticFaces(Dataset):
             dict of stacked tensors (the item keys with a leading batch dimension; ``labels`` is
             a dict of stacked tensors too).
         """
-        from pyfaid.data import hair as H
-        from pyfaid.data.backgrounds import background
-        from pyfaid.data.photo import apply_effects, sample_effects
-        from pyfaid.data.skin import APPEARANCE_LABELS
-
         idx = [self._check_index(i) for i in indices]
         if not idx:
             raise ValueError("SyntheticFaces.batch: `indices` is empty")
         fm = self.face_model
-        size = self.image_size
-        B = len(idx)
         self._tick(None)
         plans = [self._plan(i) for i in idx]
         self._tick("plan")
@@ -461,27 +287,65 @@ class SyntheticFaces(Dataset):
         parts = fm.split_coeffs(coeffs)
         pheno = self.phenotype_labels(parts["id"], parts["exp"])
         model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
+        styles, colors, appearance = self._paint_albedo(model, idx, parts, pheno)
+        colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
+        self._tick("albedo")
+        face = self._render_face(model, coeffs, colors_t, plans, colors, parts)
+        cleans, hairies, hair_masks, fxs = self._compose_scenes(idx, plans, parts, styles, colors, face)
+        images, occ = self._paste_occluders(idx, hairies, hair_masks, face["lm2d"])
+        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, face["cover"])
+        visible = face_mask * (1 - occ)
+        self._tick("camera")
+        labels = self._batch_labels(parts, colors_t, appearance, pheno)
+        self._tick("labels")
+        return {
+            "image": image,
+            "clean": clean,
+            "mask": visible.contiguous(),
+            "face_mask": face_mask.contiguous(),
+            "occluder_mask": occ.contiguous(),
+            "coeffs": coeffs,
+            "vertices": face["verts"],
+            "colors": colors_t,
+            "landmarks": torch.from_numpy(face["lm3d"]),
+            "landmarks_2d": face["lm2d"].float(),
+            "landmark_visible": face["lm_vis"],
+            "index": torch.tensor(idx, dtype=torch.int64),
+            "labels": labels,
+        }
 
-        # --- albedo: the basis, then painted detail
+    # ------------------------------------------------------------------------------ batch stages
+    def _paint_albedo(self, model, idx: list, parts: dict, pheno: dict) -> tuple[list, list, list]:
+        """Albedo: the basis, then painted detail; per item its hair style, albedo ``[V, 3]`` and
+        appearance labels."""
+        from pyfaid.data import hair as H
+        from pyfaid.data.skin import APPEARANCE_LABELS
+
+        fm = self.face_model
         base = model.texture(parts["tex"].to(self.device)).float().cpu().numpy()  # [B, V, 3]
         styles, colors, appearance = [], [], []
         for b, i in enumerate(idx):
             male, age = self._sex_age(pheno, b)
             tex0 = float(parts["tex"][b, 0]) if fm.n_tex else 0.0
             skin_light = float(np.clip(0.55 - 0.22 * tex0, 0, 1))
-            style = H.sample_hair(_rng(self.seed, i, _S_HAIR), skin_light, male, age)
+            style = H.sample_hair(item_rng(self.seed, i, S_HAIR), skin_light, male, age)
             styles.append(style)
             if self.texture_detail:
-                a, lab = self._part("painter").paint(base[b], _rng(self.seed, i, _S_SKIN), style.colour, male, age)
+                a, lab = self._part("painter").paint(base[b], item_rng(self.seed, i, S_SKIN), style.colour, male, age)
             else:
                 a, lab = np.clip(base[b], 0, 1).astype(np.float32), {k: 0.0 for k in APPEARANCE_LABELS}
             colors.append(a)
             lab.update(self._hair_labels(style) if self.context else {k: 0.0 for k in H.HAIR_LABELS})
             appearance.append(lab)
-        colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
-        self._tick("albedo")
+        return styles, colors, appearance
 
-        # --- the face
+    def _render_face(self, model, coeffs, colors_t, plans: list, colors: list, parts: dict) -> dict:
+        """The face render, its light extras and 2-D landmarks.
+
+        Returns:
+            dict: ``out`` (the renderer's output), ``rast``, ``image [B, H, W, 3]`` and ``cover
+            [B, H, W]`` (numpy), ``verts`` (camera space), ``lm3d`` (numpy), ``lm2d``, ``lm_vis``.
+        """
         out = self.renderer(model, coeffs.to(self.device), colors=colors_t.to(self.device))
         rast = out["rast"].float().cpu()
         face_np = out["image"].float().cpu().permute(0, 2, 3, 1).contiguous().numpy()  # [B, H, W, 3]
@@ -495,20 +359,30 @@ class SyntheticFaces(Dataset):
         lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer,
                                                      torch.from_numpy(rotation))
         self._tick("landmarks_2d")
+        return {"out": out, "rast": rast, "image": face_np, "cover": cover_np, "verts": verts_cam,
+                "lm3d": out["landmarks"].float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
 
-        # --- the context around it, backgrounds, compositing
+    def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
+        """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,
+        camera effects)``; ``hairies`` (hair over the face) is None without ``occlusion``."""
+        from pyfaid.data.backgrounds import background
+        from pyfaid.data.photo import sample_effects
+
+        size = self.image_size
+        B = len(idx)
+        face_np, cover_np = face["image"], face["cover"]
         scene = self._part("scene") if self.context else None
         if scene is not None:
-            ctx = self._render_context(scene, plans, verts_cam, parts, styles, colors, out["normals"].float().cpu())
+            ctx = self._render_context(scene, plans, face["verts"], parts, styles, colors,
+                                       face["out"]["normals"].float().cpu())
         self._tick("context")
         cleans = np.empty((B, size, size, 3), np.float32)
         hairies = np.empty((B, size, size, 3), np.float32) if self.occlusion else None
         hair_masks = np.zeros((B, size, size), np.float32)
         fxs = []
-        depth_np = rast[..., 2].numpy()
-        lm3d_np = out["landmarks"].float().cpu().numpy()
+        depth_np = face["rast"][..., 2].numpy()
         for b, i in enumerate(idx):
-            rng = _rng(self.seed, i, _S_SCENE)
+            rng = item_rng(self.seed, i, S_SCENE)
             kinds = self.background_kinds
             bg, _kind = background(rng, size, None if kinds is None else kinds[int(rng.integers(len(kinds)))])
             fxs.append(sample_effects(rng, size, self.camera_effects, self.blur_prob, self.noise_prob))
@@ -519,7 +393,7 @@ class SyntheticFaces(Dataset):
                     hairies[b] = bg
                 continue
             # hair drawn in 2-D; in ``clean`` it stays off the face's pixels
-            layers = self._hair_layers(scene, b, i, styles[b], ctx, lm2d[b].numpy(), lm3d_np[b])
+            layers = self._hair_layers(scene, b, i, styles[b], ctx, face["lm2d"][b].numpy(), face["lm3d"][b])
             clean, hairy, over = scene.composite(
                 bg, face_np[b], cover_np[b], depth_np[b], ctx["rgb"][b], ctx["cover"][b], ctx["depth"][b],
                 ctx["hair"][b], layers)
@@ -529,11 +403,18 @@ class SyntheticFaces(Dataset):
                 hair_masks[b] = over
         np.clip(cleans, 0, 1, out=cleans)
         self._tick("composite")
+        return cleans, hairies, hair_masks, fxs
+
+    def _paste_occluders(self, idx: list, hairies, hair_masks: np.ndarray, lm2d: torch.Tensor):
+        """With ``occlusion``, the occluded pictures and occluder masks ``(images, occ)`` (hair over
+        the face and pasted occluders), else ``(None, None)``."""
+        images = occ = None
         if self.occlusion:
+            B = len(idx)
             np.clip(hairies, 0, 1, out=hairies)
             images, occ = hairies, hair_masks
             pasted = [b for b, i in enumerate(idx)
-                      if self.occlusion_prob >= 1.0 or _rng(self.seed, i, _S_SCENE + 20).random() < self.occlusion_prob]
+                      if self.occlusion_prob >= 1.0 or item_rng(self.seed, i, S_SCENE + 20).random() < self.occlusion_prob]
             if len(pasted) == B:  # all of them (the default): draw in place
                 _, got_occ = occlude_arrays(images, seed=self.seed, indices=idx, landmarks=lm2d.numpy(), copy=False,
                                             **self.occlusion_kwargs)
@@ -545,7 +426,14 @@ class SyntheticFaces(Dataset):
                 images[sel] = got
                 occ[sel] = np.maximum(got_occ, hair_masks[sel])
         self._tick("occlusion")
-        # --- camera effects, the same camera for the clean and the occluded picture
+        return images, occ
+
+    def _camera_effects(self, cleans: np.ndarray, images, occ, fxs: list, cover_np: np.ndarray):
+        """Camera effects, the same camera for the clean and the occluded picture: ``(image, clean,
+        face mask, occluder mask)`` tensors ``[B, C, H, W]``."""
+        from pyfaid.data.photo import apply_effects
+
+        B, size = cleans.shape[0], self.image_size
         clean_u8 = np.empty((B, size, size, 3), np.uint8)
         image_u8 = np.empty((B, size, size, 3), np.uint8) if self.occlusion else clean_u8
         for b in range(B):
@@ -557,162 +445,9 @@ class SyntheticFaces(Dataset):
             if self.occlusion else clean.clone()
         face = torch.from_numpy(cover_np)[:, None].contiguous()
         occ = torch.from_numpy(occ)[:, None].contiguous() if self.occlusion else torch.zeros_like(face)
-        visible = face * (1 - occ)
-        self._tick("camera")
+        return image, clean, face, occ
 
-        # --- labels
-        albedo = colors_t
-        region = getattr(fm, "labels", {}).get("skin_mask")
-        if not isinstance(region, torch.Tensor) or region.dtype != torch.bool or region.numel() != fm.num_vertices:
-            region = fm.face_mask
-        region = region.reshape(-1).cpu()
-        if not bool(region.any()):
-            region = torch.ones_like(region)
-        skin = (albedo[:, region].clamp(0, 1) @ torch.from_numpy(_LUMA)).mean(1)  # [B]
-        labels = {
-            "id": parts["id"].clone(),
-            "exp": parts["exp"].clone(),
-            "tex": parts["tex"].clone(),
-            "angles": parts["angle"].clone(),
-            "skin_tone": skin,
-        }
-        for name in appearance[0]:
-            labels[name] = torch.tensor([a[name] for a in appearance], dtype=torch.float32)
-        labels.update(pheno)
-        self._tick("labels")
-        return {
-            "image": image,
-            "clean": clean,
-            "mask": visible.contiguous(),
-            "face_mask": face.contiguous(),
-            "occluder_mask": occ.contiguous(),
-            "coeffs": coeffs,
-            "vertices": verts_cam,
-            "colors": albedo,
-            "landmarks": torch.from_numpy(lm3d_np),
-            "landmarks_2d": lm2d.float(),
-            "landmark_visible": lm_vis,
-            "index": torch.tensor(idx, dtype=torch.int64),
-            "labels": labels,
-        }
-
-    # ----------------------------------------------------------------------------- pieces
-    @staticmethod
-    def _hair_labels(style) -> dict:
-        return {
-            "hair_length": float(style.length),
-            "hair_lightness": float(np.clip(float(style.colour @ _LUMA) / 0.8, 0, 1)),
-            "hair_volume": float(np.clip(style.volume / 0.3, 0, 1)),
-            "fringe": float(style.fringe),
-            "bald": float(style.bald),
-        }
-
-    def _light_residual(self, plans: list, colors: list, out: dict) -> np.ndarray:
-        """The key light's cast shadows and highlights on the face, per pixel ``[B, H, W, 3]``."""
-        from pyfaid.data.lighting import key_light_residual
-        from pyfaid.render import interpolate
-
-        shadows = self._part("shadows")
-        painter = self._part("painter")
-        if not hasattr(self, "_seam_fade"):
-            # highlights by region (oily T-zone, glossy lips, wet eyes), and a fade to zero at the
-            # face's outer edge, where the context (which has no cast shadows) takes over
-            self._gloss_skin = ((0.25 + 0.75 * np.maximum(painter.forehead, painter.nose)) * painter.skin_free).astype(np.float32)
-            self._gloss_wet = (0.5 * painter.lips + 1.2 * painter.eye).astype(np.float32)
-            self._seam_fade = _seam_fade(self.face_model)
-        normals = out["normals"].float().cpu().numpy()
-        angles = np.stack([p["coeffs"][self.face_model.layout.slice("angle")] for p in plans])
-        rot = cam_rotation(angles)  # [B, 3, 3]
-        res = np.zeros((len(plans),) + normals.shape[1:], np.float32)
-        for b, p in enumerate(plans):
-            key = p["key"]
-            if key.strength < 0.3:  # a soft key light: its shadows and highlights are faint, skip them
-                continue
-            rng = _rng(self.seed, p["index"], _S_LIGHT)
-            d_model = rot[b].T @ key.direction  # the light in the head's frame
-            vis = shadows.visibility(d_model).astype(np.float32)
-            oil = rng.uniform(0.1, 1.0)
-            gloss = (oil * self._gloss_skin + self._gloss_wet) * self._seam_fade
-            res[b] = key_light_residual(colors[b], normals[b], vis * self._seam_fade + (1 - self._seam_fade), key,
-                                        gloss, shininess=float(rng.uniform(5, 25)), specular=float(rng.uniform(0.03, 0.2)))
-        attr = torch.from_numpy(res)  # [B, V, 3]
-        return interpolate(attr.contiguous(), out["rast"].float().cpu().contiguous(), self.face_model.topology).numpy()
-
-    def _render_context(self, scene, plans, verts_cam, parts, styles, colors, face_normals) -> dict:
-        """Context renders of the batch: colour, coverage, depth and hair weight per pixel."""
-        from pyfaid.render import camera as cam_mod
-        from pyfaid.render import interpolate
-
-        # model-space face shapes at the context's anchors, from the camera-space vertices (undo the pose)
-        rot = cam_mod.euler_rotation(parts["angle"].float())
-        anchors = torch.as_tensor(scene.ctx.anchors)
-        world = cam_mod.to_camera(verts_cam[:, anchors], self.renderer.camera_distance)  # its own inverse
-        shapes = (world - parts["trans"].float()[:, None]) @ rot
-        torso = torch.from_numpy(np.stack([p["torso"] for p in plans]))
-        ctx_world, _model, hair_w = scene.context_world(shapes, parts, styles, torso)
-        albedo = np.stack([scene.context_albedo(_rng(self.seed, p["index"], _S_CONTEXT), colors[b], hair_w[b], styles[b])
-                           for b, p in enumerate(plans)])
-        shaded, _normals = scene.shade(ctx_world, torch.from_numpy(albedo), parts["gamma"], face_normals)
-        rast_c = scene.rasterize(ctx_world)
-        attr = torch.cat([shaded, torch.from_numpy(hair_w)[..., None]], -1).contiguous()
-        pix = interpolate(attr, rast_c, scene.topo).numpy()  # [B, H, W, 4]
-        rast_np = rast_c.numpy()
-        cover = (rast_np[..., 3] > 0).astype(np.float32)
-        rgb = np.ascontiguousarray(pix[..., :3])
-        hair = np.ascontiguousarray(pix[..., 3])
-        tri = scene.ctx.triangles
-        dirs = scene.ctx.direction
-        for b, p in enumerate(plans):
-            m = (hair[b] > 0.02) & (cover[b] > 0)
-            if not m.any():
-                continue
-            # hair-flow directions at the hair pixels, from the barycentrics
-            r = rast_np[b][m]
-            t = tri[r[:, 3].astype(np.int64) - 1]
-            u, v = r[:, 0:1], r[:, 1:2]
-            d = u * dirs[t[:, 0]] + v * dirs[t[:, 1]] + (1 - u - v) * dirs[t[:, 2]]
-            facing = np.clip(d @ (rot[b].numpy().T @ p["key"].direction), 0, 1)
-            f = scene.hair_texture.shade(d, _rng(self.seed, p["index"], _S_HAIR2D), styles[b], facing)
-            w = hair[b][m]
-            rgb[b][m] = rgb[b][m] * (1 + w * (f - 1))[:, None]
-        np.clip(rgb, 0, 1, out=rgb)
-        return {"rgb": rgb, "cover": cover, "depth": np.ascontiguousarray(rast_np[..., 2]), "hair": hair,
-                "world": ctx_world, "hair_w": hair_w}
-
-    def _hair_layers(self, scene, b: int, index: int, style, ctx: dict, lm2d: np.ndarray, lm3d: np.ndarray) -> list:
-        """2-D hair drawn on the picture, in drawing order: flyaway strands on the cap's outline,
-        long-hair curtains (behind the face), a fringe and strands along the hairline (over it).
-
-        Returns:
-            list of ``(premultiplied colour, alpha, box, behind_face)``.
-        """
-        from pyfaid.data import hair as H
-
-        size = self.image_size
-        if style.bald or style.length <= 0:
-            return []
-        rng = _rng(self.seed, index, _S_HAIR2D + 10)
-        # the face's "down" in the picture: from between the eyes to the chin
-        down = lm3d[8] - lm3d[27]
-        down = down / max(float(np.linalg.norm(down)), 1e-6)
-        points, flow = scene.hair_points(ctx["world"], ctx["hair_w"], b)
-        layers = []
-        if style.length > 0.1:
-            n = int(rng.integers(20, 90) * size / 224)
-            layers.append((H.silhouette_strands(rng, ctx["hair"][b], ctx["cover"][b], style.colour, size, n), False))
-        if style.length >= 0.6:
-            layers.append((H.curtains(rng, lm2d[:17], scene.temples(ctx["world"], b), down, style, size,
-                                      scene.hair_texture), True))
-        if style.fringe > 0 and len(points) >= 2:
-            brow_y = lm2d[17:27] @ down
-            reach = float(brow_y.mean() - (points @ down).mean()) * rng.uniform(0.6, 1.25)
-            if reach > 2:
-                layers.append((H.fringe(rng, points, down, reach, style, size), False))
-        if len(points) and style.length > 0.04:
-            n = int(rng.integers(10, 60))
-            layers.append((H.hairline_strands(rng, points, flow, style.colour, size, n), False))
-        return [(ly[0], ly[1], ly[2], behind) for ly, behind in layers if ly is not None]
-
+    # ------------------------------------------------------------------------------ items
     @staticmethod
     def _unbatch(batch: dict, b: int) -> dict:
         item = {k: v[b] for k, v in batch.items() if k != "labels"}
@@ -728,28 +463,8 @@ class SyntheticFaces(Dataset):
         return [self._unbatch(batch, b) for b in range(len(batch["index"]))]
 
 
-def cam_rotation(angles: np.ndarray) -> np.ndarray:
-    """Deep3DFaceRecon rotation matrices ``[B, 3, 3]`` from Euler angles ``[B, 3]`` (numpy)."""
-    from pyfaid.render.camera import euler_rotation
-
-    return euler_rotation(torch.from_numpy(np.asarray(angles, np.float64))).numpy()
-
-
-def _seam_fade(face_model, width: float = 0.12) -> np.ndarray:
-    """Per vertex, 0 on the mesh's outer boundary rising to 1 ``width`` model units inside it."""
-    from scipy.spatial import cKDTree
-
-    from pyfaid.facemodel.context import _boundary_vertices
-
-    V = face_model.mean_shape.detach().double().cpu().numpy()
-    ring = _boundary_vertices(face_model.triangles.cpu().numpy().astype(np.int64))
-    d, _ = cKDTree(V[ring]).query(V)
-    t = np.clip(d / width, 0, 1)
-    return (t * t * (3 - 2 * t)).astype(np.float32)
-
-
 def _blend(dst: np.ndarray, src: np.ndarray, cover: np.ndarray) -> None:
     """``dst`` over which ``src`` is drawn where ``cover`` (0/1), its silhouette softened from inside."""
-    from pyfaid.data.scene import _lerp, _soft
+    from pyfaid.data.scene import lerp, soften
 
-    _lerp(dst, src, _soft(cover))
+    lerp(dst, src, soften(cover))

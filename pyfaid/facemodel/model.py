@@ -85,16 +85,7 @@ class MorphableModel(nn.Module):
         mean_tex = torch.as_tensor(np.asarray(mean_tex), dtype=f32)
         if tuple(mean_tex.shape) != (nv, 3):
             raise ValueError(f"mean_tex must be [V, 3] = [{nv}, 3], got {tuple(mean_tex.shape)}")
-        tri = torch.as_tensor(np.asarray(triangles).astype(np.int64))
-        if tri.ndim != 2 or tri.shape[1] != 3 or tri.shape[0] == 0:
-            raise ValueError(f"triangles must be [F, 3], got {tuple(tri.shape)}")
-        if int(tri.min()) < 0 or int(tri.max()) >= nv:
-            raise ValueError(f"triangles index out of range [0, {nv}): min {int(tri.min())}, max {int(tri.max())}")
-        lmk = torch.as_tensor(np.asarray(landmark_idx).astype(np.int64)).reshape(-1)
-        if lmk.numel() != 68:
-            raise ValueError(f"landmark_idx must hold 68 indices, got {lmk.numel()}")
-        if int(lmk.min()) < 0 or int(lmk.max()) >= nv:
-            raise ValueError(f"landmark_idx out of range [0, {nv})")
+        tri, lmk = _checked_indices(triangles, landmark_idx, nv)
         mask = torch.as_tensor(np.asarray(face_mask).astype(bool)).reshape(-1)
         if mask.numel() != nv:
             raise ValueError(f"face_mask must be [V] = [{nv}], got {mask.numel()} entries")
@@ -120,16 +111,7 @@ class MorphableModel(nn.Module):
         self.register_buffer("uv", uv)
         self.register_buffer("uv_faces", uv_faces)
         self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
-        self.labels = {}
-        for k, v in (labels or {}).items():
-            if isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v):
-                self.labels[str(k)] = [str(s) for s in v]
-            else:
-                arr = np.asarray(v)
-                if arr.dtype.kind in "US":
-                    self.labels[str(k)] = [str(s) for s in arr.reshape(-1)]
-                else:
-                    self.labels[str(k)] = torch.as_tensor(arr)
+        self.labels = _label_dict(labels)
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -291,3 +273,33 @@ class MorphableModel(nn.Module):
                        uv=data.get("uv"), uv_faces=data.get("uv_faces"))
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from exc
+
+
+def _checked_indices(triangles, landmark_idx, nv: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``triangles [F, 3]`` and ``landmark_idx [68]`` as int64 tensors, checked against ``nv`` vertices."""
+    tri = torch.as_tensor(np.asarray(triangles).astype(np.int64))
+    if tri.ndim != 2 or tri.shape[1] != 3 or tri.shape[0] == 0:
+        raise ValueError(f"triangles must be [F, 3], got {tuple(tri.shape)}")
+    if int(tri.min()) < 0 or int(tri.max()) >= nv:
+        raise ValueError(f"triangles index out of range [0, {nv}): min {int(tri.min())}, max {int(tri.max())}")
+    lmk = torch.as_tensor(np.asarray(landmark_idx).astype(np.int64)).reshape(-1)
+    if lmk.numel() != 68:
+        raise ValueError(f"landmark_idx must hold 68 indices, got {lmk.numel()}")
+    if int(lmk.min()) < 0 or int(lmk.max()) >= nv:
+        raise ValueError(f"landmark_idx out of range [0, {nv})")
+    return tri, lmk
+
+
+def _label_dict(labels: dict | None) -> dict:
+    """A model's labels: string lists stay lists of ``str``, arrays become (CPU) tensors."""
+    out = {}
+    for k, v in (labels or {}).items():
+        if isinstance(v, (list, tuple)) and all(isinstance(s, str) for s in v):
+            out[str(k)] = [str(s) for s in v]
+        else:
+            arr = np.asarray(v)
+            if arr.dtype.kind in "US":
+                out[str(k)] = [str(s) for s in arr.reshape(-1)]
+            else:
+                out[str(k)] = torch.as_tensor(arr)
+    return out

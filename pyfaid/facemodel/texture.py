@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["design_albedo", "MEAN_SKIN"]
+__all__ = ["design_albedo", "MEAN_SKIN", "BROW_COLOUR"]
 
 #: Mean skin albedo (linear RGB, roughly BFM's mean skin tone / 255).
 MEAN_SKIN = np.array([0.68, 0.50, 0.42])
 _LIPS = np.array([0.62, 0.33, 0.32])
-_BROWS = np.array([0.30, 0.22, 0.17])
+#: Mean brow albedo of the designed mean texture (linear RGB).
+BROW_COLOUR = np.array([0.30, 0.22, 0.17])
 _SCLERA = np.array([0.86, 0.83, 0.80])
 _IRIS = np.array([0.30, 0.20, 0.13])
 _PUPIL = np.array([0.05, 0.04, 0.04])
@@ -98,7 +99,7 @@ def design_albedo(verts: np.ndarray, regions: dict, n_tex: int = 80):
     lw = (0.85 * r["lips"])[:, None]
     skin = skin * (1 - lw) + _LIPS * lw
     bw = (0.75 * r["brows"])[:, None]
-    skin = skin * (1 - bw) + _BROWS * bw
+    skin = skin * (1 - bw) + BROW_COLOUR * bw
     mean = skin * (1 - eye) + eye_col * eye
     mean = mean * (1 - mouth) + _MOUTH * mouth
 

@@ -278,33 +278,57 @@ def bake_photo(
         dict with ``texture [H, W, 3]`` (albedo, clamped to [0, 1], seams padded) and
         ``weight [H, W]`` (the photo's share per texel, 0 at uncovered texels).
     """
+    _check_photo_inputs(atlas, image, pos_clip, points, normals, albedo, shading)
+    dev, dt = atlas.device, torch.float32
+    img = image.to(dev, dt)
+    pos_clip, points, normals = pos_clip.to(dev, dt), points.to(dev, dt), normals.to(dev, dt)
+    albedo, shading = albedo.to(dev, dt), shading.to(dev, dt)
+    eye = torch.as_tensor(eye, dtype=dt, device=dev).reshape(1, 1, 3)
+    t = _texel_samples(atlas, img, pos_clip, points, normals, eye, albedo, shading)
+    weight = _photo_weight(atlas, t, img.shape[1:], pos_clip, points, visibility, depth_tolerance, facing,
+                           min_shading, depth_resolution)
+    weight = _feathered(atlas, weight, feather)
+    photo_albedo = t["photo"] / t["shading"].clamp_min(min_shading)
+    tex = t["albedo"] + weight[..., None] * (photo_albedo - t["albedo"])
+    tex = atlas.pad(tex.clamp(0.0, 1.0))
+    return {"texture": tex, "weight": weight}
+
+
+def _check_photo_inputs(atlas, image, pos_clip, points, normals, albedo, shading) -> None:
     for t, name, c in ((pos_clip, "pos_clip", 4), (points, "points", 3), (normals, "normals", 3),
                        (albedo, "albedo", 3), (shading, "shading", 3)):
         _check_vertices(t, atlas, name, c)
     if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != 3:
         raise ValueError(f"`image` must be a [3, h, w] tensor, got "
                          f"{tuple(image.shape) if isinstance(image, torch.Tensor) else type(image).__name__}")
-    dev, dt = atlas.device, torch.float32
-    img = image.to(dev, dt)
-    ih, iw = img.shape[1:]
-    pos_clip, points, normals = pos_clip.to(dev, dt), points.to(dev, dt), normals.to(dev, dt)
-    albedo, shading = albedo.to(dev, dt), shading.to(dev, dt)
-    eye = torch.as_tensor(eye, dtype=dt, device=dev).reshape(1, 1, 3)
 
+
+def _texel_samples(atlas, img, pos_clip, points, normals, eye, albedo, shading) -> dict:
+    """Per texel: clip position ``clip [H, W, 4]``, facing ``cos [H, W, 1]``, ``albedo`` and
+    ``shading [H, W, 3]``, the NDC point ``ndc [H, W, 2]`` (and as a ``grid`` for ``grid_sample``)
+    and the photo's colour there ``photo [H, W, 3]``."""
     # facing the camera, per vertex (normals vary smoothly: interpolating the cosine is enough)
     cos = (F.normalize(normals, dim=-1) * F.normalize(eye[0] - points, dim=-1)).sum(-1, keepdim=True)  # [V, 1]
     # per-texel attributes in one interpolate: clip position, facing, albedo, shading
     tex_attr = atlas.interpolate(torch.cat([pos_clip, cos, albedo, shading], dim=1))  # [H, W, 11]
     clip_t, cos_t, alb_t, shade_t = tex_attr.split([4, 1, 3, 3], dim=-1)
-    cover = atlas.mask
-
     w_clip = clip_t[..., 3].clamp_min(1e-8)
     ndc = clip_t[..., :2] / w_clip[..., None]  # [H, W, 2]
     grid = ndc[None]  # grid_sample: x, y in [-1, 1] over the image edges (align_corners=False)
     photo = F.grid_sample(img[None], grid, mode="bilinear", padding_mode="border", align_corners=False)[0]
     photo = photo.permute(1, 2, 0)  # [H, W, 3]
+    return {"clip": clip_t, "cos": cos_t, "albedo": alb_t, "shading": shade_t, "ndc": ndc, "grid": grid,
+            "photo": photo}
 
-    weight = _smoothstep(cos_t[..., 0], facing[0], facing[1])
+
+def _photo_weight(atlas, t: dict, image_size, pos_clip, points, visibility, depth_tolerance, facing, min_shading,
+                  depth_resolution) -> torch.Tensor:
+    """The photo's hard weight per texel ``[H, W]``: facing x inside x not hidden x ``visibility`` x
+    enough light x covered (see :func:`bake_photo`)."""
+    ih, iw = image_size
+    dev, dt = atlas.device, torch.float32
+    clip_t, ndc, grid = t["clip"], t["ndc"], t["grid"]
+    weight = _smoothstep(t["cos"][..., 0], facing[0], facing[1])
     # inside the image
     inside = (ndc.abs() <= 1.0).all(-1)
     weight = weight * inside
@@ -328,12 +352,14 @@ def bake_photo(
         weight = weight * F.grid_sample(vis[None, None], grid, mode="bilinear", padding_mode="zeros",
                                         align_corners=False)[0, 0].clamp(0, 1)
     # enough light to divide by
-    weight = weight * _smoothstep(shade_t.mean(-1), min_shading, 2.0 * min_shading)
-    weight = weight * cover
+    weight = weight * _smoothstep(t["shading"].mean(-1), min_shading, 2.0 * min_shading)
+    return weight * atlas.mask
 
-    # feather: erode by ~r texels, then blur, at 1/r resolution (cheap at any texture size), times the
-    # hard weight so that no texel the tests rejected gets any photo; seam-padded first, so the
-    # islands' borders do not erode
+
+def _feathered(atlas, weight: torch.Tensor, feather: Optional[int]) -> torch.Tensor:
+    """Feather: erode by ~r texels, then blur, at 1/r resolution (cheap at any texture size), times the
+    hard weight so that no texel the tests rejected gets any photo; seam-padded first, so the
+    islands' borders do not erode."""
     r = max(1, max(atlas.height, atlas.width) // 256) if feather is None else int(feather)
     if r > 0:
         wp = atlas.pad(weight[..., None], background=0.0)[..., 0][None, None]  # [1, 1, H, W]
@@ -343,11 +369,7 @@ def bake_photo(
         if r > 1:
             coarse = F.interpolate(coarse, size=(atlas.height, atlas.width), mode="bilinear", align_corners=False)
         weight = weight * coarse[0, 0]
-
-    photo_albedo = photo / shade_t.clamp_min(min_shading)
-    tex = alb_t + weight[..., None] * (photo_albedo - alb_t)
-    tex = atlas.pad(tex.clamp(0.0, 1.0))
-    return {"texture": tex, "weight": weight}
+    return weight
 
 
 def texture_lookup(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:

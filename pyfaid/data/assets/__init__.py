@@ -1,1 +1,0 @@
-"""Data files of pyfaid.data (as Python modules, so they ship with the package)."""
