@@ -254,6 +254,10 @@ def test_photo_texture_carries_the_photo_and_honours_visibility(default_model):
     assert far_left.sum() > 1000
     torch.testing.assert_close(half[far_left], albedo_tex[far_left], atol=1e-6, rtol=0)
     assert (half[atlas.mask & (ndc_x > 0.1)] - albedo_tex[atlas.mask & (ndc_x > 0.1)]).abs().mean() > 0.02
+    # the segmenter's visibility kept on the reconstruction applies by itself, on top of any mask
+    rec.visibility = left
+    torch.testing.assert_close(rec.texture("photo", 1024), half, atol=1e-6, rtol=0)
+    torch.testing.assert_close(rec.texture("photo", 1024, visibility=left.flip(1)), albedo_tex, atol=1e-6, rtol=0)
 
 
 def test_photo_texture_from_the_original_photo(default_model):

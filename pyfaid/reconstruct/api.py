@@ -205,12 +205,13 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
         encoder = identity_encoders(("dlib",), device=dev).get("dlib")
     coeffs, colors, hist = inference.fit_crops(face_model, crops, pred, lm5, fit_steps, encoder, schedule, progress)
     renderer = inference.crop_renderer(dev)
-    det, conf = pred.get("landmarks"), pred.get("confidence")
+    det, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")
     out = []
     for k, f in enumerate(found):
         out.append(make_reconstruction(face_model, renderer, crops[k], coeffs[k], None if colors is None else colors[k],
                                        lm5[k], names[f.item], f.transform, hist[k], photo_size=tuple(sizes[f.item]),
                                        detected=None if det is None else det[k],
-                                       confidence=None if conf is None else conf[k], score=f.score))
+                                       confidence=None if conf is None else conf[k], score=f.score,
+                                       visibility=None if vis is None else vis[k]))
     return out
 

@@ -86,7 +86,8 @@ def _as_rgb(photo) -> np.ndarray:
 
 def _photo_crop(rec, photo, visibility, size: int):
     """The photo warped into the crop's framing at up to ``size`` pixels (its own resolution), with
-    a mask of the pixels that lie inside the photo (times ``visibility``, given over the photo)."""
+    a mask of the pixels that lie inside the photo (times ``visibility``, given over the photo, and
+    times the segmenter's crop visibility ``rec.visibility`` when there is one)."""
     import cv2
 
     img = _as_rgb(photo)
@@ -110,6 +111,9 @@ def _photo_crop(rec, photo, visibility, size: int):
         inside = inside * vis
     mask = cv2.warpAffine(inside, to_res[:2], (res, res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
                           borderValue=0)
+    if rec.visibility is not None:
+        seg = rec.visibility.detach().float().cpu().numpy()
+        mask = mask * cv2.resize(seg, (res, res), interpolation=cv2.INTER_LINEAR)
     return torch.from_numpy(crop).permute(2, 0, 1).float() / 255.0, torch.from_numpy(mask)
 
 
@@ -124,7 +128,9 @@ def bake_texture(rec, kind: str = "photo", size: int = 1024, photo=None, visibil
         photo: the original photo (path, ``[H, W, 3]`` uint8 RGB array or tensor) for a photo
             texture at the photo's resolution; None samples the 224 x 224 crop (``rec.input``).
         visibility: optional per-pixel mask in [0, 1] (``[H, W]``, over ``photo`` if given, else
-            over the crop): 0 where the photo must not be used (e.g. occluders).
+            over the crop): 0 where the photo must not be used (e.g. occluders). The model's face
+            segmentation (``rec.visibility``, when the model has a segmenter) always applies too, so
+            hair, hands and other occluders are not baked into the face.
 
     Returns:
         ``[size, size, 3]`` float texture in [0, 1], row 0 at the top (``v = 1``).
@@ -144,6 +150,9 @@ def bake_texture(rec, kind: str = "photo", size: int = 1024, photo=None, visibil
         image, mask = rec.input.detach().float().cpu(), None
         if visibility is not None:
             mask = torch.as_tensor(visibility).detach().float().cpu().squeeze()
+        if rec.visibility is not None:
+            seg = rec.visibility.detach().float().cpu()
+            mask = seg if mask is None else mask * seg
     out = bake.bake_photo(atlas, image, geo["clip"], geo["world"], geo["normals"], geo["eye"], albedo,
                           geo["shading"], visibility=mask)
     return out["texture"]

@@ -47,6 +47,8 @@ class Reconstruction:
         landmark_confidence: ``[68]`` their confidences (or None).
         detection_score: the face detector's probability (or None).
         fit_history: losses recorded during test-time fitting (empty without fitting).
+        visibility: ``[224, 224]`` the face segmenter's probability that a crop pixel shows the face
+            unoccluded (None when the model has no segmenter); photo textures skip what it rejects.
     """
 
     input: torch.Tensor
@@ -65,6 +67,7 @@ class Reconstruction:
     landmark_confidence: Optional[torch.Tensor] = None
     detection_score: Optional[float] = None
     fit_history: List[Dict[str, float]] = field(default_factory=list, repr=False)
+    visibility: Optional[torch.Tensor] = field(default=None, repr=False)
 
     # ------------------------------------------------------------------ parts and frames
     def parts(self) -> Dict[str, torch.Tensor]:
@@ -320,7 +323,7 @@ class Reconstruction:
 
 
 def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source, transform, history,
-                        photo_size=None, detected=None, confidence=None, score=None) -> Reconstruction:
+                        photo_size=None, detected=None, confidence=None, score=None, visibility=None) -> Reconstruction:
     """Assemble a :class:`Reconstruction` from one face's coefficients (``[layout.size]``) and albedo."""
     with torch.no_grad():
         c = coeffs[None]
@@ -334,4 +337,4 @@ def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source,
         landmarks5=None if lm5 is None else lm5.detach(), source=source, transform=transform,
         photo_size=photo_size, detected_landmarks=None if detected is None else detected.detach(),
         landmark_confidence=None if confidence is None else confidence.detach(), detection_score=score,
-        fit_history=history)
+        fit_history=history, visibility=None if visibility is None else visibility.detach().reshape(crop.shape[-2:]))
