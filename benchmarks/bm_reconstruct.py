@@ -54,7 +54,7 @@ def warm(fit: int, checkpoint=None, repeats: int = 3) -> float:
         from pyfaid.reconstruct import load_model
 
         model = load_model(checkpoint)
-    kw = dict(fit_steps=fit, id_loss=True, model=model)
+    kw = dict(fit_steps=fit, model=model)
     pyfaid.reconstruct(img, **kw)
     times = []
     for _ in range(repeats):

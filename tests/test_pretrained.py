@@ -57,3 +57,20 @@ def test_synthetic_landmarks_within_the_card_bound(card):
     bound = card["metrics"]["test_bound_head68"]
     assert res["head68"] <= bound, f"landmark head NME {res['head68']:.2f}% above the card's bound {bound}%"
     assert res["pose_deg"] <= card["metrics"]["test_bound_pose_deg"]
+
+
+def test_reconstruct_returns_head_points_then_fitted_mesh_points():
+    """Without fitting ``rec.landmarks`` are the landmark head's; after fitting, the fitted mesh's."""
+    import numpy as np
+    from skimage import data
+
+    import pyfaid
+
+    photo = data.astronaut()
+    net = pyfaid.reconstruct(photo, fit_steps=0)
+    assert net.detected_landmarks is not None and net.visibility is not None
+    np.testing.assert_allclose(net.landmarks, net.to_photo(net.detected_landmarks), atol=1e-4)
+    fitted = pyfaid.reconstruct(photo, fit_steps=2)
+    np.testing.assert_allclose(fitted.landmarks, fitted.model_landmarks, atol=1e-4)
+    # the astronaut's face: the head's points and the fitted mesh's agree to a few pixels
+    assert np.linalg.norm(net.landmarks - fitted.landmarks, axis=1).mean() < 8

@@ -80,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
                     help="test-time fitting steps per face (default: pyfaid.reconstruct.DEFAULT_FIT_STEPS)")
     ap.add_argument("--faces", choices=["largest", "all"], default="largest", help="faces per photo (default: largest)")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
-    ap.add_argument("--no-id-loss", action="store_true", help="fit without the identity loss")
+    ap.add_argument("--id-loss", action="store_true", help="add the dlib identity loss to fitting")
+    ap.add_argument("--no-id-loss", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     ap.add_argument("--export", type=_exports, default=DEFAULT_EXPORTS, metavar="FORMATS",
                     help=f"comma-separated formats to write per face (default {','.join(DEFAULT_EXPORTS)}); the "
                          "PNG strip and the overlay are always written")
@@ -138,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in tqdm(files, desc="reconstruct", unit="img"):
         try:
             res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
-                              id_loss=not args.no_id_loss, model=model, progress=len(files) == 1)[0]
+                              id_loss=args.id_loss and not args.no_id_loss, model=model, progress=len(files) == 1)[0]
             if isinstance(res, ReconstructionError):
                 raise res.error
             res = res if args.faces == "all" else res[:1]

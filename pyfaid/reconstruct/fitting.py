@@ -293,7 +293,9 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         id_encoder: identity encoder with ``embed`` (e.g. dlib), or None to skip that loss.
         schedule: :class:`FitSchedule` (defaults when None).
         progress: show a tqdm bar.
-        prealign_steps: landmark-only pose steps before fitting (cheap; needs ``landmarks5``).
+        prealign_steps: landmark-only pose steps before fitting from the mean face (cheap; needs
+            ``landmarks5``; skipped when ``coeffs`` are given: a network's prediction is already
+            posed, and MTCNN's 5 points would only pull it towards their own definition).
         landmarks68: ``[B, 68, 2]`` 68 photo-style points in crop pixels (e.g. the landmark head's),
             or None.
         landmark_weights: ``[B, 68]`` their weights (e.g. confidences), or None (all 1).
@@ -305,7 +307,7 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
                 schedule or FitSchedule(), landmarks68, landmark_weights, visibility)
-    if f.lm5 is not None and prealign_steps > 0:
+    if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     it = range(steps)
     if progress:

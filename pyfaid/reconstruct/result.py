@@ -91,9 +91,12 @@ class Reconstruction:
 
     @property
     def landmarks(self) -> np.ndarray:
-        """``[68, 2]`` landmarks in photo pixels: the landmark head's points when the model has a
-        landmark head, else the model's landmark vertices projected (:attr:`landmarks_crop`)."""
-        pts = self.detected_landmarks if self.detected_landmarks is not None else self.landmarks_crop
+        """``[68, 2]`` landmarks in photo pixels: after test-time fitting the fitted mesh's landmark
+        vertices projected (:attr:`model_landmarks`: fitted to the landmark head's points and the
+        photo, they are the more accurate, AFW NME 4.38 % against the head's 4.53 % with the shipped
+        model); without fitting the landmark head's points when the model has one, else the mesh's."""
+        fitted = bool(self.fit_history)
+        pts = self.detected_landmarks if self.detected_landmarks is not None and not fitted else self.landmarks_crop
         return self.to_photo(pts)
 
     @property
