@@ -28,7 +28,15 @@ from pyfaid import checkpoint as ckpt_io
 from pyfaid.config import Config, from_dict, replace
 from pyfaid.distributed import Dist
 
-__all__ = ["Stage", "stages_of", "Trainer", "resolve_device", "image_grid"]
+__all__ = ["Stage", "stages_of", "Trainer", "resolve_device", "image_grid", "ignore_stop_signals"]
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader workers ignore SIGINT / SIGTERM: a stop sent to the whole process group (Ctrl-C,
+    ``pkill -f``, a cluster's pre-emption) reaches the main process, which finishes its step, saves
+    and shuts its workers down; a worker that died of the signal first would crash the run unsaved."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
 
 
 @dataclass(frozen=True)
@@ -296,9 +304,10 @@ class Trainer:
         d = self.dist
         sampler = ResumableSampler(len(self.dataset), batch_size, d.rank, d.world, seed=self.cfg.data.seed,
                                    start=self.samples)
+        workers = self.cfg.data.num_workers
         return iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_skip,
-                                                num_workers=self.cfg.data.num_workers,
-                                                pin_memory=self.dev.type == "cuda"))
+                                                num_workers=workers, pin_memory=self.dev.type == "cuda",
+                                                worker_init_fn=ignore_stop_signals if workers > 0 else None))
 
     def stage_at(self, step: int) -> Stage:
         return next(s for s in self.stages if s.holds(step))

@@ -474,3 +474,22 @@ def test_self_augmentation_every_k_steps():
     off = _call(obj, img, mask, step=5)[1]
     assert any(k.startswith("sa_") for k in on) and not any(k.startswith("sa_") for k in off)
     assert "photo" in off and "id" in off
+
+
+def test_loader_workers_survive_a_group_stop_signal():
+    """A SIGTERM sent to every process of the run (``pkill -f``) must not kill the loader's workers:
+    the main process handles it (finishes the step, saves); a dead worker would crash it unsaved."""
+    import os
+    import signal
+    import time
+
+    from pyfaid.trainer import ignore_stop_signals
+
+    loader = torch.utils.data.DataLoader(list(range(64)), batch_size=4, num_workers=1,
+                                         worker_init_fn=ignore_stop_signals)
+    it = iter(loader)
+    assert next(it).tolist() == [0, 1, 2, 3]
+    os.kill(it._workers[0].pid, signal.SIGTERM)
+    time.sleep(0.5)
+    assert it._workers[0].is_alive()
+    assert sum(len(b) for b in it) == 60
