@@ -11,7 +11,6 @@ shipped pretrained model, or :func:`export_inference`) holds only ``model`` and 
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import os
 from typing import Optional, Union
@@ -40,19 +39,10 @@ def save_atomic(obj, path: PathLike) -> None:
     A failure while writing leaves no file at ``path`` (nor a stale temporary file); an existing
     checkpoint at ``path`` is only replaced by a complete one.
     """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
-    try:
+    from pyfaid.fileio import atomic_path
+
+    with atomic_path(path, fsync=True) as tmp:
         torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
 
 
 def _step_of(path: str) -> int:

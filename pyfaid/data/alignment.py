@@ -218,7 +218,7 @@ def write_table(table: np.ndarray, meta: dict, path: str) -> None:
 
     The file holds ``about`` (what the rows are), ``meta`` and ``residuals`` (one row per line).
     """
-    import tempfile
+    from pyfaid.fileio import write_atomic
 
     rows = [json.dumps([float(f"{v:.4g}") for v in r]) for r in np.asarray(table, np.float64).reshape(-1, 6)]
     text = "\n".join([
@@ -230,12 +230,7 @@ def write_table(table: np.ndarray, meta: dict, path: str) -> None:
         "  ]",
         "}",
     ])
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".json", dir=folder)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text + "\n")
-    os.replace(tmp, path)
+    write_atomic(path, text + "\n")
 
 
 _TABLE_ABOUT = ("MTCNN's residual crop similarity on photo-like synthetic frames (made by python -m pyfaid.data "

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 
 import numpy as np
 import torch
+
+from pyfaid.fileio import savez_atomic
 
 __all__ = ["sh_basis", "directional_sh", "sample_lighting", "ShadowMaps", "key_light_residual", "KeyLight"]
 
@@ -160,11 +161,7 @@ class ShadowMaps:
             vis = self._build(face_model, resolution)
             if cache:
                 try:
-                    os.makedirs(folder, exist_ok=True)
-                    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
-                    with os.fdopen(fd, "wb") as fh:
-                        np.savez(fh, vis=vis)
-                    os.replace(tmp, path)
+                    savez_atomic(path, vis=vis)
                 except OSError:
                     pass
         self.vis = vis  # [K, V] uint8, 255 = lit

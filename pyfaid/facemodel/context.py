@@ -30,7 +30,6 @@ anchors are that model's boundary vertices nearest to the default anchors.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, fields
 
 import numpy as np
@@ -169,18 +168,9 @@ class HeadContext:
     # ------------------------------------------------------------------------------ files
     def save(self, path: str) -> None:
         """Write all arrays to one ``.npz`` (atomically)."""
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **{f.name: getattr(self, f.name) for f in fields(self)})
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from pyfaid.fileio import savez_atomic
+
+        savez_atomic(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
     def load(cls, path: str) -> "HeadContext":

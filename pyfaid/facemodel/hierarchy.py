@@ -109,7 +109,7 @@ def _cache_file(vertices, triangles, factors, k_down) -> str:
 
 
 def _save(path: str, hier: MeshHierarchy) -> None:
-    import tempfile
+    from pyfaid.fileio import savez_atomic
 
     arrays = {}
     for i, lv in enumerate(hier.levels):
@@ -117,11 +117,7 @@ def _save(path: str, hier: MeshHierarchy) -> None:
             val = getattr(lv, name)
             if val is not None:
                 arrays[f"{i}/{name}"] = val
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=os.path.dirname(path))
-    with os.fdopen(fd, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
+    savez_atomic(path, **arrays)
 
 
 def _load(path: str) -> MeshHierarchy:

@@ -8,7 +8,6 @@ describes its own coefficient vector (:attr:`MorphableModel.layout`, a
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import torch
@@ -233,18 +232,9 @@ class MorphableModel(nn.Module):
         if self.uv is not None:
             arrays["uv"] = self.uv.detach().cpu().numpy()
             arrays["uv_faces"] = self.uv_faces.detach().cpu().numpy()
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez(fh, **arrays)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        from pyfaid.fileio import savez_atomic
+
+        savez_atomic(path, **arrays)
 
     @classmethod
     def from_npz(cls, path: str) -> "MorphableModel":

@@ -26,7 +26,6 @@ half-written file or destroys an existing one.
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import Optional, Union
 
 import numpy as np
@@ -228,17 +227,9 @@ def _vertex_color_mesh(rec, colors: str, gltf: bool = False):
 # ---------------------------------------------------------------------------- files
 def write_bytes(path: str, data: Union[bytes, str]) -> None:
     """Write a file atomically (a temporary file in the same folder, then a rename)."""
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=os.path.splitext(path)[1], dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from pyfaid.fileio import write_atomic
+
+    write_atomic(path, data)
 
 
 def _check_path(path) -> tuple:
@@ -284,17 +275,10 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
     """
     path, ext = _check_path(path)
     if ext == ".npz":
-        folder = os.path.dirname(os.path.abspath(path))
-        fd, tmp = tempfile.mkstemp(prefix=".tmp_", suffix=".npz", dir=folder)
-        os.close(fd)
-        try:
+        from pyfaid.fileio import atomic_path
+
+        with atomic_path(path) as tmp:
             rec.save_npz(tmp)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
         return [path]
     if ext == ".ply" or vertex_colors:
         mesh = _vertex_color_mesh(rec, colors, gltf=ext == ".glb")
