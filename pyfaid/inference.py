@@ -117,7 +117,9 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
         face_model: MorphableModel. crops: ``[N, 3, 224, 224]``. pred: see :func:`predict`.
         landmarks5: ``[N, 5, 2]`` MTCNN points in crop pixels (or None).
         steps: fitting steps per face (0 = the prediction as it is).
-        id_encoder, schedule, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
+        id_encoder, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
+        schedule: see :func:`~pyfaid.reconstruct.fitting.fit`; None: ``PREDICTION_SCHEDULE`` when
+            starting from a network's prediction, ``FitSchedule()`` from the mean face.
 
     Returns:
         ``(coeffs [N, layout.size], colors [N, V, 3] or None, histories)``.
@@ -129,7 +131,10 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
     colors = pred.get("colors")
     if steps <= 0:
         return coeffs, colors, [[] for _ in range(n)]
-    from pyfaid.reconstruct.fitting import fit
+    from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, fit
+
+    if schedule is None and pred.get("coeffs") is not None:
+        schedule = PREDICTION_SCHEDULE
 
     renderer = crop_renderer(crops.device)
     out_c, out_col, hists = [], [], []

@@ -19,7 +19,6 @@ render), and on synthetic data against the generator's ground truth ``color_erro
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -199,9 +198,10 @@ def load_methods(methods: Sequence[Method], dev) -> dict:
                                  "(give a checkpoint or fitting steps)")
             models[m.name] = (None, inference.default_face_model(dev))
         else:
-            if not (os.path.isfile(m.checkpoint) or os.path.isdir(m.checkpoint)):
-                raise FileNotFoundError(f"checkpoint {m.name}={m.checkpoint}: no such file or run folder")
-            net = load_model(m.checkpoint, dev)
+            try:  # a file, a run folder or "pretrained" (checkpoint.resolve_checkpoint)
+                net = load_model(m.checkpoint, dev)
+            except FileNotFoundError as exc:
+                raise FileNotFoundError(f"method {m.name}: {exc}") from exc
             models[m.name] = (net, net.face_model)
     return models
 
@@ -243,7 +243,7 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     kind, root = parse_spec(data)
     dev = inference.resolve_device(device)
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
-    fit_encoder = encs.get("dlib") if any(m.fit_steps > 0 for m in methods) else None
+    fit_encoder = None  # fitting as pyfaid.reconstruct does by default (no identity term)
     models = load_methods(methods, dev)
     fm0 = next(iter(models.values()))[1]
     dataset = build_dataset(kind, root, seed=seed, length=n, occlusion=False, face_model=fm0)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
-from pyfaid.reconstruct.fitting import FitSchedule
+from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
 
@@ -37,11 +37,6 @@ NO_CHECKPOINT_MESSAGE = (
 #: good as fitting makes them, so the steps go to lighting and colour, where the gain is.
 DEFAULT_FIT_STEPS = 40
 
-#: The fitting schedule when it starts from a network's prediction (``schedule=None``): no pose-only
-#: stage (the prediction is posed), 30 % of the steps on pose, shape, lighting and texture
-#: coefficients, the rest on per-vertex colours. From the mean face the default :class:`FitSchedule`
-#: (pose first) applies.
-PREDICTION_SCHEDULE = FitSchedule(pose_frac=0.0, shape_frac=0.3)
 
 
 @dataclass
@@ -213,8 +208,6 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
         from pyfaid.metrics import identity_encoders
 
         encoder = identity_encoders(("dlib",), device=dev).get("dlib")
-    if schedule is None and net is not None:
-        schedule = PREDICTION_SCHEDULE
     coeffs, colors, hist = inference.fit_crops(face_model, crops, pred, lm5, fit_steps, encoder, schedule, progress)
     renderer = inference.crop_renderer(dev)
     det, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")

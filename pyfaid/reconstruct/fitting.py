@@ -79,6 +79,13 @@ class FitSchedule:
     final_lr_frac: float = 0.2
 
 
+#: The fitting schedule when it starts from a network's prediction (``schedule=None``): no pose-only
+#: stage (the prediction is posed), 30 % of the steps on pose, shape, lighting and texture
+#: coefficients, the rest on per-vertex colours. From the mean face the default :class:`FitSchedule`
+#: (pose first) applies.
+PREDICTION_SCHEDULE = FitSchedule(pose_frac=0.0, shape_frac=0.3)
+
+
 class _FixedShape:
     """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated)."""
 
