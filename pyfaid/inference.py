@@ -109,7 +109,7 @@ def _confidence_weights(conf: torch.Tensor) -> torch.Tensor:
 
 
 def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: int, id_encoder=None,
-              schedule=None, progress: bool = False):
+              schedule=None, progress: bool = False, fill: bool = True):
     """Coefficients and albedo of aligned crops: the prediction ``pred`` (from :func:`predict`,
     or ``{}`` for the mean face), refined by ``steps`` of test-time fitting per face.
 
@@ -118,6 +118,8 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
         landmarks5: ``[N, 5, 2]`` MTCNN points in crop pixels (or None).
         steps: fitting steps per face (0 = the prediction as it is).
         id_encoder, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
+        fill: with a segmenter's ``visibility`` in ``pred``, do not paint the vertices the photo
+            hides but fill them from the visible ones (see :func:`~pyfaid.reconstruct.fitting.fit`).
         schedule: see :func:`~pyfaid.reconstruct.fitting.fit`; None: ``PREDICTION_SCHEDULE`` when
             starting from a network's prediction, ``FitSchedule()`` from the mean face.
 
@@ -146,7 +148,7 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
                            schedule=schedule, progress=progress,
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
-                           visibility=None if vis is None else vis[i:i + 1])
+                           visibility=None if vis is None else vis[i:i + 1], fill=fill)
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)

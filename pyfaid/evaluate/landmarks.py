@@ -10,6 +10,12 @@ detection). Scores per photo, in % (mean point-to-point error divided by a size)
   by ``sqrt(w * h)`` of the annotation's bounding box (the 3DDFA / AFLW2000-3D protocol);
 * ``nme68_io`` / ``nme51_io``: normalised by the outer-eye-corner distance (points 36, 45).
 
+The scored points are :attr:`pyfaid.reconstruct.Reconstruction.landmarks`; a method's
+``landmarks`` says where the 68 points fitting uses come from: ``"head"`` (pyfaid's landmark head,
+the default) or ``"dlib"`` (dlib's 68-point predictor, returned as they are). CAVEAT: dlib's model
+is trained on iBUG 300-W, which includes AFW (and HELEN, LFPW): with ``"dlib"`` scores on those
+photos are not held out, and its licence excludes commercial use.
+
 The report gives means over the photos where the face was found, by yaw group where the dataset
 knows the pose (AFLW2000-3D: 0-30, 30-60, 60-90 degrees), the miss count, the share of photos
 above 10 % NME, seconds per photo, a figure of the worst photos with the predicted (red) and
@@ -25,6 +31,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from pyfaid.data.landmarks import INNER_51, AnnotatedPhoto
+from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
 
 __all__ = ["nme", "match_face", "evaluate_landmarks", "YAW_GROUPS", "landmark_markdown", "landmark_figures"]
 
@@ -59,7 +66,8 @@ def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
 
     t0 = time.perf_counter()
     res = reconstruct([photo.path], checkpoint=None, fit_steps=method.fit_steps, device=device,
-                      faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None)[0]
+                      faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None,
+                      landmarks=method.landmarks)[0]
     seconds = time.perf_counter() - t0
     rec = None if isinstance(res, ReconstructionError) else res[0]
     row = {"path": photo.path, "seconds": seconds, "found": rec is not None,
@@ -106,7 +114,7 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
     """Run the landmark protocol for each method on ``data`` (``300w:DIR`` or ``aflw2000:DIR``).
 
     Args:
-        methods: :class:`pyfaid.evaluate.Method` list (checkpoint or None, fitting steps).
+        methods: :class:`pyfaid.evaluate.Method` list (checkpoint or None, fitting steps, landmark source).
         data: the annotated folder spec.
         n: use the first ``n`` photos (0 = all).
         device: torch device.
@@ -134,7 +142,7 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
         rows = [_score_photo(p, m, models[m.name], dev)
                 for p in tqdm(photos, desc=f"landmarks {m.name}", unit="photo", disable=not progress)]
         report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps,
-                                     "summary": _summary(rows), "photos": rows}
+                                     "landmarks": m.landmarks, "summary": _summary(rows), "photos": rows}
     return report
 
 
@@ -148,12 +156,17 @@ def landmark_markdown(report: dict) -> str:
              "NME in % of sqrt(w*h) of the annotation's box (`box`) or of the outer-eye-corner distance (`io`), "
              "over the photos where the face was found; a miss is a photo without a detected face at the "
              "annotated one. `mesh 68`: the reconstructed mesh's landmark vertices projected (its geometry), "
-             "where the other columns score the returned landmarks (the landmark head's when the model has one).", "",
-             "| Method | fit steps | NME 68 box | NME 51 box | NME 68 io | NME 51 io | mesh 68 box | misses | >10 % | s / photo |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "where the other columns score the returned landmarks (the landmark head's when the model has one). "
+             "`landmarks`: the source of the 68 points fitting uses (`head`: pyfaid's landmark head; "
+             "`dlib`: dlib's 68-point predictor, whose points are also the ones returned).", ""]
+    if any(m.get("landmarks") == "dlib" for m in report["methods"].values()):
+        lines += [f"**Caveat (`dlib`):** {LICENCE_NOTE}; the same holds for HELEN and LFPW photos.", ""]
+    lines += ["| Method | fit steps | landmarks | NME 68 box | NME 51 box | NME 68 io | NME 51 io | mesh 68 box | misses | "
+              ">10 % | s / photo |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["methods"].items():
         s = m["summary"]
-        lines.append(f"| {name} | {m['fit_steps']} | {_f(s['nme68_box'])} | {_f(s['nme51_box'])} | {_f(s['nme68_io'])} | "
+        lines.append(f"| {name} | {m['fit_steps']} | {m.get('landmarks', 'head')} | {_f(s['nme68_box'])} | "
+                     f"{_f(s['nme51_box'])} | {_f(s['nme68_io'])} | "
                      f"{_f(s['nme51_io'])} | {_f(s.get('mesh_nme68_box'))} | {s['misses']}/{s['photos']} | {_f(100 * s['above_10pct'] if s['above_10pct'] is not None else None, 1)} % | "
                      f"{_f(s['seconds_per_photo'])} |")
     if any("by_yaw" in m["summary"] for m in report["methods"].values()):

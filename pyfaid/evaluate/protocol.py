@@ -44,12 +44,14 @@ CONDITIONS = ("none", "synthetic", "sunglasses", "hand", "hair", "patch", "noise
 
 @dataclass(frozen=True)
 class Method:
-    """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face) and
-    ``fit_steps`` of test-time fitting."""
+    """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face),
+    ``fit_steps`` of test-time fitting and, in the landmark protocol, the source of the 68 points
+    (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat of :mod:`pyfaid.encoders.dlib_landmarks`)."""
 
     name: str
     checkpoint: Optional[str] = None
     fit_steps: int = 0
+    landmarks: str = "head"
 
 
 def _summary(values: List[float]) -> Dict[str, float]:

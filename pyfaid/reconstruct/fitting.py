@@ -5,8 +5,10 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
 
 * a robust photometric loss (:func:`~pyfaid.losses.photometric_loss` with per-pixel weights:
   the rendered face region times, with a face segmenter, the probability that a pixel shows the
-  face unoccluded (so occluders are neither fitted nor painted into the colours: vertices the photo
-  does not show keep the model's colours), else a skin-colour test that down-weights other pixels),
+  face unoccluded (so occluders are not fitted), else a skin-colour test that down-weights other
+  pixels); with a segmenter, the colour offsets of the vertices the photo hides are held at 0 and
+  then filled from the visible ones around them (``fill``, :mod:`pyfaid.reconstruct.fill`), so
+  occluders are not painted into the colours either,
 * a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
   MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
   mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
@@ -30,6 +32,7 @@ from typing import Dict, Optional
 import torch
 
 from pyfaid import losses as L
+from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.render import camera as cam
 
@@ -168,7 +171,7 @@ class _Fitter:
                     3: ("angle", "trans", "gamma", "delta")}
 
     def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
-                 landmarks68=None, landmark_weights=None, visibility=None):
+                 landmarks68=None, landmark_weights=None, visibility=None, fill=True):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -197,6 +200,8 @@ class _Fitter:
         self.opt = torch.optim.Adam(groups)
         self.n1, self.n2 = int(round(steps * sch.pose_frac)), int(round(steps * sch.shape_frac))
         self.stage, self.model_now, self.albedo_fixed = 0, face_model, None
+        self.fill = bool(fill) and self.visibility is not None
+        self.hidden = None  # [B, V] bool: the vertices the photo hides (stage 3, with ``fill``)
 
     def coeffs(self) -> torch.Tensor:
         return self.layout.join(self.p)
@@ -211,6 +216,10 @@ class _Fitter:
         with torch.no_grad():
             self.albedo_fixed = self.fm.texture(self.p["tex"]).detach() if self.tex_drives_colors else self.base
             self.model_now = self.fm if stage == 2 else _FixedShape(self.fm, self.fm.shape(self.p["id"], self.p["exp"]).detach())
+        if stage == 3 and self.fill:
+            with torch.no_grad():
+                rast = self.renderer(self.model_now, self.coeffs(), colors=self.albedo_fixed)["rast"]
+            self.hidden, _ = hidden_vertices(rast, self.fm.topology.triangles, self.visibility, self.fm.num_vertices)
         active = set(self.STAGE_PARAMS[stage]) - (set() if self.tex_drives_colors else {"tex"})
         for g in self.opt.param_groups:
             g["active"] = g["name"] in active
@@ -224,7 +233,11 @@ class _Fitter:
     def colors(self) -> torch.Tensor:
         if self.stage == 2 and self.tex_drives_colors:
             return self.fm.texture(self.p["tex"])
-        return self.albedo_fixed + self.delta if self.stage == 3 else self.albedo_fixed
+        return self.albedo_fixed + self.offsets() if self.stage == 3 else self.albedo_fixed
+
+    def offsets(self) -> torch.Tensor:
+        """The colour offsets, 0 on the vertices the photo hides (they take :meth:`result`'s fill)."""
+        return self.delta if self.hidden is None else self.delta * (~self.hidden)[..., None]
 
     def loss(self, step: int):
         """Render and return ``(loss, terms)``."""
@@ -279,14 +292,18 @@ class _Fitter:
     @torch.no_grad()
     def result(self):
         albedo = self.fm.texture(self.p["tex"]) if self.tex_drives_colors else self.base
-        return self.coeffs().detach(), (albedo + self.delta).clamp(0, 1).detach()
+        offsets = self.delta
+        if self.hidden is not None:
+            offsets = fill_hidden(self.offsets(), self.hidden, self.edges)
+        return self.coeffs().detach(), (albedo + offsets).clamp(0, 1).detach()
 
 
 def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tensor] = None,
         colors: Optional[torch.Tensor] = None, landmarks5: Optional[torch.Tensor] = None, steps: int = 200,
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
         prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
-        landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None):
+        landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None,
+        fill: bool = True):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -308,12 +325,19 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         landmark_weights: ``[B, 68]`` their weights (e.g. confidences), or None (all 1).
         visibility: ``[B, 1, 224, 224]`` probability that a pixel shows the face unoccluded (a
             face segmenter's), weighting the photometric term; None: a skin-colour test.
+        fill: with ``visibility``, the colour offsets of the rendered vertices the photo hides
+            (:func:`~pyfaid.reconstruct.fill.hidden_vertices`, found when the colour stage starts)
+            are held at 0 while fitting and then filled harmonically from the visible ones around
+            them (:func:`~pyfaid.reconstruct.fill.fill_hidden`), so an occluder is not painted into
+            the face. Under Adam a small photometric weight is no protection: each offset's step is
+            normalised, so a vertex that only an occluder's pixels reach, at any weight, takes its
+            colour.
 
     Returns:
         ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
-                schedule or FitSchedule(), landmarks68, landmark_weights, visibility)
+                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     it = range(steps)

@@ -1,0 +1,168 @@
+"""Colours of the vertices a photo does not show: how much of each vertex the photo shows, and a
+harmonic fill of the fitted colour offsets over the ones it hides.
+
+Test-time fitting paints per-vertex colour offsets from the photo where the face segmenter says the
+face is visible. Where an occluder (a hand, sunglasses, a mask) or the face itself (a turned head)
+hides a vertex, the photo says nothing about its colour, and the offset there is whatever the
+smoothness term and the leaking photometric gradient made of it (it paints a hand's colour into
+the cheek: under Adam each offset's step is normalised, so any weight at all is enough).
+:func:`hidden_vertices` measures, per vertex, the share of its rendered footprint that the photo
+shows unoccluded; fitting holds the offsets of the poorly supported ones at 0, and
+:func:`fill_hidden` then gives them the harmonic interpolation (the minimiser of the mesh's edge
+energy, a sparse Laplace solve) of the supported ones around them. The model's own colours under
+the offsets stay, so the eyes under sunglasses keep the network's eyes, toned like the visible
+skin around them.
+
+Measured on 24 AFW photos with pyfaid's occluders pasted on (35 % of the rendered face covered),
+40 fitting steps, masked PSNR against the clean photo (no fill -> fill): occluded input 17.8 ->
+19.0 dB (the occluded pixels alone 13.4 -> 14.9 dB); clean input 29.6 -> 28.2 dB, because the
+photo's own occluders (glasses, hair, a beard the segmenter calls hair) are no longer painted while
+the reference shows them. A support threshold of 0.5 instead of 0.25 moved both further (19.3 /
+27.3 dB); growing the hidden set by two rings of neighbours, or copying the mirror vertex's
+offset, lowered both.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+__all__ = ["vertex_average", "hidden_vertices", "fill_hidden", "SUPPORT_THRESHOLD", "OUTLINE_PX"]
+
+#: A rendered vertex whose footprint is less than this share visible takes the fill.
+SUPPORT_THRESHOLD = 0.25
+
+#: Width (pixels) of the band along the render's outline that is never filled.
+OUTLINE_PX = 4.0
+
+
+@torch.no_grad()
+def vertex_average(rast: torch.Tensor, triangles: torch.Tensor, values: torch.Tensor, num_vertices: int,
+                   min_pixels: float = 0.5) -> tuple:
+    """Per-vertex averages of per-pixel values over each vertex's rendered footprint.
+
+    Every covered pixel gives its three triangle corners their barycentric weights. A vertex with
+    less than ``min_pixels`` of footprint (turned away, hidden behind the nose, off the crop) is
+    marked unseen and gets 0.
+
+    Args:
+        rast: ``[B, H, W, 4]`` rasterizer output (``u, v, depth, triangle id + 1``, 0 = background).
+        triangles: ``[F, 3]`` mesh triangles.
+        values: ``[B, K, H, W]`` per-pixel values.
+        num_vertices: V.
+
+    Returns:
+        ``(averages [B, V, K], seen [B, V] bool)``.
+    """
+    B, H, W, _ = rast.shape
+    K = values.shape[1]
+    if values.shape != (B, K, H, W):
+        raise ValueError(f"vertex_average: `values` must be [{B}, K, {H}, {W}], got {tuple(values.shape)}")
+    tid = rast[..., 3].reshape(B, -1).round().long()  # [B, HW]
+    uv = rast[..., :2].reshape(B, -1, 2).float()
+    bary = torch.cat([uv, (1 - uv.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)  # [B, HW, 3]
+    vals = values.reshape(B, K, -1).transpose(1, 2).float()  # [B, HW, K]
+    tri = triangles.long().to(rast.device)
+    avg = torch.zeros(B, num_vertices, K, device=rast.device)
+    seen = torch.zeros(B, num_vertices, dtype=torch.bool, device=rast.device)
+    for b in range(B):
+        on = tid[b] > 0
+        corners = tri[tid[b][on] - 1].reshape(-1)  # [N * 3]
+        w = bary[b][on].reshape(-1)  # [N * 3]
+        total = torch.zeros(num_vertices, device=rast.device).index_add_(0, corners, w)
+        acc = torch.zeros(num_vertices, K, device=rast.device).index_add_(
+            0, corners, w[:, None] * vals[b][on].repeat_interleave(3, dim=0))
+        seen[b] = total >= min_pixels
+        avg[b] = torch.where(seen[b, :, None], acc / total.clamp_min(1e-6)[:, None], torch.zeros_like(acc))
+    return avg, seen
+
+
+@torch.no_grad()
+def hidden_vertices(rast: torch.Tensor, triangles: torch.Tensor, visibility: torch.Tensor, num_vertices: int,
+                    threshold: float = SUPPORT_THRESHOLD, outline_px: float = OUTLINE_PX) -> tuple:
+    """The rendered vertices the photo does not show, and how much it shows of each.
+
+    A vertex's support is the share of its rendered footprint that the photo shows unoccluded
+    (visibility-weighted over unweighted barycentric coverage). A rendered vertex is hidden when
+    its support is below ``threshold``, unless its footprint lies on average within
+    ``outline_px`` pixels of the render's outline: there the model's outline meets hair and
+    background rather than an occluder, and the photo's colours are what the render is compared with.
+
+    Args:
+        rast: ``[B, H, W, 4]`` rasterizer output; triangles: ``[F, 3]``; num_vertices: V.
+        visibility: ``[B, 1, H, W]`` probability that a pixel shows the face unoccluded.
+        threshold: support below which a rendered vertex is hidden.
+        outline_px: width of the outline band (0 disables it).
+
+    Returns:
+        ``(hidden [B, V] bool, support [B, V] in [0, 1], 0 where not rendered)``.
+    """
+    B, H, W, _ = rast.shape
+    if visibility.shape != (B, 1, H, W):
+        raise ValueError(f"hidden_vertices: `visibility` must be [{B}, 1, {H}, {W}], got {tuple(visibility.shape)}")
+    vals = [visibility.float().clamp(0, 1)]
+    if outline_px > 0:
+        import cv2
+
+        cover = (rast[..., 3] > 0).cpu().numpy().astype(np.uint8)
+        # distance to the nearest uncovered pixel, the crop's border counting as uncovered
+        dist = np.stack([cv2.distanceTransform(np.pad(c, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] for c in cover])
+        vals.append(torch.from_numpy(dist).to(rast.device)[:, None])
+    avg, seen = vertex_average(rast, triangles, torch.cat(vals, 1), num_vertices)
+    support = avg[..., 0]
+    hidden = seen & (support < threshold)
+    if outline_px > 0:
+        hidden &= avg[..., 1] >= outline_px
+    return hidden, support
+
+
+def _laplacian(edges: np.ndarray, n: int):
+    import scipy.sparse as sp
+
+    i, j = edges[:, 0], edges[:, 1]
+    adj = sp.coo_matrix((np.ones(len(i) * 2), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n)).tocsr()
+    return sp.diags(np.asarray(adj.sum(1)).ravel()).tocsr() - adj, adj
+
+
+@torch.no_grad()
+def fill_hidden(offsets: torch.Tensor, hidden: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """Harmonic fill of per-vertex values over hidden vertices.
+
+    The other vertices keep their values; the hidden ones take the values that minimise the sum of
+    squared differences along the mesh's edges with the kept ones fixed (a sparse Laplace
+    equation). A hidden region cut off from every kept vertex keeps its values.
+
+    Args:
+        offsets: ``[B, V, C]`` values (e.g. fitted colour offsets).
+        hidden: ``[B, V]`` bool, the vertices to fill (e.g. from :func:`hidden_vertices`).
+        edges: ``[E, 2]`` undirected mesh edges.
+
+    Returns:
+        ``[B, V, C]``.
+    """
+    import scipy.sparse.csgraph as csgraph
+    import scipy.sparse.linalg as spla
+
+    B, V, C = offsets.shape
+    if hidden.shape != (B, V):
+        raise ValueError(f"fill_hidden: `hidden` must be [{B}, {V}], got {tuple(hidden.shape)}")
+    lap, adj = _laplacian(edges.detach().cpu().numpy().astype(np.int64), V)
+    out = offsets.detach().clone()
+    for b in range(B):
+        hid = hidden[b].detach().cpu().numpy()
+        if not hid.any() or hid.all():
+            continue
+        x = offsets[b].detach().cpu().double().numpy().copy()  # never write into the input
+        idx = np.flatnonzero(hid)
+        ncomp, label = csgraph.connected_components(adj[idx][:, idx], directed=False)
+        to_kept = adj[idx][:, ~hid]
+        touches = np.zeros(ncomp, bool)
+        touches[np.unique(label[np.asarray(to_kept.sum(1)).ravel() > 0])] = True
+        ok = touches[label]
+        if not ok.any():
+            continue
+        rhs = to_kept[ok] @ x[~hid]  # boundary values of the Laplace equation
+        solve = spla.factorized(lap[idx[ok]][:, idx[ok]].tocsc())
+        x[idx[ok]] = np.stack([solve(np.ascontiguousarray(rhs[:, c])) for c in range(C)], axis=1)
+        out[b] = torch.from_numpy(x).to(out)
+    return out

@@ -1,0 +1,120 @@
+"""pyfaid.reconstruct.fill: which rendered vertices the photo hides, and the harmonic fill of their
+fitted colour offsets (against a dense reference), plus the fill inside fitting on an occluded face."""
+
+import numpy as np
+import pytest
+import torch
+
+from pyfaid import inference
+from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices, vertex_average
+
+
+def _grid(n: int = 9):
+    """A triangulated n x n grid: vertices ``[n*n, 2]`` (x, y) and edges ``[E, 2]``."""
+    xy = np.stack(np.meshgrid(np.arange(n), np.arange(n), indexing="xy"), -1).reshape(-1, 2).astype(np.float64)
+    tris = []
+    for r in range(n - 1):
+        for c in range(n - 1):
+            a, b, d, e = r * n + c, r * n + c + 1, (r + 1) * n + c, (r + 1) * n + c + 1
+            tris += [(a, b, e), (a, e, d)]
+    tri = torch.tensor(tris)
+    e = torch.cat([tri[:, [0, 1]], tri[:, [1, 2]], tri[:, [2, 0]]]).sort(dim=1).values
+    return xy, torch.unique(e, dim=0)
+
+
+def _dense_fill(x: np.ndarray, hidden: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Reference: the same Laplace problem, dense least squares of the edge energy."""
+    n = len(x)
+    a = np.zeros((n, n))
+    a[edges[:, 0], edges[:, 1]] = a[edges[:, 1], edges[:, 0]] = 1
+    lap = np.diag(a.sum(1)) - a
+    h, k = np.flatnonzero(hidden), np.flatnonzero(~hidden)
+    out = x.copy()
+    out[h] = np.linalg.solve(lap[np.ix_(h, h)], -lap[np.ix_(h, k)] @ x[k])
+    return out
+
+
+def test_fill_matches_a_dense_reference_and_keeps_the_rest():
+    xy, edges = _grid()
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, len(xy), 3, generator=g, dtype=torch.float64)
+    hidden = torch.from_numpy((np.abs(xy - 4) <= 2).all(1))[None]  # a 5 x 5 hole in the middle
+    out = fill_hidden(x, hidden, edges)
+    ref = _dense_fill(x[0].numpy(), hidden[0].numpy(), edges.numpy())
+    np.testing.assert_allclose(out[0].numpy(), ref, atol=1e-9)
+    assert torch.equal(out[0][~hidden[0]], x[0][~hidden[0]])
+    assert not torch.equal(out[0][hidden[0]], x[0][hidden[0]])
+
+
+def test_fill_reproduces_a_linear_field_and_leaves_cut_off_regions():
+    xy, edges = _grid()
+    lin = torch.from_numpy(np.stack([xy[:, 0], 2 * xy[:, 1] - xy[:, 0], np.ones(len(xy))], 1))[None]
+    noisy = lin.clone()
+    hidden = torch.from_numpy((np.abs(xy - 4) <= 2).all(1))[None]
+    noisy[hidden] = 7.0  # the "occluder's colour"
+    np.testing.assert_allclose(fill_hidden(noisy, hidden, edges).numpy(), lin.numpy(), atol=1e-9)
+    # nothing kept to interpolate from: values stay
+    everything = torch.ones_like(hidden)
+    assert torch.equal(fill_hidden(noisy, everything, edges), noisy)
+    with pytest.raises(ValueError, match="hidden"):
+        fill_hidden(noisy, hidden[:, :5], edges)
+
+
+def _square_rast(size: int = 16):
+    """A rasterization of two triangles covering the whole square, vertices at its corners."""
+    yy, xx = torch.meshgrid(torch.arange(size) + 0.5, torch.arange(size) + 0.5, indexing="ij")
+    u, v = xx / size, yy / size
+    lower = u >= v  # triangle 0: (0,0) (1,0) (1,1); triangle 1: (0,0) (1,1) (0,1)
+    b0 = torch.where(lower, 1 - u, 1 - v)  # weight of each triangle's first vertex, (0, 0)
+    b1 = torch.where(lower, u - v, u)  # of its second: (1, 0) / (1, 1)
+    rast = torch.stack([b0, b1, torch.zeros_like(u), torch.where(lower, 1.0, 2.0)], -1)[None]
+    return rast, torch.tensor([[0, 1, 2], [0, 2, 3]])
+
+
+def test_vertex_average_and_hidden_vertices():
+    rast, tri = _square_rast()
+    ones = torch.ones(1, 1, 16, 16)
+    avg, seen = vertex_average(rast, tri, ones, 5)
+    assert seen[0].tolist() == [True, True, True, True, False]  # vertex 4 is not rendered
+    np.testing.assert_allclose(avg[0, :4, 0].numpy(), 1.0, atol=1e-6)
+    hid, sup = hidden_vertices(rast, tri, ones, 5, outline_px=0)
+    assert not hid.any() and sup[0, 4] == 0
+    vis = ones.clone()
+    vis[..., 8:, :8] = 0  # the photo hides the corner at (0, 1): vertex 3
+    hid, sup = hidden_vertices(rast, tri, vis, 5, outline_px=0)
+    assert hid[0].tolist() == [False, False, False, True, False] and sup[0, 3] < 0.5 < sup[0, 1]
+    hid, _ = hidden_vertices(rast, tri, vis, 5, outline_px=100)  # everything within the outline band
+    assert not hid.any()
+    with pytest.raises(ValueError, match="visibility"):
+        hidden_vertices(rast, tri, vis[..., :8], 5)
+
+
+def test_fit_does_not_paint_an_occluder_into_the_face():
+    """Fit a rendered face with a red square pasted on it, the square marked hidden: with the fill
+    the fitted albedo under the square stays near the face's, without it the fit paints it red."""
+    fm = inference.default_face_model("cpu")
+    renderer = inference.crop_renderer("cpu")
+    lay = fm.layout
+    c = lay.zeros(1)
+    c[0, lay.slice("gamma").start] = 0.3
+    with torch.no_grad():
+        out = renderer(fm, c)
+    target = out["image"].clamp(0, 1) * out["mask"] + 0.35 * (1 - out["mask"])
+    occluded = target.clone()
+    occluded[:, 0, 100:150, 80:140], occluded[:, 1:, 100:150, 80:140] = 1.0, 0.0
+    vis = out["mask"].clone()
+    vis[..., 100:150, 80:140] = 0.05  # a segmenter is never quite sure; under Adam that is enough to paint
+    base = out["colors"]  # the true albedo as the prediction
+    pred = {"coeffs": c, "colors": base, "visibility": vis}
+    red = {}
+    for fill in (False, True):
+        _, col, _ = inference.fit_crops(fm, occluded, pred, None, 30, fill=fill)
+        with torch.no_grad():
+            img = renderer(fm, c, colors=col)["image"]
+        patch = img[:, :, 105:145, 85:135]
+        red[fill] = float((patch[:, 0] - patch[:, 1:].mean(1)).mean())
+    truth = target[:, :, 105:145, 85:135]
+    red_truth = float((truth[:, 0] - truth[:, 1:].mean(1)).mean())
+    painted, left = red[False] - red_truth, red[True] - red_truth
+    assert painted > 0.2, red  # without the fill the square's colour goes into the face
+    assert left < 0.6 * painted, (red, red_truth)  # the fill takes most of it out (the edge keeps some)
