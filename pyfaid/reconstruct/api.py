@@ -169,11 +169,9 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
             weights and returned as they are, also after fitting. CAVEAT: dlib's model is trained on
             iBUG 300-W, whose licence excludes commercial use, and 300-W includes AFW, so AFW scores
             with ``"dlib"`` are not a held-out measure.
-        fill: with a model's face segmenter, fitting does not paint the vertices the photo hides (an
-            occluder, a soft segmenter edge) but fills their colour offsets from the visible ones
-            around them (:mod:`pyfaid.reconstruct.fill`); False paints every rendered vertex from
-            the photo, which scores higher against a photo whose own occluders (glasses, hair) are
-            part of the reference.
+        fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
+            hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
+            every rendered vertex from the photo (closer to a photo whose glasses or hair count).
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
