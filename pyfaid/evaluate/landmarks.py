@@ -67,7 +67,7 @@ def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
     t0 = time.perf_counter()
     res = reconstruct([photo.path], checkpoint=None, fit_steps=method.fit_steps, device=device,
                       faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None,
-                      landmarks=method.landmarks)[0]
+                      landmarks=method.landmarks, fill=method.fill)[0]
     seconds = time.perf_counter() - t0
     rec = None if isinstance(res, ReconstructionError) else res[0]
     row = {"path": photo.path, "seconds": seconds, "found": rec is not None,
@@ -141,7 +141,7 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
     for m in methods:
         rows = [_score_photo(p, m, models[m.name], dev)
                 for p in tqdm(photos, desc=f"landmarks {m.name}", unit="photo", disable=not progress)]
-        report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps,
+        report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill,
                                      "landmarks": m.landmarks, "summary": _summary(rows), "photos": rows}
     return report
 

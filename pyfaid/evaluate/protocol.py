@@ -45,13 +45,16 @@ CONDITIONS = ("none", "synthetic", "sunglasses", "hand", "hair", "patch", "noise
 @dataclass(frozen=True)
 class Method:
     """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face),
-    ``fit_steps`` of test-time fitting and, in the landmark protocol, the source of the 68 points
-    (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat of :mod:`pyfaid.encoders.dlib_landmarks`)."""
+    ``fit_steps`` of test-time fitting, ``fill`` (fitting fills the vertices the segmenter says the
+    photo hides instead of painting them; :func:`pyfaid.reconstruct`'s ``fill``) and, in the landmark
+    protocol, the source of the 68 points (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat
+    of :mod:`pyfaid.encoders.dlib_landmarks`)."""
 
     name: str
     checkpoint: Optional[str] = None
     fit_steps: int = 0
     landmarks: str = "head"
+    fill: bool = True
 
 
 def _summary(values: List[float]) -> Dict[str, float]:
@@ -129,11 +132,12 @@ def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
     return vals, comp
 
 
-def _reconstruct(method, net, fm, inp, lm5, encoder):
+def _reconstruct(method, net, fm, inp, lm5):
     from pyfaid import inference
 
     pred = inference.predict(net, inp) if net is not None else {}
-    coeffs, colors, _ = inference.fit_crops(fm, inp, pred, lm5, method.fit_steps, encoder)
+    # fitting as pyfaid.reconstruct does by default (no identity term)
+    coeffs, colors, _ = inference.fit_crops(fm, inp, pred, lm5, method.fit_steps, fill=method.fill)
     return coeffs, colors
 
 
@@ -157,7 +161,7 @@ class _Run:
 
 
 @torch.no_grad()
-def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev, fit_encoder):
+def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
     from pyfaid import inference
     from pyfaid.data import occlude
     from pyfaid.models.features import to_encoder_size
@@ -179,7 +183,7 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev, fi
         for method in methods:
             net, fm = models[method.name]
             with torch.enable_grad():
-                coeffs, colors = _reconstruct(method, net, fm, inp, lm5, fit_encoder)
+                coeffs, colors = _reconstruct(method, net, fm, inp, lm5)
             out = renderer(fm, coeffs, colors=colors)
             vals, comp = _metrics(out["image"].clamp(0, 1), out["mask"], clean, encs, coeffs, fm, gt, out["colors"])
             run.add(names[occ], method.name, vals)
@@ -245,7 +249,6 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     kind, root = parse_spec(data)
     dev = inference.resolve_device(device)
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
-    fit_encoder = None  # fitting as pyfaid.reconstruct does by default (no identity term)
     models = load_methods(methods, dev)
     fm0 = next(iter(models.values()))[1]
     dataset = build_dataset(kind, root, seed=seed, length=n, occlusion=False, face_model=fm0)
@@ -256,7 +259,7 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     for bi, (items, skip) in enumerate(_batches(dataset, count, batch_size)):
         skipped += skip
         if items:
-            _score_batch(run, items, bi, methods, models, list(occlusions), encs, fm0, dev, fit_encoder)
+            _score_batch(run, items, bi, methods, models, list(occlusions), encs, fm0, dev)
             used += len(items)
             bar.update(len(items))
     bar.close()
@@ -268,7 +271,7 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
         "dataset": dataset_name, "data": data, "n": used, "skipped": skipped, "seed": seed,
         "occlusion_seed": OCCLUSION_SEED, "reference": "clean image", "mask": "rendered face region",
         "identity_encoders": list(encs), "mm_per_unit": MM_PER_UNIT,
-        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps} for m in methods},
+        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill} for m in methods},
         "conditions": {cond: {m: {k: _summary(v) for k, v in mv.items()} for m, mv in cv.items()}
                        for cond, cv in run.values.items()},
     }

@@ -26,15 +26,16 @@ half-written file or destroys an existing one.
 from __future__ import annotations
 
 import os
-from typing import Optional, Union
+from typing import Optional
 
 import numpy as np
 import torch
 
+from pyfaid.fileio import write_atomic
 from pyfaid.render import bake
 from pyfaid.render import camera as cam
 
-__all__ = ["FORMATS", "TEXTURES", "bake_texture", "posed_geometry", "textured_mesh", "save", "write_bytes"]
+__all__ = ["FORMATS", "TEXTURES", "bake_texture", "posed_geometry", "textured_mesh", "save"]
 
 #: File formats :func:`save` writes, by extension.
 FORMATS = (".obj", ".glb", ".ply", ".npz")
@@ -225,13 +226,6 @@ def _vertex_color_mesh(rec, colors: str, gltf: bool = False):
 
 
 # ---------------------------------------------------------------------------- files
-def write_bytes(path: str, data: Union[bytes, str]) -> None:
-    """Write a file atomically (a temporary file in the same folder, then a rename)."""
-    from pyfaid.fileio import write_atomic
-
-    write_atomic(path, data)
-
-
 def _check_path(path) -> tuple:
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -286,14 +280,14 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
             data = mesh.export(file_type="obj", include_color=True)
         else:
             data = mesh.export(file_type=ext[1:])
-        write_bytes(path, data)
+        write_atomic(path, data)
         return [path]
     if isinstance(texture, str):
         texture = bake_texture(rec, texture, texture_size, photo=photo, visibility=visibility)
     stem = os.path.splitext(os.path.basename(path))[0]
     if ext == ".glb":
         mesh = textured_mesh(rec, texture, name=stem, gltf=True)
-        write_bytes(path, mesh.export(file_type="glb", include_normals=True))
+        write_atomic(path, mesh.export(file_type="glb", include_normals=True))
         return [path]
     from trimesh.exchange.obj import export_obj
 
@@ -303,7 +297,7 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
     folder = os.path.dirname(os.path.abspath(path))
     written = [path]
     for name, data in files.items():  # the MTL and the texture PNG
-        write_bytes(os.path.join(folder, name), data)
+        write_atomic(os.path.join(folder, name), data)
         written.append(os.path.join(folder, name))
-    write_bytes(path, text)
+    write_atomic(path, text)
     return written

@@ -80,7 +80,7 @@ def save_frames(frames, path: str, fps: float = 12.0, columns: int = 6) -> str:
     """
     from PIL import Image
 
-    from pyfaid.reconstruct.export import write_bytes
+    from pyfaid.fileio import write_atomic
 
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
@@ -102,7 +102,7 @@ def save_frames(frames, path: str, fps: float = 12.0, columns: int = 6) -> str:
         for i, f in enumerate(frames):
             grid[(i // cols) * h:(i // cols + 1) * h, (i % cols) * w:(i % cols + 1) * w] = f
         Image.fromarray(grid).save(buf, format="PNG")
-    write_bytes(path, buf.getvalue())
+    write_atomic(path, buf.getvalue())
     return path
 
 
