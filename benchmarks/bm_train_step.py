@@ -1,6 +1,7 @@
 """One FAID training step (forward + backward + Adam) on a config, and the renderer's share of it.
 
-Rows: ``train_step`` (median ms per step, images/s) and the share of step time spent in the
+Rows: ``train_step`` for the default config now and as it was before the main job started from the
+shipped pretrained parts (``BEFORE``), in the same run (median ms per step, images/s) and the share of step time spent in the
 differentiable renderer, measured two ways: ``render_fwd_share`` (wall time inside
 ``Renderer.forward`` calls, Python included) and ``render_ops_share`` (profiler self time of the
 ``pyfaid::rasterize/interpolate/vertex_normals/sh_shading`` ops, forward and backward, over the
@@ -72,6 +73,8 @@ def _setup(config: str, device: str, batch_size=None, overrides=()):
     cfg = load_config(config, list(overrides) + ([f"train.batch_size={batch_size}"] if batch_size else []))
     torch.manual_seed(0)
     faid = build_faid(cfg, device).train()
+    if cfg.train.freeze:
+        faid.freeze(cfg.train.freeze)
     obj = FAIDObjective(faid, cfg.loss)
     params = [p for p in faid.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.optim.lr)
@@ -141,21 +144,31 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
             "render_fwd_share": shares[len(shares) // 2], "render_ops_share": render / max(total, 1e-9)}
 
 
+#: The default config's FAID step before the main job started from the pretrained parts: the
+#: ResNet-18 at 96 px trained along, no landmark head, segmenter or photo input.
+BEFORE = ("model.input_size=96", "model.landmark_head=false", "model.segmenter=false", "model.photo_input=false",
+          "train.freeze=[]", "loss.coarse_photo=1.0")
+
+
 def run(device: str, quick: bool) -> list:
     from pyfaid.encoders import AttributeWeightsNotFound
 
-    note, over = "", ()
-    try:
-        m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None)
-    except AttributeWeightsNotFound:  # the attribute encoder's weights are not built yet
-        note, over = " no-FA(attribute weights missing)", ("model.use_fa_features=false", "loss.att=0")
-        m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
-    c = m["cfg"]
-    case = (f"default B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} "
-            f"{c.model.backbone}{note}")
-    return [row("train_step", case, "pyfaid", m["ms"], images_per_s=round(m["images_per_s"], 3),
-                render_fwd_share=round(m["render_fwd_share"], 3),
-                render_ops_share=round(m["render_ops_share"], 3))]
+    rows = []
+    for label, base in (("before", BEFORE), ("now", ())):
+        note, over = "", base
+        try:
+            m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
+        except AttributeWeightsNotFound:  # the attribute encoder's weights are not built yet
+            note, over = " no-FA(attribute weights missing)", base + ("model.use_fa_features=false", "loss.att=0")
+            m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
+        c = m["cfg"]
+        frozen = f" frozen={'+'.join(c.train.freeze)}" if c.train.freeze else ""
+        case = (f"default[{label}] B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} "
+                f"{c.model.backbone}{frozen}{note}")
+        rows.append(row("train_step", case, "pyfaid", m["ms"], images_per_s=round(m["images_per_s"], 3),
+                        render_fwd_share=round(m["render_fwd_share"], 3),
+                        render_ops_share=round(m["render_ops_share"], 3)))
+    return rows
 
 
 if __name__ == "__main__":

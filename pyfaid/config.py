@@ -78,6 +78,7 @@ class ModelConfig:
     faid_decoder: bool = True
     hierarchy: bool = False             # hierarchical refiners (U-Nets over a mesh hierarchy; the configs' choice)
     gcn_channels: tuple = (8, 16, 32, 64)  # hierarchical refiners: channels per level, finest first
+    photo_input: bool = False           # the mesh-wise refiner reads the photo on the mesh and blends it in where visible
     hierarchy_factors: tuple = (4, 4, 4)   # vertex reduction between levels
     hidden: int = 16                    # flat GCN width
     cheb_k: int = 3                     # Chebyshev order K
@@ -162,6 +163,7 @@ class TrainConfig:
     stages: tuple = ()                  # StageConfig entries; () = one faid stage
     init_from: Optional[str] = None     # start from a checkpoint's trained weights ("pretrained" = the shipped model)
     init_parts: tuple = ("coarse", "fine", "segmenter")  # which of its trained parts to take
+    freeze: tuple = ()                  # trained parts kept fixed (no gradient, BatchNorm in eval mode): coarse, segmenter
     max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda

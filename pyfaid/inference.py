@@ -119,7 +119,9 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
         steps: fitting steps per face (0 = the prediction as it is).
         id_encoder, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
         fill: with a segmenter's ``visibility`` in ``pred``, do not paint the vertices the photo
-            hides but fill them from the visible ones (see :func:`~pyfaid.reconstruct.fitting.fit`).
+            hides but fill them from the visible ones (see :func:`~pyfaid.reconstruct.fitting.fit`);
+            with a fine stage (``coarse_colors`` in ``pred``) fitting starts from
+            :func:`~pyfaid.reconstruct.fill.fill_refinement` of its colours.
         schedule: see :func:`~pyfaid.reconstruct.fitting.fit`; None: ``PREDICTION_SCHEDULE`` when
             starting from a network's prediction, ``FitSchedule()`` from the mean face.
 
@@ -139,6 +141,12 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
         schedule = PREDICTION_SCHEDULE
 
     renderer = crop_renderer(crops.device)
+    coarse, vis_all = pred.get("coarse_colors"), pred.get("visibility")
+    refined = colors is not None and coarse is not None and coarse is not colors and not torch.equal(coarse, colors)
+    if fill and refined and vis_all is not None:
+        from pyfaid.reconstruct.fill import fill_refinement
+
+        colors = fill_refinement(face_model, renderer, coeffs, colors, coarse, vis_all)
     out_c, out_col, hists = [], [], []
     for i in range(n):
         lm = None if landmarks5 is None else landmarks5[i:i + 1]

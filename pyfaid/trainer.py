@@ -224,6 +224,8 @@ class Trainer:
         cfg = self.cfg
         self.faid = (build_model or build_faid)(cfg, self.dev)
         self.faid.train()
+        if cfg.train.freeze:  # before the optimizer: frozen parts get no parameter slots
+            self.faid.freeze(cfg.train.freeze)
         self.objective = StagedObjective(self.faid, cfg.loss, [s.objective for s in self.stages])
         self.params = [p for p in self.faid.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam(self.params, lr=self.stages[0].lr, betas=tuple(cfg.optim.betas),

@@ -200,3 +200,15 @@ def test_landmark_protocol_end_to_end(tmp_path):
     md = (out / "report.md").read_text()
     assert "| FAID | 5 |" in md and "1/3" in md
     assert (out / "ced.png").stat().st_size > 1000 and (out / "landmarks_worst.png").stat().st_size > 1000
+
+
+def test_evaluate_clean_condition_only_writes_the_figure(tmp_path):
+    """``--occlusion none`` alone (no occluded condition): the report and its figure are written,
+    the figure without an occluded column."""
+    ck = _checkpoint(tmp_path)
+    out = tmp_path / "eval"
+    assert E.main(["--checkpoint", ck, "--data", "synthetic", "--n", "2", "--batch-size", "2",
+                   "--occlusion", "none", "--out", str(out)]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert list(report["conditions"]) == ["clean"]
+    assert (out / "report.png").stat().st_size > 0

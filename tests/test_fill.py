@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pyfaid import inference
-from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices, vertex_average
+from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
+from pyfaid.render import vertex_average
 
 
 def _grid(n: int = 9):
@@ -139,3 +140,29 @@ def test_evaluate_fill_option_reaches_fitting(tmp_path):
     assert reports[False]["methods"]["FAID"]["fill"] is True and reports[True]["methods"]["FAID"]["fill"] is False
     err = {k: r["conditions"]["occluded"]["FAID"]["color_error"]["mean"] for k, r in reports.items()}
     assert err[False] != pytest.approx(err[True], rel=1e-4), err
+
+
+def test_fill_refinement_replaces_what_the_refiners_changed_on_hidden_vertices():
+    """Fitting starts from the fine colours with the hidden vertices' change over the coarse colours
+    filled from the visible ones: a constant change on the visible vertices reaches the hidden ones,
+    whatever the refiners put there."""
+    from pyfaid.reconstruct.fill import fill_refinement
+
+    fm = inference.default_face_model("cpu")
+    renderer = inference.crop_renderer("cpu")
+    c = fm.layout.zeros(1)
+    c[0, fm.layout.slice("gamma").start] = 0.3
+    base = fm.texture(fm.split_coeffs(c)["tex"])
+    vis = torch.ones(1, 1, 224, 224)
+    vis[..., 90:150, 70:150] = 0  # the photo hides the middle of the face
+    colors = (base + 0.1).clamp(0, 1)
+    rast = renderer(fm, c, colors=colors)["rast"]
+    hidden, _ = hidden_vertices(rast, fm.topology.triangles, vis, fm.num_vertices)
+    colors[hidden] = 0.0  # what the refiners made of the hidden vertices: black
+    out = fill_refinement(fm, renderer, c, colors, base, vis)
+    assert hidden.sum() > 300
+    expect = (base + 0.1).clamp(0, 1)
+    # the hidden vertices away from the clamp at 1 take base + 0.1 back; the visible ones keep theirs
+    torch.testing.assert_close(out[~hidden], colors[~hidden])
+    inside = hidden & (base + 0.1 < 1).all(-1)
+    assert float((out[inside] - expect[inside]).abs().max()) < 0.02

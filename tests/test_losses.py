@@ -156,6 +156,11 @@ def test_bundled_configs_load_and_ablations_differ():
         d = cfgs[name].to_dict()
         diff = {(sec, k) for sec in full for k in full[sec] if full[sec][k] != d[sec][k]}
         assert diff == keys | {("train", "out")}, (name, diff)
-    # the default run: a coarse stage, then the FAID stage until the time budget
-    st = cfgs["default"].train.stages
-    assert [(s.objective, s.steps) for s in st] == [("coarse", 1000), ("faid", 0)]
+    # the default run: the FAID stage from the shipped pretrained parts, kept fixed, until the time budget
+    d = cfgs["default"]
+    assert [(s.objective, s.steps) for s in d.train.stages] == [("faid", 0)]
+    assert d.train.init_from == "pretrained" and set(d.train.freeze) == {"coarse", "segmenter"}
+    assert d.model.photo_input and d.model.segmenter and d.model.hierarchy
+    # the pretrain config inherits the default's model but starts from nothing and freezes nothing
+    p = load_config("pretrain")
+    assert p.train.init_from is None and p.train.freeze == () and p.model.input_size == d.model.input_size

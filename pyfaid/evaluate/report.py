@@ -85,7 +85,8 @@ def figure(report: dict, samples: dict, path) -> None:
     methods = list(next(iter(report["conditions"].values())))
     keys = ["psnr", "ssim"] + [f"id_{e}" for e in report["identity_encoders"]]
     n_s = len(samples["input"])
-    cols = 2 + len(samples["render"])
+    occluded = samples["occluded"] if len(samples["occluded"]) else None  # none with --occlusion none only
+    cols = (2 if occluded else 1) + len(samples["render"])
     fig = plt.figure(figsize=(max(3.2 * len(keys), 1.6 * cols * max(n_s, 1) / 2), 3.2 + 1.8 * n_s))
     gs = fig.add_gridspec(1 + n_s, max(len(keys), cols), height_ratios=[1.8] + [1.0] * n_s)
     width = 0.8 / max(len(methods), 1)
@@ -100,10 +101,10 @@ def figure(report: dict, samples: dict, path) -> None:
         ax.set_title(key.upper() if not key.startswith("id_") else f"ID ({key[3:]})")
         if k == 0:
             ax.legend(fontsize=7)
-    titles = ["input", "occluded"] + [f"render ({m})" for m in samples["render"]]
+    titles = ["input"] + (["occluded"] if occluded else []) + [f"render ({m})" for m in samples["render"]]
     for r in range(n_s):
-        row = [samples["input"][r], samples["occluded"][r]] + [v[r] if r < len(v) else None
-                                                              for v in samples["render"].values()]
+        row = ([samples["input"][r]] + ([occluded[r] if r < len(occluded) else None] if occluded else [])
+               + [v[r] if r < len(v) else None for v in samples["render"].values()])
         for c, img in enumerate(row):
             ax = fig.add_subplot(gs[1 + r, c])
             ax.axis("off")

@@ -114,6 +114,24 @@ class FAID(nn.Module):
     # ------------------------------------------------------------------ trained state
     TRAINED = ("coarse.", "fine.", "segmenter.")
 
+    def freeze(self, parts) -> None:
+        """Keep trained parts (``"coarse"``, ``"fine"``, ``"segmenter"``) fixed: no gradient, and in
+        eval mode (BatchNorm statistics kept) whatever ``train()`` is called with."""
+        parts = tuple(parts)
+        unknown = sorted(set(parts) - {"coarse", "fine", "segmenter"})
+        if unknown:
+            raise ValueError(f"FAID.freeze: unknown part(s) {unknown}; choose from coarse, fine, segmenter")
+        self.frozen = tuple(p for p in parts if getattr(self, p) is not None)
+        for p in self.frozen:
+            getattr(self, p).requires_grad_(False)
+        self.train(self.training)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for p in getattr(self, "frozen", ()):
+            getattr(self, p).eval()
+        return self
+
     def trainable_state_dict(self) -> dict:
         """State of the trained parts only (coarse, fine, segmenter); the frozen encoders and the face
         model are rebuilt from the config."""
@@ -170,13 +188,20 @@ class FAID(nn.Module):
         residual = None
         fine_colors = coarse_colors
         fine = None if coarse_only else self.fine
+        rc = self.render_coarse if render_coarse is None else render_coarse
+        coarse_out = None
         if fine is not None:
-            fine_colors, residual = fine(coarse_colors, self._decoder_input(images, enc))
+            photo = None
+            if fine.photo_input:  # the photo on the mesh, seen through the coarse render
+                coarse_out = self.renderer(self.face_model, coeffs, colors=coarse_colors)
+                photo = self.photo_on_mesh(images, coeffs, coarse_out)
+            fine_colors, residual = fine(coarse_colors, self._decoder_input(images, enc), photo)
         out = self.renderer(self.face_model, coeffs, colors=fine_colors)
         coarse_image = None
-        rc = self.render_coarse if render_coarse is None else render_coarse
         if rc and fine is not None:
-            coarse_image = self.renderer(self.face_model, coeffs, colors=coarse_colors)["image"]
+            if coarse_out is None:
+                coarse_out = self.renderer(self.face_model, coeffs, colors=coarse_colors)
+            coarse_image = coarse_out["image"]
         elif rc:
             coarse_image = out["image"]
         lm_head = head.get("landmarks")
@@ -185,6 +210,19 @@ class FAID(nn.Module):
                           mask=out["mask"], landmarks=out["landmarks"], residual=residual,
                           landmarks_head=None if lm_head is None else lm_head * self.image_size - 0.5,
                           landmark_log_scale=head.get("log_scale"))
+
+    @torch.no_grad()
+    def photo_on_mesh(self, images: torch.Tensor, coeffs: torch.Tensor, render: dict) -> tuple:
+        """The photo's albedo estimate per vertex and the visible share of each vertex's footprint
+        (:func:`pyfaid.render.photo_albedo`, visibility from the segmenter when the model has one),
+        from a render of ``coeffs`` in the photo's view. No gradient. Returns ``([B, V, 3], [B, V])``."""
+        from pyfaid.render import photo_albedo, sh_shading
+
+        vis = None if self.segmenter is None else self.segmenter.visibility(images)
+        gamma = self.renderer.lit_gamma(self.face_model.split_coeffs(coeffs)["gamma"].to(render["normals"].dtype))
+        light = sh_shading(render["normals"].contiguous(), torch.ones_like(render["normals"]), gamma)
+        return photo_albedo(render["rast"], self.face_model.topology.on(images.device), images, light,
+                            render["colors"], vis)
 
     def render_view(self, coeffs: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor) -> dict:
         """Render a reconstruction under replaced rotation angles ``[B, 3]`` (radians)."""
@@ -245,7 +283,8 @@ def build_faid(cfg, device="cpu") -> FAID:
             hier = mesh_hierarchy(fm.mean_shape, fm.triangles, factors=tuple(m.hierarchy_factors))
         fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
                          nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
-                         mesh_refiner=m.mesh_refiner, hierarchy=hier, channels=tuple(m.gcn_channels))
+                         mesh_refiner=m.mesh_refiner, hierarchy=hier, channels=tuple(m.gcn_channels),
+                         photo_input=m.photo_input)
     segmenter = None
     if m.segmenter:
         from pyfaid.models.segmentation import FaceSegmenter

