@@ -82,8 +82,8 @@ def predict(model, crops: torch.Tensor) -> dict:
         crops: ``[B, 3, 224, 224]`` aligned faces in [0, 1].
 
     Returns:
-        dict with ``coeffs [B, layout.size]``, ``colors [B, V, 3]`` (fine albedo),
-        ``coarse_colors [B, V, 3]``, with a landmark head ``landmarks [B, 68, 2]`` (pixels of
+        dict with ``coeffs [B, layout.size]``, ``colors [B, V, 3]`` (fine albedo), with a fine
+        stage ``coarse_colors [B, V, 3]``, with a landmark head ``landmarks [B, 68, 2]`` (pixels of
         the crop) and ``confidence [B, 68]``, and with a segmenter ``visibility [B, 1, 224, 224]``
         (probability that a pixel shows the face unoccluded).
     """
@@ -92,7 +92,9 @@ def predict(model, crops: torch.Tensor) -> dict:
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     out = model(x, render_coarse=False)
-    res = {"coeffs": out.coeffs, "colors": out.fine_colors, "coarse_colors": out.coarse_colors}
+    res = {"coeffs": out.coeffs, "colors": out.fine_colors}
+    if getattr(model, "fine", None) is not None:
+        res["coarse_colors"] = out.coarse_colors
     if getattr(model, "segmenter", None) is not None:
         res["visibility"] = model.segmenter.visibility(crops)  # [B, 1, 224, 224]
     if out.landmarks_head is not None:
@@ -142,8 +144,7 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
 
     renderer = crop_renderer(crops.device)
     coarse, vis_all = pred.get("coarse_colors"), pred.get("visibility")
-    refined = colors is not None and coarse is not None and coarse is not colors and not torch.equal(coarse, colors)
-    if fill and refined and vis_all is not None:
+    if fill and colors is not None and coarse is not None and vis_all is not None:  # a fine stage's colours
         from pyfaid.reconstruct.fill import fill_refinement
 
         colors = fill_refinement(face_model, renderer, coeffs, colors, coarse, vis_all)

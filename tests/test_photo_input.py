@@ -127,13 +127,12 @@ def test_faid_with_photo_input_trains_only_what_is_not_frozen(tmp_path, monkeypa
     """A tiny FAID whose fine model reads the photo: the FAID objective runs and back-propagates,
     and training with train.freeze=[coarse] leaves the coarse model (and its BatchNorm statistics)
     exactly as it was while the fine model learns."""
-    from test_train import TinyFaces, tiny_cfg, tiny_face_model
+    from test_train import S, TinyAttributes, TinyFaces, TinyIdentity, tiny_cfg, tiny_face_model
 
     from pyfaid.facemodel.hierarchy import mesh_hierarchy
     from pyfaid.models import FAID, CoarseModel, FeatureEncoder, FineModel
     from pyfaid.render import Renderer
     from pyfaid.train import train
-    from test_train import S, TinyAttributes, TinyIdentity
 
     monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
 
