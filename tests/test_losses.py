@@ -86,6 +86,18 @@ def test_edge_smoothness_and_landmark_nll():
     field = torch.tensor([[[0.0], [1.0], [3.0]]])
     edges = torch.tensor([[0, 1], [1, 2]])
     assert math.isclose(L.edge_smoothness(field, edges).item(), (1 + 4) / 2)
+    from pyfaid.render import MeshTopology
+
+    tri = torch.tensor([[0, 1, 2], [1, 3, 2], [2, 3, 4]])
+    top = MeshTopology(tri, 5)
+    e, lap = top.edges(), top.laplacian()
+    x = torch.rand(2, 5, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(L.edge_smoothness(x, e, lap), L.edge_smoothness(x, e))  # Laplacian path = gathers
+    g1, g2 = (torch.autograd.grad(L.edge_smoothness(x, e, *a), x)[0] for a in ((lap,), ()))
+    assert torch.allclose(g1, g2)
+    assert torch.autograd.gradcheck(lambda t: L.edge_smoothness(t, e, lap), (x,))
+    with pytest.raises(ValueError, match="laplacian"):
+        L.edge_smoothness(x[:, :4], e, lap)
     pred, target = torch.zeros(2, 4, 2), torch.zeros(2, 4, 2)
     target[..., 0] = 0.3  # every point 0.3 off
     # the NLL d / b + 2 log b is smallest at b = d / 2

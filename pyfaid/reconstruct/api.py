@@ -35,7 +35,7 @@ NO_CHECKPOINT_MESSAGE = (
 #: shipped model on 2 CPU threads. Measured with the shipped fine stage on 60 AFW photos (masked PSNR
 #: of the render against the photo, ``python -m pyfaid.evaluate --fit N --data folder:AFW --occlusion
 #: none --n 60``): no fitting 20.8 dB, 10 steps 22.6 dB, 20 steps 25.2 dB, 40 steps 28.5 dB; about
-#: 0.15 s per face without fitting and 0.8-1.05 s with 40 steps, detection included
+#: 0.18 s per face without fitting and 0.67 s with 40 steps, detection included
 #: (``benchmarks/bm_reconstruct.py``; with :data:`PREDICTION_SCHEDULE`, no identity term). The
 #: network's pose and shape are already about as good as fitting makes them (AFW 68-point NME 4.53 %
 #: of the landmark head, 4.49 % of the mesh after 40 steps), so the steps go to lighting and colour.

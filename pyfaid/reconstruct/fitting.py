@@ -35,6 +35,7 @@ from pyfaid import losses as L
 from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.render import camera as cam
+from pyfaid.render.shading import vertex_normals
 
 __all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of", "contour_candidates"]
 
@@ -90,11 +91,13 @@ PREDICTION_SCHEDULE = FitSchedule(pose_frac=0.0, shape_frac=0.3)
 
 
 class _FixedShape:
-    """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated)."""
+    """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated),
+    with its normals cached (``rest_normals``, which the renderer rotates with the pose)."""
 
     def __init__(self, face_model, shape: torch.Tensor):
         self._fm = face_model
         self._shape = shape
+        self.rest_normals = vertex_normals(shape, face_model.topology)
 
     def __getattr__(self, name):
         return getattr(self._fm, name)
@@ -182,6 +185,7 @@ class _Fitter:
             self.base = face_model.texture(self.p["tex"]) if colors is None else colors.detach().to(dev, torch.float32)
         self.delta = torch.zeros(B, face_model.num_vertices, 3, device=dev, requires_grad=True)
         self.edges = face_model.topology.edges(dev)
+        self.laplacian = face_model.topology.laplacian(dev)
         self.target = target.detach().float()
         self.visibility = None if visibility is None else visibility.detach().to(dev, torch.float32)
         self.skin = skin_mask(self.target) if visibility is None else None
@@ -270,7 +274,7 @@ class _Fitter:
             loss = loss + L.coefficient_regularizer(self.p, sch.w_reg_id, sch.w_reg_exp, sch.w_reg_tex)
         if stage == 3:
             loss = loss + sch.w_color_l2 * self.delta.pow(2).mean() + \
-                sch.w_color_smooth * L.edge_smoothness(self.delta, self.edges)
+                sch.w_color_smooth * L.edge_smoothness(self.delta, self.edges, self.laplacian)
         terms["loss"] = float(loss.detach())
         return loss, terms
 

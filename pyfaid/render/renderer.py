@@ -142,7 +142,15 @@ class Renderer(nn.Module):
 
         rotation = cam.euler_rotation(angles.to(shape.dtype))  # [B, 3, 3]
         world = cam.apply_pose(shape, rotation, parts["trans"].to(shape.dtype))  # [B, V, 3]
-        normals = vertex_normals(world.contiguous(), tri)  # [B, V, 3], rotated with the mesh
+        if shape.requires_grad or not rotation.requires_grad:
+            normals = vertex_normals(world.contiguous(), tri)  # [B, V, 3], rotated with the mesh
+        else:
+            # a fixed mesh moved rigidly (fitting's pose and colour stages): its normals rotate with it,
+            # so the gradient reaches the pose without the normal kernel's backward
+            rest = getattr(face_model, "rest_normals", None)  # [B, V, 3] normals of this `shape`, if cached
+            if rest is None or rest.shape != shape.shape:
+                rest = vertex_normals(shape.detach().contiguous(), tri)
+            normals = rest.to(shape.dtype) @ rotation.transpose(1, 2)
         gamma = self.lit_gamma(parts["gamma"].to(shape.dtype))  # [B, 27]
         shaded = sh_shading(normals, albedo.contiguous(), gamma)  # [B, V, 3]
 

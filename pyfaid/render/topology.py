@@ -9,6 +9,8 @@ only compare its vertex count with the inputs' (a shape test, no synchronisation
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 __all__ = ["MeshTopology", "as_triangles"]
@@ -74,6 +76,21 @@ class MeshTopology:
             n = self.num_vertices
             key_ = torch.unique(e[:, 0] * n + e[:, 1])
             self._by_device[key] = torch.stack([key_ // n, key_ % n], dim=1).to(key[1])
+        return self._by_device[key]
+
+    def laplacian(self, device=None) -> torch.Tensor:
+        """The graph Laplacian ``L = D - A`` of :meth:`edges` as a sparse CSR ``[V, V]`` float32
+        tensor on ``device`` (cached): ``x^T L x`` is the sum of squared differences along the edges."""
+        key = ("laplacian", torch.device(device) if device is not None else self.triangles.device)
+        if key not in self._by_device:
+            e, n = self.edges("cpu"), self.num_vertices
+            deg = torch.bincount(e.reshape(-1), minlength=n).float()
+            idx = torch.cat([e.t(), e.flip(1).t(), torch.arange(n).expand(2, n)], dim=1)
+            val = torch.cat([-torch.ones(2 * len(e)), deg])
+            with warnings.catch_warnings():  # "sparse CSR support is in beta"
+                warnings.simplefilter("ignore", UserWarning)
+                lap = torch.sparse_coo_tensor(idx, val, (n, n), check_invariants=True).coalesce().to_sparse_csr()
+            self._by_device[key] = lap.to(key[1])
         return self._by_device[key]
 
     @property
