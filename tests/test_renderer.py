@@ -305,3 +305,29 @@ def test_fixed_shape_normals_rotate_with_the_pose():
     assert torch.allclose(out["normals"], ref["normals"], atol=1e-10)
     assert torch.allclose(out["image"], ref["image"], atol=1e-10)
     assert g_ref.abs().sum() > 0 and torch.allclose(g_fast, g_ref, rtol=1e-6, atol=1e-9)
+
+
+def test_recolor_equals_a_second_render():
+    """Renderer.recolor (the geometry of a first render, a second texture) gives the image and the
+    gradients of rendering again with that texture."""
+    model = _tiny_model()
+    g = torch.Generator().manual_seed(3)
+    coeffs = _coeffs(2)
+    coeffs[:, _at("angle", 1)] = torch.tensor([0.25, -0.4], dtype=torch.float64)
+    coeffs[:, _at("gamma", 3)] = 0.2
+    coeffs.requires_grad_()
+    c1, c2 = (torch.rand(2, model.num_vertices, 3, dtype=torch.float64, generator=g) for _ in range(2))
+    c2.requires_grad_()
+    r = Renderer(64)
+    w = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=g)
+    first = r(model, coeffs, colors=c1)
+    again = r.recolor(model, coeffs, first, c2)
+    ref = r(model, coeffs, colors=c2)
+    for k in ("image", "mask", "shaded", "landmarks"):
+        assert torch.allclose(again[k], ref[k], atol=1e-12), k
+    ga = torch.autograd.grad((again["image"] * w).sum(), (coeffs, c2))
+    gr = torch.autograd.grad((ref["image"] * w).sum(), (coeffs, c2))
+    assert gr[0].abs().sum() > 0 and gr[1].abs().sum() > 0
+    assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(ga, gr))
+    with pytest.raises(ValueError, match="recolor"):
+        r.recolor(model, coeffs, first, c2[:, :3])

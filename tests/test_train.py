@@ -493,3 +493,42 @@ def test_loader_workers_survive_a_group_stop_signal():
     time.sleep(0.5)
     assert it._workers[0].is_alive()
     assert sum(len(b) for b in it) == 60
+
+
+def test_encoder_queue_batches_without_changing_features():
+    """The FAID objective's perceptual renders go through the encoders in one batched pass per flag
+    pair; every request gets exactly the features a pass of its own would give."""
+    from pyfaid.models.objectives import _EncoderQueue
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+
+    class _Faid:
+        calls = []
+
+        def encode(self, images, want_id=True, want_att=True):
+            self.calls.append((len(images), want_id, want_att))
+            h = net(images)
+            out = {}
+            if want_id:
+                out["id"], out["id_inter"] = h.mean((2, 3)), [h, h[:, :2]]
+            if want_att:
+                out["att"] = h.amax((2, 3))
+            return out
+
+    faid, g = _Faid(), torch.Generator().manual_seed(0)
+    q, got = _EncoderQueue(faid), {}
+    reqs = {"a": (torch.rand(4, 3, 8, 8, generator=g), True, True), "b": (torch.rand(2, 3, 8, 8, generator=g), True, True),
+            "c": (torch.rand(2, 3, 8, 8, generator=g), True, False), "d": (torch.rand(3, 3, 8, 8, generator=g), True, True)}
+    for k, (x, wi, wa) in reqs.items():
+        q.add(x, wi, wa, lambda e, k=k: got.__setitem__(k, e))
+    with torch.no_grad():
+        q.run()
+        assert sorted(faid.calls) == [(2, True, False), (9, True, True)]  # two passes for four requests
+        for k, (x, wi, wa) in reqs.items():
+            ref = faid.encode(x, wi, wa)
+            assert got[k].keys() == ref.keys()
+            for name, v in ref.items():
+                vs = v if isinstance(v, list) else [v]
+                ws = got[k][name] if isinstance(v, list) else [got[k][name]]
+                assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(vs, ws)), (k, name)
+    assert q.items == []

@@ -196,7 +196,10 @@ class FAID(nn.Module):
                 coarse_out = self.renderer(self.face_model, coeffs, colors=coarse_colors)
                 photo = self.photo_on_mesh(images, coeffs, coarse_out)
             fine_colors, residual = fine(coarse_colors, self._decoder_input(images, enc), photo)
-        out = self.renderer(self.face_model, coeffs, colors=fine_colors)
+        if coarse_out is not None:  # same mesh, second texture: no second rasterization
+            out = self.renderer.recolor(self.face_model, coeffs, coarse_out, fine_colors)
+        else:
+            out = self.renderer(self.face_model, coeffs, colors=fine_colors)
         coarse_image = None
         if rc and fine is not None:
             if coarse_out is None:

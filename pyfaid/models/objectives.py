@@ -167,7 +167,8 @@ def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot:
 
     ``I_rot`` is the reconstruction rendered with a random pose, ``I_occ`` the reconstruction's
     render with synthetic occluders; both are treated as new inputs (detached) and passed through
-    the model again.
+    the model again, together in one batch (with the coarse model frozen, as in the main job, exactly
+    what two passes give; a coarse model in training mode sees both in its BatchNorm statistics).
 
     Args:
         faid: the model. recon: output for the input batch. generator: random source (views and
@@ -195,20 +196,67 @@ def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot:
         angles = _uniform_angles(det.coeffs.shape[0], generator, max_angles, det.coeffs)
         with torch.no_grad():
             r = faid.render_view(det.coeffs, angles, det.fine_colors)
-        enc = encoded(r["image"])
-        rec = faid(r["image"], enc)
-        back = faid.renderer(faid.face_model, faid.layout.with_pose_light(rec.coeffs, det.coeffs),
-                             colors=rec.fine_colors)
-        out["rot"] = {"input": r["image"], "input_mask": r["mask"], "enc": enc, "recon": rec, "at_input_view": back}
+        out["rot"] = {"input": r["image"], "input_mask": r["mask"]}
     if occ:
         from pyfaid.data import occlude
 
         img_occ, occ_mask = occlude(det.image, generator=generator)
-        enc = encoded(img_occ)
-        rec = faid(img_occ, enc)
-        out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "enc": enc, "recon": rec,
-                      "at_input_view": {"image": rec.image, "mask": rec.mask}, "clean": det.image}
+        out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "clean": det.image}
+    if not out:
+        return out
+    # both augmented batches through the encoders and the model at once (one pass instead of two)
+    inputs = torch.cat([a["input"] for a in out.values()])
+    enc = encoded(inputs)
+    rec_all = faid(inputs, enc)
+    start = 0
+    for a, e in zip(out.values(), _split_features(enc, [len(a["input"]) for a in out.values()])):
+        stop = start + len(a["input"])
+        a["enc"], a["recon"] = e, rec_all.map(lambda t, lo=start, hi=stop: t[lo:hi])
+        start = stop
+    if rot:
+        rec = out["rot"]["recon"]
+        out["rot"]["at_input_view"] = faid.renderer(faid.face_model, faid.layout.with_pose_light(rec.coeffs, det.coeffs),
+                                                    colors=rec.fine_colors)
+    if occ:
+        rec = out["occ"]["recon"]
+        out["occ"]["at_input_view"] = {"image": rec.image, "mask": rec.mask}
     return out
+
+
+def _split_features(enc: dict, sizes: list) -> list:
+    """Split a feature dict of concatenated images back into one dict per part (``sizes`` items each)."""
+    parts = [{} for _ in sizes]
+    for k, v in enc.items():
+        chunks = torch.split(v, sizes) if torch.is_tensor(v) else list(zip(*(torch.split(t, sizes) for t in v)))
+        for d, c in zip(parts, chunks):
+            d[k] = c if torch.is_tensor(c) else list(c)
+    return parts
+
+
+class _EncoderQueue:
+    """Renders waiting for the frozen encoders, encoded in one pass per ``(want_id, want_att)``.
+
+    A FAID step asks the encoders about up to six renders (the input's, a random view, an occluded
+    render, the self-augmented reconstructions); one batched pass costs less than six small ones. The
+    encoders are frozen and in eval mode, so batching does not change any feature.
+    """
+
+    def __init__(self, faid: FAID):
+        self.faid, self.items = faid, []
+
+    def add(self, images: torch.Tensor, want_id: bool, want_att: bool, then) -> None:
+        """Encode ``images`` at :meth:`run`; ``then(features)`` receives their feature dict."""
+        self.items.append((images, (bool(want_id), bool(want_att)), then))
+
+    def run(self) -> None:
+        groups: dict = {}
+        for item in self.items:
+            groups.setdefault(item[1], []).append(item)
+        self.items = []
+        for (want_id, want_att), items in groups.items():
+            enc = self.faid.encode(torch.cat([it[0] for it in items]), want_id, want_att)
+            for (_, _, then), part in zip(items, _split_features(enc, [it[0].shape[0] for it in items])):
+                then(part)
 
 
 class FAIDObjective(nn.Module):
@@ -236,13 +284,18 @@ class FAIDObjective(nn.Module):
                 w[f"sa_{aug}_{pair}_att"] = c.att * c.sa_weight
         return w
 
-    def _perceptual(self, target_enc: dict, render: torch.Tensor, prefix: str, terms: dict) -> None:
+    def _perceptual(self, target_enc: dict, render: torch.Tensor, prefix: str, terms: dict,
+                    queue: _EncoderQueue) -> None:
+        """Queue the identity / attribute terms of ``render`` against ``target_enc`` (set at ``queue.run()``)."""
         c = self.cfg
-        enc = self.faid.encode(render, want_id=c.id > 0, want_att=c.att > 0)
-        for k, v in L.perceptual_losses(target_enc, enc).items():
-            terms[prefix + k] = v
 
-    def _input_terms(self, images, mask, enc, out: FAIDOutput, terms: dict) -> torch.Tensor:
+        def then(enc):
+            for k, v in L.perceptual_losses(target_enc, enc).items():
+                terms[prefix + k] = v
+
+        queue.add(render, c.id > 0, c.att > 0, then)
+
+    def _input_terms(self, images, mask, enc, out: FAIDOutput, terms: dict, queue: _EncoderQueue) -> torch.Tensor:
         """Photometric, perceptual and regulariser terms of the input batch; returns the mask used."""
         c, faid = self.cfg, self.faid
         # Eq. 6's mask M: the input's usable face pixels when the data provides them. It is NOT
@@ -257,7 +310,7 @@ class FAIDObjective(nn.Module):
         terms["photo"] = L.photometric_loss(images, out.image, m)
         if c.coarse_photo > 0 and faid.fine is not None:
             terms["coarse_photo"] = L.photometric_loss(images, out.coarse_image, m)
-        self._perceptual(enc, L.composite(out.image, out.mask, images), "", terms)
+        self._perceptual(enc, L.composite(out.image, out.mask, images), "", terms, queue)
         _regularizers(faid, out.coeffs, c, terms)
         if out.residual is not None:
             if c.fine_smooth > 0:
@@ -266,24 +319,30 @@ class FAIDObjective(nn.Module):
                 terms["fine_residual"] = out.residual.pow(2).mean()
         return m
 
-    def _robust_terms(self, images, enc, out: FAIDOutput, generator, terms: dict, extras: dict) -> None:
-        """L_rob (Eq. 9): perceptual losses of random views and an occluded render against the input."""
+    def _robust_terms(self, images, enc, out: FAIDOutput, generator, extras: dict, queue: _EncoderQueue) -> list:
+        """L_rob (Eq. 9): perceptual losses of random views and an occluded render against the input.
+        Returns the list their values fill at ``queue.run()`` (``terms["rob"]`` is their mean)."""
         c, faid = self.cfg, self.faid
         rob = []
+
+        def then(e):
+            rob.append(sum(L.perceptual_losses(enc, e).values()))
+
         max_angles = (c.max_pitch, c.max_yaw, c.max_roll)
         for _ in range(c.rob_views):
             ang = _uniform_angles(images.shape[0], generator, max_angles, out.coeffs)
             view = faid.render_view(out.coeffs, ang, out.fine_colors)["image"]
-            rob.append(sum(L.perceptual_losses(enc, faid.encode(view)).values()))
+            queue.add(view, True, True, then)
             extras.setdefault("rob_view", view)
         if c.rob_occ:
             from pyfaid.data import occlude
 
             occ_img, _ = occlude(L.composite(out.image, out.mask, images), generator=generator)
-            rob.append(sum(L.perceptual_losses(enc, faid.encode(occ_img)).values()))
-        terms["rob"] = torch.stack(rob).mean()
+            queue.add(occ_img, True, True, then)
+        return rob
 
-    def _self_aug_terms(self, images, mask, m, enc, out: FAIDOutput, generator, terms, extras) -> None:
+    def _self_aug_terms(self, images, mask, m, enc, out: FAIDOutput, generator, terms, extras,
+                        queue: _EncoderQueue) -> None:
         """The pairs (I_aug, I_aug^r) and (I, I_aug^r) of paper 3.2.3 for I_rot and I_occ."""
         c, faid = self.cfg, self.faid
         # at least 2 items: BatchNorm in train mode needs more than one value per channel
@@ -299,13 +358,13 @@ class FAIDObjective(nn.Module):
             # (I_aug, I_aug^r): reconstruct the augmented input itself
             terms[f"sa_{name}_aug_photo"] = L.photometric_loss(a.get("clean", a["input"]), rec.image, a["input_mask"])
             if perceptual:
-                self._perceptual(a["enc"], rec.image, f"sa_{name}_aug_", terms)
+                self._perceptual(a["enc"], rec.image, f"sa_{name}_aug_", terms, queue)
             # (I, I_aug^r): the reconstruction of the augmented input must also explain I
             back = a["at_input_view"]
             terms[f"sa_{name}_in_photo"] = L.photometric_loss(
                 img_n, back["image"], m_n if mask is not None else m_n * back["mask"])
             if perceptual:
-                self._perceptual(enc_n, L.composite(back["image"], back["mask"], img_n), f"sa_{name}_in_", terms)
+                self._perceptual(enc_n, L.composite(back["image"], back["mask"], img_n), f"sa_{name}_in_", terms, queue)
             extras[f"sa_{name}"] = a["input"]
             extras[f"sa_{name}_recon"] = rec.image
 
@@ -317,12 +376,14 @@ class FAIDObjective(nn.Module):
         with torch.no_grad():
             enc = faid.encode(images, want_id, want_att)
         out = faid(images, enc, render_coarse=True)
-        terms, extras = {}, {}
-        m = self._input_terms(images, mask, enc, out, terms)
-        if c.rob > 0:
-            self._robust_terms(images, enc, out, generator, terms, extras)
+        terms, extras, queue = {}, {}, _EncoderQueue(faid)
+        m = self._input_terms(images, mask, enc, out, terms, queue)
+        rob = self._robust_terms(images, enc, out, generator, extras, queue) if c.rob > 0 else None
         if c.self_aug and (c.sa_rot or c.sa_occ) and int(batch.get("step", 0)) % max(1, c.sa_every) == 0:
-            self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras)
+            self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras, queue)
+        queue.run()  # every perceptual term's encoder pass, batched
+        if rob is not None:
+            terms["rob"] = torch.stack(rob).mean()
         return L.total_loss(terms, self.weights()), terms, out, extras
 
 

@@ -175,6 +175,22 @@ class Renderer(nn.Module):
             "rast": rast,
         }
 
+    def recolor(self, face_model: nn.Module, coeffs: torch.Tensor, render: dict, colors: torch.Tensor) -> dict:
+        """``render`` (this renderer's output for ``coeffs``) with the albedo replaced by ``colors``
+        ``[B, V, 3]``: the same geometry (rasterization, normals) shaded and interpolated again, so a
+        second texture on the same mesh costs no second rasterization. Equal to
+        ``self(face_model, coeffs, colors=colors)``; gradients reach ``colors``, and the geometry
+        through ``render``'s tensors."""
+        batch, num_vertices = render["shaded"].shape[:2]
+        if colors.shape != (batch, num_vertices, 3):
+            raise ValueError(f"Renderer.recolor: `colors` must be [{batch}, {num_vertices}, 3], got {tuple(colors.shape)}")
+        normals, rast = render["normals"], render["rast"]
+        gamma = self.lit_gamma(face_model.split_coeffs(coeffs)["gamma"].to(normals.dtype))
+        shaded = sh_shading(normals, colors.to(normals.dtype).contiguous(), gamma)
+        color_img = interpolate(shaded.contiguous(), rast, face_model.topology)
+        image = (color_img * render["mask"].permute(0, 2, 3, 1)).clamp(0.0, 1.0)
+        return dict(render, image=image.permute(0, 3, 1, 2).contiguous(), colors=colors, shaded=shaded)
+
     def render_views(
         self,
         face_model: nn.Module,
