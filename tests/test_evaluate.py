@@ -212,3 +212,23 @@ def test_evaluate_clean_condition_only_writes_the_figure(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert list(report["conditions"]) == ["clean"]
     assert (out / "report.png").stat().st_size > 0
+
+
+def test_coarse_stage_row_and_held_out_seed(tmp_path, capsys):
+    """``--coarse`` scores the checkpoint's coarse stage as its own row (the fine model skipped, so
+    its colours are the coarse regressor's); synthetic data defaults to the held-out seed."""
+    from pyfaid.config import DataConfig
+    from pyfaid.evaluate.protocol import Method, load_methods
+
+    ck = _checkpoint(tmp_path)
+    models = load_methods([Method("full", ck), Method("c", ck, coarse=True)], "cpu")
+    assert models["full"][0].fine is not None and models["c"][0].fine is None
+    out = tmp_path / "eval"
+    assert E.main(["--checkpoint", ck, "--coarse", "--data", "synthetic", "--n", "2", "--batch-size", "2",
+                   "--occlusion", "none", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["seed"] == DataConfig().val_seed != DataConfig().seed
+    assert set(rep["conditions"]["clean"]) == {"FAID", "FAID coarse"}
+    with pytest.raises(SystemExit):  # the mean face has no coarse stage
+        E.main(["--checkpoint", "none", "--fit", "1", "--coarse", "--out", str(tmp_path / "o")])
+    assert "--coarse needs" in capsys.readouterr().err

@@ -16,6 +16,7 @@ __all__ = ["main"]
 
 EPILOG = """examples:
   python -m pyfaid.evaluate --checkpoint runs/default --data synthetic --n 200 --out eval/
+  python -m pyfaid.evaluate --checkpoint pretrained --coarse --data synthetic --n 200 --out eval/   # coarse vs fine
   python -m pyfaid.evaluate --checkpoint runs/default --fit 200 --data 300w:/data/afw --out eval/   # 68-point NME
   python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data 300w:/data/afw --landmarks dlib --out eval/
   python -m pyfaid.evaluate --checkpoint none --fit 200 --data folder:photos/ --occlusion none synthetic --out eval/
@@ -36,6 +37,10 @@ def _methods(args, ap):
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
         methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
+        if args.coarse:
+            if ck is None:
+                ap.error("--coarse needs a --checkpoint with a model (not none)")
+            methods.append(Method(f"{args.name} coarse", ck, args.fit, args.landmarks, not args.no_fill, coarse=True))
     for spec in args.ablations:
         name, eq, path = spec.partition("=")
         if not eq or not name or not path:
@@ -77,7 +82,10 @@ def _parser():
                     help="more checkpoints evaluated side by side (Table 2 layout)")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=None,
+                    help="synthetic data seed (default: the held-out seed data.val_seed, disjoint from training)")
+    ap.add_argument("--coarse", action="store_true",
+                    help="also score the coarse stage of --checkpoint alone (a row \"NAME coarse\")")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     return ap
 

@@ -48,13 +48,15 @@ class Method:
     ``fit_steps`` of test-time fitting, ``fill`` (fitting fills the vertices the segmenter says the
     photo hides instead of painting them; :func:`pyfaid.reconstruct`'s ``fill``) and, in the landmark
     protocol, the source of the 68 points (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat
-    of :mod:`pyfaid.encoders.dlib_landmarks`)."""
+    of :mod:`pyfaid.encoders.dlib_landmarks`); ``coarse``: the checkpoint's coarse stage alone, its
+    fine model skipped (the coarse-against-fine comparison of one model)."""
 
     name: str
     checkpoint: Optional[str] = None
     fit_steps: int = 0
     landmarks: str = "head"
     fill: bool = True
+    coarse: bool = False  # the checkpoint's coarse stage alone (its fine model skipped)
 
 
 def _summary(values: List[float]) -> Dict[str, float]:
@@ -208,12 +210,14 @@ def load_methods(methods: Sequence[Method], dev) -> dict:
                 net = load_model(m.checkpoint, dev)
             except FileNotFoundError as exc:
                 raise FileNotFoundError(f"method {m.name}: {exc}") from exc
+            if m.coarse:
+                net.fine = None  # predict() then returns the coarse regressor's texture
             models[m.name] = (net, net.face_model)
     return models
 
 
 def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("none", "synthetic"), n: int = 100,
-             batch_size: int = 8, device="cpu", seed: int = 0, id_encoders: Optional[Sequence[str]] = None,
+             batch_size: int = 8, device="cpu", seed: Optional[int] = None, id_encoders: Optional[Sequence[str]] = None,
              num_samples: int = 4, progress: bool = True):
     """Evaluate methods with the paper's photometric protocol.
 
@@ -226,7 +230,9 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
         n: number of images (the first ``n`` usable ones of the dataset).
         batch_size: images per forward pass.
         device: torch device.
-        seed: dataset seed (synthetic data); occlusions use :data:`OCCLUSION_SEED`.
+        seed: dataset seed (synthetic data); None: the held-out seed (``DataConfig.val_seed``, the
+            trainer's held-out set, disjoint from the training faces, which use ``data.seed``);
+            occlusions use :data:`OCCLUSION_SEED`.
         id_encoders: identity encoders to use; default: those available (dlib, FaceNet if present).
         num_samples: images kept for the sample grid.
         progress: tqdm progress bars.
@@ -251,6 +257,10 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
     models = load_methods(methods, dev)
     fm0 = next(iter(models.values()))[1]
+    if seed is None:
+        from pyfaid.config import DataConfig
+
+        seed = DataConfig().val_seed
     dataset = build_dataset(kind, root, seed=seed, length=n, occlusion=False, face_model=fm0)
     count = min(n, len(dataset))
     run = _Run(num_samples)
