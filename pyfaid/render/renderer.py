@@ -24,6 +24,21 @@ __all__ = ["Renderer", "AMBIENT_OFFSET"]
 AMBIENT_OFFSET = 0.8
 
 
+def _posed_normals(face_model, shape, world, rotation, tri) -> torch.Tensor:
+    """Vertex normals ``[B, V, 3]`` of the posed mesh ``world = shape @ R^T + t``.
+
+    A fixed mesh moved rigidly (``shape`` without gradient, the rotation with one: fitting's pose and
+    colour stages) has its rest normals rotated, so the gradient reaches the pose without the normal
+    kernel's backward; ``face_model.rest_normals`` holds them when cached.
+    """
+    if shape.requires_grad or not rotation.requires_grad:
+        return vertex_normals(world.contiguous(), tri)
+    rest = getattr(face_model, "rest_normals", None)  # normals of this `shape`, if cached
+    if rest is None or rest.shape != shape.shape:
+        rest = vertex_normals(shape.detach().contiguous(), tri)
+    return rest.to(shape.dtype) @ rotation.transpose(1, 2)
+
+
 class Renderer(nn.Module):
     """Renders a morphable face model with Deep3DFaceRecon's camera.
 
@@ -142,15 +157,7 @@ class Renderer(nn.Module):
 
         rotation = cam.euler_rotation(angles.to(shape.dtype))  # [B, 3, 3]
         world = cam.apply_pose(shape, rotation, parts["trans"].to(shape.dtype))  # [B, V, 3]
-        if shape.requires_grad or not rotation.requires_grad:
-            normals = vertex_normals(world.contiguous(), tri)  # [B, V, 3], rotated with the mesh
-        else:
-            # a fixed mesh moved rigidly (fitting's pose and colour stages): its normals rotate with it,
-            # so the gradient reaches the pose without the normal kernel's backward
-            rest = getattr(face_model, "rest_normals", None)  # [B, V, 3] normals of this `shape`, if cached
-            if rest is None or rest.shape != shape.shape:
-                rest = vertex_normals(shape.detach().contiguous(), tri)
-            normals = rest.to(shape.dtype) @ rotation.transpose(1, 2)
+        normals = _posed_normals(face_model, shape, world, rotation, tri)  # [B, V, 3], rotated with the mesh
         gamma = self.lit_gamma(parts["gamma"].to(shape.dtype))  # [B, 27]
         shaded = sh_shading(normals, albedo.contiguous(), gamma)  # [B, V, 3]
 
