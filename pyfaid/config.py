@@ -118,6 +118,7 @@ class LossConfig:
     seg: float = 0.0                    # pretrain objective: the segmenter's BCE against the data's visible-face mask
     fine_smooth: float = 0.0            # Laplacian smoothness of the fine colour residual
     fine_residual: float = 0.0          # L2 size of the fine colour residual
+    sup_fine_tex: float = 0.0           # FAID objective, data with ground-truth colours (synthetic): L1 error of the fine albedo
     self_aug: bool = True               # self-augmentation (paper 3.2.3)
     sa_rot: bool = True
     sa_occ: bool = True

@@ -532,3 +532,23 @@ def test_encoder_queue_batches_without_changing_features():
                 ws = got[k][name] if isinstance(v, list) else [got[k][name]]
                 assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(vs, ws)), (k, name)
     assert q.items == []
+
+
+def test_supervised_fine_albedo_term():
+    """loss.sup_fine_tex: the fine albedo's L1 error against the data's per-vertex colours over the
+    face region, with a gradient into the fine model; data without colours is a clear error."""
+    obj, faid = _objective(tiny_cfg(loss__sup_fine_tex=1.0))
+    img, mask = _batch()
+    V = faid.face_model.num_vertices
+    gt = torch.rand(4, V, 3, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        faid.fine.mesh.gcn.head.weight.normal_(0, 0.05)
+    total, terms, recon, _ = _call(obj, img, mask, colors=gt)
+    region = faid.face_model.face_mask
+    ref = (recon.fine_colors[:, region] - gt[:, region]).abs().mean()
+    assert torch.allclose(terms["sup_fine_tex"], ref) and obj.weights()["sup_fine_tex"] == 1.0
+    total.backward()
+    assert faid.fine.mesh.gcn.head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sup_fine_tex"):
+        _call(obj, img, mask)
+    assert "sup_fine_tex" not in _call(_objective(tiny_cfg())[0], img, mask)[1]  # off by default

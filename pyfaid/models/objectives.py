@@ -262,6 +262,11 @@ class _EncoderQueue:
 class FAIDObjective(nn.Module):
     """The FAID stage's loss (paper Eq. 5 + self-augmentation + regularisers).
 
+    On data with ground-truth per-vertex colours (pyfaid's synthetic faces), ``loss.sup_fine_tex``
+    adds the fine albedo's L1 error against them: the photometric terms alone reward copying the
+    photo's shading (cast shadows, highlights) into the albedo, which renders the input well but is
+    the wrong texture for any other view or light.
+
     Args:
         faid: :class:`FAID`. cfg: :class:`pyfaid.config.LossConfig`.
     """
@@ -276,7 +281,8 @@ class FAIDObjective(nn.Module):
     def weights(self) -> dict:
         c = self.cfg
         w = {"photo": c.photo, "coarse_photo": c.coarse_photo, "id": c.id, "att": c.att, "rob": c.rob,
-             "reg": c.reg, "gamma": c.gamma, "fine_smooth": c.fine_smooth, "fine_residual": c.fine_residual}
+             "reg": c.reg, "gamma": c.gamma, "fine_smooth": c.fine_smooth, "fine_residual": c.fine_residual,
+             "sup_fine_tex": c.sup_fine_tex}
         for aug in ("rot", "occ"):
             for pair in ("aug", "in"):
                 w[f"sa_{aug}_{pair}_photo"] = c.photo * c.sa_weight
@@ -381,6 +387,12 @@ class FAIDObjective(nn.Module):
         rob = self._robust_terms(images, enc, out, generator, extras, queue) if c.rob > 0 else None
         if c.self_aug and (c.sa_rot or c.sa_occ) and int(batch.get("step", 0)) % max(1, c.sa_every) == 0:
             self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras, queue)
+        if c.sup_fine_tex > 0:
+            if "colors" not in batch:
+                raise ValueError("loss.sup_fine_tex > 0 needs data with ground-truth per-vertex `colors` "
+                                 "(pyfaid's synthetic faces); set loss.sup_fine_tex=0 for other data")
+            region = faid.face_model.face_mask
+            terms["sup_fine_tex"] = (out.fine_colors[:, region] - batch["colors"][:, region]).abs().mean()
         queue.run()  # every perceptual term's encoder pass, batched
         if rob is not None:
             terms["rob"] = torch.stack(rob).mean()
