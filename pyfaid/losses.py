@@ -148,7 +148,7 @@ def edge_smoothness(field: torch.Tensor, edges: torch.Tensor, laplacian: Optiona
 
     ``laplacian``: optionally the same edges' graph Laplacian (``MeshTopology.laplacian``, sparse
     ``[V, V]``): the same value as ``x^T L x``, with one sparse product instead of two gathers in the
-    forward and two scatters in the backward (about 5x faster on the default mesh).
+    forward and two scatters in the backward (about 8x faster on the default mesh, forward + backward).
     """
     if laplacian is None:
         d = field[:, edges[:, 0]] - field[:, edges[:, 1]]

@@ -302,6 +302,8 @@ def test_fixed_shape_normals_rotate_with_the_pose():
     angles2 = angles.detach().clone().requires_grad_()
     ref = r(_WithShapeGrad(model), base, colors=colors, angles=angles2)
     (g_ref,) = torch.autograd.grad((ref["image"] * weight).sum(), angles2)
+    # the fast path really ran: no normal-kernel node in the graph (the reference has one)
+    assert "vertex_normals" not in out["normals"].grad_fn.name() and "vertex_normals" in ref["normals"].grad_fn.name()
     assert torch.allclose(out["normals"], ref["normals"], atol=1e-10)
     assert torch.allclose(out["image"], ref["image"], atol=1e-10)
     assert g_ref.abs().sum() > 0 and torch.allclose(g_fast, g_ref, rtol=1e-6, atol=1e-9)
