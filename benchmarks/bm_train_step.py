@@ -82,8 +82,8 @@ def _setup(config: str, device: str, batch_size=None, overrides=()):
                         face_model=None if cfg.model.face_model == "default" else load_face_model(cfg.model.face_model))
     items = ds.__getitems__(list(range(cfg.train.batch_size)))
     images = torch.stack([it["image"] for it in items]).to(device)
-    mask = torch.stack([it["mask"] for it in items]).to(device)
-    return cfg, faid, obj, opt, images, mask
+    batch = {k: torch.stack([it[k] for it in items]).to(device) for k in ("image", "mask", "colors")}
+    return cfg, faid, obj, opt, batch
 
 
 def _sync(device):
@@ -92,7 +92,7 @@ def _sync(device):
 
 
 def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=(), top=0):
-    cfg, faid, obj, opt, images, mask = _setup(config, device, batch_size, overrides)
+    cfg, faid, obj, opt, batch = _setup(config, device, batch_size, overrides)
     render_time = [0.0]
     orig = faid.renderer.forward
 
@@ -108,7 +108,7 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
 
     def step(i):
         gen = torch.Generator(device=device).manual_seed(i)
-        total, *_ = obj({"image": images, "mask": mask}, gen)
+        total, *_ = obj(batch, gen)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
