@@ -154,7 +154,42 @@ def run(device: str, quick: bool) -> list[dict]:
             ms = common.time_ms(fwd_bwd, dev, warmup=1, iters=iters, max_seconds=max_s)
             rows.append(common.row("cheb_fwd_bwd", case, impl, ms, per_image_ms=round(ms / B, 3)))
         del x, w, b, g, pyg
+    rows += _hierarchy_rows(dev, iters, max_s)
     return common.add_speedups(rows)
+
+
+def _hierarchy_rows(dev, iters: int, max_s: float) -> list[dict]:
+    """The refiners' other per-level ops at the default model's sizes, forward + backward: the
+    up-map 8,634 -> 34,521 vertices (3 weighted sources each) as pyfaid's sparse ``LevelMap``
+    against the plain gather (``gather_mean``), and pyfaid's ``elu`` against ATen's."""
+    from pyfaid.facemodel.hierarchy import LevelMap, gather_mean
+    from pyfaid.graph import elu
+
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    n_fine, n_coarse, B, C = 34521, 8634, 4, 16
+    idx = torch.randint(0, n_coarse, (n_fine, 3), generator=g)
+    wts = torch.rand(n_fine, 3, generator=g)
+    wts = wts / wts.sum(1, keepdim=True)
+    lmap, idx_d, w_d = LevelMap(idx, wts, n_coarse), idx.to(dev), wts.to(dev)
+    x = torch.randn(B, n_coarse, C, device=dev, requires_grad=True)
+    gy = torch.randn(B, n_fine, C, device=dev)
+    case = f"up {n_coarse}->{n_fine} k=3 B={B} C={C}"
+    for impl, fn in (("pyfaid", lambda: lmap(x)), ("torch_gather", lambda: gather_mean(x, idx_d, w_d))):
+        def fwd_bwd(fn=fn):
+            x.grad = None
+            fn().backward(gy)
+        rows.append(common.row("level_map_fwd_bwd", case, impl,
+                               common.time_ms(fwd_bwd, dev, warmup=1, iters=iters * 2, max_seconds=max_s)))
+    h = torch.randn(B, n_coarse, C, device=dev, requires_grad=True)
+    gh = torch.randn_like(h)
+    for impl, fn in (("pyfaid", lambda: elu(h)), ("torch_elu", lambda: torch.nn.functional.elu(h))):
+        def fwd_bwd(fn=fn):
+            h.grad = None
+            fn().backward(gh)
+        rows.append(common.row("elu_fwd_bwd", f"[{B}, {n_coarse}, {C}]", impl,
+                               common.time_ms(fwd_bwd, dev, warmup=1, iters=iters * 2, max_seconds=max_s)))
+    return rows
 
 
 if __name__ == "__main__":

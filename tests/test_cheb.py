@@ -392,6 +392,29 @@ def test_modules(device):
         ChebResBlock(8, 2, activation="tanhh")
 
 
+def test_elu_matches_torch(device):
+    from pyfaid.graph import ELU, elu
+
+    for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+        x = torch.cat([torch.randn(2, 300, 5, device=device, dtype=dtype) * 3,
+                       torch.tensor([0.0, -0.0, 1e-8, -1e-8, -40.0, 40.0], device=device, dtype=dtype).view(1, 6, 1)
+                       .expand(2, 6, 5)], 1).requires_grad_()
+        ref = x.detach().clone().requires_grad_()
+        g = torch.randn_like(x)
+        y, yr = elu(x), torch.nn.functional.elu(ref)
+        torch.testing.assert_close(y, yr, atol=tol, rtol=0)
+        y.backward(g)
+        yr.backward(g)
+        torch.testing.assert_close(x.grad, ref.grad, atol=tol, rtol=tol)
+    xd = torch.randn(4, 7, device=device, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(elu, (xd,))
+    assert torch.equal(ELU()(xd.detach()), elu(xd.detach()))
+    with pytest.raises(TypeError, match="floating"):
+        elu(torch.arange(3, device=device))
+    # the residual block's activation has no state: its state dict is the convolutions' alone
+    assert set(ChebResBlock(4, 2).state_dict()) == {"conv1.weight", "conv1.bias", "conv2.weight", "conv2.bias"}
+
+
 # ---- bad inputs ------------------------------------------------------------------------------
 
 def test_bad_inputs(device):

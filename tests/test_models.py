@@ -49,6 +49,64 @@ def test_mesh_hierarchy_levels_and_maps(tmp_path, monkeypatch):
         mesh_hierarchy(v, f, factors=(1,))
 
 
+def test_level_map_matches_gather(tmp_path, monkeypatch, device):
+    """The sparse up/down maps equal the plain weighted gather, values and gradients."""
+    from pyfaid.facemodel.hierarchy import LevelMap, gather_mean, mesh_hierarchy
+    from pyfaid.models.gcn import HierarchyMaps
+
+    monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
+    v, f = _sphere(3)
+    h = mesh_hierarchy(v, f, factors=(4, 4))
+    for i in (1, 2):
+        lv, n_fine = h.levels[i], h.levels[i - 1].num_vertices
+        for name, n_src in (("up", lv.num_vertices), ("down", n_fine)):
+            idx = torch.as_tensor(getattr(lv, f"{name}_idx"), device=device)
+            w = torch.as_tensor(getattr(lv, f"{name}_w"), device=device)
+            m = LevelMap(idx, w, n_src)
+            for dtype, tol in ((torch.float32, 1e-6), (torch.float64, 1e-12)):
+                x = torch.randn(3, n_src, 5, device=device, dtype=dtype, requires_grad=True)
+                xr = x.detach().clone().requires_grad_()
+                y, yr = m(x), gather_mean(xr, idx, w)
+                torch.testing.assert_close(y, yr, atol=tol, rtol=tol)
+                g = torch.randn_like(y)
+                y.backward(g)
+                yr.backward(g)
+                torch.testing.assert_close(x.grad, xr.grad, atol=tol, rtol=tol)
+    lv = h.levels[2]
+    m = LevelMap(torch.as_tensor(lv.up_idx), torch.as_tensor(lv.up_w), lv.num_vertices)
+    x = torch.randn(2, lv.num_vertices, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(m, (x,))
+    with pytest.raises(ValueError, match="LevelMap"):
+        m(torch.randn(2, lv.num_vertices + 1, 3))
+    with pytest.raises(ValueError, match="LevelMap"):
+        LevelMap(torch.zeros(4, 3, dtype=torch.int64), torch.zeros(4, 2), 5)
+    # HierarchyMaps builds its maps again once .to() / .double() replaced its buffers
+    maps = HierarchyMaps(h)
+    x = torch.randn(1, h.sizes()[1], 4, dtype=torch.float64)
+    ref = gather_mean(x, torch.as_tensor(h.levels[1].up_idx), torch.as_tensor(h.levels[1].up_w).double())
+    maps.up(x.float(), 1)
+    maps = maps.double()
+    torch.testing.assert_close(maps.up(x, 1), ref, atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_level_map_cuda_matches_cpu(tmp_path, monkeypatch):
+    from pyfaid.facemodel.hierarchy import LevelMap, mesh_hierarchy
+
+    monkeypatch.setenv("PYFAID_CACHE", str(tmp_path))
+    v, f = _sphere(3)
+    lv = mesh_hierarchy(v, f, factors=(4,)).levels[1]
+    m = LevelMap(torch.as_tensor(lv.up_idx), torch.as_tensor(lv.up_w), lv.num_vertices)
+    x = torch.randn(2, lv.num_vertices, 6, requires_grad=True)
+    xc = x.detach().cuda().requires_grad_()
+    g = torch.randn(2, len(v), 6)
+    y, yc = m(x), m(xc)
+    torch.testing.assert_close(yc.cpu(), y, atol=1e-5, rtol=1e-5)
+    y.backward(g)
+    yc.backward(g.cuda())
+    torch.testing.assert_close(xc.grad.cpu(), x.grad, atol=1e-5, rtol=1e-5)
+
+
 def test_mesh_unet_and_decoder_shapes_and_gradients(tmp_path, monkeypatch):
     from pyfaid.facemodel.hierarchy import mesh_hierarchy
     from pyfaid.models.gcn import HierarchyMaps, MeshDecoder, MeshUNet

@@ -3,7 +3,8 @@ between consecutive levels (as CoMA, Ranjan et al. 2018, and Lin et al. 2020 use
 
 Each coarser level is a quadric decimation of the one above (``fast-simplification``, the library
 behind ``trimesh.simplify_quadric_decimation``) to about ``1 / factor`` of its vertices. The maps
-are fixed gathers with weights, so applying them is cheap and differentiable:
+are fixed weighted gathers, applied as sparse matrix products (:class:`LevelMap`), so they are cheap
+and differentiable:
 
 * ``up`` (coarse -> fine): every fine vertex takes the inverse-distance-weighted mean of its 3
   nearest coarse vertices (``[V_fine, 3]`` indices and weights);
@@ -25,7 +26,7 @@ from typing import List, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MeshLevel", "MeshHierarchy", "mesh_hierarchy", "gather_mean"]
+__all__ = ["MeshLevel", "MeshHierarchy", "mesh_hierarchy", "gather_mean", "LevelMap"]
 
 HIERARCHY_REVISION = 1
 
@@ -67,8 +68,70 @@ class MeshHierarchy:
 
 
 def gather_mean(x: torch.Tensor, idx: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """``out[:, i] = sum_j w[i, j] * x[:, idx[i, j]]``: ``x [B, N, C]``, ``idx, w [M, k]`` -> ``[B, M, C]``."""
+    """``out[:, i] = sum_j w[i, j] * x[:, idx[i, j]]``: ``x [B, N, C]``, ``idx, w [M, k]`` -> ``[B, M, C]``.
+
+    The plain-PyTorch form of :class:`LevelMap` (its reference in the tests). Its backward is an
+    ``index_put_`` with accumulation, ~12x slower on a CPU than the sparse product."""
     return (x[:, idx] * w[None, :, :, None].to(x.dtype)).sum(2)
+
+
+class _SparseApply(torch.autograd.Function):
+    """``y = S x`` for a fixed sparse ``S [M, N]`` and ``x [N, F]``; the backward is ``S^T grad``."""
+
+    @staticmethod
+    def forward(ctx, x, S, ST):
+        ctx.ST = ST
+        return torch.sparse.mm(S, x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return torch.sparse.mm(ctx.ST, grad.contiguous()), None, None
+
+
+class LevelMap:
+    """One up- or down-map between hierarchy levels as a sparse CSR matrix: :func:`gather_mean` of
+    ``(idx, w)`` as one sparse product (forward ``S x``, backward ``S^T g``).
+
+    On 2 CPU cores, for the default model's 34.5k <- 8.6k up-map on ``[4, 8634, 16]`` features,
+    forward + backward take ~3.5 ms against ~44 ms for the gather (whose backward accumulates with
+    ``index_put_``). The matrices are built on first use per device and dtype and cached.
+
+    Args:
+        idx: ``[M, k]`` int64 source rows per output row; w: ``[M, k]`` their weights;
+        num_src: ``N``, the number of source rows.
+    """
+
+    def __init__(self, idx: torch.Tensor, w: torch.Tensor, num_src: int):
+        if idx.shape != w.shape or idx.dim() != 2:
+            raise ValueError(f"LevelMap: `idx` and `w` must both be [M, k], got {tuple(idx.shape)} and {tuple(w.shape)}")
+        self.idx, self.w, self.num_src = idx, w, int(num_src)
+        self._cache = {}
+
+    def matrices(self, device, dtype):
+        """``(S [M, N], S^T [N, M])`` as sparse CSR tensors on ``device`` in ``dtype``."""
+        key = (torch.device(device), dtype)
+        if key not in self._cache:
+            import warnings
+
+            m, k = self.idx.shape
+            rows = torch.arange(m, dtype=torch.int64).repeat_interleave(k)
+            ij = torch.stack([rows, self.idx.reshape(-1).to(torch.int64).cpu()])
+            w = self.w.reshape(-1).cpu().to(dtype)
+            with warnings.catch_warnings():  # torch marks sparse CSR as beta
+                warnings.simplefilter("ignore", UserWarning)
+                S = torch.sparse_coo_tensor(ij, w, (m, self.num_src)).coalesce().to_sparse_csr()
+                ST = torch.sparse_coo_tensor(ij.flip(0), w, (self.num_src, m)).coalesce().to_sparse_csr()
+                self._cache[key] = (S.to(device), ST.to(device))
+        return self._cache[key]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, N, C]`` -> ``[B, M, C]`` (the same as ``gather_mean(x, idx, w)``)."""
+        if x.dim() != 3 or x.shape[1] != self.num_src:
+            raise ValueError(f"LevelMap: `x` must be [B, {self.num_src}, C], got {tuple(x.shape)}")
+        B, N, C = x.shape
+        S, ST = self.matrices(x.device, x.dtype)
+        y = _SparseApply.apply(x.transpose(0, 1).reshape(N, B * C), S, ST)  # node-major [N, B*C]
+        return y.view(-1, B, C).transpose(0, 1)
 
 
 def _idw(src: np.ndarray, dst: np.ndarray, k: int):

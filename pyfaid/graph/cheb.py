@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from pyfaid._ext import check_device, ops
+from pyfaid.graph.activations import ELU
 from pyfaid.graph.laplacian import Laplacian
 
 __all__ = ["cheb_conv", "laplacian_mm", "ChebConv", "ChebResBlock"]
@@ -200,7 +201,7 @@ class ChebConv(nn.Module):
         return f"{self.in_channels}, {self.out_channels}, K={self.K}, bias={self.bias is not None}"
 
 
-_ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
+_ACTIVATIONS = {"elu": ELU, "relu": nn.ReLU, "leaky_relu": lambda: nn.LeakyReLU(0.2)}
 
 
 class ChebResBlock(nn.Module):

@@ -13,18 +13,17 @@ from typing import Optional, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from pyfaid.facemodel.hierarchy import MeshHierarchy, gather_mean
-from pyfaid.graph import ChebConv, ChebResBlock, Laplacian
+from pyfaid.facemodel.hierarchy import LevelMap, MeshHierarchy
+from pyfaid.graph import ChebConv, ChebResBlock, Laplacian, elu
 
 __all__ = ["MeshUNet", "MeshDecoder", "HierarchyMaps"]
 
 
 class HierarchyMaps(nn.Module):
     """The hierarchy's Laplacians (:class:`pyfaid.graph.Laplacian`, checked once; the Chebyshev
-    layers take their copy on the input's device) and its up/down maps as non-persistent buffers
-    that move with the model."""
+    layers take their copy on the input's device) and its up/down maps (non-persistent buffers that
+    move with the model, applied as sparse products by :class:`~pyfaid.facemodel.hierarchy.LevelMap`)."""
 
     def __init__(self, hier: MeshHierarchy):
         super().__init__()
@@ -36,17 +35,25 @@ class HierarchyMaps(nn.Module):
                 for name in ("up_idx", "up_w", "down_idx", "down_w"):
                     self.register_buffer(f"{name}{i}", torch.as_tensor(getattr(lv, name)), persistent=False)
         self.sizes = hier.sizes()
+        self._maps = {}
+
+    def _map(self, name: str, i: int, num_src: int) -> LevelMap:
+        idx, w = getattr(self, f"{name}_idx{i}"), getattr(self, f"{name}_w{i}")
+        m = self._maps.get((name, i))
+        if m is None or m.idx is not idx or m.w is not w:  # built again when .to() replaced the buffers
+            m = self._maps[(name, i)] = LevelMap(idx, w, num_src)
+        return m
 
     def lap(self, i: int) -> Laplacian:
         return self.laps[i]
 
     def down(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Level ``i - 1`` features ``[B, V_{i-1}, C]`` -> level ``i``."""
-        return gather_mean(x, getattr(self, f"down_idx{i}"), getattr(self, f"down_w{i}"))
+        return self._map("down", i, self.sizes[i - 1])(x)
 
     def up(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Level ``i`` features ``[B, V_i, C]`` -> level ``i - 1``."""
-        return gather_mean(x, getattr(self, f"up_idx{i}"), getattr(self, f"up_w{i}"))
+        return self._map("up", i, self.sizes[i])(x)
 
 
 class _Level(nn.Module):
@@ -58,7 +65,7 @@ class _Level(nn.Module):
         self.blocks = nn.ModuleList([ChebResBlock(c, K) for _ in range(blocks)])
 
     def forward(self, x, lap):
-        h = F.elu(self.conv(x, lap))
+        h = elu(self.conv(x, lap))
         for b in self.blocks:
             h = b(h, lap)
         return h
