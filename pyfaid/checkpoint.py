@@ -41,8 +41,8 @@ def save_atomic(obj, path: PathLike) -> None:
     """
     from pyfaid.fileio import atomic_path
 
-    with atomic_path(path, fsync=True) as tmp:
-        torch.save(obj, tmp)
+    with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)  # a file object: the archive's inner name is fixed, so equal objects give equal bytes
 
 
 def _step_of(path: str) -> int:
@@ -160,24 +160,33 @@ MAX_FILE_BYTES = 25_000_000
 
 
 def _split(state: dict, max_bytes: int) -> list:
-    """Group the tensors of a state dict into parts of at most ``max_bytes`` (by name order)."""
-    parts, cur, size = [], {}, 0
-    for k, v in state.items():
-        n = v.numel() * v.element_size() if torch.is_tensor(v) else 64
-        if cur and size + n > max_bytes * 0.97:  # leave room for the pickle framing
+    """Group the tensors of a state dict into parts of at most ``max_bytes`` (in name order), the
+    fine stage (``fine.*``) in parts of its own: it is what gets trained again on its own, and a new
+    fine stage then rewrites only its small part(s), not the coarse model's."""
+    groups = [{k: v for k, v in state.items() if not k.startswith("fine.")},
+              {k: v for k, v in state.items() if k.startswith("fine.")}]
+    parts = []
+    for group in groups:
+        cur, size = {}, 0
+        for k, v in group.items():
+            n = v.numel() * v.element_size() if torch.is_tensor(v) else 64
+            if cur and size + n > max_bytes * 0.97:  # leave room for the pickle framing
+                parts.append(cur)
+                cur, size = {}, 0
+            cur[k] = v
+            size += n
+        if cur:
             parts.append(cur)
-            cur, size = {}, 0
-        cur[k] = v
-        size += n
-    return parts + [cur]
+    return parts or [{}]
 
 
 def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: bool = True, card: Optional[dict] = None,
                      max_bytes: int = MAX_FILE_BYTES, coarse_only: bool = False) -> str:
     """Write an inference-only copy of a training checkpoint (weights + config, fp16 by default)
     and its card ``<out>.json`` (what it was trained on, how long, on what, and the files' SHA-256).
-    Weights beyond ``max_bytes`` go to parts ``<out stem>-<k>.pt`` beside it, which
-    :func:`load_checkpoint` reads back.
+    The weights go to parts ``<out stem>-<k>.pt`` beside it (at most ``max_bytes`` each, the fine
+    stage in parts of its own), which :func:`load_checkpoint` reads back; ``out`` itself holds the
+    config, the step and the list of parts.
 
     Args:
         checkpoint: training checkpoint (file, run folder or dict).
@@ -205,13 +214,14 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
         config["model"]["fine"] = False
     out = os.fspath(out)
     stem = os.path.splitext(out)[0]
-    first, *rest = _split(state, max_bytes)
+    # ``out`` holds the config, the step and the list of parts; the weights are all in the parts, so
+    # a part's bytes depend on its tensors alone (a new fine stage leaves the coarse model's part as it was)
     shards = []
-    for k, part in enumerate(rest, 1):
+    for k, part in enumerate(_split(state, max_bytes), 1):
         shard = f"{stem}-{k}.pt"
         save_atomic(part, shard)
         shards.append(os.path.basename(shard))
-    save_atomic({"model": first, "config": config, "step": ckpt.get("step"), "shards": shards}, out)
+    save_atomic({"model": {}, "config": config, "step": ckpt.get("step"), "shards": shards}, out)
     files = [out] + [os.path.join(os.path.dirname(out), sh) for sh in shards]
     info = {"file": os.path.basename(out), "parts": shards, "sha256": {os.path.basename(f): sha256(f) for f in files},
             "bytes": sum(os.path.getsize(f) for f in files),

@@ -213,14 +213,25 @@ def test_init_from_and_inference_export(tmp_path):
     # the fp16 export loads back into the same model, within fp16 rounding
     path = export_inference(str(tmp_path / "a"), tmp_path / "m.pt", card={"note": "tiny"})
     card = json.loads((tmp_path / "m.json").read_text())
-    assert card["sha256"] == {"m.pt": sha256(path)} and card["dtype"] == "float16" and card["note"] == "tiny"
-    state = torch.load(path, weights_only=False)["model"]
-    assert all(v.dtype in (torch.float16, torch.int64, torch.long) for v in state.values())
+    assert card["parts"] == ["m-1.pt", "m-2.pt"]  # the rest, then the fine stage's part however small
+    assert card["sha256"] == {f: sha256(tmp_path / f) for f in ("m.pt", "m-1.pt", "m-2.pt")}
+    assert card["dtype"] == "float16" and card["note"] == "tiny"
+    assert torch.load(path, weights_only=False)["model"] == {}  # config, step and parts only
+    state = {k: v for f in card["parts"] for k, v in torch.load(tmp_path / f, weights_only=True).items()}
+    assert state.keys() == a.keys() and all(v.dtype in (torch.float16, torch.int64, torch.long) for v in state.values())
+    # the same weights give the same bytes: a part changes only when its tensors do
+    (tmp_path / "again").mkdir()
+    export_inference(str(tmp_path / "a"), tmp_path / "again" / "m.pt")
+    assert sha256(tmp_path / "again" / "m-1.pt") == sha256(tmp_path / "m-1.pt")
     # split into parts of at most max_bytes: every part small, the model whole again on load
     split = export_inference(str(tmp_path / "a"), tmp_path / "s.pt", max_bytes=6_000_000)
     card = json.loads((tmp_path / "s.json").read_text())
     assert len(card["parts"]) >= 2 and set(card["sha256"]) == {"s.pt", *card["parts"]}
     assert all((tmp_path / f).stat().st_size < 6_100_000 for f in card["sha256"])
+    # the fine stage has parts of its own (a new fine stage rewrites only those)
+    held = [set(torch.load(tmp_path / f, weights_only=True)) for f in card["parts"]]
+    assert any(k.startswith("fine.") for k in a)
+    assert all(len({k.startswith("fine.") for k in keys}) == 1 for keys in held)
     whole = load_checkpoint(split)["model"]
     assert whole.keys() == a.keys() and all(torch.allclose(whole[k].float(), a[k].float(), atol=1e-2) for k in a)
     (tmp_path / card["parts"][-1]).unlink()
