@@ -358,8 +358,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     T.save_atomic({"step": 1}, path)
 
     def broken_save(obj, f, *a, **k):
-        with open(f, "wb") as fh:
-            fh.write(b"partial")
+        f.write(b"partial")  # save_atomic hands torch.save an open file
         raise OSError("disk full")
 
     monkeypatch.setattr(T.torch, "save", broken_save)
