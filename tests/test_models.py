@@ -80,7 +80,7 @@ def test_level_map_matches_gather(tmp_path, monkeypatch, device):
         m(torch.randn(2, lv.num_vertices + 1, 3))
     with pytest.raises(ValueError, match="LevelMap"):
         LevelMap(torch.zeros(4, 3, dtype=torch.int64), torch.zeros(4, 2), 5)
-    # HierarchyMaps builds its maps again once .to() / .double() replaced its buffers
+    # after .double() the maps apply in float64 (their matrices are built per device and dtype)
     maps = HierarchyMaps(h)
     x = torch.randn(1, h.sizes()[1], 4, dtype=torch.float64)
     ref = gather_mean(x, torch.as_tensor(h.levels[1].up_idx), torch.as_tensor(h.levels[1].up_w).double())
