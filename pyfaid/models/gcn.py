@@ -22,38 +22,31 @@ __all__ = ["MeshUNet", "MeshDecoder", "HierarchyMaps"]
 
 class HierarchyMaps(nn.Module):
     """The hierarchy's Laplacians (:class:`pyfaid.graph.Laplacian`, checked once; the Chebyshev
-    layers take their copy on the input's device) and its up/down maps (non-persistent buffers that
-    move with the model, applied as sparse products by :class:`~pyfaid.facemodel.hierarchy.LevelMap`)."""
+    layers take their copy on the input's device) and its up/down maps
+    (:class:`~pyfaid.facemodel.hierarchy.LevelMap` sparse products, built on the input's device
+    and dtype at first use), so nothing here has to move with the model."""
 
     def __init__(self, hier: MeshHierarchy):
         super().__init__()
         self.num_levels = len(hier)
-        self.laps = []
+        self.sizes = hier.sizes()
+        self.laps, self._down, self._up = [], [None], [None]
         for i, lv in enumerate(hier.levels):
             self.laps.append(Laplacian.of_mesh(torch.as_tensor(lv.triangles).to(torch.int32), lv.num_vertices))
             if i > 0:
-                for name in ("up_idx", "up_w", "down_idx", "down_w"):
-                    self.register_buffer(f"{name}{i}", torch.as_tensor(getattr(lv, name)), persistent=False)
-        self.sizes = hier.sizes()
-        self._maps = {}
-
-    def _map(self, name: str, i: int, num_src: int) -> LevelMap:
-        idx, w = getattr(self, f"{name}_idx{i}"), getattr(self, f"{name}_w{i}")
-        m = self._maps.get((name, i))
-        if m is None or m.idx is not idx or m.w is not w:  # built again when .to() replaced the buffers
-            m = self._maps[(name, i)] = LevelMap(idx, w, num_src)
-        return m
+                self._down.append(LevelMap(torch.as_tensor(lv.down_idx), torch.as_tensor(lv.down_w), self.sizes[i - 1]))
+                self._up.append(LevelMap(torch.as_tensor(lv.up_idx), torch.as_tensor(lv.up_w), self.sizes[i]))
 
     def lap(self, i: int) -> Laplacian:
         return self.laps[i]
 
     def down(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Level ``i - 1`` features ``[B, V_{i-1}, C]`` -> level ``i``."""
-        return self._map("down", i, self.sizes[i - 1])(x)
+        return self._down[i](x)
 
     def up(self, x: torch.Tensor, i: int) -> torch.Tensor:
         """Level ``i`` features ``[B, V_i, C]`` -> level ``i - 1``."""
-        return self._map("up", i, self.sizes[i])(x)
+        return self._up[i](x)
 
 
 class _Level(nn.Module):
