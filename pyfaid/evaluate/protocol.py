@@ -11,7 +11,10 @@ A method is a checkpoint (or none: the mean face) plus test-time fitting steps (
 alone): the same reconstruction :func:`pyfaid.reconstruct` gives a user.
 
 Metrics per image: ``psnr``, ``ssim`` inside the rendered face mask (the numbers of the paper's
-tables; see :mod:`pyfaid.metrics`), ``psnr_image``, ``ssim_image`` (the render pasted over the
+tables; see :mod:`pyfaid.metrics`); with occluders pasted on, ``psnr_occluded`` and ``psnr_visible``
+(the same PSNR over the rendered face pixels the occluders cover and over the ones they leave
+visible, so a change shows where it acts) and ``occluded_share`` (the share of the rendered face the
+occluders cover); ``psnr_image``, ``ssim_image`` (the render pasted over the
 reference), ``id_<encoder>`` (cosine of identity embeddings of the reference and the pasted
 render), and on synthetic data against the generator's ground truth ``color_error``,
 ``shape_error``, ``shape_error_mm``.
@@ -39,7 +42,9 @@ def condition_names() -> dict:
     return {"none": "clean", "synthetic": "occluded", **{k: f"occluded ({k})" for k in OCCLUDER_KINDS}}
 
 
-CONDITIONS = ("none", "synthetic", "sunglasses", "hand", "hair", "patch", "noise")
+#: Input conditions: the clean image, every occluder kind at random, or one kind
+#: (:data:`pyfaid.data.OCCLUDER_KINDS`).
+CONDITIONS = ("none", "synthetic", "sunglasses", "glasses", "hand", "hair", "patch", "noise", "mask")
 
 
 @dataclass(frozen=True)
@@ -116,12 +121,18 @@ def _ground_truth(items, face_model, dev):
             "colors": torch.stack([it["colors"] for it in items]).to(dev).float()}
 
 
-def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
+def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors, occluder=None) -> dict:
     from pyfaid import metrics
 
     comp = mask * img + (1 - mask) * clean
     vals = {"psnr": metrics.psnr(img, clean, mask), "ssim": metrics.ssim(img, clean, mask),
             "psnr_image": metrics.psnr(comp, clean), "ssim_image": metrics.ssim(comp, clean)}
+    if occluder is not None:  # [B, 1, H, W] 1 where an occluder covers the pixel
+        face = (mask > 0.5).float()
+        hidden = face * (occluder > 0.5).float()
+        vals["psnr_occluded"] = metrics.psnr(img, clean, hidden)  # nan where no face pixel is covered
+        vals["psnr_visible"] = metrics.psnr(img, clean, face - hidden)
+        vals["occluded_share"] = hidden.sum((1, 2, 3)) / face.sum((1, 2, 3)).clamp_min(1)
     for ename, enc in encs.items():
         vals[f"id_{ename}"] = metrics.id_similarity(comp, clean, enc)
     if gt is not None and fm.num_vertices == gt["colors"].shape[1]:
@@ -175,11 +186,11 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
     run.keep("input", clean)
     renderer = inference.crop_renderer(dev)
     for occ in occlusions:
-        inp = clean
+        inp, occluder = clean, torch.zeros_like(clean[:, :1])
         if occ != "none":
             kinds = None if occ == "synthetic" else (occ,)
-            inp, _ = occlude(clean.cpu(), seed=OCCLUSION_SEED + bi, kinds=kinds)
-            inp = inp.to(dev)
+            inp, occluder = occlude(clean.cpu(), seed=OCCLUSION_SEED + bi, kinds=kinds)
+            inp, occluder = inp.to(dev), occluder.to(dev)
             if occ == occlusions[-1] or len(run.samples["occluded"]) == 0:
                 run.keep("occluded", inp)
         for method in methods:
@@ -187,7 +198,8 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
             with torch.enable_grad():
                 coeffs, colors = _reconstruct(method, net, fm, inp, lm5)
             out = renderer(fm, coeffs, colors=colors)
-            vals, comp = _metrics(out["image"].clamp(0, 1), out["mask"], clean, encs, coeffs, fm, gt, out["colors"])
+            vals, comp = _metrics(out["image"].clamp(0, 1), out["mask"], clean, encs, coeffs, fm, gt, out["colors"],
+                                  occluder)
             run.add(names[occ], method.name, vals)
             if occ != "none" or len(occlusions) == 1:
                 run.keep("render", comp, method.name)
