@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from .layout import CoeffLayout
+from .symmetry import mirror_pairs
 
 __all__ = ["MorphableModel"]
 
@@ -46,6 +47,11 @@ class MorphableModel(nn.Module):
             exports then generate a layout, :func:`pyfaid.facemodel.uv.layout_of`).
         uv_faces: optional ``[F, 3]`` indices into ``uv``, one row per triangle, corner for corner
             (face-varying: a seam vertex has a UV per side).
+
+    Attributes:
+        mirror_idx: ``[V]`` int64, each vertex's left-right mirror partner in the mean shape (itself
+            on the mirror plane, -1 where none; :func:`pyfaid.facemodel.symmetry.mirror_pairs`),
+            found when the model is built; a buffer that is not saved.
     """
 
     def __init__(
@@ -111,6 +117,8 @@ class MorphableModel(nn.Module):
         self.register_buffer("uv_faces", uv_faces)
         self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
         self.labels = _label_dict(labels)
+        # left-right mirror partner of each vertex (-1: none), found once from the mean shape
+        self.register_buffer("mirror_idx", mirror_pairs(mean_shape, tri), persistent=False)
 
     # ------------------------------------------------------------------ sizes
     @property
