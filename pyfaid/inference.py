@@ -111,7 +111,7 @@ def _confidence_weights(conf: torch.Tensor) -> torch.Tensor:
 
 
 def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: int, id_encoder=None,
-              schedule=None, progress: bool = False, fill: bool = True):
+              schedule=None, progress: bool = False, fill=True):
     """Coefficients and albedo of aligned crops: the prediction ``pred`` (from :func:`predict`,
     or ``{}`` for the mean face), refined by ``steps`` of test-time fitting per face.
 
@@ -121,7 +121,8 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
         steps: fitting steps per face (0 = the prediction as it is).
         id_encoder, progress: see :func:`pyfaid.reconstruct.fitting.fit`.
         fill: with a segmenter's ``visibility`` in ``pred``, do not paint the vertices the photo
-            hides but fill them from the visible ones (see :func:`~pyfaid.reconstruct.fitting.fit`);
+            hides from it but from the face itself (True, a step name or a
+            :class:`~pyfaid.reconstruct.prior.FillPrior`; see :func:`~pyfaid.reconstruct.fitting.fit`);
             with a fine stage (``coarse_colors`` in ``pred``) fitting starts from
             :func:`~pyfaid.reconstruct.fill.fill_refinement` of its colours.
         schedule: see :func:`~pyfaid.reconstruct.fitting.fit`; None: ``PREDICTION_SCHEDULE`` when
@@ -142,12 +143,12 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
     if schedule is None and pred.get("coeffs") is not None:
         schedule = PREDICTION_SCHEDULE
 
-    renderer = crop_renderer(crops.device)
-    coarse, vis_all = pred.get("coarse_colors"), pred.get("visibility")
-    if fill and colors is not None and coarse is not None and vis_all is not None:  # a fine stage's colours
-        from pyfaid.reconstruct.fill import fill_refinement
+    from pyfaid.reconstruct.prior import HOLD, held_vertices, paint_prediction, resolve_fill, start_colors
 
-        colors = fill_refinement(face_model, renderer, coeffs, colors, coarse, vis_all)
+    renderer = crop_renderer(crops.device)
+    prior = resolve_fill(fill)
+    colors = start_colors(face_model, renderer, pred, prior)
+    hold = held_vertices(face_model, renderer, coeffs, colors, pred, prior)  # [N, V] or None
     out_c, out_col, hists = [], [], []
     for i in range(n):
         lm = None if landmarks5 is None else landmarks5[i:i + 1]
@@ -157,8 +158,11 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
                            schedule=schedule, progress=progress,
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
-                           visibility=None if vis is None else vis[i:i + 1], fill=fill)
+                           visibility=None if vis is None else vis[i:i + 1], fill=None if prior is None else HOLD,
+                           hold=None if hold is None else hold[i:i + 1])
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)
-    return torch.cat(out_c), torch.cat(out_col), hists
+    out_c = torch.cat(out_c)  # then the vertices the photo hides, painted from the face itself
+    out_col = paint_prediction(face_model, renderer, pred, out_c, torch.cat(out_col), prior, colors, hold)
+    return out_c, out_col, hists

@@ -21,6 +21,8 @@ EPILOG = """examples:
   python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data 300w:/data/afw --landmarks dlib --out eval/
   python -m pyfaid.evaluate --checkpoint none --fit 200 --data folder:photos/ --occlusion none synthetic --out eval/
   python -m pyfaid.evaluate --checkpoint CKPT --ablations no_sa=CKPT2 --data celeba:/data/celeba --out eval/
+  python -m pyfaid.evaluate --protocol detection --data 300w:/data/afw --occlusion none synthetic mask hand --out eval/
+  python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data folder:photos/ --occlusion none synthetic mask --fill harmonic symmetry albedo edges learned --out eval/
 
 --checkpoint none is the mean face (use it with --fit). Annotated data (300w:DIR, aflw2000:DIR) runs
 the landmark protocol (--protocol landmarks), everything else the photometric one; in the
@@ -34,9 +36,14 @@ def _methods(args, ap):
     from pyfaid.evaluate.protocol import Method
 
     methods = []
+    if args.fill and args.no_fill:
+        ap.error("give --fill STEP ... or --no-fill, not both")
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
-        methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
+        if args.fill:  # one method per step, all from one fit
+            methods += [Method(f"{args.name} {step}", ck, args.fit, args.landmarks, step) for step in args.fill]
+        else:
+            methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
         if args.coarse:
             if ck is None:
                 ap.error("--coarse needs a --checkpoint with a model (not none)")
@@ -56,6 +63,9 @@ def _methods(args, ap):
 def _parser():
     from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
     from pyfaid.evaluate.protocol import CONDITIONS
+    from pyfaid.reconstruct.prior import DEFAULT_PRIOR, FILL_STEPS
+
+    DEFAULT_STEP = next((k for k, v in FILL_STEPS.items() if v == DEFAULT_PRIOR), "custom")
 
     ap = argparse.ArgumentParser(prog="python -m pyfaid.evaluate", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,6 +86,10 @@ def _parser():
                     help="fitting paints every rendered vertex from the input (default: the vertices the "
                          "segmenter says it hides are filled from the visible ones), as --no-fill of "
                          "python -m pyfaid.reconstruct")
+    ap.add_argument("--fill", nargs="+", default=[], choices=list(FILL_STEPS), metavar="STEP",
+                    help="score these ways of painting the hidden vertices side by side, one fit shared: "
+                         f"{', '.join(FILL_STEPS)} (each adds to the one before; default: the default prior "
+                         f"alone, {DEFAULT_STEP})")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",

@@ -50,8 +50,10 @@ CONDITIONS = ("none", "synthetic", "sunglasses", "glasses", "hand", "hair", "pat
 @dataclass(frozen=True)
 class Method:
     """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face),
-    ``fit_steps`` of test-time fitting, ``fill`` (fitting fills the vertices the segmenter says the
-    photo hides instead of painting them; :func:`pyfaid.reconstruct`'s ``fill``) and, in the landmark
+    ``fit_steps`` of test-time fitting, ``fill`` (how the vertices the segmenter says the photo hides
+    are painted: True the default prior, a step name of
+    :data:`~pyfaid.reconstruct.prior.FILL_STEPS`, False from the photo; :func:`pyfaid.reconstruct`'s
+    ``fill``; methods that differ only in it share one fit) and, in the landmark
     protocol, the source of the 68 points (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat
     of :mod:`pyfaid.encoders.dlib_landmarks`); ``coarse``: the checkpoint's coarse stage alone, its
     fine model skipped (the coarse-against-fine comparison of one model)."""
@@ -60,7 +62,7 @@ class Method:
     checkpoint: Optional[str] = None
     fit_steps: int = 0
     landmarks: str = "head"
-    fill: bool = True
+    fill: object = True
     coarse: bool = False  # the checkpoint's coarse stage alone (its fine model skipped)
 
 
@@ -145,12 +147,27 @@ def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors, occluder=None) -> d
     return vals, comp
 
 
-def _reconstruct(method, net, fm, inp, lm5):
+def _reconstruct(method, net, fm, inp, lm5, fits: dict):
+    """Coefficients and colours of one method's reconstruction. Methods that differ only in how
+    they fill the hidden vertices share one fit (``fits``: the fits of this input so far): it holds
+    the hidden vertices, and each method paints them (as :func:`~pyfaid.inference.fit_crops` does)."""
     from pyfaid import inference
+    from pyfaid.reconstruct.prior import held_vertices, paint_prediction, resolve_fill, start_colors
 
-    pred = inference.predict(net, inp) if net is not None else {}
-    # fitting as pyfaid.reconstruct does by default (no identity term)
-    coeffs, colors, _ = inference.fit_crops(fm, inp, pred, lm5, method.fit_steps, fill=method.fill)
+    prior = resolve_fill(method.fill)
+    renderer = inference.crop_renderer(inp.device)
+    key = (method.checkpoint, method.coarse, method.fit_steps, prior is not None)
+    if key not in fits:
+        pred = inference.predict(net, inp) if net is not None else {}
+        # fitting as pyfaid.reconstruct does by default (no identity term)
+        coeffs, colors, _ = inference.fit_crops(fm, inp, pred, lm5, method.fit_steps,
+                                                fill="hold" if prior is not None else False)
+        base = start_colors(fm, renderer, pred, prior)  # what fit_crops started from and held
+        start = pred.get("coeffs", fm.layout.zeros(inp.shape[0], device=inp.device))
+        fits[key] = pred, coeffs, colors, base, held_vertices(fm, renderer, start, base, pred, prior)
+    pred, coeffs, colors, base, hold = fits[key]
+    if method.fit_steps > 0:
+        colors = paint_prediction(fm, renderer, pred, coeffs, colors, prior, base, hold)
     return coeffs, colors
 
 
@@ -193,10 +210,11 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
             inp, occluder = inp.to(dev), occluder.to(dev)
             if occ == occlusions[-1] or len(run.samples["occluded"]) == 0:
                 run.keep("occluded", inp)
+        fits: dict = {}
         for method in methods:
             net, fm = models[method.name]
             with torch.enable_grad():
-                coeffs, colors = _reconstruct(method, net, fm, inp, lm5)
+                coeffs, colors = _reconstruct(method, net, fm, inp, lm5, fits)
             out = renderer(fm, coeffs, colors=colors)
             vals, comp = _metrics(out["image"].clamp(0, 1), out["mask"], clean, encs, coeffs, fm, gt, out["colors"],
                                   occluder)
@@ -293,7 +311,8 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
         "dataset": dataset_name, "data": data, "n": used, "skipped": skipped, "seed": seed,
         "occlusion_seed": OCCLUSION_SEED, "reference": "clean image", "mask": "rendered face region",
         "identity_encoders": list(encs), "mm_per_unit": MM_PER_UNIT,
-        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill} for m in methods},
+        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps,
+                             "fill": m.fill if isinstance(m.fill, (bool, str)) else repr(m.fill)} for m in methods},
         "conditions": {cond: {m: {k: _summary(v) for k, v in mv.items()} for m, mv in cv.items()}
                        for cond, cv in run.values.items()},
     }

@@ -139,7 +139,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True):
+                progress: bool = False, model=None, landmarks: str = "head", fill=True):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -171,9 +171,12 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
             weights and returned as they are, also after fitting. CAVEAT: dlib's model is trained on
             iBUG 300-W, whose licence excludes commercial use, and 300-W includes AFW, so AFW scores
             with ``"dlib"`` are not a held-out measure.
-        fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
-            hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
-            every rendered vertex from the photo (closer to a photo whose glasses or hair count).
+        fill: with a model's segmenter, the vertices the photo hides are not painted from it but from
+            the face itself: their mirror side, the albedo model fitted to the visible skin, a seam fill
+            (:mod:`pyfaid.reconstruct.prior`; True: every step; a step name of
+            :data:`~pyfaid.reconstruct.prior.FILL_STEPS`, e.g. ``"harmonic"``: the fitted colours filled in
+            from around them); False paints every rendered vertex from the photo (closer to a photo
+            whose glasses or hair count).
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them

@@ -14,6 +14,7 @@ import torch
 from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, DlibLandmarksUnavailable, load_shape_predictor
 from pyfaid.reconstruct.api import NO_CHECKPOINT_MESSAGE, ReconstructionError, load_model, reconstruct
 from pyfaid.reconstruct.io import collect_inputs, load_image
+from pyfaid.reconstruct.prior import FILL_STEPS
 
 __all__ = ["main", "write_outputs"]
 
@@ -84,8 +85,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--id-loss", action="store_true", help="add the dlib identity loss to fitting")
     ap.add_argument("--no-id-loss", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     ap.add_argument("--no-fill", action="store_true",
-                    help="let fitting paint the vertices the segmenter says the photo hides (default: fill them "
-                         "from the visible ones, so occluders stay out of the face)")
+                    help="let fitting paint the vertices the segmenter says the photo hides (default: paint them "
+                         "from the face itself, its mirror side and albedo model, so occluders stay out of it)")
+    ap.add_argument("--fill", choices=list(FILL_STEPS), default=None, metavar="STEP",
+                    help=f"how the hidden vertices are painted, one of {', '.join(FILL_STEPS)} (each step adds "
+                         "to the one before; harmonic: the fitted colours filled in from around them; default: "
+                         "every step)")
     ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
                     help="68 points fitting uses and the outputs hold: head (default, pyfaid's own landmark head, "
                          "licence-clean) or dlib (dlib's 68-point predictor; pip install dlib-bin "
@@ -153,7 +158,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     for path in tqdm(files, desc="reconstruct", unit="img"):
         try:
             res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
-                              id_loss=args.id_loss and not args.no_id_loss, fill=not args.no_fill, model=model,
+                              id_loss=args.id_loss and not args.no_id_loss, model=model,
+                              fill=False if args.no_fill else (args.fill or True),
                               progress=len(files) == 1, landmarks=args.landmarks)[0]
             if isinstance(res, ReconstructionError):
                 raise res.error

@@ -7,8 +7,9 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
   the rendered face region times, with a face segmenter, the probability that a pixel shows the
   face unoccluded (so occluders are not fitted), else a skin-colour test that down-weights other
   pixels); with a segmenter, the colour offsets of the vertices the photo hides are held at 0 and
-  then filled from the visible ones around them (``fill``, :mod:`pyfaid.reconstruct.fill`), so
-  occluders are not painted into the colours either,
+  those vertices are then painted from the face itself (``fill``, :mod:`pyfaid.reconstruct.prior`:
+  the mirror side, the albedo model, a seam fill), so occluders are not painted into the colours
+  either,
 * a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
   MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
   mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
@@ -32,7 +33,8 @@ from typing import Dict, Optional
 import torch
 
 from pyfaid import losses as L
-from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
+from pyfaid.reconstruct.fill import hidden_vertices
+from pyfaid.reconstruct.prior import paint_hidden, resolve_fill
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.render import camera as cam
 from pyfaid.render.shading import vertex_normals
@@ -174,7 +176,7 @@ class _Fitter:
                     3: ("angle", "trans", "gamma", "delta")}
 
     def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
-                 landmarks68=None, landmark_weights=None, visibility=None, fill=True):
+                 landmarks68=None, landmark_weights=None, visibility=None, fill=True, hold=None):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -204,8 +206,12 @@ class _Fitter:
         self.opt = torch.optim.Adam(groups)
         self.n1, self.n2 = int(round(steps * sch.pose_frac)), int(round(steps * sch.shape_frac))
         self.stage, self.model_now, self.albedo_fixed = 0, face_model, None
-        self.fill = bool(fill) and self.visibility is not None
+        self.prior = resolve_fill(fill)  # a bad value fails here, with or without visibility
+        if self.visibility is None:
+            self.prior = None
+        self.fill = self.prior is not None
         self.hidden = None  # [B, V] bool: the vertices the photo hides (stage 3, with ``fill``)
+        self.hold = None if hold is None else hold.to(dev, torch.bool)
 
     def coeffs(self) -> torch.Tensor:
         return self.layout.join(self.p)
@@ -220,7 +226,9 @@ class _Fitter:
         with torch.no_grad():
             self.albedo_fixed = self.fm.texture(self.p["tex"]).detach() if self.tex_drives_colors else self.base
             self.model_now = self.fm if stage == 2 else _FixedShape(self.fm, self.fm.shape(self.p["id"], self.p["exp"]).detach())
-        if stage == 3 and self.fill:
+        if stage == 3 and self.fill and self.hold is not None:
+            self.hidden = self.hold
+        elif stage == 3 and self.fill:
             with torch.no_grad():
                 rast = self.renderer(self.model_now, self.coeffs(), colors=self.albedo_fixed)["rast"]
             self.hidden, _ = hidden_vertices(rast, self.fm.topology.triangles, self.visibility, self.fm.num_vertices)
@@ -296,10 +304,11 @@ class _Fitter:
     @torch.no_grad()
     def result(self):
         albedo = self.fm.texture(self.p["tex"]) if self.tex_drives_colors else self.base
-        offsets = self.delta
-        if self.hidden is not None:
-            offsets = fill_hidden(self.offsets(), self.hidden, self.edges)
-        return self.coeffs().detach(), (albedo + offsets).clamp(0, 1).detach()
+        colors = (albedo + self.offsets()).clamp(0, 1).detach()
+        if self.hidden is not None:  # the hidden vertices' colours from the face itself
+            colors = paint_hidden(self.fm, self.renderer, self.coeffs().detach(), colors, self.visibility,
+                                  self.prior, base=albedo.detach(), hidden=self.hidden)
+        return self.coeffs().detach(), colors
 
 
 def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tensor] = None,
@@ -307,7 +316,7 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
         prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
         landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None,
-        fill: bool = True):
+        fill=True, hold: Optional[torch.Tensor] = None):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -331,17 +340,21 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
             face segmenter's), weighting the photometric term; None: a skin-colour test.
         fill: with ``visibility``, the colour offsets of the rendered vertices the photo hides
             (:func:`~pyfaid.reconstruct.fill.hidden_vertices`, found when the colour stage starts)
-            are held at 0 while fitting and then filled harmonically from the visible ones around
-            them (:func:`~pyfaid.reconstruct.fill.fill_hidden`), so an occluder is not painted into
-            the face. Under Adam a small photometric weight is no protection: each offset's step is
-            normalised, so a vertex that only an occluder's pixels reach, at any weight, takes its
-            colour.
+            are held at 0 while fitting, so an occluder is not painted into the face (under Adam a
+            small photometric weight is no protection: each offset's step is normalised, so a
+            vertex that only an occluder's pixels reach, at any weight, takes its colour); then the
+            hidden vertices are painted from the face itself
+            (:func:`~pyfaid.reconstruct.prior.paint_hidden`): True the default prior, a
+            :class:`~pyfaid.reconstruct.prior.FillPrior` or the name of a step of
+            :data:`~pyfaid.reconstruct.prior.FILL_STEPS` (``"harmonic"``: the harmonic fill of the
+            fitted offsets alone), ``"hold"`` no painting; False paints every vertex from the photo.
+        hold: ``[B, V]`` bool, the vertices to hold (None: found when the colour stage starts).
 
     Returns:
         ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
-                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill)
+                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill, hold)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     it = range(steps)
