@@ -76,8 +76,9 @@ def _parser():
     ap.add_argument("--data", default="synthetic", help="synthetic | celeba:DIR | aflw2000:DIR | 300w:DIR | folder:DIR")
     ap.add_argument("--occlusion", nargs="+", default=["none", "synthetic"], choices=list(CONDITIONS),
                     help="input conditions (default: none synthetic); the clean image is always the reference")
-    ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks"], default="auto",
-                    help="auto: landmarks for 300w / aflw2000 data, photometric otherwise")
+    ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks", "detection"], default="auto",
+                    help="auto: landmarks for 300w / aflw2000 data, photometric otherwise; detection: face "
+                         "detection misses on annotated photos with --occlusion's occluders pasted on")
     ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
                     help="landmark protocol: the 68 points fitting uses and that are scored; head (default): "
                          "pyfaid's landmark head; dlib: dlib's 68-point predictor (pip install dlib-bin "
@@ -122,6 +123,13 @@ def _photometric(args, methods, out: Path):
     return report, markdown_report(report, ablation=len(methods) > 1), ["report.json", "report.md", "report.png"]
 
 
+def _detection(args, out: Path):
+    from pyfaid.evaluate.detection import detection_markdown, evaluate_detection
+
+    report = evaluate_detection(args.data, args.occlusion, args.n or 0, args.device)
+    return report, detection_markdown(report), ["report.json", "report.md"]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pyfaid.evaluate``."""
     from pyfaid.data.registry import parse_spec
@@ -131,7 +139,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    methods = _methods(args, ap)
+    methods = _methods(args, ap) if args.protocol != "detection" else []
     if args.n is not None and args.n <= 0:
         ap.error("--n must be positive")
     t0 = time.perf_counter()
@@ -148,7 +156,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
-        report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+        if protocol == "detection":
+            report, md, files = _detection(args, out)
+        else:
+            report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 import torch
 
-from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
+from pyfaid.encoders.align import FaceNotFoundError, align_crop
+from pyfaid.encoders.detect_retry import detect_with_retries
 from pyfaid.encoders.dlib_landmarks import DlibLandmarksUnavailable, dlib_landmarks68, load_shape_predictor
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
@@ -101,12 +101,10 @@ def _read(item, name: str) -> np.ndarray:
 
 
 def _faces_of(img: np.ndarray, name: str, index: int, which, device, landmarks: str = "head") -> List[_Face]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = detect_faces(img)
+    select = {"largest": lambda f: f[:1], "all": lambda f: f}.get(which, which) if isinstance(which, str) else which
+    chosen, found = detect_with_retries(img, select)  # none found (or selected): padded, upscaled, lower thresholds
     if not found:
-        raise FaceNotFoundError(f"{name}: no face detected")
-    chosen = found[:1] if which == "largest" else found if which == "all" else list(which(found))
+        raise FaceNotFoundError(f"{name}: no face detected (also padded, upscaled and with lower thresholds)")
     if not chosen:
         raise FaceNotFoundError(f"{name}: none of the {len(found)} detected faces was selected")
     faces = []
