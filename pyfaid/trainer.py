@@ -322,16 +322,14 @@ class Trainer:
             batch = next(it)
             self.skipped += batch.get("skipped", 0)
         keys = ("image", "mask", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
-        out = {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
-        out["step"] = self.step  # objectives that act every k steps (loss.sa_every) read it
-        return out
+        return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
 
     def train_step(self, batch: dict, stage: Stage):
         """One optimizer step; returns ``(terms as floats, output, extras)``."""
         cfg, d = self.cfg, self.dist
         gen = torch.Generator(device=self.dev).manual_seed(
             (cfg.train.seed * 1_000_003 + self.step * 7919 + d.rank * 104729) % (2 ** 63))
-        total, terms, out, extras = self.model(batch, gen, stage.objective)
+        total, terms, out, extras = self.model(batch, gen, stage.objective, self.step)
         if not torch.isfinite(total):
             raise FloatingPointError(f"step {self.step}: loss is {total.item()} "
                                      f"(terms: { {k: float(v) for k, v in terms.items()} })")

@@ -274,9 +274,9 @@ def test_face_mask_is_the_rendered_face(face_model, batch):
 
     _, b = batch
     out = Renderer(112)(face_model, b["coeffs"], colors=b["colors"])
-    assert torch.equal(out["mask"], b["face_mask"])
-    assert torch.allclose(out["landmarks"], b["landmarks"], atol=1e-3)
-    assert torch.allclose(out["vertices"], b["vertices"], atol=1e-4)
+    assert torch.equal(out.mask, b["face_mask"])
+    assert torch.allclose(out.landmarks_px, b["landmarks"], atol=1e-3)
+    assert torch.allclose(out.vertices_cam, b["vertices"], atol=1e-4)
 
 
 def test_exact_ground_truth_rerender(face_model):
@@ -290,13 +290,13 @@ def test_exact_ground_truth_rerender(face_model):
     out = Renderer(96)(face_model, b["coeffs"], colors=b["colors"])
     inner = -torch.nn.functional.max_pool2d(-b["face_mask"], 3, 1, 1)  # one pixel in from the silhouette
     inner = inner.expand(-1, 3, -1, -1) > 0
-    err = (out["image"] - b["clean"]).abs()[inner]
+    err = (out.image - b["clean"]).abs()[inner]
     assert float(err.max()) <= 0.5 / 255 + 1e-6, float(err.max())  # 8-bit quantisation only
     assert torch.equal(b["image"], b["clean"])
     # with the default extras, the face pixels depart from the SH render (shadows, highlights, camera)
     full = SyntheticFaces(seed=8, length=10, face_model=face_model, image_size=96, occlusion=False).batch(range(6))
     assert torch.equal(full["coeffs"], b["coeffs"]) and torch.equal(full["colors"], b["colors"])
-    assert float((out["image"] - full["clean"]).abs()[inner].mean()) > 1.0 / 255
+    assert float((out.image - full["clean"]).abs()[inner].mean()) > 1.0 / 255
 
 
 def test_albedo_goes_beyond_the_basis(face_model):
@@ -407,12 +407,12 @@ def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_mod
 
     jc = JawContour(face_model)
     r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis = jc.compute(out["landmarks"], out["vertices"], out["rast"], r, rot)
-    assert torch.equal(lm2d[0], out["landmarks"][0])  # frontal: the 3-D jaw line is the outline
+    lm2d, vis = jc.compute(out.landmarks_px, out.vertices_cam, out.rast, r, rot)
+    assert torch.equal(lm2d[0], out.landmarks_px[0])  # frontal: the 3-D jaw line is the outline
     assert vis[0].all()
-    face = out["mask"][:, 0]
+    face = out.mask[:, 0]
     for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
-        moved = (lm2d[b] - out["landmarks"][b]).norm(dim=1)
+        moved = (lm2d[b] - out.landmarks_px[b]).norm(dim=1)
         assert (moved[list(far)] > 1.0).sum() >= 5, moved
         assert vis[b, :17].all()
         # moved points lie on the silhouette: on face pixels, with background a few pixels outward

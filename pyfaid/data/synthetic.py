@@ -343,24 +343,24 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         """The face render, its light extras and 2-D landmarks.
 
         Returns:
-            dict: ``out`` (the renderer's output), ``rast``, ``image [B, H, W, 3]`` and ``cover
+            dict: ``out`` (the renderer's :class:`~pyfaid.render.Render`), ``rast``, ``image [B, H, W, 3]`` and ``cover
             [B, H, W]`` (numpy), ``verts`` (camera space), ``lm3d`` (numpy), ``lm2d``, ``lm_vis``.
         """
         out = self.renderer(model, coeffs.to(self.device), colors=colors_t.to(self.device))
-        rast = out["rast"].float().cpu()
-        face_np = out["image"].float().cpu().permute(0, 2, 3, 1).contiguous().numpy()  # [B, H, W, 3]
+        rast = out.rast.float().cpu()
+        face_np = out.image.float().cpu().permute(0, 2, 3, 1).contiguous().numpy()  # [B, H, W, 3]
         cover_np = rast[..., 3].gt(0).float().numpy()  # [B, H, W]
-        verts_cam = out["vertices"].float().cpu()
+        verts_cam = out.vertices_cam.float().cpu()
         self._tick("face")
         if self.lighting_extras:
             face_np += self._light_residual(plans, colors, out) * cover_np[..., None]
         self._tick("light")
         rotation = cam_rotation(parts["angle"].double().numpy())
-        lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer,
+        lm2d, lm_vis = self._part("contour").compute(out.landmarks_px.float().cpu(), verts_cam, rast, self.renderer,
                                                      torch.from_numpy(rotation))
         self._tick("landmarks_2d")
         return {"out": out, "rast": rast, "image": face_np, "cover": cover_np, "verts": verts_cam,
-                "lm3d": out["landmarks"].float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
+                "lm3d": out.landmarks_px.float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
 
     def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
         """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,
@@ -374,7 +374,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         scene = self._part("scene") if self.context else None
         if scene is not None:
             ctx = self._render_context(scene, plans, face["verts"], parts, styles, colors,
-                                       face["out"]["normals"].float().cpu())
+                                       face["out"].mesh.normals_world.float().cpu())
         self._tick("context")
         cleans = np.empty((B, size, size, 3), np.float32)
         hairies = np.empty((B, size, size, 3), np.float32) if self.occlusion else None

@@ -18,7 +18,7 @@ class SyntheticRendering:
     :class:`~pyfaid.data.synthetic.SyntheticFaces` (a base class of it).
     """
 
-    def _light_residual(self, plans: list, colors: list, out: dict) -> np.ndarray:
+    def _light_residual(self, plans: list, colors: list, out) -> np.ndarray:
         """The key light's cast shadows and highlights on the face, per pixel ``[B, H, W, 3]``."""
         from pyfaid.data.lighting import key_light_residual
         from pyfaid.render import interpolate
@@ -31,7 +31,7 @@ class SyntheticRendering:
             self._gloss_skin = ((0.25 + 0.75 * np.maximum(painter.forehead, painter.nose)) * painter.skin_free).astype(np.float32)
             self._gloss_wet = (0.5 * painter.lips + 1.2 * painter.eye).astype(np.float32)
             self._seam_fade = _seam_fade(self.face_model)
-        normals = out["normals"].float().cpu().numpy()
+        normals = out.mesh.normals_world.float().cpu().numpy()
         angles = np.stack([p["coeffs"][self.face_model.layout.slice("angle")] for p in plans])
         rot = cam_rotation(angles)  # [B, 3, 3]
         res = np.zeros((len(plans),) + normals.shape[1:], np.float32)
@@ -47,7 +47,7 @@ class SyntheticRendering:
             res[b] = key_light_residual(colors[b], normals[b], vis * self._seam_fade + (1 - self._seam_fade), key,
                                         gloss, shininess=float(rng.uniform(5, 25)), specular=float(rng.uniform(0.03, 0.2)))
         attr = torch.from_numpy(res)  # [B, V, 3]
-        return interpolate(attr.contiguous(), out["rast"].float().cpu().contiguous(), self.face_model.topology).numpy()
+        return interpolate(attr.contiguous(), out.rast.float().cpu().contiguous(), self.face_model.topology).numpy()
 
     def _render_context(self, scene, plans, verts_cam, parts, styles, colors, face_normals) -> dict:
         """Context renders of the batch: colour, coverage, depth and hair weight per pixel."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -121,7 +122,7 @@ class HeadContext:
         resid = dst - (src[None] * scale[:, None] + shift[:, None])  # [B, A, 3]
         verts = torch.as_tensor(self.vertices, device=face_shapes.device, dtype=dt)
         out = verts[None] * scale[:, None] + shift[:, None]
-        rows, cols, w = self._sparse_weights()
+        rows, cols, w = self._sparse_weights
         if len(rows):
             rows_t = torch.as_tensor(rows, device=face_shapes.device)
             spread = (resid[:, torch.as_tensor(cols, device=face_shapes.device)]
@@ -129,19 +130,16 @@ class HeadContext:
             out[:, rows_t] += spread  # [B, R, 3]: only the vertices near the seam move more
         return out
 
+    @cached_property
     def _sparse_weights(self):
         """The anchor weights as (rows, anchor indices [R, k], weights [R, k]), the k largest per row."""
-        cached = self.__dict__.get("_sparse")
-        if cached is None:
-            W = self.anchor_weights
-            rows = np.flatnonzero(W.max(1) > 0.02)
-            k = min(8, W.shape[1])
-            cols = np.argsort(-W[rows], axis=1)[:, :k]
-            w = np.take_along_axis(W[rows], cols, 1)
-            w = w * (W[rows].sum(1) / np.maximum(w.sum(1), 1e-12))[:, None]  # keep each row's total
-            cached = (rows, cols, w.astype(np.float32))
-            self.__dict__["_sparse"] = cached
-        return cached
+        W = self.anchor_weights
+        rows = np.flatnonzero(W.max(1) > 0.02)
+        k = min(8, W.shape[1])
+        cols = np.argsort(-W[rows], axis=1)[:, :k]
+        w = np.take_along_axis(W[rows], cols, 1)
+        w = w * (W[rows].sum(1) / np.maximum(w.sum(1), 1e-12))[:, None]  # keep each row's total
+        return rows, cols, w.astype(np.float32)
 
     def pose(self, verts: torch.Tensor, head_rotation: torch.Tensor, translation: torch.Tensor,
              torso_rotation: torch.Tensor) -> torch.Tensor:

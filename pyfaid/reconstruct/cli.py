@@ -135,7 +135,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     from tqdm import tqdm
 
-    from pyfaid.inference import resolve_device
+    from pyfaid.reconstruct.predict import resolve_device
 
     files = collect_inputs(args.inputs)
     if not files:

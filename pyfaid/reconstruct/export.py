@@ -2,7 +2,7 @@
 binary glTF (``.glb``), PLY and OBJ with vertex colours, ``.npz``.
 
 Textures (:func:`bake_texture`) are baked in the face model's UV layout
-(:func:`pyfaid.facemodel.uv.layout_of`: the model's own, or a generated one) with
+(:meth:`pyfaid.facemodel.MorphableModel.uv_layout`: the model's own, or a generated one) with
 :mod:`pyfaid.render.bake`:
 
 * ``"albedo"``: the reconstruction's per-vertex albedo;
@@ -139,7 +139,7 @@ def bake_texture(rec, kind: str = "photo", size: int = 1024, photo=None, visibil
         raise ValueError(f"texture kind must be one of {', '.join(TEXTURES)}, got {kind!r}")
     if not isinstance(size, (int, np.integer)) or not 16 <= int(size) <= 8192:
         raise ValueError(f"texture size must be an integer in [16, 8192], got {size!r}")
-    atlas = bake.UVAtlas.for_model(rec.face_model, int(size))
+    atlas = rec.face_model.uv_atlas(int(size))
     albedo = rec.albedo.detach().float().to(atlas.device)
     if kind == "albedo":
         return bake.bake_vertex_colors(atlas, albedo)
@@ -187,11 +187,11 @@ def textured_mesh(rec, texture, name: str = "face", gltf: bool = False):
     import trimesh
     from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
-    from pyfaid.facemodel.uv import layout_of, split_seams
+    from pyfaid.facemodel.uv import split_seams
     from pyfaid.render import vertex_normals
 
     fm = rec.face_model
-    uv, uv_faces = layout_of(fm)
+    uv, uv_faces = fm.uv_layout()
     faces = rec.faces.detach().cpu().numpy()
     if uv_faces.shape != faces.shape:
         raise ValueError(f"the reconstruction has {faces.shape[0]} triangles but its face model's UV layout has "

@@ -149,6 +149,6 @@ def fill_refinement(face_model, renderer, coeffs: torch.Tensor, colors: torch.Te
     Returns:
         ``[B, V, 3]`` in [0, 1].
     """
-    rast = renderer(face_model, coeffs, colors=colors)["rast"]
+    rast = renderer.rasterize(face_model.mesh(coeffs, colors)).rast
     hidden, _ = hidden_vertices(rast, face_model.topology.triangles, visibility, face_model.num_vertices)
     return (base + fill_hidden(colors - base, hidden, face_model.topology.edges())).clamp(0, 1)

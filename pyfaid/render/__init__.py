@@ -1,4 +1,5 @@
-"""Differentiable rendering: rasterize, interpolate, normals, SH shading, MeshTopology, Renderer."""
+"""Differentiable rendering: rasterize, interpolate, normals, SH shading, MeshTopology; the face
+renderer's typed stages (FaceMesh -> Fragments -> Render) and Renderer."""
 
 from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
 from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
@@ -12,5 +13,6 @@ from pyfaid.render.camera import (  # noqa: F401
     to_camera,
     to_pixels,
 )
+from pyfaid.render.mesh import FaceMesh, Fragments, Render, RestShape, pose_mesh, rasterize_mesh, shade  # noqa: F401
 from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401
 from pyfaid.render.unproject import photo_albedo, vertex_average  # noqa: F401

@@ -6,7 +6,8 @@ space: each UV becomes the clip-space point ``(2u - 1, 1 - 2v, 0, 1)``, so texel
 the texture image (``v = 1``) and the barycentrics of a texel are those of its point on the
 surface. Any per-vertex attribute then becomes a texture with one ``interpolate`` call, using the
 *vertex* triangles with the UV raster (same triangle ids, same corners). That is :class:`UVAtlas`,
-built once per mesh and texture size (nvdiffrast's "prepare once, pass in").
+built once per mesh and texture size (nvdiffrast's "prepare once, pass in"; a face model makes
+its own with :meth:`~pyfaid.facemodel.MorphableModel.uv_atlas`).
 
 * :func:`bake_vertex_colors`: a per-vertex colour (the reconstruction's albedo) as a texture.
 * :func:`bake_photo`: the photo's pixels projected onto the visible surface and divided by the
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 from pyfaid.render.rasterize import interpolate, rasterize
 from pyfaid.render.topology import MeshTopology
 
-__all__ = ["UVAtlas", "uv_to_clip", "bake_vertex_colors", "bake_photo", "texture_lookup", "to_uint8"]
+__all__ = ["UVAtlas", "size_of", "uv_to_clip", "bake_vertex_colors", "bake_photo", "texture_lookup", "to_uint8"]
 
 
 def uv_to_clip(uv: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def uv_to_clip(uv: torch.Tensor) -> torch.Tensor:
     return torch.cat([2.0 * uv[:, :1] - 1.0, 1.0 - 2.0 * uv[:, 1:], 0.0 * one, one], dim=1).contiguous()
 
 
-def _size(size) -> tuple:
+def size_of(size) -> tuple:
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 2 or w < 2:
         raise ValueError(f"texture size must be at least 2 x 2, got {h} x {w}")
@@ -77,7 +78,7 @@ class UVAtlas:
 
     def __init__(self, uv, uv_faces, triangles, num_vertices: Optional[int] = None,
                  size: Union[int, Sequence[int]] = 1024, padding: Optional[int] = None, device=None):
-        self.height, self.width = _size(size)
+        self.height, self.width = size_of(size)
         if device is None:
             device = uv.device if isinstance(uv, torch.Tensor) else "cpu"
         device = torch.device(device)
@@ -122,24 +123,6 @@ class UVAtlas:
         src = (iy * mask.shape[1] + ix).reshape(-1)[dst]
         beyond = np.flatnonzero(~mask & ~fill)
         return tuple(torch.from_numpy(a).to(device) for a in (np.flatnonzero(mask), dst, src, beyond))
-
-    @classmethod
-    def for_model(cls, face_model, size: Union[int, Sequence[int]] = 1024, padding: Optional[int] = None):
-        """The atlas of a MorphableModel's layout (its own, or a generated one), cached on the model.
-
-        Args:
-            face_model: a :class:`~pyfaid.facemodel.MorphableModel`.
-            size: texture size. padding: see :class:`UVAtlas`.
-        """
-        from pyfaid.facemodel.uv import layout_of
-
-        device = face_model.mean_shape.device
-        key = (_size(size), padding, str(device))
-        cache = face_model.__dict__.setdefault("_uv_atlases", {})
-        if key not in cache:
-            uv, uvf = layout_of(face_model)
-            cache[key] = cls(uv, uvf, face_model.topology, size=size, padding=padding, device=device)
-        return cache[key]
 
     @property
     def device(self) -> torch.device:
