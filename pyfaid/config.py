@@ -33,6 +33,7 @@ from typing import Any, Optional
 
 import yaml
 
+
 def _config_dir() -> str:
     """``pyfaid/configs`` of an installed package, else ``configs/`` of the source checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -49,7 +50,7 @@ CONFIG_DIR = _config_dir()
 class DataConfig:
     """Where training images come from.
 
-    ``dataset``: ``synthetic`` (pyfaid.data.SyntheticFaces, offline default), ``folder`` (any folder of
+    ``dataset``: ``synthetic`` (pyfaid.synth.SyntheticFaces, offline default), ``folder`` (any folder of
     face photos), ``celeba`` (``img_align_celeba/`` + ``list_attr_celeba.txt``) or ``aflw2000``.
     """
 

@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid.data import OCCLUDER_KINDS, CachedFaces, SyntheticFaces, occlude, occlude_arrays, write_cache
+from pyfaid.data import CachedFaces, write_cache
+from pyfaid.occlusion import OCCLUDER_KINDS, occlude, occlude_arrays
+from pyfaid.synth import SyntheticFaces
 
 
 def _faces(batch=4, size=96):
@@ -169,8 +171,8 @@ def batch(face_model):
 
 
 def test_item_contract(face_model, batch):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds, _ = batch
     item = ds[3]
@@ -207,8 +209,8 @@ def test_item_contract(face_model, batch):
 
 
 def test_labels_in_range(face_model):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds = SyntheticFaces(seed=2, length=64, face_model=face_model, image_size=48)
     labels = ds.batch(range(24))["labels"]
@@ -403,7 +405,7 @@ def _posed(face_model, poses, size=112):
 
 
 def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_model):
-    from pyfaid.data.contour import JawContour
+    from pyfaid.synth.contour import JawContour
 
     jc = JawContour(face_model)
     r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
@@ -438,7 +440,7 @@ def test_landmarks_2d_in_items(batch):
 
 # ------------------------------------------------------------------------- pieces
 def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
-    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
+    from pyfaid.synth.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
 
     ds = SyntheticFaces(seed=0, length=50, face_model=face_model, framing="exact")
     c = torch.from_numpy(np.stack([ds.sample_coeffs(i) for i in range(10)]))
@@ -457,7 +459,7 @@ def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
 
 
 def test_alignment_table_file_roundtrip(tmp_path):
-    from pyfaid.data.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
+    from pyfaid.synth.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
 
     table = np.random.default_rng(0).normal(size=(5, 6))
     path = str(tmp_path / "table.json")
@@ -470,7 +472,7 @@ def test_alignment_table_file_roundtrip(tmp_path):
 
 
 def test_photo_effects_strength_zero_is_identity_and_deterministic():
-    from pyfaid.data.photo import apply_effects, sample_effects
+    from pyfaid.synth.photo import apply_effects, sample_effects
 
     img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
     fx = sample_effects(np.random.default_rng(1), 32, strength=0.0)
@@ -483,7 +485,7 @@ def test_photo_effects_strength_zero_is_identity_and_deterministic():
 
 
 def test_context_follows_the_face(face_model):
-    from pyfaid.facemodel.context import load_context
+    from pyfaid.synth.context import load_context
     from pyfaid.render.camera import euler_rotation
 
     ctx = load_context(face_model)
@@ -507,7 +509,7 @@ def test_context_follows_the_face(face_model):
 
 
 def test_skin_painter_is_reproducible(face_model):
-    from pyfaid.data.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
+    from pyfaid.synth.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
 
     sp = SkinPainter(face_model)
     base = face_model.mean_tex.numpy()

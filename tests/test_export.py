@@ -394,7 +394,7 @@ def test_vertex_colour_exports_and_npz(tiny_rec, tmp_path):
     assert not (tmp_path / "b.mtl").exists()
     tiny_rec.save(tmp_path / "d.npz")
     z = np.load(tmp_path / "d.npz")
-    assert z["vertices"].shape == tuple(tiny_rec.vertices.shape)
+    assert z["vertices_model"].shape == tuple(tiny_rec.vertices.shape)
     assert sorted(os.listdir(tmp_path)) == ["a.ply", "b.obj", "c.glb", "d.npz"]  # no temporary files
 
 

@@ -25,11 +25,12 @@ annotated (green) points, and the cumulative error distribution.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
-
 from tqdm import tqdm
 
 from pyfaid.data.landmarks import INNER_51, AnnotatedPhoto, annotated_photos
@@ -179,9 +180,6 @@ def landmark_markdown(report: dict) -> str:
 
 def landmark_figures(report: dict, out_dir, worst: int = 12) -> None:
     """Write ``landmarks_worst.png`` (first method) and ``ced.png`` (every method)."""
-    import os
-
-    import cv2
     import matplotlib
 
     matplotlib.use("Agg")

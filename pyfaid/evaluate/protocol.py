@@ -1,7 +1,7 @@
 """The paper's photometric protocol (section 4.3-4.4, Tables 1 and 2) on any dataset.
 
 For every image and condition (``none``: the image itself; ``synthetic``: random occluders of every
-kind from :func:`pyfaid.data.occlude`; or one occluder kind, e.g. ``sunglasses``, all with a fixed
+kind from :func:`pyfaid.occlusion.occlude`; or one occluder kind, e.g. ``sunglasses``, all with a fixed
 seed), each method reconstructs the face from the *input* and its render is compared with the
 *clean* image, which is the reference in every condition, as in the paper. Real photos are aligned
 once (MTCNN on the clean photo); the occluders are pasted into that crop, so both inputs share one
@@ -30,13 +30,18 @@ from tqdm import tqdm
 from pyfaid import metrics
 from pyfaid.checkpoint import load_model
 from pyfaid.config import DataConfig
-from pyfaid.data import OCCLUDER_KINDS, occlude
 from pyfaid.data.registry import build_dataset, parse_spec
 from pyfaid.encoders import TEMPLATE_224, align_faces
 from pyfaid.evaluate.geometry import MM_PER_UNIT, procrustes_error
 from pyfaid.models.features import to_encoder_size
+from pyfaid.occlusion import OCCLUDER_KINDS, occlude
 from pyfaid.reconstruct.fitting import fit_prediction
-from pyfaid.reconstruct.predict import crop_renderer, default_face_model, predict, resolve_device
+from pyfaid.reconstruct.predict import (
+    crop_renderer,
+    default_face_model,
+    predict,
+    resolve_device,
+)
 
 __all__ = ["Method", "evaluate", "load_methods", "CONDITIONS", "OCCLUSION_SEED", "condition_names"]
 

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
+
+from pyfaid.metrics import psnr
+from pyfaid.synth import SyntheticFaces
 
 __all__ = ["held_out_psnr", "held_out_landmarks"]
 
@@ -21,9 +25,6 @@ def held_out_psnr(faid, cfg, n: Optional[int] = None, batch_size: int = 8, devic
     Returns:
         dict ``{coarse,fine,mean}_{visible,face}`` (dB) and ``samples``.
     """
-    from pyfaid.data import SyntheticFaces
-    from pyfaid.metrics import psnr
-
     n = n or cfg.data.val_size
     ds = SyntheticFaces(seed=cfg.data.val_seed, length=n, image_size=cfg.data.image_size, occlusion=True)
     was_training = faid.training
@@ -57,10 +58,6 @@ def held_out_landmarks(faid, cfg, n: int = 200, batch_size: int = 16, device="cp
         ``landmarks_2d``), ``model68`` / ``model51`` (the projected model landmarks against the same
         points), ``pose_deg`` (mean absolute yaw/pitch/roll error, degrees) and ``samples``.
     """
-    import math
-
-    from pyfaid.data import SyntheticFaces
-
     d = cfg.data
     ds = SyntheticFaces(seed=d.val_seed, length=n, image_size=d.image_size, occlusion=True, **d.synthetic)
     was_training = faid.training

@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from pyfaid.fileio import savez_atomic
+from pyfaid.render.bake import UVAtlas, size_of
 from pyfaid.render.camera import euler_rotation
 from pyfaid.render.mesh import FaceMesh, RestShape, pose_mesh
 from pyfaid.render.topology import MeshTopology
-
-from pyfaid.render.bake import UVAtlas, size_of
 
 from .layout import CoeffLayout
 from .uv import check_layout, cylindrical_layout
@@ -318,7 +318,6 @@ class MorphableModel(nn.Module):
         if self.uv is not None:
             arrays["uv"] = self.uv.detach().cpu().numpy()
             arrays["uv_faces"] = self.uv_faces.detach().cpu().numpy()
-        from pyfaid.fileio import savez_atomic
 
         savez_atomic(path, **arrays)
 

@@ -14,6 +14,8 @@ Everything here is NumPy and runs once per model (at build or load time), never 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 __all__ = ["check_layout", "islands", "pack_islands", "cylindrical_layout", "split_seams"]
 
@@ -65,9 +67,6 @@ def islands(uv_faces, num_uv: int):
     Returns:
         ``(count, label [F])``.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-
     faces = np.asarray(uv_faces, np.int64)
     f, k = faces.shape
     # triangles and UV indices as one bipartite graph

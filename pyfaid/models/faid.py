@@ -16,8 +16,20 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from pyfaid import encoders, facemodel
+from pyfaid.facemodel.hierarchy import mesh_hierarchy
+from pyfaid.models.coarse import CoarseModel
 from pyfaid.models.features import FeatureEncoder
-from pyfaid.render import FaceMesh, Fragments, Render, photo_albedo, sh_shading
+from pyfaid.models.fine import FineModel
+from pyfaid.models.segmentation import FaceSegmenter
+from pyfaid.render import (
+    FaceMesh,
+    Fragments,
+    Render,
+    Renderer,
+    photo_albedo,
+    sh_shading,
+)
 
 __all__ = ["FAID", "FAIDOutput", "build_faid"]
 
@@ -230,8 +242,6 @@ def _need_encoders(cfg) -> tuple[bool, bool]:
 
 def build_features(cfg) -> FeatureEncoder:
     """The frozen encoders a :class:`pyfaid.config.Config` needs (none it does not)."""
-    from pyfaid import encoders
-
     m = cfg.model
     need_id, need_att = _need_encoders(cfg)
     id_enc = None
@@ -248,11 +258,6 @@ def build_faid(cfg, device="cpu") -> FAID:
     Raises:
         FileNotFoundError: a face-model / weights path that does not exist.
     """
-    from pyfaid import facemodel
-    from pyfaid.models.coarse import CoarseModel
-    from pyfaid.models.fine import FineModel
-    from pyfaid.render import Renderer
-
     m = cfg.model
     if m.face_model != "default" and not os.path.exists(m.face_model):
         raise FileNotFoundError(
@@ -269,8 +274,6 @@ def build_faid(cfg, device="cpu") -> FAID:
         feat_dim = (dims.get("id", 0) if m.use_id_features else 0) + (dims.get("att", 0) if m.use_fa_features else 0)
         hier = None
         if m.hierarchy:
-            from pyfaid.facemodel.hierarchy import mesh_hierarchy
-
             hier = mesh_hierarchy(fm.mean_shape, fm.triangles, factors=tuple(m.hierarchy_factors))
         fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
                          nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
@@ -278,8 +281,6 @@ def build_faid(cfg, device="cpu") -> FAID:
                          photo_input=m.photo_input)
     segmenter = None
     if m.segmenter:
-        from pyfaid.models.segmentation import FaceSegmenter
-
         segmenter = FaceSegmenter()
     faid = FAID(fm, renderer, coarse, fine, features, m.use_id_features, m.use_fa_features, segmenter)
     return faid.to(device)

@@ -20,8 +20,8 @@ import torch
 import torch.nn as nn
 
 from pyfaid import losses as L
-from pyfaid.data.occlusion import occlude
 from pyfaid.models.faid import FAID, FAIDOutput
+from pyfaid.occlusion import occlude
 
 __all__ = ["CoarseObjective", "PretrainObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES", "self_augment"]
 

@@ -17,12 +17,20 @@ import torch
 
 from pyfaid.checkpoint import pretrained_available
 from pyfaid.encoders.align import FaceNotFoundError
-from pyfaid.encoders.dlib_landmarks import DlibLandmarksUnavailable, load_shape_predictor
+from pyfaid.encoders.dlib_landmarks import (
+    DlibLandmarksUnavailable,
+    load_shape_predictor,
+)
 from pyfaid.metrics import identity_encoders
 from pyfaid.reconstruct.detect import Crop, crop_face, detect, select
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule, fit_prediction  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
-from pyfaid.reconstruct.predict import cached_model, default_face_model, predict, resolve_device
+from pyfaid.reconstruct.predict import (
+    cached_model,
+    default_face_model,
+    predict,
+    resolve_device,
+)
 from pyfaid.reconstruct.result import Reconstruction, results
 
 __all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",

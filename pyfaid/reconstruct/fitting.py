@@ -34,8 +34,8 @@ from tqdm import tqdm
 
 from pyfaid import losses as L
 from pyfaid.reconstruct.fill import fill_hidden, fill_refinement, hidden_vertices
-from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.reconstruct.io import skin_mask
+from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.render import camera as cam
 from pyfaid.render.mesh import Render
 

@@ -12,11 +12,16 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
+import trimesh
 
+from pyfaid.metrics import psnr
+from pyfaid.reconstruct import export, turntable
 from pyfaid.reconstruct.detect import Crop
 from pyfaid.reconstruct.fitting import Fit
+from pyfaid.reconstruct.io import load_image, to_rgb_uint8
 from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.render import camera as cam
 from pyfaid.render.mesh import Render
@@ -191,8 +196,6 @@ class Reconstruction:
 
     def masked_psnr(self) -> float:
         """PSNR (dB) of the render against :attr:`input` over the rendered face region."""
-        from pyfaid.metrics import psnr
-
         out = self.render()
         return float(psnr(out.image.clamp(0, 1).cpu(), self.input[None].cpu(), out.mask.cpu())[0])
 
@@ -209,10 +212,6 @@ class Reconstruction:
         Returns:
             ``[H, W, 3]`` uint8 RGB.
         """
-        import cv2
-
-        from pyfaid.reconstruct.io import load_image, to_rgb_uint8
-
         img = load_image(photo) if isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__") else to_rgb_uint8(photo)
         h, w = img.shape[:2]
         out = self.render()
@@ -255,8 +254,6 @@ class Reconstruction:
         return (strip * 255 + 0.5).astype(np.uint8)
 
     def _with_points(self, crop: torch.Tensor) -> torch.Tensor:
-        import cv2
-
         arr = np.ascontiguousarray((crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
         pts = self.detected_landmarks if self.detected_landmarks is not None else self.landmarks_crop
         for x, y in np.asarray(pts.detach().cpu()):
@@ -265,8 +262,6 @@ class Reconstruction:
 
     # ------------------------------------------------------------------ exports
     def _trimesh(self, colors: str = "albedo"):
-        import trimesh
-
         col = {"albedo": self.albedo, "shaded": self.shaded}[colors]
         rgba = np.concatenate(
             [(col.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
@@ -321,22 +316,16 @@ class Reconstruction:
         """Bake a ``[size, size, 3]`` texture in the face model's UV layout: ``"photo"`` (the photo
         where it shows the face, divided by the shading; ``photo`` = the original photo for its full
         resolution) or ``"albedo"``. See :func:`pyfaid.reconstruct.export.bake_texture`."""
-        from pyfaid.reconstruct import export
-
         return export.bake_texture(self, kind, size, photo=photo, visibility=visibility)
 
     def save(self, path, **options) -> list:
         """Write ``.obj`` (textured, or ``vertex_colors=True``), ``.glb``, ``.ply`` or ``.npz``, by
         the extension; returns the files written. Options: see :func:`pyfaid.reconstruct.export.save`."""
-        from pyfaid.reconstruct import export
-
         return export.save(self, path, **options)
 
     def turntable(self, n: int = 36, path=None, **options) -> list:
         """``n`` frames of the textured head turning (``[S, S, 3]`` uint8), written to ``path``
         (``.gif`` or a ``.png`` grid) if given. See :func:`pyfaid.reconstruct.turntable.turntable`."""
-        from pyfaid.reconstruct import turntable
-
         return turntable.turntable(self, n, path, **options)
 
 

@@ -1,9 +1,6 @@
 """Differentiable rendering: rasterize, interpolate, normals, SH shading, MeshTopology; the face
 renderer's typed stages (FaceMesh -> Fragments -> Render) and Renderer."""
 
-from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
-from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
-from pyfaid.render.topology import MeshTopology  # noqa: F401
 from pyfaid.render.camera import (  # noqa: F401
     apply_pose,
     clip_space,
@@ -13,6 +10,17 @@ from pyfaid.render.camera import (  # noqa: F401
     to_camera,
     to_pixels,
 )
-from pyfaid.render.mesh import FaceMesh, Fragments, Render, RestShape, pose_mesh, rasterize_mesh, shade  # noqa: F401
+from pyfaid.render.mesh import (  # noqa: F401
+    FaceMesh,
+    Fragments,
+    Render,
+    RestShape,
+    pose_mesh,
+    rasterize_mesh,
+    shade,
+)
+from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
 from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401
+from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
+from pyfaid.render.topology import MeshTopology  # noqa: F401
 from pyfaid.render.unproject import photo_albedo, vertex_average  # noqa: F401

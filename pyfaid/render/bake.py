@@ -32,6 +32,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from pyfaid.render.rasterize import interpolate, rasterize
 from pyfaid.render.topology import MeshTopology
@@ -115,8 +116,6 @@ class UVAtlas:
         """Flat texel indices: the covered texels, the empty ones within ``padding`` of them with
         their nearest covered texel (one exact Euclidean distance transform, once per atlas), and
         the empty ones beyond."""
-        from scipy import ndimage
-
         dist, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
         fill = ~mask if padding < 0 else (~mask & (dist <= padding))
         dst = np.flatnonzero(fill)

@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from pyfaid.render import camera as cam
-from pyfaid.render.mesh import FaceMesh, Fragments, Render, RestShape, rasterize_mesh, shade
+from pyfaid.render.mesh import (
+    FaceMesh,
+    Fragments,
+    Render,
+    RestShape,
+    rasterize_mesh,
+    shade,
+)
 
 __all__ = ["Renderer", "AMBIENT_OFFSET"]
 

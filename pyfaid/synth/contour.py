@@ -25,6 +25,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from pyfaid.render import camera as cam_mod
+
 __all__ = ["JawContour"]
 
 
@@ -108,8 +110,6 @@ class JawContour:
 
     def _depth_visible(self, vertices_cam: torch.Tensor, rast: torch.Tensor, renderer) -> torch.Tensor:
         """Whether each of the 68 landmark vertices is the front-most surface at its pixel."""
-        from pyfaid.render import camera as cam_mod
-
         c = renderer.camera
         size = rast.shape[1]
         pts = vertices_cam[:, torch.as_tensor(self.landmark_idx)]

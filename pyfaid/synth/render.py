@@ -1,4 +1,4 @@
-"""Rendering pieces of :class:`pyfaid.data.synthetic.SyntheticFaces`: the key light's cast shadows
+"""Rendering pieces of :class:`pyfaid.synth.faces.SyntheticFaces`: the key light's cast shadows
 and highlights on the face, the context around it (head, ears, neck, clothes, hair) and the 2-D
 hair drawn over the picture.
 """
@@ -7,22 +7,26 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-from pyfaid.data.synthetic_sampling import S_CONTEXT, S_HAIR2D, S_LIGHT, item_rng
+from pyfaid.facemodel.build.meshops import boundary_vertices
+from pyfaid.render import camera as cam_mod
+from pyfaid.render import interpolate
+from pyfaid.render.camera import euler_rotation
+from pyfaid.synth import hair as H
+from pyfaid.synth.lighting import key_light_residual
+from pyfaid.synth.sampling import S_CONTEXT, S_HAIR2D, S_LIGHT, item_rng
 
 __all__ = ["SyntheticRendering", "cam_rotation"]
 
 
 class SyntheticRendering:
     """The key-light residual, context renders and 2-D hair layers of
-    :class:`~pyfaid.data.synthetic.SyntheticFaces` (a base class of it).
+    :class:`~pyfaid.synth.faces.SyntheticFaces` (a base class of it).
     """
 
     def _light_residual(self, plans: list, colors: list, out) -> np.ndarray:
         """The key light's cast shadows and highlights on the face, per pixel ``[B, H, W, 3]``."""
-        from pyfaid.data.lighting import key_light_residual
-        from pyfaid.render import interpolate
-
         shadows = self._part("shadows")
         painter = self._part("painter")
         if not hasattr(self, "_seam_fade"):
@@ -51,9 +55,6 @@ class SyntheticRendering:
 
     def _render_context(self, scene, plans, verts_cam, parts, styles, colors, face_normals) -> dict:
         """Context renders of the batch: colour, coverage, depth and hair weight per pixel."""
-        from pyfaid.render import camera as cam_mod
-        from pyfaid.render import interpolate
-
         # model-space face shapes at the context's anchors, from the camera-space vertices (undo the pose)
         rot = cam_mod.euler_rotation(parts["angle"].float())
         anchors = torch.as_tensor(scene.ctx.anchors)
@@ -97,8 +98,6 @@ class SyntheticRendering:
         Returns:
             list of ``(premultiplied colour, alpha, box, behind_face)``.
         """
-        from pyfaid.data import hair as H
-
         size = self.image_size
         if style.bald or style.length <= 0:
             return []
@@ -127,17 +126,11 @@ class SyntheticRendering:
 
 def cam_rotation(angles: np.ndarray) -> np.ndarray:
     """Deep3DFaceRecon rotation matrices ``[B, 3, 3]`` from Euler angles ``[B, 3]`` (numpy)."""
-    from pyfaid.render.camera import euler_rotation
-
     return euler_rotation(torch.from_numpy(np.asarray(angles, np.float64))).numpy()
 
 
 def _seam_fade(face_model, width: float = 0.12) -> np.ndarray:
     """Per vertex, 0 on the mesh's outer boundary rising to 1 ``width`` model units inside it."""
-    from scipy.spatial import cKDTree
-
-    from pyfaid.facemodel.meshops import boundary_vertices
-
     V = face_model.mean_shape.detach().double().cpu().numpy()
     ring = boundary_vertices(face_model.triangles.cpu().numpy().astype(np.int64))
     d, _ = cKDTree(V[ring]).query(V)

@@ -23,7 +23,14 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pyfaid.data.skin_canvas import SHIFT, RegionSubset, SkinCanvas, fixed_point, smoothstep, texel_polygon
+from pyfaid.synth.skin_canvas import (
+    SHIFT,
+    RegionSubset,
+    SkinCanvas,
+    fixed_point,
+    smoothstep,
+    texel_polygon,
+)
 
 __all__ = ["SkinPainter", "APPEARANCE_LABELS", "HAIR_COLOURS"]
 

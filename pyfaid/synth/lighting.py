@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from pyfaid.fileio import savez_atomic
+from pyfaid.render import rasterize, vertex_normals
 
 __all__ = ["sh_basis", "directional_sh", "sample_lighting", "ShadowMaps", "key_light_residual", "KeyLight"]
 
@@ -168,8 +169,6 @@ class ShadowMaps:
 
     @torch.no_grad()
     def _build(self, face_model, resolution: int) -> np.ndarray:
-        from pyfaid.render import rasterize, vertex_normals
-
         verts = face_model.mean_shape.detach().double().cpu()
         tri = face_model.topology
         normals = vertex_normals(verts.float(), tri).double().numpy()

@@ -27,6 +27,8 @@ import os
 
 import numpy as np
 
+from pyfaid.fileio import write_atomic
+
 __all__ = ["five_points", "umeyama", "compose", "AlignmentJitter", "frame_pose", "similarity_params",
            "residual_matrix", "read_table", "write_table", "RESIDUALS_PATH"]
 
@@ -218,8 +220,6 @@ def write_table(table: np.ndarray, meta: dict, path: str) -> None:
 
     The file holds ``about`` (what the rows are), ``meta`` and ``residuals`` (one row per line).
     """
-    from pyfaid.fileio import write_atomic
-
     rows = [json.dumps([float(f"{v:.4g}") for v in r]) for r in np.asarray(table, np.float64).reshape(-1, 6)]
     text = "\n".join([
         "{",
@@ -234,5 +234,5 @@ def write_table(table: np.ndarray, meta: dict, path: str) -> None:
 
 
 _TABLE_ABOUT = ("MTCNN's residual crop similarity on photo-like synthetic frames (made by python -m pyfaid.data "
-                "measure-alignment; see pyfaid.data.alignment). Rows: (|yaw| degrees, pitch degrees, rotation "
+                "measure-alignment; see pyfaid.synth.alignment). Rows: (|yaw| degrees, pitch degrees, rotation "
                 "radians, log scale, dx, dy) in 224-crop pixels, mirrored so the yaw is non-negative.")

@@ -5,7 +5,7 @@
 eyes), clear glasses (opaque frames, see-through tinted lenses: only the frames count as occluder
 pixels), hands (skin-coloured palms with finger-like protrusions), hair (many thin curved strands
 across the forehead and eyes), textured patches (noise, stripes, checker, photo-like gradients)
-and pixel-noise regions (drawn by :mod:`pyfaid.data.occluders`). It is used for the occluded-CelebA
+and pixel-noise regions (drawn by :mod:`pyfaid.occlusion.occluders`). It is used for the occluded-CelebA
 protocol and for the model's ``I_occ`` self-augmentation.
 
 Shapes are drawn with OpenCV on per-image numpy canvases, colours only inside each shape's
@@ -23,8 +23,8 @@ import cv2
 import numpy as np
 import torch
 
-from pyfaid.data.occluder_shapes import Frame
-from pyfaid.data.occluders import OCCLUDER_KINDS, OCCLUDERS
+from pyfaid.occlusion.occluders import OCCLUDER_KINDS, OCCLUDERS
+from pyfaid.occlusion.shapes import Frame
 
 __all__ = ["occlude", "occlude_arrays", "OCCLUDER_KINDS"]
 

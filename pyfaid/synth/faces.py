@@ -3,20 +3,20 @@
 ``SyntheticFaces`` draws, for every ``(seed, index)``, a face and a photo around it:
 
 * the face: random identity, expression (blendshape activations, eyes often a little wide open)
-  and basis albedo, plus texture the basis cannot hold (:mod:`pyfaid.data.skin`: skin detail at
+  and basis albedo, plus texture the basis cannot hold (:mod:`pyfaid.synth.skin`: skin detail at
   several scales, freckles, moles, age spots, scars, tan lines, hair-stroke eyebrows, stubble and
   beards, make-up, lip colour, irises, lash lines, teeth); ``colors`` is the exact albedo rendered;
 * its pose and framing: yaw up to +-80 degrees, moderate pitch and roll, and the crop an MTCNN
-  alignment would make of it (:mod:`pyfaid.data.alignment`: the five true points aligned onto the
+  alignment would make of it (:mod:`pyfaid.synth.alignment`: the five true points aligned onto the
   template, with MTCNN's measured error);
 * light: coloured ambient, a key light (harsh with few ambient light sometimes) and fills, as exact
-  SH coefficients (:mod:`pyfaid.data.lighting`), plus the key light's cast shadows and highlights;
+  SH coefficients (:mod:`pyfaid.synth.lighting`), plus the key light's cast shadows and highlights;
 * context: head, ears, neck, shoulders and clothes from the MakeHuman base mesh, following the
-  face's outline and pose (:mod:`pyfaid.facemodel.context`), and hair (:mod:`pyfaid.data.hair`:
+  face's outline and pose (:mod:`pyfaid.synth.context`), and hair (:mod:`pyfaid.synth.hair`:
   a cap on the scalp, strands along the hairline, fringes, long hair); hair over the face hides
   face pixels and counts as an occluder;
-* a background (:mod:`pyfaid.data.backgrounds`), random occluders (:func:`pyfaid.data.occlude`)
-  and camera effects on the finished picture (:mod:`pyfaid.data.photo`: blur, chromatic
+* a background (:mod:`pyfaid.synth.backgrounds`), random occluders (:func:`pyfaid.occlusion.occlude`)
+  and camera effects on the finished picture (:mod:`pyfaid.synth.photo`: blur, chromatic
   aberration, vignetting, exposure, noise, white balance, gamma, JPEG).
 
 Items carry the occluded and the clean picture, the visible-face, face and occluder masks, the
@@ -25,8 +25,8 @@ landmarks (jaw on the silhouette) with visibility, and the generator's labels.
 
 Whole batches render in one ``Renderer`` call: use ``SyntheticFaces.batch(indices)``, or a
 ``DataLoader`` (the dataset implements ``__getitems__``, which the loader's batched fetch uses).
-What an item draws before rendering, and its labels, are in :mod:`pyfaid.data.synthetic_sampling`;
-the key light's residual, the context and the 2-D hair are rendered by :mod:`pyfaid.data.synthetic_render`.
+What an item draws before rendering, and its labels, are in :mod:`pyfaid.synth.sampling`;
+the key light's residual, the context and the 2-D hair are rendered by :mod:`pyfaid.synth.render`.
 """
 
 from __future__ import annotations
@@ -38,9 +38,20 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pyfaid.data.occlusion import occlude_arrays
-from pyfaid.data.synthetic_render import SyntheticRendering, cam_rotation
-from pyfaid.data.synthetic_sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
+from pyfaid import facemodel
+from pyfaid.occlusion import occlude_arrays
+from pyfaid.render.camera import FOCAL_AT_224
+from pyfaid.render.renderer import Renderer
+from pyfaid.synth import hair as H
+from pyfaid.synth.alignment import AlignmentJitter
+from pyfaid.synth.backgrounds import BACKGROUND_KINDS, background
+from pyfaid.synth.contour import JawContour
+from pyfaid.synth.lighting import ShadowMaps
+from pyfaid.synth.photo import apply_effects, sample_effects
+from pyfaid.synth.render import SyntheticRendering, cam_rotation
+from pyfaid.synth.sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
+from pyfaid.synth.scene import SceneRenderer, lerp, soften
+from pyfaid.synth.skin import APPEARANCE_LABELS, SkinPainter
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
 
@@ -89,7 +100,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         face_scale: face size relative to the aligned crop (1 for training crops; 0.5 gives a
             photo-like frame with the face at half size, used to measure MTCNN's errors).
         background_kinds: restrict backgrounds to these kinds of
-            :data:`pyfaid.data.backgrounds.BACKGROUND_KINDS` (default: all).
+            :data:`pyfaid.synth.backgrounds.BACKGROUND_KINDS` (default: all).
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
@@ -102,8 +113,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         not hidden by the face itself, inside the picture), ``index`` (int64 scalar), and
         ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
         (radians), ``skin_tone`` (scalar: mean luma of the albedo over the skin region), the
-        appearance scalars of :data:`pyfaid.data.skin.APPEARANCE_LABELS` and
-        :data:`pyfaid.data.hair.HAIR_LABELS` (see :meth:`label_names` ``["appearance"]``), and one
+        appearance scalars of :data:`pyfaid.synth.skin.APPEARANCE_LABELS` and
+        :data:`pyfaid.synth.hair.HAIR_LABELS` (see :meth:`label_names` ``["appearance"]``), and one
         entry per phenotype map the face model carries (for the default model: ``id_targets
         [221]`` MakeHuman slider values, ``exp_targets [52]`` blendshape weights, and scalars
         ``macro_gender``, ``macro_age``, ``macro_muscle``, ``macro_weight``, ``macro_african``,
@@ -155,8 +166,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             if not 0.0 <= float(p) <= 1.0:
                 raise ValueError(f"SyntheticFaces: `{name}` must be a probability in [0, 1], got {p}")
         if background_kinds is not None:
-            from pyfaid.data.backgrounds import BACKGROUND_KINDS
-
             bad = [k for k in background_kinds if k not in BACKGROUND_KINDS]
             if bad or not background_kinds:
                 raise ValueError(f"SyntheticFaces: unknown or empty `background_kinds` {bad or background_kinds}; "
@@ -200,8 +209,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
     def face_model(self) -> torch.nn.Module:
         """The morphable model (the default one is loaded on first use)."""
         if self._face_model is None:
-            from pyfaid import facemodel
-
             self._face_model = facemodel.load("default")
         return self._face_model
 
@@ -210,9 +217,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         """The ``Renderer`` used (Deep3DFaceRecon's camera scaled to ``image_size``; with
         ``face_scale != 1`` the focal length is scaled by ``face_scale`` too, a wider view)."""
         if self._renderer is None:
-            from pyfaid.render.camera import FOCAL_AT_224
-            from pyfaid.render.renderer import Renderer
-
             if self.face_scale == 1.0:
                 self._renderer = Renderer(self.image_size)
             else:
@@ -224,24 +228,14 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         if name not in self._parts:
             fm = self.face_model
             if name == "painter":
-                from pyfaid.data.skin import SkinPainter
-
                 self._parts[name] = SkinPainter(fm)
             elif name == "scene":
-                from pyfaid.data.scene import SceneRenderer
-
                 self._parts[name] = SceneRenderer(fm, self.renderer)
             elif name == "contour":
-                from pyfaid.data.contour import JawContour
-
                 self._parts[name] = JawContour(fm)
             elif name == "shadows":
-                from pyfaid.data.lighting import ShadowMaps
-
                 self._parts[name] = ShadowMaps(fm)
             elif name == "jitter":
-                from pyfaid.data.alignment import AlignmentJitter
-
                 self._parts[name] = AlignmentJitter()
             elif name == "landmark_bases":
                 idx = fm.landmark_idx.cpu()
@@ -318,9 +312,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
     def _paint_albedo(self, model, idx: list, parts: dict, pheno: dict) -> tuple[list, list, list]:
         """Albedo: the basis, then painted detail; per item its hair style, albedo ``[V, 3]`` and
         appearance labels."""
-        from pyfaid.data import hair as H
-        from pyfaid.data.skin import APPEARANCE_LABELS
-
         fm = self.face_model
         base = model.texture(parts["tex"].to(self.device)).float().cpu().numpy()  # [B, V, 3]
         styles, colors, appearance = [], [], []
@@ -365,9 +356,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
     def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
         """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,
         camera effects)``; ``hairies`` (hair over the face) is None without ``occlusion``."""
-        from pyfaid.data.backgrounds import background
-        from pyfaid.data.photo import sample_effects
-
         size = self.image_size
         B = len(idx)
         face_np, cover_np = face["image"], face["cover"]
@@ -431,8 +419,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
     def _camera_effects(self, cleans: np.ndarray, images, occ, fxs: list, cover_np: np.ndarray):
         """Camera effects, the same camera for the clean and the occluded picture: ``(image, clean,
         face mask, occluder mask)`` tensors ``[B, C, H, W]``."""
-        from pyfaid.data.photo import apply_effects
-
         B, size = cleans.shape[0], self.image_size
         clean_u8 = np.empty((B, size, size, 3), np.uint8)
         image_u8 = np.empty((B, size, size, 3), np.uint8) if self.occlusion else clean_u8
@@ -465,6 +451,4 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
 
 def _blend(dst: np.ndarray, src: np.ndarray, cover: np.ndarray) -> None:
     """``dst`` over which ``src`` is drawn where ``cover`` (0/1), its silhouette softened from inside."""
-    from pyfaid.data.scene import lerp, soften
-
     lerp(dst, src, soften(cover))

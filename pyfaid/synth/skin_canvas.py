@@ -1,4 +1,4 @@
-"""The texture plane of :class:`pyfaid.data.skin.SkinPainter`: the face model's mean shape
+"""The texture plane of :class:`pyfaid.synth.skin.SkinPainter`: the face model's mean shape
 unwrapped onto a 2-D plane, the fixed region weights on it and the noise banks.
 
 :class:`SkinCanvas` unwraps the mean shape once (a Lambert azimuthal equal-area projection seen
@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from pyfaid.facemodel.build.texture import BROW_COLOUR, MEAN_SKIN
 
 __all__ = ["SkinCanvas", "RegionSubset", "TEXEL", "SHIFT", "texel_polygon", "fixed_point", "smoothstep"]
 
@@ -140,7 +142,6 @@ class SkinCanvas:
             inside = (tx >= lm[up, 0].min()) & (tx <= lm[up, 0].max())
             self.eye_t = np.where(inside, t, self.eye_t).astype(np.float32)
         # the model's own painted brows, to be replaced by hair-like ones
-        from pyfaid.facemodel.texture import BROW_COLOUR, MEAN_SKIN
 
         dirn = (MEAN_SKIN - BROW_COLOUR).astype(np.float32)
         proj = ((MEAN_SKIN[None].astype(np.float32) - self.mean_tex) @ dirn) / float(dirn @ dirn)

@@ -23,7 +23,7 @@ import math
 import cv2
 import numpy as np
 
-from pyfaid.data.skin import HAIR_COLOURS
+from pyfaid.synth.skin import HAIR_COLOURS
 
 __all__ = ["HairStyle", "sample_hair", "hair_weights", "HairTexture", "HAIR_LABELS"]
 

@@ -1,9 +1,9 @@
 """Everything around the face in a synthetic picture: head, ears, neck, clothes, hair, background.
 
 :class:`SceneRenderer` renders, for a batch of faces already rendered by
-:class:`~pyfaid.render.Renderer`, the context mesh of :mod:`pyfaid.facemodel.context` (deformed to
+:class:`~pyfaid.render.Renderer`, the context mesh of :mod:`pyfaid.synth.context` (deformed to
 each face's outline, posed with the head, the torso turning less than the head), with a skin that
-continues the face's albedo at the seam, a hair cap (:mod:`pyfaid.data.hair`), ears and clothes,
+continues the face's albedo at the seam, a hair cap (:mod:`pyfaid.synth.hair`), ears and clothes,
 lit by the face's own SH coefficients. It then composites, per item, background -> long hair ->
 context -> face -> hair that falls over the face, and returns the two pictures an item needs:
 
@@ -12,7 +12,7 @@ context -> face -> hair that falls over the face, and returns the two pictures a
   of those face pixels (they are occluders: ``mask`` excludes them).
 
 The face's own pixels are exactly the renderer's (plus, when lighting extras are on, the key
-light's cast shadow and highlight, :mod:`pyfaid.data.lighting`); only the silhouette is softened
+light's cast shadow and highlight, :mod:`pyfaid.synth.lighting`); only the silhouette is softened
 against what lies behind it.
 """
 
@@ -22,9 +22,11 @@ import cv2
 import numpy as np
 import torch
 
-from pyfaid.data import hair as H
 from pyfaid.render import camera as cam
+from pyfaid.render import rasterize, sh_shading, vertex_normals
 from pyfaid.render.topology import MeshTopology
+from pyfaid.synth import hair as H
+from pyfaid.synth.context import load_context
 
 __all__ = ["SceneRenderer", "lerp", "soften"]
 
@@ -47,9 +49,6 @@ class SceneRenderer:
     """
 
     def __init__(self, face_model, renderer) -> None:
-        from pyfaid.facemodel.context import load_context
-        from pyfaid.render import vertex_normals
-
         self.face_model = face_model
         self.renderer = renderer
         self.ctx = load_context(face_model)
@@ -123,8 +122,6 @@ class SceneRenderer:
 
     def rasterize(self, world: torch.Tensor) -> torch.Tensor:
         """``[B, H, W, 4]`` rasterization of posed context vertices with the face's camera."""
-        from pyfaid.render import rasterize
-
         c = self.renderer.camera
         pos = cam.clip_space(cam.to_camera(world, c.distance), c.focal, c.center, c.image_size, c.near, c.far)
         return rasterize(pos.contiguous(), self.topo, (c.image_size, c.image_size))
@@ -161,8 +158,6 @@ class SceneRenderer:
         Near the seam the context takes the face's own normals (blended by the seam weight), so
         the shading runs on across the seam without a step.
         """
-        from pyfaid.render import sh_shading, vertex_normals
-
         normals = vertex_normals(world.contiguous(), self.topo)
         if face_normals is not None:
             w = self._seam_w

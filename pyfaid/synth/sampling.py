@@ -1,10 +1,10 @@
-"""What :class:`pyfaid.data.synthetic.SyntheticFaces` draws for an item before rendering it, and
+"""What :class:`pyfaid.synth.faces.SyntheticFaces` draws for an item before rendering it, and
 the labels that follow from the coefficients.
 
 Per item ``(seed, index)``: the identity, expression (blendshape activations when the model maps
 them, eyes often a little wide open) and albedo coefficients, the pose, the SH lighting and key
-light (:mod:`pyfaid.data.lighting`), the torso's turn, and the framing of the aligned crop
-(:mod:`pyfaid.data.alignment`). Every part of an item draws from its own random stream,
+light (:mod:`pyfaid.synth.lighting`), the torso's turn, and the framing of the aligned crop
+(:mod:`pyfaid.synth.alignment`). Every part of an item draws from its own random stream,
 :func:`item_rng` ``(seed, index, stream)`` with the ``S_*`` stream numbers below, so parts do not
 shift each other's random numbers.
 """
@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
+from pyfaid.synth.alignment import frame_pose
+from pyfaid.synth.hair import HAIR_LABELS
+from pyfaid.synth.lighting import sample_lighting
+from pyfaid.synth.skin import APPEARANCE_LABELS
 
 __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_HAIR", "S_LIGHT", "S_ALIGN",
            "S_CONTEXT", "S_HAIR2D"]
@@ -30,7 +35,7 @@ def item_rng(seed: int, index: int, stream: int) -> np.random.Generator:
 
 
 class SyntheticSampling:
-    """Parameters and labels of :class:`~pyfaid.data.synthetic.SyntheticFaces` (a base class of it).
+    """Parameters and labels of :class:`~pyfaid.synth.faces.SyntheticFaces` (a base class of it).
 
     Uses the dataset's ``face_model``, ``renderer``, options and ``_part`` helpers.
     """
@@ -42,8 +47,6 @@ class SyntheticSampling:
 
     def _plan(self, index: int) -> dict:
         """Everything drawn before rendering for item ``index``: coefficients, key light, framing."""
-        from pyfaid.data.lighting import sample_lighting
-
         fm = self.face_model
         lay = fm.layout
         rng = item_rng(self.seed, index, S_COEFFS)
@@ -72,9 +75,7 @@ class SyntheticSampling:
         return {"index": int(index), "coeffs": c, "key": key, "light": light_info, "torso": torso.astype(np.float32)}
 
     def _frame(self, index: int, c: np.ndarray, angles: np.ndarray):
-        """Pose the face where an aligned crop of it puts it (see :mod:`pyfaid.data.alignment`)."""
-        from pyfaid.data.alignment import frame_pose
-
+        """Pose the face where an aligned crop of it puts it (see :mod:`pyfaid.synth.alignment`)."""
         fm = self.face_model
         lay = fm.layout
         mean, id_b, exp_b = self._part("landmark_bases")
@@ -175,9 +176,6 @@ class SyntheticSampling:
     def label_names(self) -> dict[str, list[str]]:
         """Names of the entries of the vector labels (``id_targets``, ``exp_targets``, ``tex``) and,
         under ``"appearance"``, the scalar appearance labels (skin, brows, beard, make-up, hair)."""
-        from pyfaid.data.hair import HAIR_LABELS
-        from pyfaid.data.skin import APPEARANCE_LABELS
-
         fm = self.face_model
         out = {}
         for key, names_key in (("id_targets", "id_target_names"), ("exp_targets", "exp_target_names"),
@@ -198,7 +196,7 @@ class SyntheticSampling:
 
     @staticmethod
     def _hair_labels(style) -> dict:
-        """The scalar hair labels of a hair style (:data:`pyfaid.data.hair.HAIR_LABELS`)."""
+        """The scalar hair labels of a hair style (:data:`pyfaid.synth.hair.HAIR_LABELS`)."""
         return {
             "hair_length": float(style.length),
             "hair_lightness": float(np.clip(float(style.colour @ _LUMA) / 0.8, 0, 1)),

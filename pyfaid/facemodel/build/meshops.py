@@ -3,14 +3,15 @@ Catmull-Clark subdivision (as a linear operator), Laplacian smoothing, cropping 
 
 Meshes are lists of polygons (tuples of vertex ids, consistently oriented) over numpy vertex arrays;
 triangle meshes are ``[F, 3]`` integer arrays. Nothing here knows about MakeHuman's files beyond the
-OBJ reader, so :mod:`pyfaid.facemodel.makehuman` (the default face model) and
-:mod:`pyfaid.facemodel.context` (the head around it) share these steps.
+OBJ reader, so :mod:`pyfaid.facemodel.build.makehuman` (the default face model) and
+:mod:`pyfaid.synth.context` (the head around it) share these steps.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
 __all__ = ["read_obj", "edges_of", "boundary_loops", "boundary_vertices", "largest_component", "compact_faces",
            "catmull_clark", "subdivision", "subdivide_points", "laplacian_smooth", "superellipse_crop", "zip_hole",
@@ -90,8 +91,6 @@ def largest_component(faces, n):
     Returns:
         list of the polygons of the component with the most polygons, in their order in ``faces``.
     """
-    from scipy.sparse.csgraph import connected_components
-
     rows = np.repeat(np.arange(len(faces)), [len(f) for f in faces])
     cols = np.concatenate([np.asarray(f) for f in faces])
     inc = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(faces), n))

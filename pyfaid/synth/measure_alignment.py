@@ -1,8 +1,8 @@
-"""Measuring the residual table of :class:`pyfaid.data.alignment.AlignmentJitter`: MTCNN run on
+"""Measuring the residual table of :class:`pyfaid.synth.alignment.AlignmentJitter`: MTCNN run on
 photo-like synthetic frames (``python -m pyfaid.data measure-alignment``).
 
-This sits apart from :mod:`pyfaid.data.alignment` because it renders synthetic faces
-(:mod:`pyfaid.data.synthetic`), which themselves are framed by :mod:`pyfaid.data.alignment`.
+This sits apart from :mod:`pyfaid.synth.alignment` because it renders synthetic faces
+(:mod:`pyfaid.synth.faces`), which themselves are framed by :mod:`pyfaid.synth.alignment`.
 """
 
 from __future__ import annotations
@@ -10,9 +10,17 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from tqdm import tqdm
 
-from pyfaid.data.alignment import TEMPLATE_224, compose, five_points, similarity_params, umeyama
-from pyfaid.data.synthetic import SyntheticFaces
+from pyfaid.encoders.align import detect_faces
+from pyfaid.synth.alignment import (
+    TEMPLATE_224,
+    compose,
+    five_points,
+    similarity_params,
+    umeyama,
+)
+from pyfaid.synth.faces import SyntheticFaces
 
 __all__ = ["measure_residuals"]
 
@@ -42,10 +50,6 @@ def measure_residuals(n: int, seed: int = 0, image_size: int = 448, face_scale: 
         ``(table [M, 6], meta)``: rows ``(|yaw| deg, pitch deg, rotation, log scale, dx, dy)`` for
         the M faces MTCNN found (mirrored so yaw >= 0), and a dict with counts and timings.
     """
-    from tqdm import tqdm
-
-    from pyfaid.encoders.align import detect_faces
-
     ds = SyntheticFaces(seed=seed, length=n, image_size=image_size, occlusion=False, framing="exact",
                         face_scale=face_scale, face_model=face_model)
     rows, missed, mtcnn_s = [], 0, 0.0

@@ -1,12 +1,12 @@
 """Train pyfaid's attribute encoder (the "FA" features).
 
-Default: synthetic faces (``pyfaid.data.SyntheticFaces``) with the generator's known labels as
+Default: synthetic faces (``pyfaid.synth.SyntheticFaces``) with the generator's known labels as
 regression targets: identity, expression and albedo coefficients, skin tone and any phenotype labels
 of the face model. Head pose is left out on purpose: the attribute loss compares a photo with
 renders of it from other viewpoints, so FA features should not encode the pose.
 
-    python -m pyfaid.encoders.train_attributes --out attributes_synthetic.pt
-    python -m pyfaid.encoders.train_attributes --celeba /data/celeba --out attributes_celeba.pt
+    python -m pyfaid.train_attributes --out attributes_synthetic.pt
+    python -m pyfaid.train_attributes --celeba /data/celeba --out attributes_celeba.pt
 
 ``--celeba DIR`` trains on CelebA's 40 binary attributes (``DIR/list_attr_celeba.txt`` and
 ``DIR/img_align_celeba/``; ``DIR/list_eval_partition.txt`` is used for the split when present).
@@ -23,12 +23,14 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .attributes import AttributeEncoder
+from pyfaid.encoders.attributes import AttributeEncoder
+from pyfaid.synth import SyntheticFaces
 
 __all__ = ["synthetic_arrays", "celeba_arrays", "fit", "evaluate", "save_encoder", "main",
            "CelebAFormatError"]
@@ -73,12 +75,6 @@ def synthetic_arrays(n: int, seed: int = 0, input_size: int = 112, batch_size: i
         ``(name, start, stop)`` column ranges.
     """
     if dataset is None:
-        try:
-            from pyfaid.data import SyntheticFaces
-        except ImportError as exc:
-            raise ImportError(
-                "pyfaid.data.SyntheticFaces is not available in this installation "
-                f"({exc}); train on CelebA with --celeba DIR instead") from exc
         dataset = SyntheticFaces(seed=seed, length=n, **dataset_kw)
     images, targets, groups = [], [], None
     bar = tqdm(total=n, desc=f"render synthetic faces (seed {seed})", disable=not progress, unit="face")
@@ -152,8 +148,6 @@ def celeba_arrays(root, max_images: int | None = None, input_size: int = 112, va
         ``(train_x, train_y, val_x, val_y, names)``: uint8 images ``[N,3,S,S]`` and 0/1 float
         targets ``[N,40]``.
     """
-    import cv2
-
     root = Path(root)
     names, files, values, img_dir = _read_celeba_attrs(root)
     part_file = root / "list_eval_partition.txt"
@@ -353,7 +347,7 @@ def _cached_synthetic(cache_dir, n: int, seed: int, input_size: int, progress: b
 
 
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pyfaid.encoders.train_attributes", description=__doc__,
+    ap = argparse.ArgumentParser(prog="python -m pyfaid.train_attributes", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="attributes_synthetic.pt", help="output weights (.pt); a .json card is written beside it")
     ap.add_argument("--celeba", default=None, metavar="DIR", help="train on CelebA's 40 attributes from DIR")
@@ -396,7 +390,7 @@ def _card(model, args, data, hist, data_seconds, argv) -> dict:
         "final_train_loss": round(float(np.mean(hist["train_loss"][-20:])), 5),
         "validation": hist["val"][-1] if hist["val"] else None,
         "validation_history": [{k: v for k, v in h.items() if not isinstance(v, dict)} for h in hist["val"]],
-        "command": "python -m pyfaid.encoders.train_attributes " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": "python -m pyfaid.train_attributes " + " ".join(argv if argv is not None else sys.argv[1:]),
         "torch": str(torch.__version__),
         "note": args.note,
     }
@@ -427,7 +421,7 @@ def main(argv=None) -> int:
             names = [f"{g}[{i}]" for g, a, b in groups for i in range(b - a)]
             model = AttributeEncoder(ty.shape[1], args.feature_dim, input_size=args.input_size,
                                      task="regression", target_names=names)
-            data = {"dataset": "pyfaid.data.SyntheticFaces (default face model, occlusion on)",
+            data = {"dataset": "pyfaid.synth.SyntheticFaces (default face model, occlusion on)",
                     "train_seed": args.seed, "val_seed": val_seed, "num_train": len(tx), "num_val": len(vx),
                     "targets": {g: b - a for g, a, b in groups},
                     "excluded_labels": list(exclude)}
