@@ -32,6 +32,12 @@ TORCH_LIBRARY(pyfaid, m) {
   // grad_rast [B, H, W, 4] (only u, v carry gradient) -> grad_pos [B, V, 4]
   m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast, *, "
         "bool check_indices=True, bool simd=True) -> Tensor");
+  // Image-space derivatives of the barycentrics (nvdiffrast's rast_db), from the positions and
+  // rast's triangle ids: -> rast_db [B, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY), X, Y in pixels
+  m.def("rasterize_db(Tensor pos, Tensor tri, Tensor rast, *, bool check_indices=True) -> Tensor");
+  // grad_db [B, H, W, 4] -> grad_pos [B, V, 4]
+  m.def("rasterize_db_backward(Tensor grad_db, Tensor pos, Tensor tri, Tensor rast, *, "
+        "bool check_indices=True) -> Tensor");
 
   // ---- interpolate (csrc/interpolate) ---------------------------------------------------
   // attr [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
@@ -40,6 +46,14 @@ TORCH_LIBRARY(pyfaid, m) {
   // -> (grad_attr [B, V, C], grad_rast [B, H, W, 4])
   m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri, *, "
         "bool check_indices=True, bool simd=True) -> (Tensor, Tensor)");
+  // Image-space derivatives of the attributes (nvdiffrast's out_da): attr [B, V, C], rast,
+  // tri, rast_db [B, H, W, 4], channels diff_attrs [N] -> out_da [B, H, W, 2N] = (da/dX, da/dY)
+  // per listed channel
+  m.def("interpolate_da(Tensor attr, Tensor rast, Tensor tri, Tensor rast_db, int[] diff_attrs, *, "
+        "bool check_indices=True) -> Tensor");
+  // -> (grad_attr [B, V, C], grad_rast_db [B, H, W, 4]); out_da has no gradient to rast's (u, v)
+  m.def("interpolate_da_backward(Tensor grad_da, Tensor attr, Tensor rast, Tensor tri, "
+        "Tensor rast_db, int[] diff_attrs, *, bool check_indices=True) -> (Tensor, Tensor)");
 
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
@@ -78,9 +92,11 @@ void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/)
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
-  for (const char* name : {"rasterize", "rasterize_backward", "interpolate", "interpolate_backward",
-                           "vertex_normals", "vertex_normals_backward", "sh_shading",
-                           "sh_shading_backward", "cheb_conv", "cheb_conv_backward", "cheb_spmm"}) {
+  for (const char* name :
+       {"rasterize", "rasterize_backward", "rasterize_db", "rasterize_db_backward", "interpolate",
+        "interpolate_backward", "interpolate_da", "interpolate_da_backward", "vertex_normals",
+        "vertex_normals_backward", "sh_shading", "sh_shading_backward", "cheb_conv",
+        "cheb_conv_backward", "cheb_spmm"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
   }
 }
