@@ -55,6 +55,22 @@ TORCH_LIBRARY(pyfaid, m) {
   m.def("interpolate_da_backward(Tensor grad_da, Tensor attr, Tensor rast, Tensor tri, "
         "Tensor rast_db, int[] diff_attrs, *, bool check_indices=True) -> (Tensor, Tensor)");
 
+  // ---- texture (csrc/texture) -----------------------------------------------------------
+  // The coarser mip levels of tex [Bt, Ht, Wt, C] (2 x 2 box filter; max_mip_level -1: down to
+  // 1 x 1) -> [level 1, level 2, ...], each [Bt, h_i, w_i, C]
+  m.def("texture_mip(Tensor tex, int max_mip_level) -> Tensor[]");
+  // tex [Bt, Ht, Wt, C] (Bt 1 or B), mip: its coarser levels (texture_mip; [] when unused),
+  // uv [B, H, W, 2], uv_da [B, H, W, 4] or None, mip_level_bias [B, H, W] or None,
+  // filter_mode nearest|linear|linear-mipmap-nearest|linear-mipmap-linear,
+  // boundary_mode wrap|clamp|zero -> out [B, H, W, C]
+  m.def("texture(Tensor tex, Tensor[] mip, Tensor uv, Tensor? uv_da, Tensor? mip_level_bias, "
+        "str filter_mode, str boundary_mode) -> Tensor");
+  // -> (grad_tex, grad_uv, grad_uv_da, grad_mip_level_bias); grad_tex holds the coarser levels'
+  // gradients pushed down the pyramid; grad_uv_da / grad_mip_level_bias are empty ([0]) when
+  // their input is None
+  m.def("texture_backward(Tensor grad_out, Tensor tex, Tensor[] mip, Tensor uv, Tensor? uv_da, "
+        "Tensor? mip_level_bias, str filter_mode, str boundary_mode) -> (Tensor, Tensor, Tensor, Tensor)");
+
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
   m.def("vertex_normals(Tensor verts, Tensor tri, *, bool check_indices=True) -> Tensor");
@@ -94,7 +110,8 @@ void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/)
 TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
   for (const char* name :
        {"rasterize", "rasterize_backward", "rasterize_db", "rasterize_db_backward", "interpolate",
-        "interpolate_backward", "interpolate_da", "interpolate_da_backward", "vertex_normals",
+        "interpolate_backward", "interpolate_da", "interpolate_da_backward", "texture_mip",
+        "texture", "texture_backward", "vertex_normals",
         "vertex_normals_backward", "sh_shading", "sh_shading_backward", "cheb_conv",
         "cheb_conv_backward", "cheb_spmm"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
