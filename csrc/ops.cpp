@@ -71,6 +71,17 @@ TORCH_LIBRARY(pyfaid, m) {
   m.def("texture_backward(Tensor grad_out, Tensor tex, Tensor[] mip, Tensor uv, Tensor? uv_da, "
         "Tensor? mip_level_bias, str filter_mode, str boundary_mode) -> (Tensor, Tensor, Tensor, Tensor)");
 
+  // ---- antialias (csrc/antialias) -------------------------------------------------------
+  // color [B, H, W, C], rast [B, H, W, 4], pos [B, V, 4], tri [F, 3], neighbors [F, 3] (the
+  // triangle across each edge, -1 for none; MeshTopology.triangle_neighbors) -> (out [B, H, W, C],
+  // pair_alpha [B, H, W, 2], pair_edge [B, H, W, 2] int32: blend and silhouette edge of each
+  // pixel's right and lower neighbour pair, which the backward reads)
+  m.def("antialias(Tensor color, Tensor rast, Tensor pos, Tensor tri, Tensor neighbors, *, "
+        "bool check_indices=True) -> (Tensor, Tensor, Tensor)");
+  // -> (grad_color [B, H, W, C], grad_pos [B, V, 4])
+  m.def("antialias_backward(Tensor grad_out, Tensor color, Tensor rast, Tensor pos, Tensor tri, "
+        "Tensor pair_alpha, Tensor pair_edge, *, bool check_indices=True) -> (Tensor, Tensor)");
+
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
   m.def("vertex_normals(Tensor verts, Tensor tri, *, bool check_indices=True) -> Tensor");
@@ -111,7 +122,7 @@ TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
   for (const char* name :
        {"rasterize", "rasterize_backward", "rasterize_db", "rasterize_db_backward", "interpolate",
         "interpolate_backward", "interpolate_da", "interpolate_da_backward", "texture_mip",
-        "texture", "texture_backward", "vertex_normals",
+        "texture", "texture_backward", "antialias", "antialias_backward", "vertex_normals",
         "vertex_normals_backward", "sh_shading", "sh_shading_backward", "cheb_conv",
         "cheb_conv_backward", "cheb_spmm"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());

@@ -1,8 +1,9 @@
-"""Differentiable rendering: rasterize, interpolate, texture, normals, SH shading, MeshTopology,
-Renderer."""
+"""Differentiable rendering: rasterize, interpolate, texture, antialias, normals, SH shading,
+MeshTopology, Renderer."""
 
 from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
 from pyfaid.render.texture import TextureMips, texture, texture_mipmaps  # noqa: F401
+from pyfaid.render.antialias import antialias  # noqa: F401
 from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
 from pyfaid.render.topology import MeshTopology  # noqa: F401
 from pyfaid.render.camera import (  # noqa: F401
