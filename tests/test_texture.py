@@ -4,81 +4,15 @@ lookup, trilinear against an explicit mip-pyramid lookup written here in plain P
 (gradcheck in float64 and against autograd through the references), opcheck, CPU/CUDA parity and
 bad input."""
 
-import math
-
 import pytest
 import torch
-import torch.nn.functional as F
 
 from pyfaid._ext import ops
 from pyfaid.render import texture, texture_mipmaps
+from reference_texture import (bilinear_reference, mip_level_reference, nearest_reference,
+                               pyramid_reference, trilinear_reference)
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-
-
-# ---- plain-PyTorch references ----------------------------------------------------------------------
-
-def bilinear_reference(tex, uv, boundary):
-    """tex [Bt, Ht, Wt, C], uv [B, H, W, 2] -> [B, H, W, C] with grid_sample (align_corners=False:
-    texel centres at (i + 0.5) / Wt). wrap: the texture padded circularly by one texel."""
-    B = uv.shape[0]
-    t = tex.permute(0, 3, 1, 2).expand(B, -1, -1, -1)
-    if boundary == "wrap":
-        ht, wt = tex.shape[1:3]
-        t = F.pad(t, (1, 1, 1, 1), mode="circular")
-        frac = uv - torch.floor(uv)
-        scale = torch.tensor([wt, ht], dtype=uv.dtype)
-        uv = (frac * scale + 1) / (scale + 2)  # the same texel coordinates in the padded texture
-    padding = {"wrap": "border", "clamp": "border", "zero": "zeros"}[boundary]
-    out = F.grid_sample(t, uv * 2 - 1, mode="bilinear", padding_mode=padding, align_corners=False)
-    return out.permute(0, 2, 3, 1)
-
-
-def nearest_reference(tex, uv, boundary):
-    B, H, W, _ = uv.shape
-    ht, wt = tex.shape[1:3]
-    if boundary == "wrap":
-        uv = uv - torch.floor(uv)
-    x, y = torch.floor(uv[..., 0] * wt).long(), torch.floor(uv[..., 1] * ht).long()
-    inside = (x >= 0) & (x < wt) & (y >= 0) & (y < ht)
-    x, y = x.clamp(0, wt - 1), y.clamp(0, ht - 1)
-    b = torch.arange(B).view(B, 1, 1) if tex.shape[0] > 1 else torch.zeros(B, 1, 1, dtype=torch.long)
-    out = tex[b.expand(B, H, W), y, x]
-    if boundary == "zero":
-        out = out * inside[..., None]
-    return out
-
-
-def pyramid_reference(tex, levels):
-    """[tex, level 1, ...] by 2 x 2 average pooling (2 x 1 once a side is 1)."""
-    out = [tex]
-    for _ in range(levels):
-        t = out[-1].permute(0, 3, 1, 2)
-        k = (2 if t.shape[2] > 1 else 1, 2 if t.shape[3] > 1 else 1)
-        out.append(F.avg_pool2d(t, k).permute(0, 2, 3, 1))
-    return out
-
-
-def mip_level_reference(uv_da, bias, ht, wt, max_level):
-    s_x, s_y = uv_da[..., 0] * wt, uv_da[..., 1] * wt
-    t_x, t_y = uv_da[..., 2] * ht, uv_da[..., 3] * ht
-    a, b, c = s_x ** 2 + t_x ** 2, s_y ** 2 + t_y ** 2, s_x * s_y + t_x * t_y
-    major = (a + b) / 2 + torch.sqrt((a - b) ** 2 / 4 + c ** 2)  # footprint's major axis length^2
-    level = 0.5 * torch.log2(major)
-    if bias is not None:
-        level = level + bias
-    return level.clamp(0, max_level)
-
-
-def trilinear_reference(tex, uv, uv_da, bias, boundary, max_level, nearest_level=False):
-    pyr = pyramid_reference(tex, max_level)
-    level = mip_level_reference(uv_da, bias, tex.shape[1], tex.shape[2], max_level)
-    samples = torch.stack([bilinear_reference(t, uv, boundary) for t in pyr])  # [L+1, B, H, W, C]
-    l0 = torch.floor(level).long()
-    l1 = (l0 + 1).clamp(max=max_level)
-    frac = torch.zeros_like(level) if nearest_level else level - l0
-    pick = lambda l: samples.gather(0, l[None, ..., None].expand(1, *samples.shape[1:]))[0]  # noqa: E731
-    return pick(l0) * (1 - frac[..., None]) + pick(l1) * frac[..., None]
 
 
 def _inputs(B=2, Bt=2, H=5, W=7, ht=8, wt=16, C=3, spread=1.6, dtype=torch.float64, seed=0):
@@ -302,3 +236,22 @@ def test_cuda_matches_cpu(dtype, mode):
     mips_gpu = texture_mipmaps(tex.cuda()).levels
     for a, b in zip(mips_cpu, mips_gpu):
         torch.testing.assert_close(a, b.cpu(), **tol)
+
+
+@pytest.mark.parametrize("boundary", ["wrap", "clamp", "zero"])
+@pytest.mark.parametrize("Bt,C", [(1, 3), (3, 4), (1, 1), (3, 5)])
+def test_simd_and_scalar_paths_agree(monkeypatch, boundary, Bt, C):
+    """float32 bilinear lookups go through the AVX2 kernels where the CPU has them; the scalar
+    kernels (PYFAID_CPU_SIMD=0) give the same values and gradients (texel gradients summed in
+    the same order), also with non-finite and far-off uv and pixel counts not a multiple of 8."""
+    tex, uv = _inputs(B=3, Bt=Bt, H=9, W=13, ht=16, wt=32, C=C, spread=3.0, dtype=torch.float32, seed=C)
+    uv[0, 0, :5] = torch.tensor([[float("nan"), 0.5], [0.5, float("inf")], [1e30, -1e30], [-1.0, 2.0], [0.0, 1.0]])
+    g = torch.randn(3, 9, 13, C)
+    res = []
+    for simd in ("1", "0"):
+        monkeypatch.setenv("PYFAID_CPU_SIMD", simd)
+        t, u = tex.clone().requires_grad_(True), uv.clone().requires_grad_(True)
+        out = texture(t, u, boundary_mode=boundary)
+        res.append((out.detach(), *torch.autograd.grad(out, (t, u), g)))
+    for name, a, b in zip(("out", "grad_tex", "grad_uv"), *res):
+        assert torch.equal(a, b), name

@@ -1,6 +1,8 @@
 // CPU kernels of texture_mip, texture and texture_backward (texture.h, texture_sample.h).
 //
-// Forward: parallel over pixel rows, channel count fixed at compile time for 1-4 channels.
+// Forward: parallel over pixels, channel count fixed at compile time for 1-4 channels; float32
+// bilinear lookups go through the AVX2 kernels (texture_cpu_avx2.cpp, equal results) where the
+// CPU has them (PYFAID_CPU_SIMD=0 turns them off).
 // Backward: texel gradients accumulate race-free into per-texture (or per-chunk, for a texture
 // shared by the batch) buffers holding every level (utils/accumulate_cpu.h); the coarser levels'
 // gradients are then pushed down the pyramid (the adjoint of the 2 x 2 box filter) into the
@@ -9,10 +11,13 @@
 #include <torch/library.h>
 
 #include <string_view>
+#include <algorithm>
 #include <tuple>
 #include <type_traits>
 #include <vector>
 
+#include "rasterize/rasterize_cpu.h"
+#include "texture/texture_cpu.h"
 #include "texture/texture_sample.h"
 #include "utils/accumulate_cpu.h"
 
@@ -84,15 +89,30 @@ std::vector<at::Tensor> texture_mip_cpu(const at::Tensor& tex, int64_t max_mip_l
   return levels;
 }
 
+// True when the float32 AVX2 bilinear kernels can take this lookup.
+template <typename T>
+bool use_simd(const Levels<const T*>& lv, int64_t C, int filter) {
+  return std::is_same_v<T, float> && filter == tex::kLinear && raster_cpu::simd_enabled() &&
+         int64_t(lv.w[0]) * lv.h[0] * C < (int64_t(1) << 31);
+}
+
 template <typename T, int kC>
 void texture_cpu_impl(const Levels<const T*>& lv, const T* uv, const T* uv_da, const T* bias,
                       T* out, int64_t B, int64_t Bt, int64_t P, int64_t C, int filter,
                       int boundary) {
+  const bool simd = use_simd(lv, C, filter);
   at::parallel_for(0, B * P, 4096, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i) {
-      tex::texture_pixel<T, kC>(lv, Bt == 1 ? 0 : i / P, C, uv + 2 * i,
-                                uv_da ? uv_da + 4 * i : nullptr, bias ? bias + i : nullptr,
-                                filter, boundary, out + C * i);
+    for (int64_t i = begin; i < end;) {  // image by image
+      const int64_t b = i / P, stop = std::min(end, (b + 1) * P);
+      const int64_t g = Bt == 1 ? 0 : b;
+      if constexpr (std::is_same_v<T, float>) {
+        if (simd)
+          i += tex_cpu::linear_forward_avx2(lv.ptr[0] + g * lv.stride[0], lv.w[0], lv.h[0], C,
+                                            uv + 2 * i, stop - i, boundary, out + C * i);
+      }
+      for (; i < stop; ++i)
+        tex::texture_pixel<T, kC>(lv, g, C, uv + 2 * i, uv_da ? uv_da + 4 * i : nullptr,
+                                  bias ? bias + i : nullptr, filter, boundary, out + C * i);
     }
   });
 }
@@ -124,6 +144,7 @@ void texture_backward_cpu_impl(const T* grad_out, const Levels<const T*>& lv, co
                                const int64_t* offset, T* guv, T* guv_da, T* gbias, int64_t B,
                                int64_t Bt, int64_t H, int64_t W, int64_t C, int filter,
                                int boundary) {
+  const bool simd = use_simd(lv, C, filter);
   cpu::accumulate_rows<T>(B, H, W, n_all, Bt == 1, grad_levels,
                           [&](int64_t b, int64_t y0, int64_t y1, T* g) {
     Levels<T*> glv;
@@ -135,7 +156,15 @@ void texture_backward_cpu_impl(const T* grad_out, const Levels<const T*>& lv, co
       glv.stride[l] = 0;
     }
     const int64_t tg = Bt == 1 ? 0 : b;
-    for (int64_t i = (b * H + y0) * W; i < (b * H + y1) * W; ++i) {
+    int64_t i = (b * H + y0) * W;
+    const int64_t stop = (b * H + y1) * W;
+    if constexpr (std::is_same_v<T, float>) {
+      if (simd)
+        i += tex_cpu::linear_backward_avx2(lv.ptr[0] + tg * lv.stride[0], lv.w[0], lv.h[0], C,
+                                           uv + 2 * i, grad_out + C * i, stop - i, boundary, g,
+                                           guv + 2 * i);
+    }
+    for (; i < stop; ++i) {
       tex::texture_pixel_backward<T, kC>(lv, glv, tg, 0, C, uv + 2 * i,
                                          uv_da ? uv_da + 4 * i : nullptr, bias ? bias + i : nullptr,
                                          filter, boundary, grad_out + C * i, guv + 2 * i,
