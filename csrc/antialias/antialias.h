@@ -59,31 +59,43 @@ PYFAID_HD T crossing(T ai, T bi, T aj, T bj) {
   return (ai * bj - aj * bi) / (bj - bi);
 }
 
-// True when the edge (vi, vj) of triangle f (third corner vk) is a silhouette: no triangle n
-// across it, or n's far vertex on the same side of the edge as vk in screen space (or not on
-// screen). s(v) = screen position of vertex v.
+// Where the pair's line (b = 0) leaves a triangle with corners (a[k], b[k]) (origin-relative,
+// along / across the pair) towards the other pixel: among the edges k (joining corners k + 1 and
+// k + 2) that straddle the line, other than `skip`, the one whose crossing ds * a is largest,
+// as num / den with den > 0 (compared without dividing). -1 when no edge straddles.
 template <typename T>
-PYFAID_HD bool is_silhouette(const T* screen, const int32_t* tri, int64_t n, int64_t vi,
-                             int64_t vj, int64_t vk) {
-  if (n < 0) return true;
-  int64_t o = -1;
-  for (int c = 0; c < 3; ++c) {
-    const int64_t v = tri[3 * n + c];
-    if (v != vi && v != vj) o = v;
+PYFAID_HD int exit_edge(const T a[3], const T b[3], T ds, int skip, T& num, T& den) {
+  int edge = -1;
+  for (int k = 0; k < 3; ++k) {
+    const int i = (k + 1) % 3, j = (k + 2) % 3;
+    if (k == skip || (b[i] < T(0)) == (b[j] < T(0))) continue;
+    T n = ds * (a[i] * b[j] - a[j] * b[i]), d = b[j] - b[i];
+    if (d < T(0)) {
+      n = -n;
+      d = -d;
+    }
+    if (edge < 0 || n * den > num * d) {
+      edge = k;
+      num = n;
+      den = d;
+    }
   }
-  if (o < 0) return true;
-  const T xi = screen[2 * vi], yi = screen[2 * vi + 1], xj = screen[2 * vj], yj = screen[2 * vj + 1];
-  const T xo = screen[2 * o] - xi, yo = screen[2 * o + 1] - yi;
-  const T xk = screen[2 * vk] - xi, yk = screen[2 * vk + 1] - yi;
-  const T ex = xj - xi, ey = yj - yi;
-  const T side_o = ex * yo - ey * xo, side_k = ex * yk - ey * xk;
-  return !(side_o * side_k < T(0));  // same side, on the edge, or NaN (behind the eye)
+  return edge;
+}
+
+// Side of point p relative to the line through corners i and j (twice the signed area).
+template <typename T>
+PYFAID_HD T side(const T a[3], const T b[3], int i, int j, T ap, T bp) {
+  return (a[j] - a[i]) * (bp - b[i]) - (b[j] - b[i]) * (ap - a[i]);
 }
 
 // Analysis of one pair: pixel 0 at (x, y) with rast r0, pixel 1 its right (down = 0) or lower
 // (down = 1) neighbour with rast r1; screen: [V, 2] vertex screen positions of the image;
 // neighbors: [F, 3] triangle across each edge (-1: none). Returns the edge reference (-1: no
-// blend) and alpha.
+// blend) and alpha. An edge is a silhouette when no single triangle lies across it, or the one
+// across has its far vertex on the same side of the edge as this triangle's third corner (or
+// not on screen). The walk carries the corners' positions from triangle to triangle: each step
+// reads only the next triangle's far vertex.
 template <typename T>
 PYFAID_HD int32_t analyse_pair(const T* r0, const T* r1, const T* screen, const int32_t* tri,
                                const int32_t* neighbors, int64_t F, int x, int y, int down, int W,
@@ -94,46 +106,147 @@ PYFAID_HD int32_t analyse_pair(const T* r0, const T* r1, const T* screen, const 
   const int second = (f0 >= 0 && f1 >= 0) ? !(r0[2] < r1[2]) : (f0 < 0);
   int64_t f = second ? f1 : f0;
   const int64_t other = second ? f0 : f1;
+  if (f < 0 || f >= F) return -1;
   const T ox = raster::pixel_centre<T>(x + (second && !down), W);
   const T oy = raster::pixel_centre<T>(y + (second && down), H);
   const T ds = second ? T(-1) : T(1);  // direction from the origin to the other pixel
   const T slack = T(kCrossingSlack);
+  int64_t v[3];  // the current triangle's corners, their positions along / across the pair
+  T a[3], b[3];
+  for (int k = 0; k < 3; ++k) {
+    v[k] = tri[3 * f + k];
+    const T px = screen[2 * v[k]] - ox, py = screen[2 * v[k] + 1] - oy;
+    a[k] = down ? py : px;
+    b[k] = down ? px : py;
+  }
+  int skip = -1;  // the edge the walk came in through
   for (int step = 0; step < kMaxWalk; ++step) {
-    if (f < 0 || f >= F) return -1;
-    T a[3], b[3];  // along / across the pair, origin-relative
-    for (int k = 0; k < 3; ++k) {
-      const int64_t v = tri[3 * f + k];
-      const T px = screen[2 * v] - ox, py = screen[2 * v + 1] - oy;
-      a[k] = down ? py : px;
-      b[k] = down ? px : py;
-    }
-    // The edge where the pair's line leaves the triangle towards the other pixel.
-    int edge = -1;
-    T best = T(0);
-    for (int k = 0; k < 3; ++k) {
-      const int i = (k + 1) % 3, j = (k + 2) % 3;
-      if ((b[i] < T(0)) == (b[j] < T(0))) continue;
-      const T dc = ds * crossing(a[i], b[i], a[j], b[j]);
-      if (edge < 0 || dc > best) {
-        edge = k;
-        best = dc;
-      }
-    }
-    if (edge < 0 || !(best < T(1) + slack)) return -1;  // no exit, or past the other centre
+    T num = T(0), den = T(1);
+    const int edge = exit_edge(a, b, ds, skip, num, den);
+    if (edge < 0 || !(num < (T(1) + slack) * den)) return -1;  // no exit, or past the other centre
     const int i = (edge + 1) % 3, j = (edge + 2) % 3;
     const int64_t n = neighbors[3 * f + edge];
-    if (!is_silhouette(screen, tri, n, tri[3 * f + i], tri[3 * f + j], tri[3 * f + edge])) {
+    int64_t tn[3] = {-1, -1, -1};
+    int far = -1;  // the corner of n across the edge
+    if (n >= 0 && n < F) {
+      for (int c = 0; c < 3; ++c) {
+        tn[c] = tri[3 * n + c];
+        if (tn[c] != v[i] && tn[c] != v[j]) far = c;
+      }
+    }
+    T af = T(0), bf = T(0);
+    bool silhouette = far < 0;
+    if (!silhouette) {
+      const T px = screen[2 * tn[far]] - ox, py = screen[2 * tn[far] + 1] - oy;
+      af = down ? py : px;
+      bf = down ? px : py;
+      silhouette = !(side(a, b, i, j, af, bf) * side(a, b, i, j, a[edge], b[edge]) < T(0));
+    }
+    if (!silhouette) {
       if (n == other) return -1;  // the surface goes on to the other pixel's triangle
+      T na[3], nb[3];
+      for (int c = 0; c < 3; ++c) {
+        const int from = tn[c] == v[i] ? i : j;
+        na[c] = c == far ? af : a[from];
+        nb[c] = c == far ? bf : b[from];
+      }
+      for (int c = 0; c < 3; ++c) {
+        v[c] = tn[c];
+        a[c] = na[c];
+        b[c] = nb[c];
+      }
       f = n;
+      skip = far;
       continue;
     }
     if (!(raster::t_abs(b[j] - b[i]) >= raster::t_abs(a[j] - a[i]))) return -1;  // runs along
-    if (!(best > -slack)) return -1;
-    const T dc = raster::t_min(raster::t_max(best, T(0)), T(1));
+    if (!(num > -slack * den)) return -1;
+    const T dc = raster::t_min(raster::t_max(num / den, T(0)), T(1));
     alpha = ds * (T(0.5) - dc);
     return static_cast<int32_t>((3 * f + edge) * 2 + second);
   }
   return -1;
+}
+
+// ---- Pruning: most pairs of a dense mesh differ in id but lie on one smooth surface ----------
+// A blend needs a silhouette edge crossing the segment between the two pixel centres, so the
+// segment's ends (both centres) lie within 1 + slack pixels (max norm) of that edge. The
+// kernels first mark, per image, the pixels within that distance of every edge that may be a
+// silhouette, and analyse only the pairs with both pixels marked: the same result for a small
+// part of the work. PYFAID_AA_ALL_PAIRS=1 analyses every pair (a debugging switch).
+
+// True unless edge k of triangle f is clearly not a silhouette: a triangle across it whose far
+// vertex lies clearly on the other side of the edge from f's third corner (the walk's test,
+// with a margin so that its rounding cannot disagree). Each interior edge is looked at from the
+// lower-numbered of its two triangles only (false from the other).
+template <typename T>
+PYFAID_HD bool maybe_silhouette(const T* screen, const int32_t* tri, const int32_t* neighbors,
+                                int64_t F, int64_t f, int k) {
+  const int64_t n = neighbors[3 * f + k];
+  if (n >= 0 && n < f) return false;  // looked at from n
+  if (n < 0 || n >= F) return true;
+  const int64_t vi = tri[3 * f + (k + 1) % 3], vj = tri[3 * f + (k + 2) % 3], vk = tri[3 * f + k];
+  int64_t o = -1;
+  for (int c = 0; c < 3; ++c) {
+    const int64_t t = tri[3 * n + c];
+    if (t != vi && t != vj) o = t;
+  }
+  if (o < 0) return true;
+  const T xi = screen[2 * vi], yi = screen[2 * vi + 1];
+  const T ex = screen[2 * vj] - xi, ey = screen[2 * vj + 1] - yi;
+  const T sk = ex * (screen[2 * vk + 1] - yi) - ey * (screen[2 * vk] - xi);
+  const T so = ex * (screen[2 * o + 1] - yi) - ey * (screen[2 * o] - xi);
+  const T tol = T(1e-4) * (ex * ex + ey * ey);
+  return !((sk < -tol && so > tol) || (sk > tol && so < -tol));
+}
+
+// mark(x, y) for every pixel whose centre lies within 1 + slack pixels (max norm) of the
+// segment from (x0, y0) to (x1, y1) (pixel index coordinates: pixel i's centre at i), marching
+// along its longer axis. Nothing for non-finite ends.
+template <typename T, typename Mark>
+PYFAID_HD void mark_segment(T x0, T y0, T x1, T y1, int W, int H, Mark mark) {
+  if (!raster::t_finite(x0) || !raster::t_finite(y0) || !raster::t_finite(x1) ||
+      !raster::t_finite(y1))
+    return;
+  const T r = T(1) + T(kCrossingSlack) + T(1e-3);
+  const bool steep = raster::t_abs(y1 - y0) > raster::t_abs(x1 - x0);
+  T a0 = steep ? y0 : x0, b0 = steep ? x0 : y0, a1 = steep ? y1 : x1, b1 = steep ? x1 : y1;
+  if (a1 < a0) {
+    T t = a0;
+    a0 = a1;
+    a1 = t;
+    t = b0;
+    b0 = b1;
+    b1 = t;
+  }
+  const int na = steep ? H : W, nb = steep ? W : H;
+  const T lo_a = raster::t_max(a0 - r, T(0)), hi_a = raster::t_min(a1 + r, T(na - 1));
+  if (lo_a > hi_a) return;
+  const T slope = a1 > a0 ? (b1 - b0) / (a1 - a0) : T(0);
+  for (int c = static_cast<int>(ceil(lo_a)); c <= static_cast<int>(floor(hi_a)); ++c) {
+    const T s0 = raster::t_max(a0, T(c) - r), s1 = raster::t_min(a1, T(c) + r);
+    const T bs = b0 + slope * (s0 - a0), be = b0 + slope * (s1 - a0);
+    const T lo_b = raster::t_max(raster::t_min(bs, be) - r, T(0));
+    const T hi_b = raster::t_min(raster::t_max(bs, be) + r, T(nb - 1));
+    for (int d = static_cast<int>(ceil(lo_b)); d <= static_cast<int>(floor(hi_b)); ++d) {
+      if (steep) mark(d, c);
+      else mark(c, d);
+    }
+  }
+}
+
+// Marks the pixels near the possible silhouette edges of triangles [f_begin, f_end) of one
+// image (screen: its [V, 2] vertex screen positions, centred pixel units).
+template <typename T, typename Mark>
+PYFAID_HD void mark_triangle_edges(const T* screen, const int32_t* tri, const int32_t* neighbors,
+                                   int64_t F, int64_t f, int W, int H, Mark mark) {
+  const T cx = T(0.5) * T(W) - T(0.5), cy = T(0.5) * T(H) - T(0.5);  // centred -> index
+  for (int k = 0; k < 3; ++k) {
+    if (!maybe_silhouette(screen, tri, neighbors, F, f, k)) continue;
+    const int64_t vi = tri[3 * f + (k + 1) % 3], vj = tri[3 * f + (k + 2) % 3];
+    mark_segment(screen[2 * vi] + cx, screen[2 * vi + 1] + cy, screen[2 * vj] + cx,
+                 screen[2 * vj + 1] + cy, W, H, mark);
+  }
 }
 
 // dL/dpos of the silhouette edge of one analysed pair (ref >= 0, |alpha| < 0.5) from

@@ -1,11 +1,13 @@
 // CUDA kernels of antialias and antialias_backward: the CPU kernels' loop bodies (antialias.h),
-// one thread per vertex (screen positions) or pixel (pair analysis, gathers, position
-// gradient, the last with atomics). No host synchronisation unless check_indices asks for it.
+// one thread per vertex (screen positions), triangle (marking the pixels near possible
+// silhouette edges) or pixel (pair analysis, gathers, position gradient, the last with atomics). No host synchronisation unless check_indices asks for it.
 #include <ATen/cuda/Atomic.cuh>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include <cstdlib>
+#include <cstring>
 #include <tuple>
 
 #include "antialias/antialias.h"
@@ -32,10 +34,30 @@ __global__ void screen_kernel(const T* __restrict__ pos, T* __restrict__ screen,
   aa::vertex_screen(pos + 4 * i, T(0.5) * T(W), T(0.5) * T(H), screen[2 * i], screen[2 * i + 1]);
 }
 
+struct MarkByte {
+  uint8_t* m;
+  int W;
+  __device__ void operator()(int x, int y) const { m[int64_t(y) * W + x] = 1; }
+};
+
+// Marks the pixels near the possible silhouette edges, one thread per (image, triangle); the
+// stores all write 1, so their order does not matter.
+template <typename T>
+__global__ void mark_kernel(const T* __restrict__ screen, const int32_t* __restrict__ tri,
+                            const int32_t* __restrict__ neighbors, uint8_t* __restrict__ near,
+                            int64_t B, int64_t V, int64_t F, int H, int W) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * F) return;
+  const int64_t b = i / F;
+  aa::mark_triangle_edges(screen + b * V * 2, tri, neighbors, F, i % F, W, H,
+                          MarkByte{near + b * int64_t(H) * W, W});
+}
+
 template <typename T>
 __global__ void analyse_kernel(const T* __restrict__ rast, const T* __restrict__ screen,
                                const int32_t* __restrict__ tri,
-                               const int32_t* __restrict__ neighbors, T* __restrict__ alpha,
+                               const int32_t* __restrict__ neighbors,
+                               const uint8_t* __restrict__ near, T* __restrict__ alpha,
                                int32_t* __restrict__ edge, int64_t B, int64_t V, int64_t F, int H,
                                int W) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -47,9 +69,12 @@ __global__ void analyse_kernel(const T* __restrict__ rast, const T* __restrict__
   const T* s = screen + b * V * 2;
   T al[2] = {T(0), T(0)};
   int32_t ref[2] = {-1, -1};
-  if (x + 1 < W) ref[0] = aa::analyse_pair(r, r + 4, s, tri, neighbors, F, x, y, 0, W, H, al[0]);
-  if (y + 1 < H)
-    ref[1] = aa::analyse_pair(r, r + 4 * int64_t(W), s, tri, neighbors, F, x, y, 1, W, H, al[1]);
+  if (near[i]) {
+    if (x + 1 < W && near[i + 1])
+      ref[0] = aa::analyse_pair(r, r + 4, s, tri, neighbors, F, x, y, 0, W, H, al[0]);
+    if (y + 1 < H && near[i + W])
+      ref[1] = aa::analyse_pair(r, r + 4 * int64_t(W), s, tri, neighbors, F, x, y, 1, W, H, al[1]);
+  }
   for (int k = 0; k < 2; ++k) {
     alpha[2 * i + k] = al[k];
     edge[2 * i + k] = ref[k];
@@ -146,10 +171,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> antialias_cuda(
           pos.data_ptr<T>(), screen.data_ptr<T>(), B * V, H, W);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     }
+    // Pixels near possible silhouette edges (antialias.h); every pixel with PYFAID_AA_ALL_PAIRS=1.
+    const char* env = std::getenv("PYFAID_AA_ALL_PAIRS");
+    const bool all_pairs = env != nullptr && std::strcmp(env, "1") == 0;
+    auto near = at::full({n}, all_pairs ? 1 : 0, color.options().dtype(at::kByte));
+    if (!all_pairs && B * F > 0) {
+      mark_kernel<T><<<blocks_for(B * F, kThreads), kThreads, 0, stream>>>(
+          screen.data_ptr<T>(), tri.data_ptr<int32_t>(), neighbors.data_ptr<int32_t>(),
+          near.data_ptr<uint8_t>(), B, V, F, H, W);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
     analyse_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
         rast.data_ptr<T>(), screen.data_ptr<T>(), tri.data_ptr<int32_t>(),
-        neighbors.data_ptr<int32_t>(), alpha.data_ptr<T>(), edge.data_ptr<int32_t>(), B, V, F, H,
-        W);
+        neighbors.data_ptr<int32_t>(), near.data_ptr<uint8_t>(), alpha.data_ptr<T>(),
+        edge.data_ptr<int32_t>(), B, V, F, H, W);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     gather_kernel<T><<<blocks_for(n, kThreads), kThreads, 0, stream>>>(
         color.data_ptr<T>(), alpha.data_ptr<T>(), out.data_ptr<T>(), B, H, W, C);
