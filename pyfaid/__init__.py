@@ -5,7 +5,8 @@ differentiable rendering and graph kernels for CPU and CUDA.
     rec = pyfaid.reconstruct("photo.jpg")          # a Reconstruction (see pyfaid.reconstruct)
 
 Subpackages:
-    pyfaid.render       rasterize, interpolate, vertex_normals, sh_shading, MeshTopology, Camera, Renderer
+    pyfaid.render       rasterize, interpolate, texture, antialias, vertex_normals, sh_shading,
+                        MeshTopology, Camera, Renderer
     pyfaid.graph        scaled_laplacian, Laplacian, cheb_conv, ChebConv, ChebResBlock
     pyfaid.facemodel    MorphableModel, CoeffLayout and loaders (default MakeHuman-derived model, BFM)
     pyfaid.encoders     identity (dlib ResNet port, FaceNet), attributes, face alignment

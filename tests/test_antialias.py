@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+import trimesh
 
 from pyfaid._ext import ops
 from pyfaid.render import MeshTopology, antialias, interpolate, rasterize
@@ -155,8 +156,6 @@ def test_silhouette_fit_converges_only_with_antialias():
     parameters get no gradient at all and stay where they started."""
     H = W = 48
     tri_sphere = sphere_mesh(1, torch.float64, subdivisions=3)[1]
-    import trimesh
-
     base = torch.tensor(trimesh.creation.icosphere(subdivisions=3).vertices, dtype=torch.float32)
     topo = MeshTopology(tri_sphere, base.shape[0])
     white = torch.ones(1, base.shape[0], 1)
