@@ -5,8 +5,8 @@ differentiable rendering and graph kernels for CPU and CUDA.
     rec = pyfaid.reconstruct("photo.jpg")          # a Reconstruction (see pyfaid.reconstruct)
 
 Subpackages (each a subsystem; a package imports only those listed above it here):
-    pyfaid.render       rasterize, interpolate, vertex_normals, sh_shading, MeshTopology, Camera;
-                        FaceMesh -> Fragments -> Render and the face Renderer
+    pyfaid.render       rasterize, interpolate, texture, antialias, vertex_normals, sh_shading,
+                        MeshTopology, Camera; FaceMesh -> Fragments -> Render and the face Renderer
     pyfaid.graph        scaled_laplacian, Laplacian, cheb_conv, ChebConv, ChebResBlock
     pyfaid.facemodel    MorphableModel, CoeffLayout and loaders (default MakeHuman-derived model, BFM);
                         facemodel.build: the default model's builder

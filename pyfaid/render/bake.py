@@ -16,8 +16,8 @@ its own with :meth:`~pyfaid.facemodel.MorphableModel.uv_atlas`).
   another part of the face (depth test against the rasterized depth of the photo's view),
   outside the image, or masked out by a per-pixel visibility mask (e.g. an occlusion
   segmentation).
-* :func:`texture_lookup`: sample a texture at interpolated UVs (``grid_sample``), for rendering a
-  textured mesh.
+* :func:`texture_lookup`: sample a texture at interpolated UVs (v up; bilinear, by
+  :func:`pyfaid.render.texture`), for rendering a textured mesh.
 
 Seams: texels whose centre no triangle covers (along island borders and around seams) are filled
 from the nearest covered texel up to ``padding`` texels away (a dilation, precomputed once per
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from pyfaid.render.rasterize import interpolate, rasterize
+from pyfaid.render.texture import texture as sample_texture
 from pyfaid.render.topology import MeshTopology
 
 __all__ = ["UVAtlas", "size_of", "uv_to_clip", "bake_vertex_colors", "bake_photo", "texture_lookup", "to_uint8"]
@@ -358,21 +359,21 @@ def texture_lookup(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear texture lookup at texture coordinates (v up; the texture's row 0 is its top).
 
     Args:
-        texture: ``[H, W, C]`` texture.
+        texture: ``[H, W, C]`` float32/float64 texture.
         uv: ``[..., 2]`` coordinates in [0, 1] (e.g. ``interpolate(uv_per_vertex, rast, tri)``,
             ``[B, h, w, 2]``).
 
     Returns:
-        ``[..., C]`` samples (clamped to the texture's border).
+        ``[..., C]`` samples (clamped to the texture's border), by :func:`pyfaid.render.texture`
+        (``grid_sample``'s bilinear lookup with ``align_corners=False``, border padding).
     """
     if texture.dim() != 3:
         raise ValueError(f"texture must be [H, W, C], got {tuple(texture.shape)}")
     lead = uv.shape[:-1]
     g = uv.reshape(1, -1, 1, 2).to(texture.dtype)
-    grid = torch.stack([2.0 * g[..., 0] - 1.0, 1.0 - 2.0 * g[..., 1]], dim=-1)
-    out = F.grid_sample(texture.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)  # [1, C, N, 1]
-    return out[0, :, :, 0].T.reshape(*lead, texture.shape[-1])
+    g = torch.stack([g[..., 0], 1.0 - g[..., 1]], dim=-1)  # v down: texel row 0 at v = 0
+    out = sample_texture(texture[None], g, filter_mode="linear", boundary_mode="clamp")  # [1, N, 1, C]
+    return out.reshape(*lead, texture.shape[-1])
 
 
 def to_uint8(texture: torch.Tensor) -> np.ndarray:
