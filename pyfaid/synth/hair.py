@@ -19,6 +19,7 @@ Hair that falls over face pixels hides them: those pixels are occluders in the i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -38,12 +39,23 @@ def _smoothstep(x):
     return x * x * (3.0 - 2.0 * x)
 
 
-class HairStyle(dict):
-    """One face's hair (a dict with attribute access): ``colour [3]``, ``length`` (0 bald/buzz ..
-    1 long), ``volume`` (cap thickness, model units), ``hairline`` (elevation offsets, radians),
-    ``fringe`` (0 none .. 1 full bangs), ``wave``, ``bald`` (0/1), ``cover`` (cap opacity)."""
+@dataclass(frozen=True)
+class HairStyle:
+    """One face's hair: ``colour [3]``, ``length`` (0 bald/buzz .. 1 long), ``volume`` (cap
+    thickness, model units), ``hairline`` (elevation offsets by region, radians), ``fringe`` (0 none
+    .. 1 full bangs), ``wave``, ``bald`` (0/1), ``cover`` (cap opacity), ``parting`` (offset of the
+    parting), ``sheen`` (strength of the highlight band)."""
 
-    __getattr__ = dict.__getitem__
+    colour: np.ndarray
+    length: float
+    volume: float
+    hairline: dict
+    fringe: float
+    wave: float
+    bald: float
+    cover: float
+    parting: float
+    sheen: float
 
 
 def sample_hair(rng: np.random.Generator, skin_lightness: float, male: float, age: float) -> HairStyle:
