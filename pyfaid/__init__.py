@@ -9,7 +9,7 @@ Subpackages (each a subsystem; a package imports only those listed above it here
                         MeshTopology, Camera; FaceMesh -> Fragments -> Render and the face Renderer
     pyfaid.graph        scaled_laplacian, Laplacian, cheb_conv, ChebConv, ChebResBlock
     pyfaid.facemodel    MorphableModel, CoeffLayout and loaders (default MakeHuman-derived model, BFM);
-                        facemodel.build: the default model's builder
+                        facemodel.builder: the default model's builder
     pyfaid.occlusion    occluders and their masks
     pyfaid.encoders     identity (dlib ResNet port, FaceNet), attributes, face detection and alignment
     pyfaid.synth        the synthetic-face generator

@@ -106,3 +106,16 @@ def test_small_modules_and_functions_no_dict_caches(path, module):
             assert length <= 80, f"{module}:{node.lineno} {node.name} has {length} lines (at most 80)"
         if isinstance(node, ast.Attribute) and node.attr == "__dict__":
             pytest.fail(f"{module}:{node.lineno} reaches into an object's __dict__")
+
+
+def test_every_source_folder_is_a_shipped_package():
+    """``setup.py`` ships what ``find_packages`` finds: a folder of modules without ``__init__.py`` is
+    left out of the wheel (it imports from the source tree, then fails once installed), and no folder
+    may match a ``.gitignore`` rule such as ``build/``."""
+    ignored = ("build", "dist", "runs", "__pycache__")
+    for dp, dirs, files in os.walk(ROOT):
+        dirs[:] = [d for d in dirs if d != "__pycache__"]
+        rel = os.path.relpath(dp, os.path.dirname(ROOT))
+        if any(f.endswith(".py") for f in files):
+            assert "__init__.py" in files, f"{rel} holds modules but no __init__.py: it would not be installed"
+        assert os.path.basename(dp) not in ignored, f"{rel} is a name .gitignore ignores"

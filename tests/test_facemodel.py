@@ -9,7 +9,7 @@ import torch
 
 from pyfaid import facemodel
 from pyfaid.facemodel import MorphableModel, bfm
-from pyfaid.facemodel.build import makehuman
+from pyfaid.facemodel.builder import makehuman
 from pyfaid.facemodel import CoeffLayout
 
 

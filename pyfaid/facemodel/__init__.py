@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 
 from . import bfm
-from .build.makehuman import load_default
+from .builder.makehuman import load_default
 from .layout import CoeffLayout
 from .model import MorphableModel
 

@@ -1,6 +1,6 @@
 """The head around the default face: scalp, ears, back of the head, neck and shoulders.
 
-The default face model (:mod:`pyfaid.facemodel.build.makehuman`) is only the front of MakeHuman's head,
+The default face model (:mod:`pyfaid.facemodel.builder.makehuman`) is only the front of MakeHuman's head,
 cut out of the CC0 base mesh. Synthetic training pictures need what surrounds a face in a photo
 (a head outline, ears, hair on a scalp, a neck, shoulders), so this module builds a *context mesh*
 from the rest of the same base mesh, in the face model's coordinates, and tells how to move it with
@@ -37,13 +37,13 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from pyfaid.facemodel.build import makehuman as mh
-from pyfaid.facemodel.build.makehuman import (
+from pyfaid.facemodel.builder import makehuman as mh
+from pyfaid.facemodel.builder.makehuman import (
     BUILD_REVISION,
     load_default,
     pyfaid_version,
 )
-from pyfaid.facemodel.build.meshops import (
+from pyfaid.facemodel.builder.meshops import (
     boundary_loops,
     boundary_vertices,
     catmull_clark,

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from pyfaid.facemodel.build.meshops import boundary_vertices
+from pyfaid.facemodel.builder.meshops import boundary_vertices
 from pyfaid.render import camera as cam_mod
 from pyfaid.render import interpolate
 from pyfaid.render.camera import euler_rotation

@@ -15,7 +15,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pyfaid.facemodel.build.texture import BROW_COLOUR, MEAN_SKIN
+from pyfaid.facemodel.builder.texture import BROW_COLOUR, MEAN_SKIN
 
 __all__ = ["SkinCanvas", "RegionSubset", "TEXEL", "SHIFT", "texel_polygon", "fixed_point", "smoothstep"]
 

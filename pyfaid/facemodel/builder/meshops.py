@@ -3,7 +3,7 @@ Catmull-Clark subdivision (as a linear operator), Laplacian smoothing, cropping 
 
 Meshes are lists of polygons (tuples of vertex ids, consistently oriented) over numpy vertex arrays;
 triangle meshes are ``[F, 3]`` integer arrays. Nothing here knows about MakeHuman's files beyond the
-OBJ reader, so :mod:`pyfaid.facemodel.build.makehuman` (the default face model) and
+OBJ reader, so :mod:`pyfaid.facemodel.builder.makehuman` (the default face model) and
 :mod:`pyfaid.synth.context` (the head around it) share these steps.
 """
 
