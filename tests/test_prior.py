@@ -4,9 +4,9 @@ itself (its mirror side, its albedo model), the occluders' margin, and the fill'
 import pytest
 import torch
 
-from pyfaid import inference
 from pyfaid.facemodel import MorphableModel
 from pyfaid.reconstruct import prior as P
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model
 
 
 def _albedo_model(n_vertices: int = 600, n_tex: int = 6, seed: int = 0) -> MorphableModel:
@@ -55,8 +55,8 @@ def test_resolve_fill():
 
 
 def _face_setup():
-    fm = inference.default_face_model("cpu")
-    renderer = inference.crop_renderer("cpu")
+    fm = default_face_model("cpu")
+    renderer = crop_renderer("cpu")
     c = fm.layout.zeros(1)
     c[0, fm.layout.slice("gamma").start] = 0.3
     return fm, renderer, c
@@ -77,7 +77,7 @@ def test_paint_hidden_takes_the_mirror_side_and_the_skin_tone():
     grey = torch.full_like(truth, 0.5)
     start = torch.where((fm.mean_shape[:, 0] < 0)[None, :, None], grey, truth)  # fitting left it grey
     out = P.paint_hidden(fm, renderer, c, start, vis, P.FillPrior(symmetry=True, albedo=True), base=grey)
-    rast = renderer(fm, c, colors=truth)["rast"]
+    rast = renderer.rasterize(fm.mesh(c, truth)).rast
     from pyfaid.reconstruct.fill import hidden_vertices
 
     hid, _ = hidden_vertices(rast, fm.topology.triangles, vis, fm.num_vertices)

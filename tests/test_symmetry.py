@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid import inference
 from pyfaid.facemodel.symmetry import mirror_pairs
+from pyfaid.reconstruct.predict import default_face_model
 
 
 def _mirrored_mesh(seed: int = 0):
@@ -56,7 +56,7 @@ def test_mirror_pairs_follow_a_moved_plane_and_leave_unpaired_vertices():
 
 
 def test_default_model_is_left_right_symmetric():
-    fm = inference.default_face_model("cpu")
+    fm = default_face_model("cpu")
     m = fm.mirror_idx
     assert m.shape == (fm.num_vertices,) and "mirror_idx" not in fm.state_dict()
     paired = m >= 0

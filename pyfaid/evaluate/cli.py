@@ -12,6 +12,18 @@ from typing import Optional, Sequence
 
 import torch
 
+from pyfaid.data.registry import parse_spec
+from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, load_shape_predictor
+from pyfaid.evaluate.detection import detection_markdown, evaluate_detection
+from pyfaid.evaluate.landmarks import (
+    evaluate_landmarks,
+    landmark_figures,
+    landmark_markdown,
+)
+from pyfaid.evaluate.protocol import CONDITIONS, Method, evaluate
+from pyfaid.evaluate.report import figure, json_safe, markdown_report
+from pyfaid.reconstruct.prior import DEFAULT_PRIOR, FILL_STEPS
+
 __all__ = ["main"]
 
 EPILOG = """examples:
@@ -33,8 +45,6 @@ dlib's 68-point predictor instead of pyfaid's landmark head: its model is traine
 
 
 def _methods(args, ap):
-    from pyfaid.evaluate.protocol import Method
-
     methods = []
     if args.fill and args.no_fill:
         ap.error("give --fill STEP ... or --no-fill, not both")
@@ -61,12 +71,7 @@ def _methods(args, ap):
 
 
 def _parser():
-    from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
-    from pyfaid.evaluate.protocol import CONDITIONS
-    from pyfaid.reconstruct.prior import DEFAULT_PRIOR, FILL_STEPS
-
-    DEFAULT_STEP = next((k for k, v in FILL_STEPS.items() if v == DEFAULT_PRIOR), "custom")
-
+    default_step = next((k for k, v in FILL_STEPS.items() if v == DEFAULT_PRIOR), "custom")
     ap = argparse.ArgumentParser(prog="python -m pyfaid.evaluate", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Evaluate FAID checkpoints with the paper's protocol (Tables 1 and 2).")
@@ -90,7 +95,7 @@ def _parser():
     ap.add_argument("--fill", nargs="+", default=[], choices=list(FILL_STEPS), metavar="STEP",
                     help="score these ways of painting the hidden vertices side by side, one fit shared: "
                          f"{', '.join(FILL_STEPS)} (each adds to the one before; default: the default prior "
-                         f"alone, {DEFAULT_STEP})")
+                         f"alone, {default_step})")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",
@@ -106,17 +111,12 @@ def _parser():
 
 
 def _landmarks(args, methods, out: Path):
-    from pyfaid.evaluate.landmarks import evaluate_landmarks, landmark_figures, landmark_markdown
-
     report = evaluate_landmarks(methods, args.data, args.n or 0, args.device)
     landmark_figures(report, out)
     return report, landmark_markdown(report), ["report.json", "report.md", "ced.png", "landmarks_worst.png"]
 
 
 def _photometric(args, methods, out: Path):
-    from pyfaid.evaluate.protocol import evaluate
-    from pyfaid.evaluate.report import figure, markdown_report
-
     report, samples = evaluate(methods, args.data, args.occlusion, args.n or 100, args.batch_size, args.device,
                                args.seed)
     figure(report, samples, out / "report.png")
@@ -124,17 +124,12 @@ def _photometric(args, methods, out: Path):
 
 
 def _detection(args, out: Path):
-    from pyfaid.evaluate.detection import detection_markdown, evaluate_detection
-
     report = evaluate_detection(args.data, args.occlusion, args.n or 0, args.device)
     return report, detection_markdown(report), ["report.json", "report.md"]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pyfaid.evaluate``."""
-    from pyfaid.data.registry import parse_spec
-    from pyfaid.evaluate.report import json_safe
-
     ap = _parser()
     args = ap.parse_args(argv)
     if args.threads > 0:
@@ -152,8 +147,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if protocol != "landmarks":
                 raise ValueError("--landmarks dlib applies to the landmark protocol "
                                  "(300w:DIR or aflw2000:DIR data) only")
-            from pyfaid.encoders.dlib_landmarks import load_shape_predictor
-
             load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
         if protocol == "detection":

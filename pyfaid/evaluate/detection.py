@@ -19,10 +19,15 @@ from typing import Dict, Sequence
 
 import cv2
 import numpy as np
+from tqdm import tqdm
 
 from pyfaid.data.landmarks import annotated_photos
+from pyfaid.data.registry import parse_spec
 from pyfaid.encoders.align import TEMPLATE_224, similarity_transform
 from pyfaid.encoders.detect_retry import PLAIN, RETRIES, detect_with_retries
+from pyfaid.evaluate.landmarks import match_face
+from pyfaid.occlusion import occlude_arrays
+from pyfaid.reconstruct.io import load_image
 
 __all__ = ["occlude_photo", "evaluate_detection", "detection_markdown"]
 
@@ -36,13 +41,11 @@ def occlude_photo(image: np.ndarray, points68: np.ndarray, condition: str, seed:
     Args:
         image: ``[H, W, 3]`` uint8 RGB. points68: ``[68, 2]`` the face's points in photo pixels.
         condition: ``"none"`` (the photo as it is), ``"synthetic"`` (every kind) or one occluder kind.
-        seed, index: the occluders' seed and the photo's index (:func:`pyfaid.data.occlude_arrays`).
+        seed, index: the occluders' seed and the photo's index (:func:`pyfaid.occlusion.occlude_arrays`).
 
     Returns:
         ``[H, W, 3]`` uint8 RGB.
     """
-    from pyfaid.data import occlude_arrays
-
     if condition == "none":
         return image
     five = np.stack([points68[list(g)].mean(0) for g in _FIVE])
@@ -79,12 +82,6 @@ def evaluate_detection(data: str, occlusions: Sequence[str] = ("none", "syntheti
         The report dict (``conditions``: per condition ``photos``, ``misses_plain``, ``misses``,
         ``found_by`` (attempt name -> count), ``seconds_per_photo``; ``missed``: the paths per condition).
     """
-    from tqdm import tqdm
-
-    from pyfaid.data.registry import parse_spec
-    from pyfaid.evaluate.landmarks import match_face
-    from pyfaid.reconstruct.io import load_image
-
     kind, root = parse_spec(data)
     if kind not in ("300w", "aflw2000"):
         raise ValueError(f"--data {data}: the detection protocol needs annotated photos (300w:DIR or aflw2000:DIR)")

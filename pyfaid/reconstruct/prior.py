@@ -36,8 +36,15 @@ import cv2
 import numpy as np
 import torch
 
+from pyfaid.reconstruct.fill import (
+    OUTLINE_PX,
+    SUPPORT_THRESHOLD,
+    fill_hidden,
+    fill_refinement,
+    hidden_vertices,
+)
+from pyfaid.reconstruct.predict import Prediction
 from pyfaid.render.unproject import vertex_average
-from pyfaid.reconstruct.fill import OUTLINE_PX, SUPPORT_THRESHOLD, fill_hidden, fill_refinement, hidden_vertices
 
 __all__ = ["FillPrior", "FILL_STEPS", "DEFAULT_PRIOR", "HOLD", "resolve_fill", "paint_hidden", "robust_albedo_fit",
            "grow_occluders", "start_colors", "held_vertices", "paint_prediction"]
@@ -253,10 +260,10 @@ def paint_hidden(face_model, renderer, coeffs: torch.Tensor, colors: torch.Tenso
     V = colors.shape[1]
     if not prior.paint:
         return colors
-    render = renderer(face_model, coeffs, colors=colors)
+    frags = renderer.rasterize(face_model.mesh(coeffs, colors))
     vis = visibility.float()
-    grown = grow_occluders(vis, render["mask"], prior.margin_px)
-    support, dist, hid0, hid = _measures(render["rast"], face_model.topology.triangles, V, vis, grown)
+    grown = grow_occluders(vis, frags.mask, prior.margin_px)
+    support, dist, hid0, hid = _measures(frags.rast, face_model.topology.triangles, V, vis, grown)
     held = hid0 if hidden is None else hidden.to(hid0.device)  # what fitting held
     # with a margin, what the final fit's render hides with the occluders grown (and what was held);
     # else what fitting held (what it painted stays)
@@ -330,22 +337,22 @@ def _reject_outliers(face_model, c, model, hid, known, prior: FillPrior) -> tupl
 
 
 @torch.no_grad()
-def start_colors(face_model, renderer, pred: dict, fill) -> Optional[torch.Tensor]:
-    """The colours fitting starts from for a prediction (:func:`pyfaid.inference.predict`): with a
-    fine stage, a segmenter and a fill, :func:`~pyfaid.reconstruct.fill.fill_refinement` of the fine
-    colours; else the predicted colours as they are (None without any).
+def start_colors(face_model, renderer, pred: Prediction, fill) -> Optional[torch.Tensor]:
+    """The colours fitting starts from for a :class:`~pyfaid.reconstruct.predict.Prediction`: with
+    a fine stage, a segmenter and a fill, :func:`~pyfaid.reconstruct.fill.fill_refinement` of the
+    fine colours; else the predicted albedo as it is (None without any).
 
     Returns:
         ``[B, V, 3]`` or None.
     """
-    colors, coarse, vis = pred.get("colors"), pred.get("coarse_colors"), pred.get("visibility")
+    colors, coarse, vis = pred.albedo, pred.coarse_albedo, pred.visibility
     if resolve_fill(fill) is None or colors is None or coarse is None or vis is None:
         return colors
-    return fill_refinement(face_model, renderer, pred["coeffs"], colors, coarse, vis)
+    return fill_refinement(face_model, renderer, pred.coeffs, colors, coarse, vis)
 
 
 @torch.no_grad()
-def held_vertices(face_model, renderer, coeffs: torch.Tensor, colors: Optional[torch.Tensor], pred: dict,
+def held_vertices(face_model, renderer, coeffs: torch.Tensor, colors: Optional[torch.Tensor], pred: Prediction,
                   fill) -> Optional[torch.Tensor]:
     """The vertices fitting from a prediction holds: the rendered ones the photo hides, in the render
     of the starting ``coeffs`` ``[B, layout.size]`` (None without a fill or a segmenter).
@@ -353,15 +360,15 @@ def held_vertices(face_model, renderer, coeffs: torch.Tensor, colors: Optional[t
     Returns:
         ``[B, V]`` bool or None.
     """
-    vis = pred.get("visibility")
+    vis = pred.visibility
     if resolve_fill(fill) is None or vis is None:
         return None
-    rast = renderer(face_model, coeffs, colors=colors)["rast"]
+    rast = renderer.rasterize(face_model.mesh(coeffs, colors)).rast
     return hidden_vertices(rast, face_model.topology.triangles, vis, face_model.num_vertices)[0]
 
 
 @torch.no_grad()
-def paint_prediction(face_model, renderer, pred: dict, coeffs: torch.Tensor, colors: torch.Tensor, fill,
+def paint_prediction(face_model, renderer, pred: Prediction, coeffs: torch.Tensor, colors: torch.Tensor, fill,
                      base: Optional[torch.Tensor] = None, hidden: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`paint_hidden` for colours fitted from a prediction with the hidden vertices held
     (``fill="hold"``): its segmenter's visibility, its fine stage's colours as the learned prior.
@@ -377,9 +384,9 @@ def paint_prediction(face_model, renderer, pred: dict, coeffs: torch.Tensor, col
     Returns:
         ``[B, V, 3]``.
     """
-    prior, vis = resolve_fill(fill), pred.get("visibility")
-    if prior is None or not prior.paint or vis is None or pred.get("colors") is None:
+    prior, vis = resolve_fill(fill), pred.visibility
+    if prior is None or not prior.paint or vis is None or pred.albedo is None:
         return colors
     base = start_colors(face_model, renderer, pred, prior) if base is None else base
     return paint_hidden(face_model, renderer, coeffs, colors, vis, prior, base=base, hidden=hidden,
-                        learned=pred["colors"])
+                        learned=pred.albedo)
