@@ -18,6 +18,7 @@ from typing import Sequence
 import torch
 
 from pyfaid._ext import check_device, ops
+from pyfaid.precision import fp32_input
 from pyfaid.render.topology import as_triangles
 
 __all__ = ["rasterize", "interpolate"]
@@ -34,7 +35,8 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_pa
     pixels whose ``z/w`` falls outside ``[-1, 1]`` are not covered (per-pixel near/far clipping).
 
     Args:
-        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64.
+        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64
+            (under ``torch.autocast`` also bfloat16 / float16, cast to float32).
         tri: ``[F, 3]`` vertex indices (any integer dtype; converted to int32; their range is
             checked on every call, on CUDA with a device-to-host synchronisation), or a
             :class:`~pyfaid.render.MeshTopology` (indices checked once, when it was built; the
@@ -56,6 +58,7 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_pa
         height = width = resolution
     else:
         height, width = (int(r) for r in resolution)
+    pos = fp32_input(pos)  # under autocast: float32 in, as the op computes
     check_device(pos, "pos")
     if pos.dim() == 2:
         pos = pos.unsqueeze(0)
@@ -71,7 +74,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, *, simd: bool = Tru
     ``out = u * attr[t0] + v * attr[t1] + (1 - u - v) * attr[t2]`` at covered pixels, 0 elsewhere.
 
     Args:
-        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes.
+        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes
+            (under ``torch.autocast``, bfloat16 / float16 attributes are cast to float32).
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
         tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
         simd: use the CPU's AVX2 kernel (float32, ``C = 3``) where it has one, in the forward and
@@ -82,6 +86,7 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, *, simd: bool = Tru
         ``[B, H, W, C]`` interpolated attributes, differentiable with respect to ``attr`` and,
         through ``rast``'s ``u, v`` channels, to the positions given to :func:`rasterize`.
     """
+    attr, rast = fp32_input(attr), fp32_input(rast)  # under autocast: float32 in
     check_device(attr, "attr")
     check_device(rast, "rast")
     if attr.dim() == 2:
