@@ -14,8 +14,8 @@ optimizer state (the parameters stay float32; autocast casts copies).
         out = faid(images)                                   # networks in bf16, the rest in fp32
 
 ``train.precision`` (``auto | fp32 | bf16``) picks it for training; ``pyfaid.reconstruct`` and
-``pyfaid.evaluate`` take ``precision=`` / ``--precision``. Outside :func:`use` every network runs
-exactly as before (float32, the caller's memory format).
+``pyfaid.evaluate`` take ``precision=`` / ``--precision`` (:func:`for_call`). Outside :func:`use`
+every network runs exactly as before (float32, the caller's memory format).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Optional
 import torch
 from torch import nn
 
-__all__ = ["PRECISIONS", "Precision", "resolve", "native_bf16", "use", "active", "network", "fp32_input",
-           "saved_config"]
+__all__ = ["PRECISIONS", "Precision", "resolve", "native_bf16", "use", "active", "for_call", "network",
+           "fp32_input", "saved_config"]
 
 #: Values of ``train.precision`` / ``--precision``.
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -130,17 +130,30 @@ _ACTIVE: contextvars.ContextVar[Optional[Precision]] = contextvars.ContextVar("p
 
 @contextlib.contextmanager
 def use(prec: Optional[Precision]):
-    """Run the :func:`network` modules called inside in ``prec`` (None or fp32: as declared)."""
-    token = _ACTIVE.set(prec if prec is not None and prec.mixed else None)
+    """Run the :func:`network` modules called inside in ``prec`` (fp32: as declared; None: as
+    outside, i.e. no change)."""
+    token = _ACTIVE.set(prec) if prec is not None else None
     try:
         yield prec
     finally:
-        _ACTIVE.reset(token)
+        if token is not None:
+            _ACTIVE.reset(token)
 
 
 def active() -> Optional[Precision]:
-    """The mixed precision in effect (None: float32)."""
+    """The precision of the innermost :func:`use` (None outside any)."""
     return _ACTIVE.get()
+
+
+def for_call(name: Optional[str], device) -> Precision:
+    """The precision of a call with ``precision=name`` on ``device``: ``name`` resolved (see
+    :func:`resolve`), or with None the innermost :func:`use`'s, else ``auto``'s."""
+    if name is None:
+        outer = active()
+        if outer is not None and outer.device_type == torch.device(device).type:
+            return outer
+        name = "auto"
+    return resolve(name, device)
 
 
 def _outputs_to_fp32(out):
@@ -173,7 +186,7 @@ def network(module: nn.Module) -> nn.Module:
     def before(mod, args, kwargs):
         prec = _ACTIVE.get()
         x = args[0] if args else None
-        if prec is None or not torch.is_tensor(x) or x.device.type != prec.device_type:
+        if prec is None or not prec.mixed or not torch.is_tensor(x) or x.device.type != prec.device_type:
             entered.append(None)
             return None
         ctx = torch.autocast(prec.device_type, dtype=torch.bfloat16)
