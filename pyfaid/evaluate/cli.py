@@ -12,6 +12,8 @@ from typing import Optional, Sequence
 
 import torch
 
+from pyfaid import precision
+
 __all__ = ["main"]
 
 EPILOG = """examples:
@@ -87,6 +89,9 @@ def _parser():
     ap.add_argument("--coarse", action="store_true",
                     help="also score the coarse stage of --checkpoint alone (a row \"NAME coarse\")")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the networks' precision (auto: bf16 where the CPU has native bfloat16; "
+                         "fitting, rendering and scoring are fp32)")
     return ap
 
 
@@ -134,7 +139,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
             load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
-        report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+        from pyfaid.inference import resolve_device
+
+        prec = precision.resolve(args.precision, resolve_device(args.device), "--precision")
+        print(f"pyfaid.evaluate: {prec.describe()}", file=sys.stderr)
+        with precision.use(prec):  # every method's networks, in both protocols
+            report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+        report["precision"] = prec.name
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -12,6 +12,8 @@ import torch
 
 from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
 from pyfaid.encoders.dlib_landmarks import DlibLandmarksUnavailable, dlib_landmarks68, load_shape_predictor
+from pyfaid.precision import for_call as precision_for_call
+from pyfaid.precision import use as use_precision
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
@@ -139,7 +141,8 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True):
+                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
+                precision: Optional[str] = None):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -174,6 +177,10 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
             hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
             every rendered vertex from the photo (closer to a photo whose glasses or hair count).
+        precision: ``"auto"`` (bf16 where the hardware has native bfloat16), ``"fp32"`` or
+            ``"bf16"``: the precision of the model's networks when it predicts (:mod:`pyfaid.precision`:
+            the coarse backbone, the segmenter, the identity and attribute encoders; fitting stays
+            float32); None: an enclosing ``pyfaid.precision.use(...)``'s, else ``"auto"``.
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
@@ -193,6 +200,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
     dev = inference.resolve_device(device)
+    prec = precision_for_call(precision, dev)
     fit_steps = DEFAULT_FIT_STEPS if fit_steps is None else int(fit_steps)
     net, face_model = _resolve_models(checkpoint, model, fit_steps, dev)
     results: list = [None] * len(items)
@@ -209,7 +217,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
                 raise
             results[i] = ReconstructionError(names[i], exc)
     recs = _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                              landmarks, fill)
+                              landmarks, fill, prec)
     for face, rec in zip(found, recs):
         if faces != "largest":
             results[face.item] = (results[face.item] or []) + [rec]
@@ -246,7 +254,7 @@ def _with_landmarks(pred: dict, found: List[_Face], landmarks: str) -> dict:
 
 
 def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                       landmarks="head", fill=True):
+                       landmarks="head", fill=True, prec=None):
     """Network prediction for every face at once, then test-time fitting face by face."""
     from pyfaid import inference
 
@@ -254,7 +262,8 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
         return []
     crops = torch.stack([f.crop for f in found])
     lm5 = torch.stack([f.lm5 for f in found])
-    pred = _with_landmarks(inference.predict(net, crops) if net is not None else {}, found, landmarks)
+    with use_precision(prec):  # the networks in bf16 when mixed; fitting stays fp32
+        pred = _with_landmarks(inference.predict(net, crops) if net is not None else {}, found, landmarks)
     encoder = None
     if fit_steps > 0 and id_loss:
         from pyfaid.metrics import identity_encoders
