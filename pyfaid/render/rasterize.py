@@ -21,6 +21,7 @@ from typing import Sequence, Union
 import torch
 
 from pyfaid._ext import check_device, ops
+from pyfaid.precision import fp32_input
 from pyfaid.render.topology import as_triangles
 
 __all__ = ["rasterize", "interpolate"]
@@ -37,7 +38,8 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
     pixels whose ``z/w`` falls outside ``[-1, 1]`` are not covered (per-pixel near/far clipping).
 
     Args:
-        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64.
+        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64
+            (under ``torch.autocast`` also bfloat16 / float16, cast to float32).
         tri: ``[F, 3]`` vertex indices (any integer dtype; converted to int32; their range is
             checked on every call, on CUDA with a device-to-host synchronisation), or a
             :class:`~pyfaid.render.MeshTopology` (indices checked once, when it was built; the
@@ -65,6 +67,7 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
         height = width = resolution
     else:
         height, width = (int(r) for r in resolution)
+    pos = fp32_input(pos)  # under autocast: float32 in, as the op computes
     check_device(pos, "pos")
     if pos.dim() == 2:
         pos = pos.unsqueeze(0)
@@ -87,7 +90,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tens
     ``out_da``): ``da/dX = du/dX (a0 - a2) + dv/dX (a1 - a2)`` and likewise for ``Y``.
 
     Args:
-        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes.
+        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes
+            (under ``torch.autocast``, bfloat16 / float16 attributes are cast to float32).
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
         tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
         rast_db: ``[B, H, W, 4]`` barycentric derivatives from ``rasterize(..., grad_db=True)``.
@@ -107,6 +111,7 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tens
     Raises:
         ValueError: ``diff_attrs`` without ``rast_db``, or a channel outside ``[0, C)``.
     """
+    attr, rast = fp32_input(attr), fp32_input(rast)  # under autocast: float32 in
     check_device(attr, "attr")
     check_device(rast, "rast")
     if attr.dim() == 2:
