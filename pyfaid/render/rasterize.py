@@ -24,7 +24,7 @@ from pyfaid._ext import check_device, ops
 from pyfaid.precision import fp32_input
 from pyfaid.render.topology import as_triangles
 
-__all__ = ["rasterize", "interpolate"]
+__all__ = ["rasterize", "rasterize_db", "interpolate"]
 
 
 def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_db: bool = False,
@@ -79,6 +79,28 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
     if not grad_db:
         return rast
     return rast, ops.rasterize_db(pos, tri, rast, check_indices=False)  # indices checked above
+
+
+def rasterize_db(pos: torch.Tensor, tri, rast: torch.Tensor) -> torch.Tensor:
+    """The barycentric derivatives of an existing raster: what ``rasterize(..., grad_db=True)``
+    returns second, for a ``rast`` made without it (no second rasterization).
+
+    Args:
+        pos: ``[B, V, 4]`` or ``[V, 4]`` the clip-space positions ``rast`` was rasterized from.
+        tri: ``[F, 3]`` its triangles (or their MeshTopology).
+        rast: ``[B, H, W, 4]`` the :func:`rasterize` output.
+
+    Returns:
+        ``[B, H, W, 4]`` ``(du/dX, du/dY, dv/dX, dv/dY)`` in pixels (0 at empty pixels),
+        differentiable with respect to ``pos``.
+    """
+    check_device(pos, "pos")
+    check_device(rast, "rast")
+    if pos.dim() == 2:
+        pos = pos.unsqueeze(0)
+    tri, checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
+    check_device(tri, "tri")
+    return ops.rasterize_db(pos.contiguous(), tri, rast.contiguous(), check_indices=not checked)
 
 
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tensor | None = None,
