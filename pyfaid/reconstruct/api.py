@@ -12,13 +12,14 @@ import torch
 
 from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
 from pyfaid.encoders.dlib_landmarks import DlibLandmarksUnavailable, dlib_landmarks68, load_shape_predictor
+from pyfaid.reconstruct.expression import FIT_SPACES, solve_expression
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
 
 __all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",
            "NO_CHECKPOINT_MESSAGE", "DEFAULT_FIT_STEPS", "PREDICTION_SCHEDULE", "LANDMARK_SOURCES", "load_model",
-           "DlibLandmarksUnavailable"]
+           "DlibLandmarksUnavailable", "FIT_SPACES"]
 
 
 class NoCheckpointError(ValueError):
@@ -67,7 +68,8 @@ class ReconstructionError:
         return False
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.error}"
+        msg = str(self.error)
+        return msg if msg.startswith(f"{self.source}:") else f"{self.source}: {msg}"  # errors name their input
 
 
 def load_model(checkpoint, device="cpu"):
@@ -139,7 +141,8 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True):
+                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
+                fit_space: str = "coefficients"):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -174,6 +177,11 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
             hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
             every rendered vertex from the photo (closer to a photo whose glasses or hair count).
+        fit_space: ``"coefficients"`` (default): the expression is the network's, refined by fitting;
+            ``"blendshapes"``: the expression is first solved in ARKit blendshape space, weights in
+            [0, 1], from the 68 landmarks (:mod:`pyfaid.reconstruct.expression`; needs a model with
+            blendshapes and 68 points: a landmark head or ``landmarks="dlib"``), then fitting goes on
+            from it. See :data:`FIT_SPACES` for what each measures.
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
@@ -189,7 +197,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
     """
     from pyfaid import inference
 
-    _check_options(faces, errors, landmarks)
+    _check_options(faces, errors, landmarks, fit_space)
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
     dev = inference.resolve_device(device)
@@ -209,7 +217,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
                 raise
             results[i] = ReconstructionError(names[i], exc)
     recs = _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                              landmarks, fill)
+                              landmarks, fill, fit_space)
     for face, rec in zip(found, recs):
         if faces != "largest":
             results[face.item] = (results[face.item] or []) + [rec]
@@ -218,7 +226,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
     return results[0] if single else results
 
 
-def _check_options(faces, errors, landmarks) -> None:
+def _check_options(faces, errors, landmarks, fit_space="coefficients") -> None:
     """ValueError naming a bad option; DlibLandmarksUnavailable before any work when dlib is missing."""
     if not callable(faces) and faces not in ("largest", "all"):
         raise ValueError(f"faces must be 'largest', 'all' or a function of the detections, got {faces!r}")
@@ -226,6 +234,8 @@ def _check_options(faces, errors, landmarks) -> None:
         raise ValueError(f"errors must be 'return' or 'raise', got {errors!r}")
     if landmarks not in LANDMARK_SOURCES:
         raise ValueError(f"landmarks must be one of {', '.join(map(repr, LANDMARK_SOURCES))}, got {landmarks!r}")
+    if fit_space not in FIT_SPACES:
+        raise ValueError(f"fit_space must be one of {', '.join(map(repr, FIT_SPACES))}, got {fit_space!r}")
     if landmarks == "dlib":
         load_shape_predictor()
 
@@ -246,7 +256,7 @@ def _with_landmarks(pred: dict, found: List[_Face], landmarks: str) -> dict:
 
 
 def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                       landmarks="head", fill=True):
+                       landmarks="head", fill=True, fit_space="coefficients"):
     """Network prediction for every face at once, then test-time fitting face by face."""
     from pyfaid import inference
 
@@ -255,6 +265,8 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
     crops = torch.stack([f.crop for f in found])
     lm5 = torch.stack([f.lm5 for f in found])
     pred = _with_landmarks(inference.predict(net, crops) if net is not None else {}, found, landmarks)
+    if fit_space == "blendshapes":
+        pred = solve_expression(face_model, inference.crop_renderer(dev), pred)
     encoder = None
     if fit_steps > 0 and id_loss:
         from pyfaid.metrics import identity_encoders
