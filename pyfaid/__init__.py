@@ -3,6 +3,7 @@ differentiable rendering and graph kernels for CPU and CUDA.
 
     import pyfaid
     rec = pyfaid.reconstruct("photo.jpg")          # a Reconstruction (see pyfaid.reconstruct)
+    clip = pyfaid.reconstruct_video("clip.mp4")    # a VideoReconstruction
 
 Subpackages:
     pyfaid.render       rasterize, interpolate, vertex_normals, sh_shading, MeshTopology, Camera, Renderer
@@ -59,4 +60,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module("pyfaid.reconstruct")
+    if name == "reconstruct_video":  # pyfaid.reconstruct_video(path_or_frames): one face through a clip
+        import importlib
+
+        return importlib.import_module("pyfaid.reconstruct").reconstruct_video
     raise AttributeError(f"module 'pyfaid' has no attribute {name!r}")
