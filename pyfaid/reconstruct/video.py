@@ -122,6 +122,7 @@ def _track(source: VideoFrames, tracker: FaceTracker, keyframes: int, progress: 
         if t is not None:
             frontal.append((abs(float(t.coeffs[lay.slice("angle")][1])), i, t.crop))
             frontal = sorted(frontal, key=lambda x: x[0])[:keyframes]
+            t.crop = None  # only the key frames' crops are kept
     return tracks, [c for _, _, c in frontal]
 
 

@@ -2,14 +2,13 @@
 
 :class:`VideoFrames` reads a video file with OpenCV (or takes frames in memory) and can be read
 more than once. :class:`FaceTracker` follows one face: MTCNN detects it on the first frame and
-whenever the track is lost (and the face is then framed again from the network's 68 landmarks on
-it); on the other frames the crop comes from the previous frame's 68 landmarks (their five MTCNN-style points aligned onto the crop template, as a detection's five
-points are), so the detector runs once, not per frame; the points are moved on at the face's speed
-over the last two frames first (a moving face is then framed where it is, not where it was). A
-crop whose face moved far from where the crop put it (fast motion) is taken again around the new
-points, once. The track is lost when
-MTCNN's last stage (its output network, on the crop's face box) no longer calls it a face; then
-this frame is searched again, for the face nearest the track's last position.
+whenever the track is lost; on the other frames only MTCNN's last stage runs (its output network,
+:func:`~pyfaid.encoders.align.refine_face`), on the face's box from the previous frame moved on at
+the face's speed: it says whether the face is still there, refines the box and gives the five
+points the crop is aligned by, exactly as a detection's are. The detector runs once, not per
+frame, and the crop never depends on the network's own landmarks of the previous frame: the
+landmark head follows a face moved inside its crop by only part of the move (a feedback loop
+through it lags or oscillates), MTCNN's points follow it fully.
 """
 
 from __future__ import annotations
@@ -22,17 +21,13 @@ import cv2
 import numpy as np
 import torch
 
-from pyfaid.encoders.align import TEMPLATE_224, align_crop, detect_faces, face_probability, face_threshold
-from pyfaid.reconstruct.fitting import landmarks5_of
+from pyfaid.encoders.align import align_crop, detect_faces, face_threshold, refine_face
 from pyfaid.reconstruct.io import ImageReadError, to_rgb_uint8
 
 __all__ = ["VideoFrames", "VideoReadError", "FaceTracker", "Track", "VIDEO_EXTENSIONS"]
 
 #: File extensions the command line treats as videos.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
-#: Re-crop a frame when its face's five points moved more than this (crop pixels, RMS) from the
-#: template the crop put them on: the network then sees the face framed as it was trained.
-RECROP_PX = 8.0
 
 
 class VideoReadError(ImageReadError):
@@ -143,17 +138,39 @@ class Track:
     detected: bool
 
 
+@dataclass
+class Track:
+    """One frame of a track.
+
+    Attributes:
+        transform: ``2x3`` similarity photo pixels -> crop pixels.
+        crop: ``[3, 224, 224]`` the aligned crop, RGB in [0, 1] (kept for the clip's key frames).
+        coeffs: ``[layout.size]`` the network's coefficients (crop frame).
+        landmarks: ``[68, 2]`` the landmark head's points in photo pixels.
+        confidence: ``[68]`` their confidences.
+        score: MTCNN's face probability.
+        detected: the detector ran on this frame (the track started or was lost).
+    """
+
+    transform: np.ndarray
+    crop: Optional[torch.Tensor]
+    coeffs: torch.Tensor
+    landmarks: np.ndarray
+    confidence: np.ndarray
+    score: float
+    detected: bool
+
+
 def _photo_points(points_crop: np.ndarray, m: np.ndarray) -> np.ndarray:
     a = np.linalg.inv(np.vstack([m, [0, 0, 1.0]]))[:2]
     return points_crop @ a[:, :2].T + a[:, 2]
 
 
-def _box_between(box: np.ndarray, m_from: np.ndarray, m_to: np.ndarray) -> np.ndarray:
-    """A square crop box ``[x0, y0, x1, y1]`` of one crop moved into another crop of the same photo."""
-    corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[2], box[3]], [box[0], box[3]]])
-    pts = _photo_points(corners, m_from) @ m_to[:, :2].T + m_to[:, 2]
-    c, half = pts.mean(0), 0.5 * (pts.max(0) - pts.min(0)).max()
-    return np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
+def _square(box) -> np.ndarray:
+    """``[x0, y0, x1, y1]`` -> the square box with the same centre and the longer side."""
+    box = np.asarray(box, np.float64)
+    c, half = (box[:2] + box[2:]) / 2, 0.5 * (box[2:] - box[:2]).max()
+    return np.concatenate([c - half, c + half])
 
 
 class FaceTracker:
@@ -170,62 +187,41 @@ class FaceTracker:
                              "shipped model has one)")
         self.net, self.device = net, torch.device(device)
         self.threshold = face_threshold(self.device)
-        self.previous: Optional[np.ndarray] = None  # [68, 2] photo pixels of the last tracked frame
-        self.before: Optional[np.ndarray] = None  # [68, 2] the frame before it (when tracked too)
-        self.box_crop: Optional[np.ndarray] = None  # [4] x0, y0, x1, y1: MTCNN's face box in crop pixels
+        self.box: Optional[np.ndarray] = None  # the face's square box in the last tracked frame (photo pixels)
+        self.before: Optional[np.ndarray] = None  # the box in the frame before it (when tracked too)
 
     @torch.no_grad()
     def _predict(self, frame: np.ndarray, lm5: np.ndarray) -> tuple:
         crop, m = align_crop(frame, lm5)
         out = self.net.coarse.predict(crop[None].to(self.device))
-        size = crop.shape[-1]
-        lm_crop = out["landmarks"][0].double().cpu().numpy() * size - 0.5
-        return crop, m, out["coeffs"][0].cpu(), lm_crop, out["confidence"][0].cpu().numpy()
-
-    def _score(self, crop: torch.Tensor) -> float:
-        x0, y0, x1, y1 = (int(round(v)) for v in self.box_crop)
-        n = crop.shape[-1]
-        x0, y0, x1, y1 = max(0, x0), max(0, y0), min(n, x1), min(n, y1)
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            return 0.0
-        return float(face_probability(crop[None, :, y0:y1, x0:x1], self.device)[0])
+        lm_crop = out["landmarks"][0].double().cpu().numpy() * crop.shape[-1] - 0.5
+        return crop, m, out["coeffs"][0].cpu(), _photo_points(lm_crop, m), out["confidence"][0].cpu().numpy()
 
     def _detect(self, frame: np.ndarray) -> Optional[dict]:
         found = detect_faces(frame, self.device)
         if not found:
             return None
-        if self.previous is None:
+        if self.box is None:
             return found[0]  # the largest face
-        centre = self.previous.mean(0)
+        centre = (self.box[:2] + self.box[2:]) / 2
         return min(found, key=lambda d: np.linalg.norm(d["landmarks5"].mean(0) - centre))
 
     def step(self, frame: np.ndarray) -> Optional[Track]:
-        """Track the face into one frame (``[H, W, 3]`` uint8 RGB); None when no face is found."""
-        if self.previous is not None:
-            guess = self.previous if self.before is None else 2 * self.previous - self.before  # constant velocity
-            lm5 = landmarks5_of(torch.from_numpy(guess)[None])[0].numpy()
-            crop, m, coeffs, lm_crop, conf = self._predict(frame, lm5)
-            moved = landmarks5_of(torch.from_numpy(lm_crop)[None])[0].numpy() - TEMPLATE_224
-            if np.sqrt((moved ** 2).sum(1).mean()) > RECROP_PX:  # fast motion: frame the face again
-                crop, m, coeffs, lm_crop, conf = self._predict(frame, landmarks5_of(
-                    torch.from_numpy(_photo_points(lm_crop, m))[None])[0].numpy())
-            score = self._score(crop)
-            if score >= self.threshold:
-                self.before, self.previous = self.previous, _photo_points(lm_crop, m)
-                return Track(m, crop, coeffs, self.previous, conf, score, False)
-        det = self._detect(frame)
-        self.before = None
-        if det is None:
-            self.previous = None
-            return None
-        _, m, _, lm_crop, _ = self._predict(frame, det["landmarks5"])
-        x0, y0, x1, y1 = det["box"]
-        corners = np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]]) @ m[:, :2].T + m[:, 2]
-        c, half = corners.mean(0), 0.5 * (corners.max(0) - corners.min(0)).max()  # MTCNN's boxes are square
-        self.box_crop = np.array([c[0] - half, c[1] - half, c[0] + half, c[1] + half])
-        # framed again from its own landmarks, as the next frames will be: no jump when tracking starts
-        lm5 = landmarks5_of(torch.from_numpy(_photo_points(lm_crop, m))[None])[0].numpy()
-        crop, m2, coeffs, lm_crop, conf = self._predict(frame, lm5)
-        self.box_crop = _box_between(self.box_crop, m, m2)
-        self.previous = _photo_points(lm_crop, m2)
-        return Track(m2, crop, coeffs, self.previous, conf, float(det["score"]), True)
+        """Track the face into the next frame (``[H, W, 3]`` uint8 RGB); None when no face is found."""
+        detected = False
+        found = None
+        if self.box is not None:
+            guess = self.box if self.before is None else 2 * self.box - self.before  # constant velocity
+            found = refine_face(frame, guess, self.device)
+            if found["score"] < self.threshold:
+                found = None
+        if found is None:
+            det = self._detect(frame)
+            self.before = None
+            if det is None:
+                self.box = None
+                return None
+            found, detected = {"score": det["score"], "box": _square(det["box"]), "landmarks5": det["landmarks5"]}, True
+        crop, m, coeffs, landmarks, conf = self._predict(frame, found["landmarks5"])
+        self.before, self.box = (None if detected else self.box), _square(found["box"])
+        return Track(m, crop, coeffs, landmarks, conf, float(found["score"]), detected)
