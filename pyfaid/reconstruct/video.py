@@ -230,7 +230,7 @@ def _per_frame(net, tracks, face, clip_cam, crop_cam, fps, params, fit_steps, fr
         gamma = gamma if "light" not in filt else filt["light"](gamma, time)
         state = {"landmarks": lm, "landmarks_raw": t.landmarks, "x": x.copy(), "gamma": gamma}
         if fit_steps > 0:
-            fitted = fit_frame(fm, t, frame, x, gamma, face, crop_cam, clip_cam, fit_steps, net)
+            fitted = fit_frame(fm, t, frame, x, gamma, face, crop_cam, clip_cam, fit_steps, net, solver.shapes)
             state["x"] = fitted["x"] if "fit" not in filt else filt["fit"](fitted["x"], time)
             state["gamma"] = fitted["gamma"]
         states.append(state)

@@ -34,7 +34,7 @@ def _crop(frame: np.ndarray, m: np.ndarray, size: int = 224) -> torch.Tensor:
 
 
 def fit_frame(face_model, track, frame: np.ndarray, x: np.ndarray, gamma: np.ndarray, face: dict, crop_cam,
-              clip_cam, steps: int, net) -> dict:
+              clip_cam, steps: int, net, shapes: Blendshapes) -> dict:
     """Fit one frame.
 
     Args:
@@ -47,13 +47,13 @@ def fit_frame(face_model, track, frame: np.ndarray, x: np.ndarray, gamma: np.nda
         crop_cam, clip_cam: the crop's and the clip's :class:`~pyfaid.reconstruct.expression.Pinhole`.
         steps: Adam steps.
         net: the FAID model (its renderer and segmenter).
+        shapes: the model's :class:`~pyfaid.facemodel.blendshapes.Blendshapes` (made once per clip).
 
     Returns:
         dict with ``x [58]`` (clip camera) and ``gamma [27]``.
     """
     from pyfaid.reconstruct.video import clip_pose, crop_pose
 
-    shapes = Blendshapes(face_model)
     k = len(shapes)
     lay = face_model.layout
     renderer = net.renderer
