@@ -141,8 +141,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
-                fit_space: str = "coefficients"):
+                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True, fit_space="coefficients"):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -177,11 +176,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
             hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
             every rendered vertex from the photo (closer to a photo whose glasses or hair count).
-        fit_space: ``"coefficients"`` (default): the expression is the network's, refined by fitting;
-            ``"blendshapes"``: the expression is first solved in ARKit blendshape space, weights in
-            [0, 1], from the 68 landmarks (:mod:`pyfaid.reconstruct.expression`; needs a model with
-            blendshapes and 68 points: a landmark head or ``landmarks="dlib"``), then fitting goes on
-            from it. See :data:`FIT_SPACES` for what each measures.
+        fit_space: ``"coefficients"`` or ``"blendshapes"`` (:func:`pyfaid.reconstruct.expression.solve_expression`).
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
