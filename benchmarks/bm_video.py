@@ -7,11 +7,11 @@ the peer; the run's thread count (``run.py --threads 2``).
 
 Accuracy (``--accuracy``):
 
-* the synthetic clip (:func:`pyfaid.data.clips.synthetic_clip`: a held-out synthetic face, still,
+* the synthetic clip (:func:`pyfaid.synth.clips.synthetic_clip`: a held-out synthetic face, still,
   head turns, smile, jaw opening, blink, brow raise): pose error (degrees), ARKit weight error,
   landmark error and jitter on the still segments, raw and filtered;
 * with ``--photo PATH`` (e.g. an AFW photo: evaluation only, never stored), the photo clip
-  (:func:`pyfaid.data.clips.photo_clip`: held still with sensor noise, then panned, zoomed and
+  (:func:`pyfaid.synth.clips.photo_clip`: held still with sensor noise, then panned, zoomed and
   turned in-plane): the landmarks mapped back onto the photo through each frame's known
   transform, so any movement left is the tracker's: jitter with and without filtering (two runs,
   ``filter=None`` for the latter), lost frames.
@@ -41,7 +41,7 @@ sys.path.insert(0, HERE)
 from common import row  # noqa: E402
 
 import pyfaid  # noqa: E402
-from pyfaid.data.clips import photo_clip, synthetic_clip  # noqa: E402
+from pyfaid.synth.clips import photo_clip, synthetic_clip  # noqa: E402
 from pyfaid.facemodel.blendshapes import ARKIT_NAMES  # noqa: E402
 
 #: Per-frame fitting steps of the "with fitting" rows.

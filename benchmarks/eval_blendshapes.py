@@ -52,7 +52,7 @@ KEY = ("jawOpen", "mouthSmileLeft", "mouthSmileRight", "eyeBlinkLeft", "eyeBlink
 
 def synthetic(n: int, seed: int, variants, occlusion: bool) -> dict:
     """Truth and estimates ``[N, 52]`` per variant on held-out synthetic faces (failed detections skipped)."""
-    from pyfaid.data import SyntheticFaces
+    from pyfaid.synth import SyntheticFaces
 
     ds = SyntheticFaces(seed=seed, length=n, image_size=448, face_scale=0.5, occlusion=occlusion)
     truth, est, missed, secs = [], {v: [] for v in variants}, 0, {v: 0.0 for v in variants}

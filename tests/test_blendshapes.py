@@ -9,18 +9,18 @@ import torch
 from scipy.optimize import lsq_linear
 
 import pyfaid
-from pyfaid import inference
 from pyfaid import reconstruct as R
 from pyfaid.facemodel import MorphableModel
 from pyfaid.facemodel.blendshapes import (ARKIT_NAMES, LIVE_LINK_FACE_NAMES, MAKEHUMAN_TO_ARKIT, Blendshapes,
                                           NoBlendshapesError, has_blendshapes)
 from pyfaid.reconstruct.expression import INNER, ExpressionSolver, Pinhole, box_qp
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model
 from pyfaid.reconstruct.result import make_reconstruction
 
 
 @pytest.fixture(scope="module")
 def model():
-    return inference.default_face_model("cpu")
+    return default_face_model("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +95,7 @@ def test_a_model_without_blendshapes_says_so():
     fm = _bfm_like()
     with pytest.raises(NoBlendshapesError, match="bfm_like.*no ARKit blendshapes.*default model"):
         Blendshapes(fm)
-    renderer = inference.crop_renderer("cpu")
+    renderer = crop_renderer("cpu")
     rec = make_reconstruction(fm, renderer, torch.zeros(3, 224, 224), fm.layout.zeros(1)[0], None, None, "x", None, [])
     with pytest.raises(NoBlendshapesError):
         rec.blendshapes
@@ -116,7 +116,7 @@ def test_box_qp_matches_scipy_bounded_least_squares():
 
 
 def test_landmark_solve_recovers_expression_and_pose(model, shapes):
-    renderer = inference.crop_renderer("cpu")
+    renderer = crop_renderer("cpu")
     cam = Pinhole.of_renderer(renderer)
     solver = ExpressionSolver(model)
     lay = model.layout
@@ -155,7 +155,7 @@ def test_reconstruct_blendshapes_json_and_glb(tmp_path):
     assert list(bs) == list(ARKIT_NAMES) and all(0.0 <= v <= 1.0 for v in bs.values())
     rec.save(tmp_path / "face.json")
     doc = json.loads((tmp_path / "face.json").read_text())
-    assert doc["blendshapes"] == pytest.approx(bs) and len(doc["landmarks_px"]) == 68
+    assert doc["blendshapes"] == pytest.approx(bs) and len(doc["landmarks_photo_px"]) == 68
     assert set(doc["pose_degrees"]) == {"yaw", "pitch", "roll"}
     rec.save(tmp_path / "face.glb", texture="albedo", texture_size=128)
     scene = trimesh.load(str(tmp_path / "face.glb"))
@@ -204,7 +204,7 @@ def test_fit_space_blendshapes(tmp_path):
 
 
 def test_synthetic_faces_know_their_weights(model):
-    from pyfaid.data import SyntheticFaces
+    from pyfaid.synth import SyntheticFaces
 
     ds = SyntheticFaces(seed=3, length=20, face_model=model)
     shapes = Blendshapes(model)

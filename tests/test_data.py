@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid.data import OCCLUDER_KINDS, CachedFaces, SyntheticFaces, occlude, occlude_arrays, write_cache
+from pyfaid.data import CachedFaces, write_cache
+from pyfaid.occlusion import OCCLUDER_KINDS, occlude, occlude_arrays
+from pyfaid.synth import SyntheticFaces
 
 
 def _faces(batch=4, size=96):
@@ -169,8 +171,8 @@ def batch(face_model):
 
 
 def test_item_contract(face_model, batch):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds, _ = batch
     item = ds[3]
@@ -207,8 +209,8 @@ def test_item_contract(face_model, batch):
 
 
 def test_labels_in_range(face_model):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds = SyntheticFaces(seed=2, length=64, face_model=face_model, image_size=48)
     labels = ds.batch(range(24))["labels"]
@@ -274,9 +276,9 @@ def test_face_mask_is_the_rendered_face(face_model, batch):
 
     _, b = batch
     out = Renderer(112)(face_model, b["coeffs"], colors=b["colors"])
-    assert torch.equal(out["mask"], b["face_mask"])
-    assert torch.allclose(out["landmarks"], b["landmarks"], atol=1e-3)
-    assert torch.allclose(out["vertices"], b["vertices"], atol=1e-4)
+    assert torch.equal(out.mask, b["face_mask"])
+    assert torch.allclose(out.landmarks_px, b["landmarks"], atol=1e-3)
+    assert torch.allclose(out.vertices_cam, b["vertices"], atol=1e-4)
 
 
 def test_exact_ground_truth_rerender(face_model):
@@ -290,13 +292,13 @@ def test_exact_ground_truth_rerender(face_model):
     out = Renderer(96)(face_model, b["coeffs"], colors=b["colors"])
     inner = -torch.nn.functional.max_pool2d(-b["face_mask"], 3, 1, 1)  # one pixel in from the silhouette
     inner = inner.expand(-1, 3, -1, -1) > 0
-    err = (out["image"] - b["clean"]).abs()[inner]
+    err = (out.image - b["clean"]).abs()[inner]
     assert float(err.max()) <= 0.5 / 255 + 1e-6, float(err.max())  # 8-bit quantisation only
     assert torch.equal(b["image"], b["clean"])
     # with the default extras, the face pixels depart from the SH render (shadows, highlights, camera)
     full = SyntheticFaces(seed=8, length=10, face_model=face_model, image_size=96, occlusion=False).batch(range(6))
     assert torch.equal(full["coeffs"], b["coeffs"]) and torch.equal(full["colors"], b["colors"])
-    assert float((out["image"] - full["clean"]).abs()[inner].mean()) > 1.0 / 255
+    assert float((out.image - full["clean"]).abs()[inner].mean()) > 1.0 / 255
 
 
 def test_albedo_goes_beyond_the_basis(face_model):
@@ -403,16 +405,16 @@ def _posed(face_model, poses, size=112):
 
 
 def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_model):
-    from pyfaid.data.contour import JawContour
+    from pyfaid.synth.contour import JawContour
 
     jc = JawContour(face_model)
     r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis = jc.compute(out["landmarks"], out["vertices"], out["rast"], r, rot)
-    assert torch.equal(lm2d[0], out["landmarks"][0])  # frontal: the 3-D jaw line is the outline
+    lm2d, vis = jc.compute(out.landmarks_px, out.vertices_cam, out.rast, r, rot)
+    assert torch.equal(lm2d[0], out.landmarks_px[0])  # frontal: the 3-D jaw line is the outline
     assert vis[0].all()
-    face = out["mask"][:, 0]
+    face = out.mask[:, 0]
     for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
-        moved = (lm2d[b] - out["landmarks"][b]).norm(dim=1)
+        moved = (lm2d[b] - out.landmarks_px[b]).norm(dim=1)
         assert (moved[list(far)] > 1.0).sum() >= 5, moved
         assert vis[b, :17].all()
         # moved points lie on the silhouette: on face pixels, with background a few pixels outward
@@ -438,7 +440,7 @@ def test_landmarks_2d_in_items(batch):
 
 # ------------------------------------------------------------------------- pieces
 def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
-    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
+    from pyfaid.synth.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
 
     ds = SyntheticFaces(seed=0, length=50, face_model=face_model, framing="exact")
     c = torch.from_numpy(np.stack([ds.sample_coeffs(i) for i in range(10)]))
@@ -457,7 +459,7 @@ def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
 
 
 def test_alignment_table_file_roundtrip(tmp_path):
-    from pyfaid.data.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
+    from pyfaid.synth.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
 
     table = np.random.default_rng(0).normal(size=(5, 6))
     path = str(tmp_path / "table.json")
@@ -470,7 +472,7 @@ def test_alignment_table_file_roundtrip(tmp_path):
 
 
 def test_photo_effects_strength_zero_is_identity_and_deterministic():
-    from pyfaid.data.photo import apply_effects, sample_effects
+    from pyfaid.synth.photo import apply_effects, sample_effects
 
     img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
     fx = sample_effects(np.random.default_rng(1), 32, strength=0.0)
@@ -483,7 +485,7 @@ def test_photo_effects_strength_zero_is_identity_and_deterministic():
 
 
 def test_context_follows_the_face(face_model):
-    from pyfaid.facemodel.context import load_context
+    from pyfaid.synth.context import load_context
     from pyfaid.render.camera import euler_rotation
 
     ctx = load_context(face_model)
@@ -507,7 +509,7 @@ def test_context_follows_the_face(face_model):
 
 
 def test_skin_painter_is_reproducible(face_model):
-    from pyfaid.data.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
+    from pyfaid.synth.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
 
     sp = SkinPainter(face_model)
     base = face_model.mean_tex.numpy()

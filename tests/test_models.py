@@ -171,9 +171,9 @@ def test_landmark_head_and_pretrain_objective():
     torch.manual_seed(0)
     faid = build_tiny(cfg)
     out = faid(TinyFaces(2).images)
-    assert out.landmarks_head.shape == (2, 68, 2) and out.landmark_confidence.shape == (2, 68)
+    assert out.landmarks_head_px.shape == (2, 68, 2) and out.landmark_confidence.shape == (2, 68)
     # untrained head: every point at the image centre (pixel-centre coordinates), confidence 1
-    assert torch.allclose(out.landmarks_head, torch.full_like(out.landmarks_head, S / 2 - 0.5))
+    assert torch.allclose(out.landmarks_head_px, torch.full_like(out.landmarks_head_px, S / 2 - 0.5))
     assert torch.allclose(out.landmark_confidence, torch.ones(2, 68))
     ds = TinyFaces(4)
     fm = faid.face_model

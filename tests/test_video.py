@@ -9,14 +9,15 @@ import pytest
 import torch
 
 import pyfaid
-from pyfaid import inference
 from pyfaid import reconstruct as R
-from pyfaid.data.clips import photo_clip, synthetic_clip, write_video
 from pyfaid.facemodel.blendshapes import ARKIT_NAMES
 from pyfaid.reconstruct.expression import Pinhole
 from pyfaid.reconstruct.filters import OneEuro, OneEuroFilter, similarity_speed
+from pyfaid.reconstruct.predict import crop_renderer
 from pyfaid.reconstruct.video import clip_pose, crop_pose
 from pyfaid.reconstruct.video_result import LIVE_LINK_FACE_COLUMNS
+from pyfaid.reconstruct.video_track import write_video
+from pyfaid.synth.clips import photo_clip, synthetic_clip
 
 SIZE = (320, 240)
 SCRIPT = ((3, "still"), (6, "jawOpen@0.8"), (3, "still"))
@@ -71,7 +72,7 @@ def test_similarity_speed_sees_shift_turn_and_zoom_not_noise():
 
 # ----------------------------------------------------------------------------- cameras
 def test_clip_and_crop_poses_are_inverse_and_keep_the_pixel():
-    crop_cam = Pinhole.of_renderer(inference.crop_renderer("cpu"))
+    crop_cam = Pinhole.of_renderer(crop_renderer("cpu"))
     clip_cam = Pinhole(2200.0, 319.5, 239.5, 10.0)
     ang, sc = 0.3, 0.45  # a crop turned and scaled
     m = np.array([[sc * np.cos(ang), -sc * np.sin(ang), -20.0], [sc * np.sin(ang), sc * np.cos(ang), 35.0]])
@@ -100,7 +101,7 @@ def test_clip_is_tracked_with_its_pose_and_expression(clip, vrec):
     assert set(vrec.pose(0)) == {"yaw", "pitch", "roll"} and list(vrec.blendshapes(0)) == list(ARKIT_NAMES)
     rec = vrec.frame(5, clip.frames[5])  # one frame as a Reconstruction: its landmarks are the video's
     np.testing.assert_allclose(rec.landmarks, vrec.landmarks[5], atol=1e-3)
-    assert rec.render()["mask"].sum() > 500
+    assert rec.render().mask.sum() > 500
 
 
 def test_video_exports(clip, vrec, tmp_path):

@@ -2,7 +2,7 @@
 
     python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8] [--size 224] [--real DIR]
     python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
-    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.json]
+    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/synth/assets/alignment_residuals.json]
 
 ``preview`` writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean
 pictures, a row of the same samples with occluders, and a row of masks (white: visible face, red:
@@ -13,7 +13,7 @@ MTCNN follows each group, for comparison (the photos stay in memory; only the gr
 ``cache`` renders a pretraining cache that :class:`pyfaid.data.CachedFaces` reads (see
 :mod:`pyfaid.data.cache`); it resumes where it stopped. ``measure-alignment`` measures MTCNN's
 framing errors on photo-like synthetic frames and writes the table
-:class:`pyfaid.data.alignment.AlignmentJitter` samples from.
+:class:`pyfaid.synth.alignment.AlignmentJitter` samples from.
 """
 
 from __future__ import annotations
@@ -22,10 +22,18 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import cv2
 import numpy as np
 import torch
+
+from pyfaid.data.cache import write_cache
+from pyfaid.data.datasets import list_images, read_image
+from pyfaid.encoders import align_faces
+from pyfaid.synth import SyntheticFaces
+from pyfaid.synth.alignment import write_table
+from pyfaid.synth.measure_alignment import measure_residuals
 
 
 def _mask_vis(face: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
@@ -47,11 +55,6 @@ def _draw_points(img: torch.Tensor, points: torch.Tensor, visible: torch.Tensor)
 
 def _real_row(folder: str, n: int, size: int) -> list:
     """Up to n photos from a folder, aligned by MTCNN, resized to ``size``."""
-    import warnings
-
-    from pyfaid.data.datasets import list_images, read_image
-    from pyfaid.encoders import align_faces
-
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"--real {folder}: no photos found")
@@ -71,8 +74,6 @@ def _real_row(folder: str, n: int, size: int) -> list:
 def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: int = 224,
             real: str | None = None) -> str:
     """Render ``n`` synthetic samples and write a PNG grid; returns its path."""
-    from pyfaid.data import SyntheticFaces
-
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     if per_row < 1:
@@ -112,9 +113,6 @@ def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: in
 
 def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
     """Measure MTCNN's residual framing on synthetic frames and write the table file."""
-    from pyfaid.data.alignment import write_table
-    from pyfaid.data.measure_alignment import measure_residuals
-
     table, meta = measure_residuals(n, seed=seed, device=device)
     if len(table) == 0:
         raise RuntimeError("MTCNN found no face in any synthetic frame; nothing written")
@@ -154,8 +152,6 @@ def main(argv=None) -> int:
         if args.command == "preview":
             preview(args.out, args.n, args.seed, args.per_row, args.size, args.real)
         elif args.command == "cache":
-            from pyfaid.data.cache import write_cache
-
             if args.threads:
                 torch.set_num_threads(args.threads)
                 cv2.setNumThreads(args.threads)

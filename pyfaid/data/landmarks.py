@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
+import scipy.io
 import torch
 
 from pyfaid.data.datasets import IMAGE_EXTS, ImageFolderFaces, list_images
@@ -108,8 +109,6 @@ class AnnotatedPhoto:
 
 
 def _aflw_points(mat_path: str):
-    import scipy.io
-
     try:
         mat = scipy.io.loadmat(mat_path)
         pts = np.asarray(mat["pt3d_68"], np.float64)[:2].T  # [68, 2]

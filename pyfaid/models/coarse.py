@@ -98,7 +98,7 @@ class CoarseModel(nn.Module):
             images: ``[B, 3, H, W]`` RGB in [0, 1].
 
         Returns:
-            dict with ``coeffs [B, num_coeffs]`` and, with the landmark head, ``landmarks
+            dict with ``coeffs [B, num_coeffs]`` and, with the landmark head, ``landmarks_unit
             [B, 68, 2]`` in units of the image side, ``log_scale [B, 68]`` and
             ``confidence [B, 68]``.
         """
@@ -113,7 +113,7 @@ class CoarseModel(nn.Module):
         if self.landmarks is not None:
             raw = self.landmarks(feat * self.out_scale)  # scaled like the coefficients (see __init__)
             log_scale = raw[:, 136:].clamp(-8.0, 4.0)
-            out["landmarks"] = raw[:, :136].view(-1, 68, 2)
+            out["landmarks_unit"] = raw[:, :136].view(-1, 68, 2)
             out["log_scale"] = log_scale
             out["confidence"] = torch.exp(-log_scale)
         return out

@@ -9,13 +9,28 @@ import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, DlibLandmarksUnavailable, load_shape_predictor
-from pyfaid.reconstruct.api import NO_CHECKPOINT_MESSAGE, ReconstructionError, load_model, reconstruct
+from pyfaid.checkpoint import pretrained_available
+from pyfaid.encoders.dlib_landmarks import (
+    LICENCE_NOTE,
+    DlibLandmarksUnavailable,
+    load_shape_predictor,
+)
+from pyfaid.reconstruct.api import (
+    DEFAULT_FIT_STEPS,
+    NO_CHECKPOINT_MESSAGE,
+    ReconstructionError,
+    load_model,
+    reconstruct,
+)
+from pyfaid.reconstruct.filters import OneEuro
 from pyfaid.reconstruct.io import ImageDecodeWarning, collect_inputs, load_image
-from pyfaid.reconstruct.video import DEFAULT_FILTER
+from pyfaid.reconstruct.predict import resolve_device
+from pyfaid.reconstruct.video import DEFAULT_FILTER, reconstruct_video
 from pyfaid.reconstruct.video_track import VIDEO_EXTENSIONS
 
 __all__ = ["main", "write_outputs", "write_overlay"]
@@ -44,8 +59,6 @@ def write_outputs(rec, photo: np.ndarray, out_dir: Path, stem: str, exports=DEFA
                   turntable: bool = False, texture: str = "photo", texture_size: int = 1024) -> None:
     """Write one face's exports (``obj``, ``glb``, ``ply``, ``npz``), strip, overlay and optional
     turntable under ``out_dir``; the texture is baked once for all of them."""
-    import cv2
-
     tex = None
     if {"obj", "glb"} & set(exports) or turntable:
         tex = rec.texture(texture, texture_size, photo=photo)
@@ -60,8 +73,6 @@ def write_outputs(rec, photo: np.ndarray, out_dir: Path, stem: str, exports=DEFA
 
 def write_overlay(recs, photo: np.ndarray, path: Path) -> None:
     """Every face of ``recs`` (reconstructions of one photo) drawn over ``photo``, written to ``path``."""
-    import cv2
-
     img = photo
     for rec in recs:
         img = rec.overlay(img)
@@ -144,8 +155,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    from pyfaid.checkpoint import pretrained_available
-    from pyfaid.reconstruct.api import DEFAULT_FIT_STEPS
 
     ck = None if args.checkpoint.lower() == "none" else args.checkpoint
     if ck == "default":
@@ -160,9 +169,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DlibLandmarksUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from tqdm import tqdm
-
-    from pyfaid.inference import resolve_device
 
     files = collect_inputs(args.inputs)
     if not files:
@@ -206,9 +212,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def _reconstruct_video_file(path: str, args, dev, model, out_dir: Path, used: set) -> tuple:
     """Reconstruct one video and write its outputs; returns ``(frames with a face, stem)``."""
-    from pyfaid.reconstruct.filters import OneEuro
-    from pyfaid.reconstruct.video import reconstruct_video
-
     params = None if args.no_filter else OneEuro(args.filter_min_cutoff, args.filter_beta, DEFAULT_FILTER.d_cutoff)
     vrec = reconstruct_video(path, checkpoint="default" if model is None else None, model=model, device=dev,
                              fit_steps=0 if args.fit is None else args.fit, filter=params, max_frames=args.max_frames)

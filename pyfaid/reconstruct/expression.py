@@ -30,13 +30,14 @@ The camera is any pinhole in Deep3DFaceRecon's convention (:class:`Pinhole`): th
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import numpy as np
 import torch
 
 from pyfaid.facemodel.blendshapes import Blendshapes
+from pyfaid.reconstruct.predict import Prediction
 
 __all__ = ["ExpressionSolver", "Pinhole", "SPACES", "FIT_SPACES", "INNER", "euler_matrix", "solve_expression",
            "box_qp"]
@@ -293,15 +294,15 @@ class ExpressionSolver:
         return out
 
 
-def solve_expression(face_model, renderer, pred: dict) -> dict:
+def solve_expression(face_model, renderer, pred: Prediction) -> Prediction:
     """A prediction's expression and pose solved from its 68 landmarks in ARKit blendshape space.
 
     Args:
         face_model: a MorphableModel with blendshapes.
         renderer: the crop's Renderer.
-        pred: :func:`pyfaid.inference.predict`'s dict (``landmarks [N, 68, 2]`` in crop pixels,
-            optional ``confidence [N, 68]`` and ``coeffs [N, layout.size]``; without coefficients
-            the solve starts from the mean face, frontal).
+        pred: :func:`pyfaid.reconstruct.predict.predict`'s :class:`~pyfaid.reconstruct.predict.Prediction`
+            (``landmarks_crop_px [N, 68, 2]``, optional ``landmark_confidence [N, 68]`` and
+            ``coeffs [N, layout.size]``; without coefficients the solve starts from the mean face, frontal).
 
     Returns:
         a copy of ``pred`` with the new ``coeffs``.
@@ -309,16 +310,16 @@ def solve_expression(face_model, renderer, pred: dict) -> dict:
     Raises:
         ValueError: ``pred`` has no 68 landmarks. NoBlendshapesError: the model has none.
     """
-    lm = pred.get("landmarks")
+    lm = pred.landmarks_crop_px
     if lm is None:
         raise ValueError("fit_space='blendshapes' solves the expression from 68 landmarks: it needs a model with "
                          "a landmark head (the shipped one has it) or landmarks='dlib'")
-    coeffs = pred.get("coeffs")
+    coeffs = pred.coeffs
     if coeffs is None:
         coeffs = face_model.layout.zeros(lm.shape[0], device=lm.device)
-    conf = pred.get("confidence")
+    conf = pred.landmark_confidence
     weights = None
     if conf is not None:  # relative to each face's median, clipped: no point dominates
         weights = (conf / conf.median(dim=1, keepdim=True).values.clamp_min(1e-6)).clamp(0.1, 1.0)
     solver = ExpressionSolver(face_model, space="blendshapes")
-    return dict(pred, coeffs=solver.refine(coeffs, lm, Pinhole.of_renderer(renderer), weights))
+    return replace(pred, coeffs=solver.refine(coeffs, lm, Pinhole.of_renderer(renderer), weights))

@@ -9,6 +9,7 @@ import tempfile
 import warnings
 from typing import List, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -67,8 +68,6 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
             file: its missing part is grey); one warning naming the file, instead of the
             decoder's own lines on standard error.
     """
-    import cv2
-
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ImageReadError(f"{path}: is a folder, not an image (the command line takes folders; "
@@ -158,8 +157,6 @@ def skin_mask(images: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, 1, H, W]`` float mask (1 = skin-like).
     """
-    import cv2
-
     out = []
     for img in images.detach().cpu():
         rgb = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)

@@ -22,25 +22,30 @@ Link Face's layout, an animated glTF and an overlay video.
 
 from __future__ import annotations
 
-import math
 from typing import Optional
 
 import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
+from tqdm import tqdm
 
+from pyfaid.checkpoint import pretrained_available
 from pyfaid.encoders.align import FaceNotFoundError
 from pyfaid.facemodel.blendshapes import Blendshapes
+from pyfaid.reconstruct.api import NoCheckpointError, load_model
 from pyfaid.reconstruct.expression import ExpressionSolver, Pinhole
 from pyfaid.reconstruct.filters import OneEuro, OneEuroFilter, similarity_speed
+from pyfaid.reconstruct.predict import crop_renderer, predict, resolve_device
+from pyfaid.reconstruct.video_camera import clip_pose, crop_pose, photo_scale
+from pyfaid.reconstruct.video_fit import fit_frame
 from pyfaid.reconstruct.video_result import VideoReconstruction
 from pyfaid.reconstruct.video_track import FaceTracker, VideoFrames
 
-__all__ = ["reconstruct_video", "DEFAULT_FILTER", "KEYFRAMES", "crop_pose", "clip_pose"]
+__all__ = ["reconstruct_video", "DEFAULT_FILTER", "KEYFRAMES", "crop_pose", "clip_pose"]  # poses: video_camera
 
 #: The One-Euro parameters of the outputs: landmarks in units of the face's size (the first
 #: detection's eye-corner distance), pose in radians and model units, weights as they are. Chosen
-#: on the synthetic clip (:func:`pyfaid.data.clips.synthetic_clip`, ``benchmarks/bm_video.py``).
+#: on the synthetic clip (:func:`pyfaid.synth.clips.synthetic_clip`, ``benchmarks/bm_video.py``).
 DEFAULT_FILTER = OneEuro(min_cutoff=0.5, beta=10.0, d_cutoff=1.0)
 #: Frontal frames whose fine albedo is averaged into the clip's albedo.
 KEYFRAMES = 5
@@ -48,58 +53,7 @@ KEYFRAMES = 5
 SOLVE_STEPS_START, SOLVE_STEPS = 5, 2
 
 
-def _split(m: np.ndarray) -> tuple:
-    """A similarity photo -> crop: ``(L, b, s, phi)`` of its inverse crop -> photo ``p = L c + b``
-    (``s`` photo pixels per crop pixel, ``phi`` its rotation in pixel coordinates)."""
-    a = np.linalg.inv(np.vstack([np.asarray(m, np.float64), [0, 0, 1.0]]))[:2]
-    lin, b = a[:, :2], a[:, 2]
-    return lin, b, float(np.hypot(lin[0, 0], lin[1, 0])), float(math.atan2(lin[1, 0], lin[0, 0]))
-
-
-def clip_pose(m, angle, trans, crop_cam: Pinhole, clip_cam: Pinhole) -> tuple:
-    """A pose in a frame's crop camera -> the same head in the clip's camera.
-
-    The head's origin keeps its pixel and its apparent size; the rotation turns by the crop's
-    in-plane rotation (the crop is the frame turned and scaled, so only the roll changes).
-
-    Args:
-        m: ``2x3`` the frame's photo -> crop similarity.
-        angle, trans: ``[3]`` radians and ``[3]`` model units in the crop camera.
-        crop_cam, clip_cam: the two cameras.
-
-    Returns:
-        ``(angle [3], trans [3])`` in the clip camera (numpy float64).
-    """
-    lin, b, s, phi = _split(m)
-    angle, trans = np.asarray(angle, np.float64), np.asarray(trans, np.float64)
-    depth_c = crop_cam.distance - trans[2]
-    pc = np.array([crop_cam.focal * trans[0] / depth_c + crop_cam.cx, -crop_cam.focal * trans[1] / depth_c + crop_cam.cy])
-    pp = lin @ pc + b
-    depth = depth_c * clip_cam.focal / (s * crop_cam.focal)
-    out = np.array([(pp[0] - clip_cam.cx) * depth / clip_cam.focal, -(pp[1] - clip_cam.cy) * depth / clip_cam.focal,
-                    clip_cam.distance - depth])
-    return np.array([angle[0], angle[1], angle[2] - phi]), out
-
-
-def crop_pose(m, angle, trans, crop_cam: Pinhole, clip_cam: Pinhole) -> tuple:
-    """The inverse of :func:`clip_pose`: a pose in the clip's camera -> the frame's crop camera."""
-    m = np.asarray(m, np.float64)
-    _, _, s, phi = _split(m)
-    angle, trans = np.asarray(angle, np.float64), np.asarray(trans, np.float64)
-    depth = clip_cam.distance - trans[2]
-    pp = np.array([clip_cam.focal * trans[0] / depth + clip_cam.cx, -clip_cam.focal * trans[1] / depth + clip_cam.cy])
-    pc = m[:, :2] @ pp + m[:, 2]
-    depth_c = depth * s * crop_cam.focal / clip_cam.focal
-    out = np.array([(pc[0] - crop_cam.cx) * depth_c / crop_cam.focal, -(pc[1] - crop_cam.cy) * depth_c / crop_cam.focal,
-                    crop_cam.distance - depth_c])
-    return np.array([angle[0], angle[1], angle[2] + phi]), out
-
-
 def _resolve(checkpoint, model, device):
-    from pyfaid import inference
-    from pyfaid.checkpoint import pretrained_available
-    from pyfaid.reconstruct.api import NoCheckpointError, load_model
-
     if model is not None:
         return model[0] if isinstance(model, tuple) else model
     if checkpoint == "default":
@@ -107,17 +61,15 @@ def _resolve(checkpoint, model, device):
     if checkpoint is None:
         raise NoCheckpointError("reconstruct_video needs a FAID model with a landmark head (checkpoint='pretrained', "
                                 "the shipped one, or a checkpoint trained with model.landmark_head: true)")
-    return load_model(checkpoint, inference.resolve_device(device))[0]
+    return load_model(checkpoint, resolve_device(device))[0]
 
 
 def _track(source: VideoFrames, tracker: FaceTracker, keyframes: int, progress: bool) -> tuple:
     """Pass 1: a Track (or None) per frame, and the crops of the most frontal tracked frames."""
-    from tqdm import tqdm
-
     tracks, frontal = [], []  # frontal: (|yaw|, frame, crop)
     lay = tracker.net.face_model.layout
     for i, frame in enumerate(tqdm(source, total=len(source), desc="track", unit="frame", disable=not progress)):
-        t = tracker.step(frame)
+        t = tracker.step(frame, i)
         tracks.append(t)
         if t is not None:
             frontal.append((abs(float(t.coeffs[lay.slice("angle")][1])), i, t.crop))
@@ -128,14 +80,13 @@ def _track(source: VideoFrames, tracker: FaceTracker, keyframes: int, progress: 
 
 @torch.no_grad()
 def _clip_face(net, tracks: list, key_crops: list) -> dict:
-    """The clip's identity (mean coefficients), albedo coefficients and albedo (fine stage, keyframes)."""
-    from pyfaid import inference
-
+    """The clip's identity (mean coefficients), albedo coefficients and albedo (step 2, the whole
+    network, on the key frames)."""
     fm = net.face_model
     coeffs = torch.stack([t.coeffs for t in tracks if t is not None]).float()
     parts = fm.split_coeffs(coeffs)
-    pred = inference.predict(net, torch.stack(key_crops).to(coeffs.device))
-    return {"id": parts["id"].mean(0), "tex": parts["tex"].mean(0), "albedo": pred["colors"].mean(0).clamp(0, 1).cpu()}
+    pred = predict(net, torch.stack(key_crops).to(next(net.parameters()).device))
+    return {"id": parts["id"].mean(0), "tex": parts["tex"].mean(0), "albedo": pred.albedo.mean(0).clamp(0, 1).cpu()}
 
 
 def reconstruct_video(path_or_frames, checkpoint="default", fit_steps: int = 0, device="cpu",
@@ -167,38 +118,32 @@ def reconstruct_video(path_or_frames, checkpoint="default", fit_steps: int = 0, 
         FaceNotFoundError: no frame shows a face.
         NoCheckpointError: no model with a landmark head.
     """
-    from pyfaid import inference
-    from pyfaid.reconstruct.video_fit import fit_frame
-
     if int(fit_steps) < 0:
         raise ValueError(f"fit_steps must be >= 0, got {fit_steps}")
     if int(keyframes) < 1:
         raise ValueError(f"keyframes must be >= 1, got {keyframes}")
     source = VideoFrames(path_or_frames, fps=fps, max_frames=max_frames)
-    dev = inference.resolve_device(device)
+    dev = resolve_device(device)
     net = _resolve(checkpoint, model, dev)
     Blendshapes(net.face_model)  # a model without blendshapes fails here, before any work
-    tracks, key_crops = _track(source, FaceTracker(net, dev), int(keyframes), progress)
+    tracks, key_crops = _track(source, FaceTracker(net, dev, source.name), int(keyframes), progress)
     n_found = sum(t is not None for t in tracks)
     if n_found == 0:
         raise FaceNotFoundError(f"{source.name}: no face detected in any of its {len(tracks)} frames")
     face = _clip_face(net, tracks, key_crops)
     first = next(t for t in tracks if t is not None)
-    crop_cam = Pinhole.of_renderer(inference.crop_renderer(dev))
+    crop_cam = Pinhole.of_renderer(crop_renderer(dev))
     w, h = source.size
-    s0 = _split(first.transform)[2]
+    s0 = photo_scale(first.transform)
     clip_cam = Pinhole(crop_cam.focal * s0, (w - 1) / 2.0, (h - 1) / 2.0, crop_cam.distance)
     frames = iter(source) if fit_steps > 0 else None
     with threadpool_limits(1, user_api="blas"):  # 58 x 58 problems: BLAS threads would only wait on each other
-        states = _per_frame(net, tracks, face, clip_cam, crop_cam, source.fps, filter, fit_steps, frames, progress,
-                            fit_frame)
+        states = _per_frame(net, tracks, face, clip_cam, crop_cam, source.fps, filter, fit_steps, frames, progress)
     return VideoReconstruction.assemble(source, net.face_model, tracks, face, states, clip_cam, filter, int(fit_steps))
 
 
-def _per_frame(net, tracks, face, clip_cam, crop_cam, fps, params, fit_steps, frames, progress, fit_frame) -> list:
+def _per_frame(net, tracks, face, clip_cam, crop_cam, fps, params, fit_steps, frames, progress) -> list:
     """Pass 2: per frame the filtered landmarks, the solved (and fitted) pose and weights, the light."""
-    from tqdm import tqdm
-
     fm = net.face_model
     lay = fm.layout
     solver = ExpressionSolver(fm)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from pyfaid import losses as L
 from pyfaid.facemodel.blendshapes import Blendshapes
 from pyfaid.reconstruct.expression import INNER
+from pyfaid.reconstruct.video_camera import clip_pose, crop_pose
 
 __all__ = ["fit_frame", "LEARNING_RATES", "W_LANDMARK"]
 
@@ -52,8 +53,6 @@ def fit_frame(face_model, track, frame: np.ndarray, x: np.ndarray, gamma: np.nda
     Returns:
         dict with ``x [58]`` (clip camera) and ``gamma [27]``.
     """
-    from pyfaid.reconstruct.video import clip_pose, crop_pose
-
     k = len(shapes)
     lay = face_model.layout
     renderer = net.renderer
@@ -82,9 +81,9 @@ def fit_frame(face_model, track, frame: np.ndarray, x: np.ndarray, gamma: np.nda
                       "tex": face["tex"].float().to(dev)[None], "angle": p["angle"][None],
                       "gamma": p["gamma"][None], "trans": p["trans"][None]})
         out = renderer(face_model, c, colors=albedo)
-        weight = out["mask"].detach() * (1.0 if vis is None else vis)
-        loss = L.photometric_loss(target, out["image"], weight) + 10.0 * L.gamma_regularizer(p["gamma"][None])
-        loss = loss + W_LANDMARK * L.landmark_loss(out["landmarks"][:, list(INNER)], lm_target, float(size))
+        weight = out.mask.detach() * (1.0 if vis is None else vis)
+        loss = L.photometric_loss(target, out.image, weight) + 10.0 * L.gamma_regularizer(p["gamma"][None])
+        loss = loss + W_LANDMARK * L.landmark_loss(out.landmarks_px[:, list(INNER)], lm_target, float(size))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

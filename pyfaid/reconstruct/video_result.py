@@ -22,13 +22,20 @@ import os
 from dataclasses import dataclass, field
 from typing import Dict, Optional
 
+import cv2
 import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
+from tqdm import tqdm
 
 from pyfaid.facemodel.blendshapes import LIVE_LINK_FACE_NAMES, Blendshapes
-from pyfaid.fileio import write_atomic
+from pyfaid.fileio import atomic_path, write_atomic
+from pyfaid.reconstruct import export, gltf
 from pyfaid.reconstruct.expression import Pinhole, euler_matrix
+from pyfaid.reconstruct.predict import CROP_SIZE, crop_renderer
+from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
+from pyfaid.reconstruct.video_camera import crop_pose
+from pyfaid.reconstruct.video_track import VideoFrames, write_video
 
 __all__ = ["VideoReconstruction", "LIVE_LINK_FACE_COLUMNS"]
 
@@ -85,8 +92,6 @@ class VideoReconstruction:
     @classmethod
     def assemble(cls, source, face_model, tracks, face, states, camera, params, fit_steps) -> "VideoReconstruction":
         """Stack the per-frame results of :func:`~pyfaid.reconstruct.video.reconstruct_video`."""
-        from pyfaid import inference
-
         n, k = len(tracks), len(Blendshapes(face_model))
         nan = lambda *s: np.full((n,) + s, np.nan)  # noqa: E731
         lm, raw, w, ang, tr, g = nan(68, 2), nan(68, 2), nan(k), nan(3), nan(3), nan(27)
@@ -95,7 +100,7 @@ class VideoReconstruction:
                 continue
             lm[i], raw[i], g[i] = s["landmarks"], s["landmarks_raw"], s["gamma"]
             w[i], ang[i], tr[i] = s["x"][:k], s["x"][k:k + 3], s["x"][k + 3:]
-        crop_cam = Pinhole.of_renderer(inference.crop_renderer("cpu"))
+        crop_cam = Pinhole.of_renderer(crop_renderer("cpu"))
         return cls(source.name, source.fps, tuple(source.size), face_model, face["id"].cpu(), face["tex"].cpu(),
                    face["albedo"].cpu(), camera, crop_cam, np.array([t is not None for t in tracks]),
                    np.array([t is not None and t.detected for t in tracks]),
@@ -127,8 +132,6 @@ class VideoReconstruction:
 
     def coeffs(self, i: int) -> torch.Tensor:
         """Frame ``i``'s coefficient vector ``[layout.size]`` in its crop's frame (for rendering)."""
-        from pyfaid.reconstruct.video import crop_pose
-
         if not self.tracked[i]:
             raise ValueError(f"frame {i} has no face")
         fm = self.face_model
@@ -140,15 +143,11 @@ class VideoReconstruction:
 
     def frame(self, i: int, image: np.ndarray):
         """Frame ``i`` as a :class:`~pyfaid.reconstruct.Reconstruction` (``image``: the frame, RGB uint8)."""
-        import cv2
-
-        from pyfaid import inference
-        from pyfaid.reconstruct.result import make_reconstruction
-
         m = self.transforms[i]
-        crop = torch.from_numpy(cv2.warpAffine(image, m, (224, 224), flags=cv2.INTER_LINEAR)).permute(2, 0, 1) / 255.0
+        crop = torch.from_numpy(cv2.warpAffine(image, m, (CROP_SIZE, CROP_SIZE), flags=cv2.INTER_LINEAR))
+        crop = crop.permute(2, 0, 1) / 255.0
         lm_crop = torch.from_numpy(self.landmarks[i] @ m[:, :2].T + m[:, 2]).float()
-        renderer = inference.crop_renderer("cpu")
+        renderer = crop_renderer("cpu")
         return make_reconstruction(self.face_model.cpu(), renderer, crop.float(), self.coeffs(i), self.albedo, None,
                                    f"{self.source}#{i}", m, [], photo_size=(self.size[1], self.size[0]),
                                    detected=lm_crop, landmark_source="head")
@@ -180,9 +179,6 @@ class VideoReconstruction:
     def save_glb(self, path, texture_size: int = 512) -> str:
         """Write the animated glTF (see the module's docstring; metres, one keyframe per frame
         with a face). Returns the path."""
-        from pyfaid.reconstruct import export, gltf
-        from pyfaid.reconstruct.result import Reconstruction
-
         fm = self.face_model
         shapes = Blendshapes(fm)
         with torch.no_grad():
@@ -208,11 +204,6 @@ class VideoReconstruction:
         """Write the overlay video: every frame of ``source`` (the clip's
         :class:`~pyfaid.reconstruct.video_track.VideoFrames`, path or frames) with the render and
         the filtered landmarks drawn where it has a face. Returns the path."""
-        from tqdm import tqdm
-
-        from pyfaid.data.clips import write_video
-        from pyfaid.reconstruct.video_track import VideoFrames
-
         frames = source if isinstance(source, VideoFrames) else VideoFrames(source, fps=self.fps)
 
         def drawn():
@@ -236,8 +227,6 @@ class VideoReconstruction:
     def save_npz(self, path) -> str:
         """Write the per-frame arrays (landmarks, weights, pose, lighting, tracked) and the clip's
         identity, albedo and camera to an ``.npz``. Returns the path."""
-        from pyfaid.fileio import atomic_path
-
         with atomic_path(os.fspath(path)) as tmp:
             np.savez_compressed(tmp, landmarks=self.landmarks, landmarks_raw=self.landmarks_raw, weights=self.weights,
                                 angles=self.angles, translations=self.translations, gamma=self.gamma,

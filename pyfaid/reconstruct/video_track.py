@@ -13,6 +13,7 @@ through it lags or oscillates), MTCNN's points follow it fully.
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import dataclass
 from typing import Iterator, Optional
@@ -21,10 +22,12 @@ import cv2
 import numpy as np
 import torch
 
-from pyfaid.encoders.align import align_crop, detect_faces, face_threshold, refine_face
+from pyfaid.encoders.align import FaceNotFoundError, face_threshold, refine_face
+from pyfaid.fileio import atomic_path
+from pyfaid.reconstruct.detect import Crop, Detection, crop_face, detect
 from pyfaid.reconstruct.io import ImageReadError, to_rgb_uint8
 
-__all__ = ["VideoFrames", "VideoReadError", "FaceTracker", "Track", "VIDEO_EXTENSIONS"]
+__all__ = ["VideoFrames", "VideoReadError", "FaceTracker", "Track", "VIDEO_EXTENSIONS", "write_video"]
 
 #: File extensions the command line treats as videos.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -121,29 +124,6 @@ class Track:
 
     Attributes:
         transform: ``2x3`` similarity photo pixels -> crop pixels.
-        crop: ``[3, 224, 224]`` the aligned crop, RGB in [0, 1].
-        coeffs: ``[layout.size]`` the network's coefficients (crop frame).
-        landmarks: ``[68, 2]`` the landmark head's points in photo pixels.
-        confidence: ``[68]`` their confidences.
-        score: MTCNN's face probability of the crop's face box.
-        detected: the crop came from a detection on this frame (not from the previous frame).
-    """
-
-    transform: np.ndarray
-    crop: torch.Tensor
-    coeffs: torch.Tensor
-    landmarks: np.ndarray
-    confidence: np.ndarray
-    score: float
-    detected: bool
-
-
-@dataclass
-class Track:
-    """One frame of a track.
-
-    Attributes:
-        transform: ``2x3`` similarity photo pixels -> crop pixels.
         crop: ``[3, 224, 224]`` the aligned crop, RGB in [0, 1] (kept for the clip's key frames).
         coeffs: ``[layout.size]`` the network's coefficients (crop frame).
         landmarks: ``[68, 2]`` the landmark head's points in photo pixels.
@@ -178,50 +158,86 @@ class FaceTracker:
 
     Args:
         net: a FAID model with a landmark head (its coarse model runs on every frame).
-        device: where the network and MTCNN run.
+        device: where the network and MTCNN's output network run (detection runs on the CPU).
+        name: the clip's name (the crops' source).
     """
 
-    def __init__(self, net, device="cpu"):
+    def __init__(self, net, device="cpu", name: str = "frames"):
         if getattr(net.coarse, "landmarks", None) is None:
             raise ValueError("video tracking needs a model with a landmark head (model.landmark_head: true; the "
                              "shipped model has one)")
-        self.net, self.device = net, torch.device(device)
+        self.net, self.device, self.name = net, torch.device(device), name
         self.threshold = face_threshold(self.device)
         self.box: Optional[np.ndarray] = None  # the face's square box in the last tracked frame (photo pixels)
         self.before: Optional[np.ndarray] = None  # the box in the frame before it (when tracked too)
 
     @torch.no_grad()
-    def _predict(self, frame: np.ndarray, lm5: np.ndarray) -> tuple:
-        crop, m = align_crop(frame, lm5)
-        out = self.net.coarse.predict(crop[None].to(self.device))
-        lm_crop = out["landmarks"][0].double().cpu().numpy() * crop.shape[-1] - 0.5
-        return crop, m, out["coeffs"][0].cpu(), _photo_points(lm_crop, m), out["confidence"][0].cpu().numpy()
+    def _predict(self, crop: Crop) -> tuple:
+        """Step 2 on the coarse model alone: ``(coeffs [layout.size], landmarks [68, 2] photo px,
+        confidence [68])`` (the fine stage and the segmenter run only on the clip's key frames)."""
+        out = self.net.coarse.predict(crop.image[None])
+        lm_crop_px = out["landmarks_unit"][0].double().cpu().numpy() * crop.image.shape[-1] - 0.5
+        return (out["coeffs"][0].cpu(), _photo_points(lm_crop_px, crop.photo_to_crop),
+                out["confidence"][0].cpu().numpy())
 
-    def _detect(self, frame: np.ndarray) -> Optional[dict]:
-        found = detect_faces(frame, self.device)
-        if not found:
+    def _detect(self, frame: np.ndarray) -> Optional[Detection]:
+        """Step 1 on a whole frame: the largest face, or once tracked the one nearest the track."""
+        try:
+            found = detect(frame, "frame")
+        except FaceNotFoundError:
             return None
         if self.box is None:
-            return found[0]  # the largest face
+            return found[0]
         centre = (self.box[:2] + self.box[2:]) / 2
-        return min(found, key=lambda d: np.linalg.norm(d["landmarks5"].mean(0) - centre))
+        return min(found, key=lambda d: np.linalg.norm(d.landmarks5_photo_px.mean(0) - centre))
 
-    def step(self, frame: np.ndarray) -> Optional[Track]:
-        """Track the face into the next frame (``[H, W, 3]`` uint8 RGB); None when no face is found."""
+    def step(self, frame: np.ndarray, index: int = 0) -> Optional[Track]:
+        """Track the face into the next frame (``[H, W, 3]`` uint8 RGB, number ``index``); None when
+        no face is found."""
         detected = False
         found = None
         if self.box is not None:
             guess = self.box if self.before is None else 2 * self.box - self.before  # constant velocity
-            found = refine_face(frame, guess, self.device)
-            if found["score"] < self.threshold:
-                found = None
+            refined = refine_face(frame, guess, self.device)
+            if refined["score"] >= self.threshold:
+                found = Detection(_square(refined["box"]), np.asarray(refined["landmarks5"]), float(refined["score"]))
         if found is None:
             det = self._detect(frame)
             self.before = None
             if det is None:
                 self.box = None
                 return None
-            found, detected = {"score": det["score"], "box": _square(det["box"]), "landmarks5": det["landmarks5"]}, True
-        crop, m, coeffs, landmarks, conf = self._predict(frame, found["landmarks5"])
-        self.before, self.box = (None if detected else self.box), _square(found["box"])
-        return Track(m, crop, coeffs, landmarks, conf, float(found["score"]), detected)
+            found, detected = Detection(_square(det.box_photo_px), det.landmarks5_photo_px, det.score), True
+        crop = crop_face(frame, found, self.name, index, self.device)
+        coeffs, landmarks, conf = self._predict(crop)
+        self.before, self.box = (None if detected else self.box), found.box_photo_px
+        return Track(crop.photo_to_crop, crop.image, coeffs, landmarks, conf, found.score, detected)
+
+
+def write_video(frames, path, fps: float) -> str:
+    """Write RGB frames (any iterable of ``[H, W, 3]`` uint8) to a video file with OpenCV
+    (``.avi``: MJPG; others, e.g. ``.mp4``: MPEG-4 part 2), atomically.
+
+    Returns:
+        the path.
+
+    Raises:
+        OSError: OpenCV could not open a writer for the path. ValueError: no frames.
+    """
+    path = os.fspath(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    h, w = first.shape[:2]
+    fourcc = cv2.VideoWriter_fourcc(*("MJPG" if path.lower().endswith(".avi") else "mp4v"))
+    with atomic_path(path) as tmp:
+        writer = cv2.VideoWriter(tmp, fourcc, float(fps), (w, h))
+        if not writer.isOpened():
+            raise OSError(f"{path}: OpenCV could not open a video writer")
+        try:
+            for f in itertools.chain([first], frames):
+                writer.write(cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2BGR))
+        finally:
+            writer.release()
+    return path
