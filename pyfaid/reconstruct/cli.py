@@ -139,6 +139,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default 0: torch's default, all cores; use 1 when other "
                          "jobs share the cores, oversubscribed cores lose a lot)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the networks' precision (auto: bf16 where the CPU has native bfloat16; fitting is fp32)")
     return ap
 
 
@@ -224,7 +226,7 @@ def _reconstruct_file(path: str, args, fit: int, dev, model, out_dir: Path, used
     """Reconstruct one photo's faces and write their outputs; returns ``(reconstructions, stem)``."""
     res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
                       id_loss=args.id_loss and not args.no_id_loss, fill=not args.no_fill, model=model,
-                      progress=progress, landmarks=args.landmarks)[0]
+                      progress=progress, landmarks=args.landmarks, precision=args.precision)[0]
     if isinstance(res, ReconstructionError):
         raise res.error
     res = res if args.faces == "all" else res[:1]

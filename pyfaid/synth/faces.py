@@ -52,6 +52,7 @@ from pyfaid.synth.render import SyntheticRendering, cam_rotation
 from pyfaid.synth.sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 from pyfaid.synth.scene import SceneRenderer, lerp, soften
 from pyfaid.synth.skin import APPEARANCE_LABELS, SkinPainter
+from pyfaid.synth.views import faces_of, items_of_faces, views_of
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
 
@@ -101,6 +102,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             photo-like frame with the face at half size, used to measure MTCNN's errors).
         background_kinds: restrict backgrounds to these kinds of
             :data:`pyfaid.synth.backgrounds.BACKGROUND_KINDS` (default: all).
+        views: items per rendered face (:mod:`pyfaid.synth.views`): item ``i`` shows
+            face ``i // views`` with its own occluders and camera; 1 (default): one face per item.
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
@@ -148,6 +151,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         framing: str = "mtcnn",
         face_scale: float = 1.0,
         background_kinds: Sequence[str] | None = None,
+        views: int = 1,
     ) -> None:
         if int(length) < 0:
             raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
@@ -157,6 +161,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             raise ValueError(f"SyntheticFaces: `image_size` must be >= 16, got {image_size}")
         if framing not in FRAMINGS:
             raise ValueError(f"SyntheticFaces: `framing` must be one of {FRAMINGS}, got {framing!r}")
+        if int(views) < 1:
+            raise ValueError(f"SyntheticFaces: `views` must be >= 1, got {views}")
         if not 0.1 <= float(face_scale) <= 2.0:
             raise ValueError(f"SyntheticFaces: `face_scale` must be in [0.1, 2], got {face_scale}")
         if not 0.0 <= float(camera_effects) <= 2.0:
@@ -190,6 +196,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.framing = framing
         self.face_scale = float(face_scale)
         self.background_kinds = None if background_kinds is None else tuple(background_kinds)
+        self.views = int(views)
         self._face_model = face_model
         self._renderer = None
         self._parts = {}
@@ -275,24 +282,30 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             raise ValueError("SyntheticFaces.batch: `indices` is empty")
         fm = self.face_model
         self._tick(None)
-        plans = [self._plan(i) for i in idx]
+        faces = faces_of(idx, self.views)  # the faces to render (idx itself with one view per face)
+        plans = [self._plan(i) for i in faces]
         self._tick("plan")
         coeffs = torch.from_numpy(np.stack([p["coeffs"] for p in plans]))  # [B, layout.size]
         parts = fm.split_coeffs(coeffs)
         pheno = self.phenotype_labels(parts["id"], parts["exp"])
         model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
-        styles, colors, appearance = self._paint_albedo(model, idx, parts, pheno)
+        styles, colors, appearance = self._paint_albedo(model, faces, parts, pheno)
         colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
         self._tick("albedo")
         face = self._render_face(model, coeffs, colors_t, plans, colors, parts)
-        cleans, hairies, hair_masks, fxs = self._compose_scenes(idx, plans, parts, styles, colors, face)
-        images, occ = self._paste_occluders(idx, hairies, hair_masks, face["lm2d"])
-        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, face["cover"])
+        cleans, hairies, hair_masks, fxs = self._compose_scenes(faces, plans, parts, styles, colors, face)
+        lm2d, cover, at = face["lm2d"], face["cover"], None
+        if self.views > 1:  # each item: its face's pictures, its own occluders and camera
+            at, cleans, hairies, hair_masks, fxs = views_of(self, idx, faces, cleans, hairies, hair_masks)
+            lm2d, cover = lm2d[torch.from_numpy(at)], cover[at]
+            self._tick("views")
+        images, occ = self._paste_occluders(idx, hairies, hair_masks, lm2d)
+        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, cover)
         visible = face_mask * (1 - occ)
         self._tick("camera")
         labels = self._batch_labels(parts, colors_t, appearance, pheno)
         self._tick("labels")
-        return {
+        out = {
             "image": image,
             "clean": clean,
             "mask": visible.contiguous(),
@@ -307,6 +320,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             "index": torch.tensor(idx, dtype=torch.int64),
             "labels": labels,
         }
+        return out if at is None else items_of_faces(out, at)
 
     # ------------------------------------------------------------------------------ batch stages
     def _paint_albedo(self, model, idx: list, parts: dict, pheno: dict) -> tuple[list, list, list]:
