@@ -135,6 +135,7 @@ def test_video_exports(clip, vrec, tmp_path):
     assert count == len(clip.frames)
     z = np.load(tmp_path / "clip.npz")
     assert z["weights"].shape == (len(clip.frames), 52) and z["tracked"].all()
+    assert z["landmarks_photo_px"].shape == (len(clip.frames), 68, 2)
 
 
 def test_file_input_loss_and_recovery(clip, tmp_path):

@@ -134,7 +134,7 @@ def reconstruct_video(path_or_frames, checkpoint="default", fit_steps: int = 0, 
     first = next(t for t in tracks if t is not None)
     crop_cam = Pinhole.of_renderer(crop_renderer(dev))
     w, h = source.size
-    s0 = photo_scale(first.transform)
+    s0 = photo_scale(first.photo_to_crop)
     clip_cam = Pinhole(crop_cam.focal * s0, (w - 1) / 2.0, (h - 1) / 2.0, crop_cam.distance)
     frames = iter(source) if fit_steps > 0 else None
     with threadpool_limits(1, user_api="blas"):  # 58 x 58 problems: BLAS threads would only wait on each other
@@ -164,16 +164,17 @@ def _per_frame(net, tracks, face, clip_cam, crop_cam, fps, params, fit_steps, fr
             for f in filt.values():
                 f.reset()
             p = fm.split_coeffs(t.coeffs[None].double())
-            angle, trans = clip_pose(t.transform, p["angle"][0].numpy(), p["trans"][0].numpy(), crop_cam, clip_cam)
+            angle, trans = clip_pose(t.photo_to_crop, p["angle"][0].numpy(), p["trans"][0].numpy(), crop_cam, clip_cam)
             x = np.concatenate([np.zeros(k), angle, trans])
         if scale is None:
-            scale = float(np.linalg.norm(t.landmarks[36] - t.landmarks[45]))
+            scale = float(np.linalg.norm(t.landmarks_photo_px[36] - t.landmarks_photo_px[45]))
         time = i / fps
-        lm = t.landmarks if "landmarks" not in filt else filt["landmarks"](t.landmarks / scale, time) * scale
+        lm = t.landmarks_photo_px
+        lm = lm if "landmarks" not in filt else filt["landmarks"](lm / scale, time) * scale
         x = solver.solve(rest, clip_cam, lm, x, weights=t.confidence, steps=SOLVE_STEPS_START if gap else SOLVE_STEPS)
         gamma = t.coeffs[lay.slice("gamma")].double().numpy()
         gamma = gamma if "light" not in filt else filt["light"](gamma, time)
-        state = {"landmarks": lm, "landmarks_raw": t.landmarks, "x": x.copy(), "gamma": gamma}
+        state = {"landmarks": lm, "landmarks_raw": t.landmarks_photo_px, "x": x.copy(), "gamma": gamma}
         if fit_steps > 0:
             fitted = fit_frame(fm, t, frame, x, gamma, face, crop_cam, clip_cam, fit_steps, net, solver.shapes)
             state["x"] = fitted["x"] if "fit" not in filt else filt["fit"](fitted["x"], time)

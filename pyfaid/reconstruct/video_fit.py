@@ -58,13 +58,13 @@ def fit_frame(face_model, track, frame: np.ndarray, x: np.ndarray, gamma: np.nda
     renderer = net.renderer
     size = renderer.image_size
     dev = next(net.parameters()).device
-    crop = _crop(frame, track.transform).to(dev)[None]  # [1, 3, 224, 224]
+    crop = _crop(frame, track.photo_to_crop).to(dev)[None]  # [1, 3, 224, 224]
     with torch.no_grad():
         vis = net.segmenter.visibility(crop) if getattr(net, "segmenter", None) is not None else None
     target = F.interpolate(crop, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     vis = None if vis is None else F.interpolate(vis, size=(size, size), mode="bilinear", align_corners=False)
-    m = np.asarray(track.transform, np.float64)
-    lm_crop = torch.from_numpy(track.landmarks @ m[:, :2].T + m[:, 2]).float().to(dev)
+    m = np.asarray(track.photo_to_crop, np.float64)
+    lm_crop = torch.from_numpy(track.landmarks_photo_px @ m[:, :2].T + m[:, 2]).float().to(dev)
     lm_target = ((lm_crop + 0.5) * size / crop.shape[-1] - 0.5)[list(INNER)][None]
     angle0, trans0 = crop_pose(m, x[k:k + 3], x[k + 3:], crop_cam, clip_cam)
     p = {"w": torch.tensor(x[:k], dtype=torch.float32, device=dev),

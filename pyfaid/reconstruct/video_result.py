@@ -104,7 +104,7 @@ class VideoReconstruction:
         return cls(source.name, source.fps, tuple(source.size), face_model, face["id"].cpu(), face["tex"].cpu(),
                    face["albedo"].cpu(), camera, crop_cam, np.array([t is not None for t in tracks]),
                    np.array([t is not None and t.detected for t in tracks]),
-                   [None if t is None else np.asarray(t.transform) for t in tracks], lm, raw, w, ang, tr, g,
+                   [None if t is None else np.asarray(t.photo_to_crop) for t in tracks], lm, raw, w, ang, tr, g,
                    int(fit_steps), params)
 
     # ------------------------------------------------------------------ per frame
@@ -225,11 +225,12 @@ class VideoReconstruction:
         return files
 
     def save_npz(self, path) -> str:
-        """Write the per-frame arrays (landmarks, weights, pose, lighting, tracked) and the clip's
-        identity, albedo and camera to an ``.npz``. Returns the path."""
+        """Write the per-frame arrays (``landmarks_photo_px`` and ``landmarks_raw_photo_px`` in frame
+        pixels, weights, pose, lighting, tracked) and the clip's identity, albedo and camera to an
+        ``.npz``. Returns the path."""
         with atomic_path(os.fspath(path)) as tmp:
-            np.savez_compressed(tmp, landmarks=self.landmarks, landmarks_raw=self.landmarks_raw, weights=self.weights,
-                                angles=self.angles, translations=self.translations, gamma=self.gamma,
+            np.savez_compressed(tmp, landmarks_photo_px=self.landmarks, landmarks_raw_photo_px=self.landmarks_raw,
+                                weights=self.weights, angles=self.angles, translations=self.translations, gamma=self.gamma,
                                 tracked=self.tracked, detected=self.detected, fps=self.fps,
                                 identity=self.identity.numpy(), tex=self.tex.numpy(), albedo=self.albedo.numpy(),
                                 camera=np.array([self.camera.focal, self.camera.cx, self.camera.cy,

@@ -123,19 +123,19 @@ class Track:
     """One frame of a track.
 
     Attributes:
-        transform: ``2x3`` similarity photo pixels -> crop pixels.
+        photo_to_crop: ``2x3`` similarity frame (photo) pixels -> crop pixels.
         crop: ``[3, 224, 224]`` the aligned crop, RGB in [0, 1] (kept for the clip's key frames).
         coeffs: ``[layout.size]`` the network's coefficients (crop frame).
-        landmarks: ``[68, 2]`` the landmark head's points in photo pixels.
+        landmarks_photo_px: ``[68, 2]`` the landmark head's points in frame pixels.
         confidence: ``[68]`` their confidences.
         score: MTCNN's face probability.
         detected: the detector ran on this frame (the track started or was lost).
     """
 
-    transform: np.ndarray
+    photo_to_crop: np.ndarray
     crop: Optional[torch.Tensor]
     coeffs: torch.Tensor
-    landmarks: np.ndarray
+    landmarks_photo_px: np.ndarray
     confidence: np.ndarray
     score: float
     detected: bool
