@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from pyfaid.encoders.align import FaceNotFoundError, align_crop
-from pyfaid.encoders.detect_retry import detect_with_retries
+from pyfaid.encoders.detect_retry import PLAIN, RETRIES, detect_with_retries
 from pyfaid.encoders.dlib_landmarks import dlib_landmarks68
 
 __all__ = ["Detection", "Crop", "detect", "select", "crop_face"]
@@ -83,7 +83,7 @@ def _chooser(which) -> Callable[[list], list]:
     return lambda found: list(which(found))
 
 
-def detect(photo: np.ndarray, name: str, which="all") -> List[Detection]:
+def detect(photo: np.ndarray, name: str, which="all", retries: bool = True) -> List[Detection]:
     """The faces of a photo to reconstruct, largest first.
 
     When MTCNN finds no face, or none that ``which`` chooses (a face behind a mask or a hand, cut by
@@ -97,13 +97,16 @@ def detect(photo: np.ndarray, name: str, which="all") -> List[Detection]:
         which: ``"all"``, ``"largest"`` (one), or a function of the detections (as
             ``{"box", "score", "landmarks5", "attempt"}`` dicts in photo pixels, largest first)
             returning the chosen ones.
+        retries: False: the plain detection alone (e.g. a video tracker that looks again in the
+            next frame).
 
     Raises:
         FaceNotFoundError: no face found, or none chosen, by any attempt (naming the photo).
     """
-    chosen, found = detect_with_retries(photo, _chooser(which))
+    chosen, found = detect_with_retries(photo, _chooser(which), attempts=(PLAIN,) + (RETRIES if retries else ()))
     if not found:
-        raise FaceNotFoundError(f"{name}: no face detected (also padded, upscaled and with lower thresholds)")
+        tried = " (also padded, upscaled and with lower thresholds)" if retries else ""
+        raise FaceNotFoundError(f"{name}: no face detected{tried}")
     if not chosen:
         raise FaceNotFoundError(f"{name}: none of the {len(found)} detected faces was selected")
     return [_detection(d) for d in chosen]
