@@ -101,3 +101,20 @@ def test_occlude_photo_pastes_on_the_annotated_face():
     x0, y0, x1, y1 = det["box"]
     assert x0 - 20 < np.median(xs) < x1 + 20 and y0 < np.median(ys) < y1 + 20  # on the face
     assert not diff[:, :50].any() and not diff[-50:].any()  # nowhere else
+
+
+def test_detect_without_retries_runs_the_plain_detection_once(monkeypatch):
+    """``detect(..., retries=False)`` (the video tracker's) tries only the plain detection and says
+    so when it finds nothing; with retries every attempt runs before the error names them."""
+    from pyfaid.reconstruct import detect as R
+
+    calls = []
+    monkeypatch.setattr(D, "detect_faces", lambda img, device, min_prob, max_side, thresholds: calls.append(1) or [])
+    blank = np.full((64, 64, 3), 128, np.uint8)
+    with pytest.raises(R.FaceNotFoundError, match=r"blank: no face detected$"):
+        R.detect(blank, "blank", retries=False)
+    assert len(calls) == 1
+    calls.clear()
+    with pytest.raises(R.FaceNotFoundError, match="upscaled"):
+        R.detect(blank, "blank")
+    assert len(calls) == 1 + len(D.RETRIES)
