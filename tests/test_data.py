@@ -182,6 +182,7 @@ def test_item_contract(face_model, batch):
     assert item["coeffs"].shape == (face_model.layout.size,)
     assert item["vertices"].shape == (V, 3) and item["colors"].shape == (V, 3)
     assert item["landmarks"].shape == (68, 2) and item["landmarks_2d"].shape == (68, 2)
+    assert torch.equal(item["landmarks_3d"], item["landmarks"])
     assert item["landmarks_2d"].dtype == torch.float32
     assert item["landmark_visible"].shape == (68,) and item["landmark_visible"].dtype == torch.bool
     for key in ("image", "clean", "colors"):
@@ -390,7 +391,7 @@ def test_bad_arguments(kw, match):
         SyntheticFaces(**kw)
 
 
-# ------------------------------------------------------------------------- 300-W landmarks
+# ------------------------------------------------------------------------- landmark conventions
 def _posed(face_model, poses, size=112):
     from pyfaid.render import Renderer
     from pyfaid.render.camera import euler_rotation
@@ -399,41 +400,85 @@ def _posed(face_model, poses, size=112):
     c = lay.zeros(len(poses))
     c[:, lay.slice("angle")] = torch.tensor(np.radians(poses)).float()
     r = Renderer(size)
-    return r, r(face_model, c), euler_rotation(c[:, lay.slice("angle")])
+    parts = face_model.split_coeffs(c)
+    shapes = face_model.shape(parts["id"], parts["exp"])
+    return r, r(face_model, c), euler_rotation(c[:, lay.slice("angle")]), parts["trans"], shapes
 
 
-def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_model):
-    from pyfaid.data.contour import JawContour
+@pytest.fixture(scope="module")
+def face_marching(face_model):
+    from pyfaid.data.contour import LandmarkMarching
 
-    jc = JawContour(face_model)
-    r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis = jc.compute(out["landmarks"], out["vertices"], out["rast"], r, rot)
-    assert torch.equal(lm2d[0], out["landmarks"][0])  # frontal: the 3-D jaw line is the outline
-    assert vis[0].all()
+    return LandmarkMarching(face_model, None)  # the face mesh alone: its render's edge is the outline
+
+
+def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, face_marching):
+    r, out, rot, trans, shapes = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
+    lm2d, vis, vis3d = face_marching.compute(out["landmarks"], shapes, rot, trans, out["vertices"], out["rast"], r)
+    lm3d = out["landmarks"]
+    # frontal: the jaw's outline is within a few pixels of the landmark vertices (never inside
+    # them: the outline is the outermost point of the surface), the chin stays on the chin (not on
+    # the throat below it), and every other point is the 3D-style one
+    d = lm2d[0, :17] - lm3d[0, :17]
+    centre = lm3d[0, [27, 30, 33, 51, 57]].mean(0)
+    out_dir = (lm3d[0, :17] - centre) / (lm3d[0, :17] - centre).norm(dim=-1, keepdim=True)
+    assert (d.norm(dim=-1) < 3.0).all(), d
+    assert ((d * out_dir).sum(-1) > -0.5).all(), d
+    assert torch.equal(lm2d[:, 27:], lm3d[:, 27:].float()) and torch.equal(lm2d[:, 19:25], lm3d[:, 19:25].float())
+    assert vis[0].all() and vis3d[0, 1:16].all() and vis3d[0, 17:].all()
     face = out["mask"][:, 0]
     for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
-        moved = (lm2d[b] - out["landmarks"][b]).norm(dim=1)
+        moved = (lm2d[b] - lm3d[b]).norm(dim=1)
         assert (moved[list(far)] > 1.0).sum() >= 5, moved
-        assert vis[b, :17].all()
-        # moved points lie on the silhouette: on face pixels, with background a few pixels outward
+        assert vis[b, :17].all() and not vis3d[b, list(far)].all()  # hidden 3D-style points are flagged
+        # points moved to the far side's outline: face pixels inward, background a few pixels outward
         sign = 1.0 if b == 1 else -1.0
         for j in far:
-            if moved[j] > 1.0:
+            if moved[j] > 1.0 and 2 <= j <= 14:
                 x, y = lm2d[b, j].round().long().tolist()
-                assert face[b, y, min(max(x - int(sign) * 1, 0), 111)] > 0
-                outside = face[b, y, min(max(x + int(sign) * 4, 0), 111)]
-                assert outside == 0, (b, j)
-    # inner points hidden by the face itself are flagged
-    assert not vis[1].all() and not vis[2].all()
+                assert face[b, y, min(max(x - int(sign) * 1, 0), 111)] > 0, (b, j)
+                assert face[b, y, min(max(x + int(sign) * 4, 0), 111)] == 0, (b, j)
 
 
-def test_landmarks_2d_in_items(batch):
+def test_marching_is_differentiable_in_the_chosen_point(face_model, face_marching):
+    r, out, rot, trans, shapes = _posed(face_model, [(0, 40, 0)])
+    shapes = shapes.detach().double().requires_grad_(True)
+    t = trans.double().requires_grad_(True)
+    pts, chosen = face_marching.silhouette(shapes, rot.double(), t, r)
+    assert pts.shape == (1, len(face_marching.line_of), 2) and chosen.shape == (1, len(face_marching.line_of))
+    pts[..., 0].sum().backward()
+    assert torch.isfinite(shapes.grad).all() and shapes.grad.abs().sum() > 0
+    # moving the head right moves every point right by the same pixels (a translation's Jacobian)
+    assert float(t.grad[0, 0]) > 0 and float(t.grad[0, 1].abs()) < 1e-6 * float(t.grad[0, 0])
+
+
+def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
+    from pyfaid.data.contour import JAW, marching_for
+
+    m = marching_for(face_model)
+    if m.context is None:
+        pytest.skip("no head context for this face model")
+    ctx_points = (m.edge_a >= m.num_face) & m.valid
+    assert ctx_points.any()  # some lines continue on the head around the face
+    assert not ctx_points[[m.line_of[j] for j in (6, 7, 8, 9, 10)]].any()  # not under the chin
+
+
+def test_landmark_conventions_in_items(batch):
     _, b = batch
+    assert torch.equal(b["landmarks_3d"], b["landmarks"])
+    assert b["landmark_3d_visible"].dtype == torch.bool and b["landmark_3d_visible"].shape == (4, 68)
+    same = [j for j in range(68) if j >= 17 and j not in (17, 18, 25, 26)]
+    assert torch.equal(b["landmarks_2d"][:, same], b["landmarks"][:, same].float())
     moved = (b["landmarks_2d"] - b["landmarks"]).norm(dim=-1)
-    assert torch.equal(b["landmarks_2d"][:, 17:], b["landmarks"][:, 17:].float())  # only the jaw moves
     yaw = b["labels"]["angles"][:, 1].abs()
-    # the most turned face moves more jaw points than the least turned one
-    assert (moved[yaw.argmax(), :17] > 0.5).sum() >= (moved[yaw.argmin(), :17] > 0.5).sum()
+    # the most turned face's jaw moves further than the least turned one's
+    assert moved[yaw.argmax(), :17].mean() > moved[yaw.argmin(), :17].mean()
+
+
+def test_fixed_yaw_option(face_model):
+    ds = SyntheticFaces(seed=3, length=4, face_model=face_model, image_size=48, yaw=60.0)
+    yaw = np.degrees(ds.batch([0, 1])["labels"]["angles"][:, 1].numpy())
+    assert np.allclose(np.abs(yaw), 60.0, atol=1e-4) and yaw[0] * yaw[1] < 0
 
 
 # ------------------------------------------------------------------------- pieces
@@ -533,7 +578,7 @@ def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     # a shard as it was rendered (the same batch): the stored pictures are the generated ones
     got, ref = cache.batch([0, 1, 2, 3]), ds.batch([0, 1, 2, 3])
     for key in ("image", "clean", "face_mask", "occluder_mask", "mask", "coeffs", "landmarks", "landmarks_2d",
-                "landmark_visible", "index"):
+                "landmarks_3d", "landmark_visible", "landmark_3d_visible", "index"):
         assert torch.equal(got[key], ref[key].to(got[key].dtype)), key
     assert torch.allclose(got["vertices"], ref["vertices"], atol=1e-4)
     assert (got["colors"] - ref["colors"]).abs().max() <= 0.5 / 255 + 1e-6
@@ -547,7 +592,8 @@ def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     assert float((got["landmark_visible"] != ref["landmark_visible"]).float().mean()) < 0.02
     item = cache[5]
     assert set(item) >= {"image", "clean", "mask", "face_mask", "occluder_mask", "coeffs", "vertices", "colors",
-                         "landmarks", "landmarks_2d", "landmark_visible", "index", "labels"}
+                         "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "landmark_3d_visible",
+                         "index", "labels"}
     # resume: a lost shard is rendered again, the finished ones are left alone
     mtime = os.path.getmtime(os.path.join(root, "shard_00000", "image.npy"))
     import shutil

@@ -1,6 +1,7 @@
 """Command line for pyfaid.data.
 
     python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8] [--size 224] [--real DIR]
+    python -m pyfaid.data preview --out DIR --yaws 0 30 60 80 [--per-row 6] [--seed 0]
     python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
     python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.json]
 
@@ -9,6 +10,10 @@ pictures, a row of the same samples with occluders, and a row of masks (white: v
 face under an occluder or hair, dark red: occluder off the face, green dots: the 300-W landmarks,
 blue: hidden ones). With ``--real DIR`` (a folder of photos), a row of those photos aligned by
 MTCNN follows each group, for comparison (the photos stay in memory; only the grid is written).
+With ``--yaws``, it writes ``DIR/landmarks_preview.png`` instead: one row per yaw (faces turned
+either way), each face drawn twice at double size: the 3D-style points (the model's landmark
+vertices projected; red where the face hides them, yellow where seen) and the 2D-style points
+(green: the jaw on the head's outline, see :mod:`pyfaid.data.contour`).
 
 ``cache`` renders a pretraining cache that :class:`pyfaid.data.CachedFaces` reads (see
 :mod:`pyfaid.data.cache`); it resumes where it stopped. ``measure-alignment`` measures MTCNN's
@@ -110,6 +115,45 @@ def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: in
     return path
 
 
+def _landmark_tile(img: torch.Tensor, points: torch.Tensor, colours, scale: int = 2) -> np.ndarray:
+    """A [3, H, W] picture enlarged ``scale`` times, with the points drawn (BGR colours per point)."""
+    arr = (img.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    arr = cv2.resize(np.ascontiguousarray(arr[..., ::-1]), None, fx=scale, fy=scale, interpolation=cv2.INTER_CUBIC)
+    pts = (points.numpy() + 0.5) * scale - 0.5
+    cv2.polylines(arr, [np.round(pts[:17] * 16).astype(np.int32)], False, colours[0], 1, cv2.LINE_AA, 4)
+    for (x, y), c in zip(pts, colours):
+        cv2.circle(arr, (int(round(x * 16)), int(round(y * 16))), 2 * 16, c, -1, cv2.LINE_AA, 4)
+    return arr
+
+
+def landmark_preview(out_dir: str, yaws, per_row: int = 6, seed: int = 0, size: int = 224) -> str:
+    """Write ``landmarks_preview.png``: both landmark conventions on faces at the given yaws."""
+    from pyfaid.data import SyntheticFaces
+
+    if per_row < 1:
+        raise ValueError(f"--per-row must be >= 1, got {per_row}")
+    rows = []
+    for yaw in yaws:
+        ds = SyntheticFaces(seed=seed, length=per_row, image_size=size, occlusion=False, yaw=float(yaw))
+        b = ds.batch(range(per_row))
+        tiles = []
+        for i in range(per_row):
+            c3 = [(0, 220, 255) if v else (40, 40, 230) for v in b["landmark_3d_visible"][i].tolist()]
+            c2 = [(60, 230, 60)] * 68
+            t3 = _landmark_tile(b["clean"][i], b["landmarks_3d"][i], c3)
+            t2 = _landmark_tile(b["clean"][i], b["landmarks_2d"][i], c2)
+            tiles.append(np.concatenate([t3, t2], 1))
+        row = np.concatenate(tiles, 1)
+        cv2.putText(row, f"yaw {yaw:g} / -{yaw:g}", (8, 24), cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2)
+        rows.append(row)
+    os.makedirs(out_dir, exist_ok=True)
+    path = os.path.join(out_dir, "landmarks_preview.png")
+    if not cv2.imwrite(path, np.concatenate(rows, 0)):
+        raise OSError(f"could not write {path}")
+    print(f"wrote {path} ({len(yaws)} yaws x {per_row} faces; left of each pair 3D-style, right 2D-style)")
+    return path
+
+
 def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
     """Measure MTCNN's residual framing on synthetic frames and write the table file."""
     from pyfaid.data.alignment import write_table
@@ -134,6 +178,8 @@ def main(argv=None) -> int:
     p.add_argument("--per-row", type=int, default=8, help="samples per row")
     p.add_argument("--size", type=int, default=224, help="picture side in pixels")
     p.add_argument("--real", default=None, help="optional folder of photos to show aligned beside the samples")
+    p.add_argument("--yaws", type=float, nargs="+", default=None,
+                   help="instead: both landmark conventions on faces at these yaws (landmarks_preview.png)")
     c = sub.add_parser("cache", help="render a pretraining cache (resumable)")
     c.add_argument("--out", required=True, help="cache folder")
     c.add_argument("--n", type=int, required=True, help="number of items")
@@ -151,7 +197,9 @@ def main(argv=None) -> int:
     m.add_argument("--device", default="cpu", help="where MTCNN runs")
     args = parser.parse_args(argv)
     try:
-        if args.command == "preview":
+        if args.command == "preview" and args.yaws:
+            landmark_preview(args.out, args.yaws, args.per_row if args.per_row != 8 else 6, args.seed, args.size)
+        elif args.command == "preview":
             preview(args.out, args.n, args.seed, args.per_row, args.size, args.real)
         elif args.command == "cache":
             from pyfaid.data.cache import write_cache

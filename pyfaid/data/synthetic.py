@@ -20,8 +20,9 @@
   aberration, vignetting, exposure, noise, white balance, gamma, JPEG).
 
 Items carry the occluded and the clean picture, the visible-face, face and occluder masks, the
-coefficients, camera-space vertices, albedo, the projected model landmarks and 300-W-style 2-D
-landmarks (jaw on the silhouette) with visibility, and the generator's labels.
+coefficients, camera-space vertices, albedo, the 68 landmarks in both conventions (3D-style: the
+model's landmark vertices projected; 2D-style: the jaw on the head's outline) with visibility, and
+the generator's labels.
 
 Whole batches render in one ``Renderer`` call: use ``SyntheticFaces.batch(indices)``, or a
 ``DataLoader`` (the dataset implements ``__getitems__``, which the loader's batched fetch uses).
@@ -39,7 +40,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pyfaid.data.occlusion import occlude_arrays
-from pyfaid.data.synthetic_render import SyntheticRendering, cam_rotation
+from pyfaid.data.synthetic_render import SyntheticRendering
 from pyfaid.data.synthetic_sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
@@ -90,16 +91,21 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             photo-like frame with the face at half size, used to measure MTCNN's errors).
         background_kinds: restrict backgrounds to these kinds of
             :data:`pyfaid.data.backgrounds.BACKGROUND_KINDS` (default: all).
+        yaw: every item at this absolute yaw in degrees (even indices turned one way, odd ones the
+            other; everything else drawn as usual), or None for random poses (the default).
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
         ``clean [3, H, W]``, ``mask [1, H, W]`` face pixels not covered by occluders or hair (0/1),
         ``face_mask [1, H, W]`` all face pixels, ``occluder_mask [1, H, W]`` (pasted occluders
         anywhere, and hair where it covers the face), ``coeffs [layout.size]``, ``vertices [V, 3]``
-        (camera space), ``colors [V, 3]`` the exact albedo rendered, ``landmarks [68, 2]`` (the
-        model's landmark vertices projected; pixels, y down), ``landmarks_2d [68, 2]`` (300-W
-        convention: jaw points 0-16 on the visible silhouette), ``landmark_visible [68]`` (bool:
-        not hidden by the face itself, inside the picture), ``index`` (int64 scalar), and
+        (camera space), ``colors [V, 3]`` the exact albedo rendered, ``landmarks_3d [68, 2]``
+        (3D-style: the model's landmark vertices projected, also where hidden; pixels, y down;
+        ``landmarks`` is the same tensor), ``landmarks_2d [68, 2]`` (2D-style, 300-W's convention:
+        the jaw on the head's visible outline at every pose, the outer brow points on it where the
+        head hides them; :mod:`pyfaid.data.contour`), ``landmark_visible [68]`` and
+        ``landmark_3d_visible [68]`` (bool: the 2D-style / 3D-style point is not hidden by the face
+        itself and inside the picture), ``index`` (int64 scalar), and
         ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
         (radians), ``skin_tone`` (scalar: mean luma of the albedo over the skin region), the
         appearance scalars of :data:`pyfaid.data.skin.APPEARANCE_LABELS` and
@@ -137,6 +143,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         framing: str = "mtcnn",
         face_scale: float = 1.0,
         background_kinds: Sequence[str] | None = None,
+        yaw: float | None = None,
     ) -> None:
         if int(length) < 0:
             raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
@@ -181,6 +188,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.framing = framing
         self.face_scale = float(face_scale)
         self.background_kinds = None if background_kinds is None else tuple(background_kinds)
+        self.yaw = None if yaw is None else float(yaw)
         self._face_model = face_model
         self._renderer = None
         self._parts = {}
@@ -232,9 +240,9 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
 
                 self._parts[name] = SceneRenderer(fm, self.renderer)
             elif name == "contour":
-                from pyfaid.data.contour import JawContour
+                from pyfaid.data.contour import marching_for
 
-                self._parts[name] = JawContour(fm)
+                self._parts[name] = marching_for(fm, context=self.context)
             elif name == "shadows":
                 from pyfaid.data.lighting import ShadowMaps
 
@@ -308,8 +316,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             "vertices": face["verts"],
             "colors": colors_t,
             "landmarks": torch.from_numpy(face["lm3d"]),
+            "landmarks_3d": torch.from_numpy(face["lm3d"]),
             "landmarks_2d": face["lm2d"].float(),
             "landmark_visible": face["lm_vis"],
+            "landmark_3d_visible": face["lm_vis3d"],
             "index": torch.tensor(idx, dtype=torch.int64),
             "labels": labels,
         }
@@ -355,12 +365,22 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         if self.lighting_extras:
             face_np += self._light_residual(plans, colors, out) * cover_np[..., None]
         self._tick("light")
-        rotation = cam_rotation(parts["angle"].double().numpy())
-        lm2d, lm_vis = self._part("contour").compute(out["landmarks"].float().cpu(), verts_cam, rast, self.renderer,
-                                                     torch.from_numpy(rotation))
+        lm2d, lm_vis, lm_vis3d = self._landmarks_2d(out["landmarks"].float().cpu(), verts_cam, rast, parts)
         self._tick("landmarks_2d")
         return {"out": out, "rast": rast, "image": face_np, "cover": cover_np, "verts": verts_cam,
-                "lm3d": out["landmarks"].float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
+                "lm3d": out["landmarks"].float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis,
+                "lm_vis3d": lm_vis3d}
+
+    def _landmarks_2d(self, landmarks: torch.Tensor, verts_cam: torch.Tensor, rast: torch.Tensor, parts: dict):
+        """2D-style landmarks (:mod:`pyfaid.data.contour`: the jaw on the head's outline, marched over
+        the head around the face when the context is rendered) and their visibility."""
+        from pyfaid.render import camera as cam_mod
+
+        rotation = cam_mod.euler_rotation(parts["angle"].float())
+        trans = parts["trans"].float()
+        world = cam_mod.to_camera(verts_cam, self.renderer.camera_distance)  # its own inverse
+        shapes = (world - trans[:, None]) @ rotation  # model space: undo the pose
+        return self._part("contour").compute(landmarks, shapes, rotation, trans, verts_cam, rast, self.renderer)
 
     def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
         """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,

@@ -56,6 +56,8 @@ class SyntheticSampling:
             yaw = np.clip(rng.normal(0.0, 20.0), -self.max_yaw, self.max_yaw)
         else:
             yaw = rng.uniform(-self.max_yaw, self.max_yaw)
+        if self.yaw is not None:  # a fixed yaw (previews, by-pose evaluation)
+            yaw = self.yaw if index % 2 == 0 else -self.yaw
         pitch = np.clip(rng.normal(0.0, self.max_pitch / 2.0), -self.max_pitch, self.max_pitch)
         roll = np.clip(rng.normal(0.0, self.max_roll / 2.0), -self.max_roll, self.max_roll)
         angles = np.radians([pitch, yaw, roll])
