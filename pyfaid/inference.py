@@ -83,8 +83,9 @@ def predict(model, crops: torch.Tensor) -> dict:
 
     Returns:
         dict with ``coeffs [B, layout.size]``, ``colors [B, V, 3]`` (fine albedo), with a fine
-        stage ``coarse_colors [B, V, 3]``, with a landmark head ``landmarks [B, 68, 2]`` (pixels of
-        the crop) and ``confidence [B, 68]``, and with a segmenter ``visibility [B, 1, 224, 224]``
+        stage ``coarse_colors [B, V, 3]``, with a landmark head ``landmarks [B, 68, 2]`` (2D-style,
+        pixels of the crop) and ``confidence [B, 68]``, with a 3D-style head ``landmarks_3d`` and
+        ``confidence_3d`` likewise, and with a segmenter ``visibility [B, 1, 224, 224]``
         (probability that a pixel shows the face unoccluded).
     """
     size = int(model.image_size)
@@ -100,6 +101,9 @@ def predict(model, crops: torch.Tensor) -> dict:
     if out.landmarks_head is not None:
         res["landmarks"] = (out.landmarks_head + 0.5) * (crops.shape[-1] / size) - 0.5
         res["confidence"] = out.landmark_confidence
+    if out.landmarks_head_3d is not None:
+        res["landmarks_3d"] = (out.landmarks_head_3d + 0.5) * (crops.shape[-1] / size) - 0.5
+        res["confidence_3d"] = out.landmark_confidence_3d
     return res
 
 
@@ -152,12 +156,15 @@ def fit_crops(face_model, crops: torch.Tensor, pred: dict, landmarks5, steps: in
     for i in range(n):
         lm = None if landmarks5 is None else landmarks5[i:i + 1]
         lm68, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")
+        lm3d, conf3d = pred.get("landmarks_3d"), pred.get("confidence_3d")
         c, col, hist = fit(face_model, renderer, crops[i:i + 1], coeffs[i:i + 1],
                            None if colors is None else colors[i:i + 1], lm, steps, id_encoder=id_encoder,
                            schedule=schedule, progress=progress,
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
-                           visibility=None if vis is None else vis[i:i + 1], fill=fill)
+                           visibility=None if vis is None else vis[i:i + 1], fill=fill,
+                           landmarks3d=None if lm3d is None else lm3d[i:i + 1],
+                           landmark3d_weights=None if conf3d is None else _confidence_weights(conf3d[i:i + 1]))
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)

@@ -4,6 +4,7 @@
     python -m pyfaid.data preview --out DIR --yaws 0 30 60 80 [--per-row 6] [--seed 0]
     python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
     python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.json]
+    python -m pyfaid.data export --format aflw2000|300w --out DIR [--n 200] [--seed 1000003] [--size 320]
 
 ``preview`` writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean
 pictures, a row of the same samples with occluders, and a row of masks (white: visible face, red:
@@ -14,6 +15,12 @@ With ``--yaws``, it writes ``DIR/landmarks_preview.png`` instead: one row per ya
 either way), each face drawn twice at double size: the 3D-style points (the model's landmark
 vertices projected; red where the face hides them, yellow where seen) and the 2D-style points
 (green: the jaw on the head's outline, see :mod:`pyfaid.data.contour`).
+
+``export`` writes synthetic faces (in photo-like frames, the face at 0.6 of the picture, so a
+detector finds it) as an annotated landmark set that ``python -m pyfaid.evaluate --data FORMAT:DIR``
+scores like real photos: ``aflw2000`` (``NAME.jpg`` + ``NAME.mat`` with the 3D-style ``pt3d_68``, depth
+included, and ``Pose_Para``) or ``300w`` (``NAME.png`` + ``NAME.pts`` with the 2D-style points). The
+default seed is the held-out one (``data.val_seed``), disjoint from training.
 
 ``cache`` renders a pretraining cache that :class:`pyfaid.data.CachedFaces` reads (see
 :mod:`pyfaid.data.cache`); it resumes where it stopped. ``measure-alignment`` measures MTCNN's
@@ -154,6 +161,37 @@ def landmark_preview(out_dir: str, yaws, per_row: int = 6, seed: int = 0, size: 
     return path
 
 
+def export_landmark_set(out_dir: str, fmt: str, n: int = 200, seed: int = 1000003, size: int = 320,
+                        batch: int = 16) -> str:
+    """Write ``n`` synthetic faces as an annotated set (``fmt``: ``aflw2000`` or ``300w``); returns the folder."""
+    from pyfaid.data import SyntheticFaces
+    from pyfaid.data.landmarks import write_aflw2000, write_pts
+    if fmt not in ("aflw2000", "300w"):
+        raise ValueError(f"--format must be aflw2000 or 300w, got {fmt!r}")
+    if n < 1:
+        raise ValueError(f"--n must be >= 1, got {n}")
+    ds = SyntheticFaces(seed=seed, length=n, image_size=size, occlusion=False, face_scale=0.6)
+    os.makedirs(out_dir, exist_ok=True)
+    fm = ds.face_model
+    for start in range(0, n, batch):
+        b = ds.batch(range(start, min(n, start + batch)))
+        depth = b["vertices"][:, fm.landmark_idx, 2].double()  # camera distance of the landmark vertices
+        mean = depth.mean(1, keepdim=True)
+        z = ((mean - depth) * ds.renderer.camera.focal / mean).numpy()  # pixels, towards the camera
+        for k, i in enumerate(b["index"].tolist()):
+            stem = os.path.join(out_dir, f"synthetic_{seed}_{i:05d}")
+            img = (b["clean"][k].permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+            if fmt == "aflw2000":
+                xyz = np.concatenate([b["landmarks_3d"][k].numpy(), z[k][:, None]], 1)
+                write_aflw2000(stem, img, xyz, b["labels"]["angles"][k].numpy())
+            else:
+                if not cv2.imwrite(stem + ".png", np.ascontiguousarray(img[..., ::-1])):
+                    raise OSError(f"could not write {stem}.png")
+                write_pts(stem + ".pts", b["landmarks_2d"][k].numpy())
+    print(f"wrote {n} synthetic faces (seed {seed}) as {fmt} to {out_dir}")
+    return out_dir
+
+
 def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
     """Measure MTCNN's residual framing on synthetic frames and write the table file."""
     from pyfaid.data.alignment import write_table
@@ -189,6 +227,12 @@ def main(argv=None) -> int:
     c.add_argument("--batch", type=int, default=32, help="items rendered per batch")
     c.add_argument("--threads", type=int, default=None, help="torch/OpenCV threads (default: theirs)")
     c.add_argument("--colors", action="store_true", help="also store the per-vertex albedo (uint8)")
+    e = sub.add_parser("export", help="write synthetic faces as an annotated landmark set (aflw2000 or 300w)")
+    e.add_argument("--format", required=True, choices=["aflw2000", "300w"], help="annotation layout")
+    e.add_argument("--out", required=True, help="output folder")
+    e.add_argument("--n", type=int, default=200, help="number of faces")
+    e.add_argument("--seed", type=int, default=None, help="dataset seed (default: the held-out data.val_seed)")
+    e.add_argument("--size", type=int, default=320, help="picture side in pixels")
     m = sub.add_parser("measure-alignment", help="measure MTCNN's framing errors on synthetic frames")
     m.add_argument("--n", type=int, default=1500, help="number of synthetic frames")
     m.add_argument("--seed", type=int, default=987654, help="dataset seed (one no training run uses)")
@@ -209,6 +253,11 @@ def main(argv=None) -> int:
                 cv2.setNumThreads(args.threads)
             write_cache(args.out, args.n, image_size=args.size, seed=args.seed, shard_size=args.shard,
                         batch_size=args.batch, colors=args.colors)
+        elif args.command == "export":
+            from pyfaid.config import DataConfig
+
+            seed = DataConfig().val_seed if args.seed is None else args.seed
+            export_landmark_set(args.out, args.format, args.n, seed, args.size)
         else:
             measure_alignment(args.n, args.seed, args.out, args.device)
     except (ValueError, OSError, RuntimeError) as exc:

@@ -31,6 +31,7 @@ from typing import Optional
 
 import numpy as np
 import torch
+from scipy.spatial import ConvexHull, QhullError
 
 from pyfaid.render import camera as cam
 
@@ -121,6 +122,8 @@ def _line_path(face: _Surface, ctx: Optional[_Surface], p: np.ndarray, normal: n
     outside it (cut where it enters the nose, mouth or eyes when ``features`` are given), continued
     beyond the face mesh's edge by the context's section when ``ctx`` is given."""
     ids, w, x, nb = face.section(p, tangent)
+    if not len(ids):
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
     u = (x[:, :2] - p[:2]) @ normal
     path = _oriented(nb, u, int(np.argmin(np.linalg.norm(x - p, axis=1))))
     path = np.asarray(path, np.int64)
@@ -155,11 +158,12 @@ def _line_path(face: _Surface, ctx: Optional[_Surface], p: np.ndarray, normal: n
 def _feature_hulls(lm: np.ndarray, margin: float = 0.06) -> list:
     """Half-plane equations ``[E, 3]`` of the nose, mouth and eye outlines in the frontal x-y plane
     (convex hulls of their landmarks, ``margin`` model units wider)."""
-    from scipy.spatial import ConvexHull
-
     hulls = []
     for idx in (range(27, 36), range(48, 60), range(36, 42), range(42, 48)):
-        eq = ConvexHull(lm[list(idx), :2]).equations.copy()  # n . p + d <= 0 inside
+        try:
+            eq = ConvexHull(lm[list(idx), :2]).equations.copy()  # n . p + d <= 0 inside
+        except QhullError:  # degenerate landmarks (a toy model): no region to stop at
+            continue
         eq[:, 2] -= margin
         hulls.append(eq)
     return hulls
@@ -213,8 +217,8 @@ class LandmarkMarching:
             rin = reach_in if j in JAW else 0.6 * reach_in
             path = _line_path(face, ctx, V[lm[j]], normal, tangent, rin, reach_out,
                               features if j in JAW else None)
-            if not len(path[0]):
-                raise ValueError(f"LandmarkMarching: no surface along the line of landmark {j}")
+            if not len(path[0]):  # a mesh without surface there (e.g. a coarse model): the vertex itself
+                path = (np.array([lm[j]]), np.array([lm[j]]), np.zeros(1))
             lines.append(path)
         kmax = max(len(a) for a, _, _ in lines)
         self.edge_a = torch.full((len(MARCHED), kmax), 0, dtype=torch.int64)
@@ -302,6 +306,15 @@ class LandmarkMarching:
             chosen = score.masked_fill(k[None, None] >= first[..., None], -float("inf")).argmax(-1)  # [B, L]
         pts = px.gather(2, chosen[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
         return pts, chosen
+
+    def points_at(self, shapes: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, renderer,
+                  chosen: torch.Tensor) -> torch.Tensor:
+        """The points ``chosen [B, L]`` (from :meth:`silhouette`) of the lines, in the picture
+        ``[B, L, 2]`` for another shape and pose (differentiable): the same surface points."""
+        pts_cam = self.posed_points(shapes, rotation, translation, renderer.camera_distance)
+        L, K = self.valid.shape
+        px = renderer.project_points(pts_cam).reshape(-1, L, K, 2)
+        return px.gather(2, chosen.to(px.device)[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
 
     # ------------------------------------------------------------------------------ labels
     @torch.no_grad()

@@ -12,7 +12,8 @@ import torch
 __all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS"]
 
 #: Item keys a training step uses.
-TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
+TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs",
+                 "colors")
 
 
 class ResumableSampler(torch.utils.data.Sampler):

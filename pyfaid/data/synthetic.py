@@ -32,6 +32,7 @@ the key light's residual, the context and the 2-D hair are rendered by :mod:`pyf
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -341,7 +342,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             style = H.sample_hair(item_rng(self.seed, i, S_HAIR), skin_light, male, age)
             styles.append(style)
             if self.texture_detail:
-                a, lab = self._part("painter").paint(base[b], item_rng(self.seed, i, S_SKIN), style.colour, male, age)
+                # the skin tone follows the albedo's first direction (melanin for the default model)
+                tone = 9.0 * float(_normal_cdf(tex0)) if fm.n_tex else None
+                a, lab = self._part("painter").paint(base[b], item_rng(self.seed, i, S_SKIN), style.colour, male, age,
+                                                     tone=tone)
             else:
                 a, lab = np.clip(base[b], 0, 1).astype(np.float32), {k: 0.0 for k in APPEARANCE_LABELS}
             colors.append(a)
@@ -481,6 +485,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         """Batched fetch used by ``torch.utils.data.DataLoader`` (one render per batch)."""
         batch = self.batch(list(indices))
         return [self._unbatch(batch, b) for b in range(len(batch["index"]))]
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 def _blend(dst: np.ndarray, src: np.ndarray, cover: np.ndarray) -> None:

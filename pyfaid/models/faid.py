@@ -32,8 +32,9 @@ class FAIDOutput:
         mask: ``[B, 1, H, W]`` face coverage; landmarks: ``[B, 68, 2]`` pixels (the model's
         landmark vertices projected); residual: ``[B, V, 3]`` fine - coarse colours;
         landmarks_head: ``[B, 68, 2]`` pixels and landmark_log_scale ``[B, 68]`` (log of each
-        point's expected error in image sides) from the coarse model's landmark head (None
-        without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``.
+        point's expected error in image sides) from the coarse model's landmark head (2D-style
+        points; None without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``;
+        landmarks_head_3d / landmark_log_scale_3d: the same from its 3D-style head.
     """
 
     coeffs: torch.Tensor
@@ -47,10 +48,16 @@ class FAIDOutput:
     residual: Optional[torch.Tensor] = None
     landmarks_head: Optional[torch.Tensor] = None
     landmark_log_scale: Optional[torch.Tensor] = None
+    landmarks_head_3d: Optional[torch.Tensor] = None
+    landmark_log_scale_3d: Optional[torch.Tensor] = None
 
     @property
     def landmark_confidence(self) -> Optional[torch.Tensor]:
         return None if self.landmark_log_scale is None else torch.exp(-self.landmark_log_scale)
+
+    @property
+    def landmark_confidence_3d(self) -> Optional[torch.Tensor]:
+        return None if self.landmark_log_scale_3d is None else torch.exp(-self.landmark_log_scale_3d)
 
     def __getitem__(self, key: str):
         """Dict-style access (``out["coeffs"]``)."""
@@ -115,21 +122,33 @@ class FAID(nn.Module):
     TRAINED = ("coarse.", "fine.", "segmenter.")
 
     def freeze(self, parts) -> None:
-        """Keep trained parts (``"coarse"``, ``"fine"``, ``"segmenter"``) fixed: no gradient, and in
-        eval mode (BatchNorm statistics kept) whatever ``train()`` is called with."""
+        """Keep trained parts fixed: no gradient, and in eval mode (BatchNorm statistics kept)
+        whatever ``train()`` is called with. A part is ``"coarse"``, ``"fine"``, ``"segmenter"`` or
+        a submodule of one by its dotted name (``"coarse.backbone"``, ``"coarse.fc"``, ...: the rest
+        of the part then trains, e.g. the landmark heads on a fixed backbone)."""
         parts = tuple(parts)
-        unknown = sorted(set(parts) - {"coarse", "fine", "segmenter"})
+        unknown = sorted(p for p in parts if p.split(".")[0] not in ("coarse", "fine", "segmenter"))
         if unknown:
-            raise ValueError(f"FAID.freeze: unknown part(s) {unknown}; choose from coarse, fine, segmenter")
-        self.frozen = tuple(p for p in parts if getattr(self, p) is not None)
+            raise ValueError(f"FAID.freeze: unknown part(s) {unknown}; choose from coarse, fine, segmenter "
+                             "or a submodule of them (e.g. coarse.backbone)")
+        frozen = []
+        for p in parts:
+            if getattr(self, p.split(".")[0]) is None:
+                continue
+            try:
+                self.get_submodule(p)
+            except AttributeError:
+                raise ValueError(f"FAID.freeze: the model has no submodule {p!r}") from None
+            frozen.append(p)
+        self.frozen = tuple(frozen)
         for p in self.frozen:
-            getattr(self, p).requires_grad_(False)
+            self.get_submodule(p).requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         for p in getattr(self, "frozen", ()):
-            getattr(self, p).eval()
+            self.get_submodule(p).eval()
         return self
 
     def trainable_state_dict(self) -> dict:
@@ -207,12 +226,14 @@ class FAID(nn.Module):
             coarse_image = coarse_out["image"]
         elif rc:
             coarse_image = out["image"]
-        lm_head = head.get("landmarks")
+        lm_head, lm_3d = head.get("landmarks"), head.get("landmarks_3d")
         return FAIDOutput(coeffs=coeffs, vertices=out["vertices"], coarse_colors=coarse_colors,
                           fine_colors=fine_colors, image=out["image"], coarse_image=coarse_image,
                           mask=out["mask"], landmarks=out["landmarks"], residual=residual,
                           landmarks_head=None if lm_head is None else lm_head * self.image_size - 0.5,
-                          landmark_log_scale=head.get("log_scale"))
+                          landmark_log_scale=head.get("log_scale"),
+                          landmarks_head_3d=None if lm_3d is None else lm_3d * self.image_size - 0.5,
+                          landmark_log_scale_3d=head.get("log_scale_3d"))
 
     @torch.no_grad()
     def photo_on_mesh(self, images: torch.Tensor, coeffs: torch.Tensor, render: dict) -> tuple:
@@ -273,7 +294,8 @@ def build_faid(cfg, device="cpu") -> FAID:
     fm = facemodel.load(m.face_model)
     renderer = Renderer(cfg.data.image_size)
     coarse = CoarseModel(fm.layout.size, m.backbone, m.backbone_weights, m.input_size,
-                         landmark_head=m.landmark_head)
+                         landmark_head=m.landmark_head, landmark_head_3d=m.landmark_head_3d,
+                         landmark_branch=m.landmark_branch)
     features = build_features(cfg)
     fine = None
     if m.fine:

@@ -264,6 +264,7 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
                                               fill=fill)
     renderer = inference.crop_renderer(dev)
     det, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")
+    det3, conf3 = pred.get("landmarks_3d"), pred.get("confidence_3d")
     out = []
     for k, f in enumerate(found):
         out.append(make_reconstruction(face_model, renderer, crops[k], coeffs[k], None if colors is None else colors[k],
@@ -271,6 +272,8 @@ def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule
                                        detected=None if det is None else det[k],
                                        confidence=None if conf is None else conf[k], score=f.score,
                                        visibility=None if vis is None else vis[k],
-                                       landmark_source=None if det is None else landmarks))
+                                       landmark_source=None if det is None else landmarks,
+                                       detected_3d=None if det3 is None else det3[k],
+                                       confidence_3d=None if conf3 is None else conf3[k]))
     return out
 

@@ -12,9 +12,13 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
 * a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
   MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
   mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
-  confidences; the jaw line (points 0-16) is matched to the mesh's current silhouette (the photo's
-  jaw points lie on the visible outline of the face, which on a turned face is not the model's
-  3D jaw line), re-matched every few steps,
+  confidences: 2D-style points with the jaw line (points 0-16) matched to the mesh's current
+  outline by contour correspondence (the photo's jaw points lie on the visible outline of the
+  head, which on a turned face is not the model's 3D jaw line; re-chosen as the pose changes, by
+  the landmark marching that labels the synthetic faces), and 3D-style points against the
+  landmark vertices,
+* a silhouette term: the rendered face's outline, softened (:mod:`pyfaid.reconstruct.silhouette`),
+  against the face segmenter's face region,
 * an identity loss (:func:`~pyfaid.losses.identity_loss` of dlib embeddings of the photo and of the
   render pasted over it),
 * the coefficient regularisers (Deep3DFaceRecon's weights) and an L2 + edge-smoothness
@@ -32,12 +36,14 @@ from typing import Dict, Optional
 import torch
 
 from pyfaid import losses as L
+from pyfaid.data.contour import marching_for
 from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
+from pyfaid.reconstruct.silhouette import SoftEdge, silhouette_loss
 from pyfaid.render import camera as cam
 from pyfaid.render.shading import vertex_normals
 
-__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of", "contour_candidates"]
+__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of"]
 
 # MTCNN's 5 points (image-left eye, image-right eye, nose, image-left mouth corner, image-right
 # mouth corner) as averages of the iBUG 68-point landmarks.
@@ -69,7 +75,10 @@ class FitSchedule:
     w_photo: float = 1.0
     w_landmark: float = 20.0
     w_landmark68: float = 20.0
-    contour_every: int = 10
+    w_landmark3d: float = 10.0
+    contour_every: int = 1
+    w_silhouette: float = 1.0
+    silhouette_sigma: float = 1.0
     w_id: float = 0.2
     id_every: int = 2
     w_reg_id: float = 3e-4
@@ -123,48 +132,55 @@ def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torc
         p[k].grad = None
 
 
-def contour_candidates(face_model) -> torch.Tensor:
-    """Vertices that can form the face's outline below the eyes (where photo jaw points lie)."""
-    cache = face_model.__dict__.setdefault("_contour_candidates", {})
-    if "idx" not in cache:
-        mean = face_model.mean_shape.detach().cpu()
-        lm = mean[face_model.landmark_idx.cpu()]
-        below_eyes = mean[:, 1] < lm[36:48, 1].mean()
-        cache["idx"] = torch.nonzero(below_eyes & face_model.face_mask.cpu()).flatten()
-    return cache["idx"]
-
-
 class _Landmarks68:
-    """The 68-point landmark term: fixed correspondences for the inner points, silhouette
-    correspondences for the jaw (re-matched every ``every`` steps)."""
+    """The 68-point landmark terms (photo-style points, crop pixels, squared error in image sides).
 
-    def __init__(self, face_model, targets: torch.Tensor, weights: Optional[torch.Tensor], every: int):
+    * 2D-style points (``targets``, e.g. the landmark head's): the inner points 17-67 against the
+      mesh's landmark vertices, the jaw 0-16 against the mesh's current outline by *contour
+      correspondence*: each jaw point against the outline point of its line on the head
+      (:class:`pyfaid.data.contour.LandmarkMarching`, the same rule that labels the synthetic
+      faces), re-chosen from the current shape and pose every ``every`` steps;
+    * 3D-style points (``targets_3d``, the 3D-style head's): all 68 against the landmark vertices,
+      hidden ones included.
+    """
+
+    def __init__(self, face_model, targets: Optional[torch.Tensor], weights: Optional[torch.Tensor],
+                 targets_3d: Optional[torch.Tensor] = None, weights_3d: Optional[torch.Tensor] = None,
+                 every: int = 1):
         self.fm = face_model
-        self.targets = targets.float()
-        self.weights = torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
-        self.cand = contour_candidates(face_model).to(targets.device)
-        self.every = max(1, every)
-        self.jaw = None  # [B, 17] vertex ids matched to jaw points 0-16
+        self.targets = None if targets is None else targets.float()
+        self.weights = self._weights(targets, weights)
+        self.targets_3d = None if targets_3d is None else targets_3d.float()
+        self.weights_3d = self._weights(targets_3d, weights_3d)
+        self.march = marching_for(face_model)
+        self.every = max(1, int(every))
+        self.chosen = None  # [B, L] the outline point of each line, re-chosen every ``every`` steps
 
-    @torch.no_grad()
-    def _match(self, proj: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-        """Jaw points -> the nearest silhouette candidate (normal nearly perpendicular to the view)."""
-        nz = normals[:, self.cand, 2].abs()  # [B, C]
-        p = proj[:, self.cand]  # [B, C, 2]
-        d = torch.cdist(self.targets[:, :17], p)  # [B, 17, C]
-        d = d + 1e6 * (nz > 0.35)[:, None, :]  # only outline vertices
-        return self.cand[d.argmin(-1)]  # [B, 17]
+    @staticmethod
+    def _weights(targets, weights):
+        if targets is None:
+            return None
+        return torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
 
-    def loss(self, renderer, out: dict, step: int, size: float) -> torch.Tensor:
-        verts = out["vertices"]
-        if self.jaw is None or step % self.every == 0:
-            self.jaw = self._match(renderer.project_points(verts.detach()), out["normals"].detach())
-        b = torch.arange(verts.shape[0], device=verts.device)[:, None]
-        inner = renderer.project_points(verts[:, self.fm.landmark_idx[17:]])
-        jaw = renderer.project_points(verts[b, self.jaw])
-        pred = torch.cat([jaw, inner], dim=1)  # [B, 68, 2]
-        err = ((pred - self.targets) / size).pow(2).sum(-1)
-        return (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
+    def jaw(self, renderer, shapes, rotation, trans, step: int) -> torch.Tensor:
+        """``[B, 17, 2]`` the mesh's jaw outline points (pixels), differentiable."""
+        if self.chosen is None or step % self.every == 0:
+            pts, self.chosen = self.march.silhouette(shapes, rotation, trans, renderer)
+        else:
+            pts = self.march.points_at(shapes, rotation, trans, renderer, self.chosen)
+        return pts[:, :17]
+
+    def loss(self, renderer, out: dict, shapes, rotation, trans, step: int, size: float) -> dict:
+        """``{"landmark68": ..., "landmark3d": ...}`` for the targets given."""
+        terms = {}
+        if self.targets is not None:
+            pred = torch.cat([self.jaw(renderer, shapes, rotation, trans, step), out["landmarks"][:, 17:]], 1)
+            err = ((pred - self.targets) / size).pow(2).sum(-1)
+            terms["landmark68"] = (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
+        if self.targets_3d is not None:
+            err = ((out["landmarks"] - self.targets_3d) / size).pow(2).sum(-1)
+            terms["landmark3d"] = (err * self.weights_3d).sum() / self.weights_3d.sum().clamp_min(1e-6)
+        return terms
 
 
 class _Fitter:
@@ -174,7 +190,8 @@ class _Fitter:
                     3: ("angle", "trans", "gamma", "delta")}
 
     def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
-                 landmarks68=None, landmark_weights=None, visibility=None, fill=True):
+                 landmarks68=None, landmark_weights=None, visibility=None, fill=True, landmarks3d=None,
+                 landmark3d_weights=None):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -190,9 +207,13 @@ class _Fitter:
         self.visibility = None if visibility is None else visibility.detach().to(dev, torch.float32)
         self.skin = skin_mask(self.target) if visibility is None else None
         self.lm5 = None if landmarks5 is None else landmarks5.to(dev, torch.float32)
-        self.lm68 = None if landmarks68 is None else _Landmarks68(
-            face_model, landmarks68.to(dev), None if landmark_weights is None else landmark_weights.to(dev),
-            sch.contour_every)
+        self.lm68 = None
+        if landmarks68 is not None or landmarks3d is not None:
+            to = lambda t: None if t is None else t.to(dev)  # noqa: E731
+            self.lm68 = _Landmarks68(face_model, to(landmarks68), to(landmark_weights), to(landmarks3d),
+                                     to(landmark3d_weights), sch.contour_every)
+        self.soft_edge = SoftEdge(face_model, sch.silhouette_sigma) \
+            if self.visibility is not None and sch.w_silhouette > 0 else None
         self.id_encoder = id_encoder
         if id_encoder is not None:
             with torch.no_grad():
@@ -261,9 +282,18 @@ class _Fitter:
             loss = loss + sch.w_landmark * lml
             terms["landmark"] = float(lml.detach())
         if self.lm68 is not None:
-            l68 = self.lm68.loss(self.renderer, out, step, float(self.target.shape[-1]))
-            loss = loss + sch.w_landmark68 * l68
-            terms["landmark68"] = float(l68.detach())
+            p = self.p
+            shapes = self.model_now.shape(p["id"], p["exp"])
+            lterms = self.lm68.loss(self.renderer, out, shapes, cam.euler_rotation(p["angle"]), p["trans"], step,
+                                    float(self.target.shape[-1]))
+            for name, value in lterms.items():
+                loss = loss + {"landmark68": sch.w_landmark68, "landmark3d": sch.w_landmark3d}[name] * value
+                terms[name] = float(value.detach())
+        if self.soft_edge is not None:
+            cov, band = self.soft_edge(self.renderer.project_points(out["vertices"]), out["rast"])
+            sil = silhouette_loss(cov, band, self.visibility)
+            loss = loss + sch.w_silhouette * sil
+            terms["silhouette"] = float(sil.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:
             comp = L.composite(out["image"], mask, self.target)
             idl = L.perceptual_losses(self.id_target, {"id": self.id_encoder.embed(comp)})["id"]
@@ -307,7 +337,8 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
         prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
         landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None,
-        fill: bool = True):
+        fill: bool = True, landmarks3d: Optional[torch.Tensor] = None,
+        landmark3d_weights: Optional[torch.Tensor] = None):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -324,11 +355,13 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         prealign_steps: landmark-only pose steps before fitting from the mean face (cheap; needs
             ``landmarks5``; skipped when ``coeffs`` are given: a network's prediction is already
             posed, and MTCNN's 5 points would only pull it towards their own definition).
-        landmarks68: ``[B, 68, 2]`` 68 photo-style points in crop pixels (e.g. the landmark head's),
-            or None.
+        landmarks68: ``[B, 68, 2]`` 68 2D-style points in crop pixels (e.g. the landmark head's:
+            the jaw on the face's outline, matched to the mesh's outline), or None.
         landmark_weights: ``[B, 68]`` their weights (e.g. confidences), or None (all 1).
         visibility: ``[B, 1, 224, 224]`` probability that a pixel shows the face unoccluded (a
-            face segmenter's), weighting the photometric term; None: a skin-colour test.
+            face segmenter's), weighting the photometric term and, with ``schedule.w_silhouette``,
+            the target of the silhouette term (the rendered outline, softened by
+            :class:`~pyfaid.reconstruct.silhouette.SoftEdge`, pulled to it); None: a skin-colour test.
         fill: with ``visibility``, the colour offsets of the rendered vertices the photo hides
             (:func:`~pyfaid.reconstruct.fill.hidden_vertices`, found when the colour stage starts)
             are held at 0 while fitting and then filled harmonically from the visible ones around
@@ -337,11 +370,16 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
             normalised, so a vertex that only an occluder's pixels reach, at any weight, takes its
             colour.
 
+        landmarks3d: ``[B, 68, 2]`` 3D-style points in crop pixels (e.g. the 3D-style head's),
+            matched to the landmark vertices (all 68, hidden ones too), or None.
+        landmark3d_weights: ``[B, 68]`` their weights, or None (all 1).
+
     Returns:
         ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
-                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill)
+                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill, landmarks3d,
+                landmark3d_weights)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     it = range(steps)
