@@ -564,6 +564,63 @@ def test_skin_painter_is_reproducible(face_model):
     assert a.shape == base.shape and a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
 
 
+def test_skin_tones_follow_the_monk_scale(face_model):
+    from pyfaid.data.skin import _LUMA, HAIR_COLOURS, MONK_SKIN_TONES, SkinPainter, monk_colour
+
+    assert np.allclose(monk_colour(0), MONK_SKIN_TONES[0]) and np.allclose(monk_colour(9), MONK_SKIN_TONES[9])
+    assert np.allclose(monk_colour(4.5), (MONK_SKIN_TONES[4] + MONK_SKIN_TONES[5]) / 2)
+    sp = SkinPainter(face_model)
+    base = face_model.mean_tex.numpy()
+    for position in (0.0, 4.0, 9.0):
+        a = sp._skin_tone(np.clip(base, 0, 1), np.random.default_rng(1), position)
+        ratio = a[sp._ref_idx].mean(0) / monk_colour(position)
+        assert np.all((ratio > 0.7 * 0.9) & (ratio < 0.92 * 1.1)), (position, ratio)
+    light, _ = sp.paint(base, np.random.default_rng(2), HAIR_COLOURS[1], tone=1.0)
+    dark, _ = sp.paint(base, np.random.default_rng(2), HAIR_COLOURS[1], tone=8.0)
+    assert (light[sp._ref_idx] @ _LUMA).mean() > 2 * (dark[sp._ref_idx] @ _LUMA).mean()
+
+
+def test_mouth_inside_has_teeth_above_and_the_tongue_below(face_model):
+    from pyfaid.data.skin import _LUMA, HAIR_COLOURS, SkinPainter
+
+    sp = SkinPainter(face_model)
+    a, _ = sp.paint(face_model.mean_tex.numpy(), np.random.default_rng(5), HAIR_COLOURS[1], tone=6.0)
+    inside = sp.mouth * (1 - sp.lips) > 0.9
+    upper_front = inside & (sp.mouth_open_t < 0.1) & (sp.mouth_depth > 0.012) & (sp.mouth_depth < 0.04)
+    tongue = inside & (sp.mouth_open_t > 0.7) & (sp.mouth_depth > 0.04)
+    assert upper_front.sum() > 20 and tongue.sum() > 20
+    teeth, ton = a[upper_front], a[tongue]
+    assert (teeth @ _LUMA).mean() > 1.5 * (ton @ _LUMA).mean()  # bright teeth, a darker tongue
+    assert (ton[:, 0] > ton[:, 1] * 1.3).mean() > 0.8  # the tongue is red
+    # the upper inner lip's landmarks stay with the upper lip when the jaw opens, the lower ones go
+    names = face_model.labels["exp_target_names"]
+    w = torch.zeros(len(names), dtype=torch.float64)
+    w[names.index("jawOpen")] = 1.0
+    exp = (face_model.labels["exp_from_target"].double() @ w).float()[None]
+    moved = face_model.shape(torch.zeros(1, face_model.n_id), exp)[0] - face_model.mean_shape
+    dy = moved[face_model.landmark_idx, 1]
+    assert (dy[61:64] > -0.03).all() and (dy[65:68] < -0.2).all()
+
+
+def test_expressions_and_eyes_the_generator_makes(face_model):
+    from pyfaid.data.synthetic_sampling import EXPRESSIONS
+
+    ds = SyntheticFaces(seed=4, length=200, face_model=face_model, image_size=48)
+    names = face_model.labels["exp_target_names"]
+    to_target = face_model.labels["exp_to_target"].double().numpy()
+    w = np.stack([to_target @ ds.sample_coeffs(i)[face_model.layout.slice("exp")].astype(np.float64)
+                  for i in range(120)])
+    jaw, smile = w[:, names.index("jawOpen")], w[:, [names.index("mouthSmileLeft"), names.index("mouthSmileRight")]].mean(1)
+    assert (jaw > 0.3).mean() > 0.1 and (smile > 0.4).mean() > 0.2  # open mouths and smiles are common
+    assert ((jaw > 0.05) & (smile > 0.4)).mean() > 0.05  # toothy smiles and laughs
+    eyes = [names.index("eyeWideLeft"), names.index("eyeWideRight")]
+    assert (np.abs(np.delete(w, eyes, axis=1)).max(1) < 0.05).mean() > 0.1  # and some neutral faces
+    assert {"smile", "toothy_smile", "laugh", "shout", "talk", "frown"} == set(EXPRESSIONS)
+    # the eyes: larger and more open than the identity basis alone draws them, per (seed, index)
+    off = np.stack([ds._eye_proportions(np.random.default_rng(i)) for i in range(20)])
+    assert np.abs(off).sum(1).min() > 0 and np.array_equal(off[3], ds._eye_proportions(np.random.default_rng(3)))
+
+
 # ------------------------------------------------------------------------- cache
 def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     from pyfaid.data.registry import build_dataset, parse_spec

@@ -276,12 +276,12 @@ class SkinPainter(SkinCanvas):
         gap = np.exp(-((np.abs(x[:, None] - edges[None]).min(1) / 0.005) ** 2))
         tooth = np.searchsorted(edges, x)
         shade = (1 - 0.07 * (tooth % 2) - 0.06 * np.clip(tooth - 2, 0, None)) * (1 - 0.55 * gap)
-        front = 1 - smoothstep((d - 0.05) / 0.02)  # teeth stand just behind the lips
+        behind_lips = smoothstep((d - 0.004) / 0.006)  # teeth stand just behind the lips
         show = rng.uniform(0.18, 0.32)  # how far the upper teeth reach down, in the opened mouth
-        upper_teeth = front * (1 - smoothstep((t - show) / 0.05)) * smoothstep((d - 0.004) / 0.006)
-        lower_teeth = front * smoothstep((t - 0.85) / 0.05) * smoothstep((d - 0.004) / 0.006)
-        gums = np.zeros_like(d)
-        tongue = smoothstep((t - 0.55) / 0.1) * (1 - lower_teeth)
+        upper_teeth = behind_lips * (1 - smoothstep((t - show) / 0.05)) * (1 - smoothstep((d - 0.045) / 0.01))
+        lower_teeth = behind_lips * smoothstep((t - 0.85) / 0.05) * (1 - smoothstep((d - 0.022) / 0.008))
+        gums = (1 - smoothstep((t - show) / 0.05)) * smoothstep((d - 0.045) / 0.01) * (1 - smoothstep((d - 0.06) / 0.01))
+        tongue = smoothstep((t - 0.55) / 0.1) * smoothstep((d - 0.022) / 0.008)
         tongue_colour = np.array([0.68, 0.30, 0.30], np.float32) * rng.uniform(0.75, 1.1)
         groove = 1 - 0.3 * np.exp(-((x / 0.02) ** 2))
         cavity = np.array([0.16, 0.045, 0.045], np.float32) * rng.uniform(0.6, 1.2)

@@ -69,8 +69,9 @@ class SoftEdge:
         self.edges, self.edge_faces = mesh_edges(face_model)
         self.sigma, self.band = float(sigma), float(band)
 
-    def _outline_edges(self, verts_px: torch.Tensor, covered: np.ndarray) -> torch.Tensor:
-        """Indices of the silhouette edges that lie on the rendered mask's edge (one face)."""
+    def _outline_edges(self, verts_px: torch.Tensor, covered: np.ndarray, seen: torch.Tensor) -> torch.Tensor:
+        """Indices of the silhouette edges that lie on the rendered mask's edge (one face; ``seen``:
+        ids of triangles the render shows)."""
         dev = verts_px.device
         tri = self.triangles.to(dev)
         p = verts_px.detach()
@@ -80,7 +81,7 @@ class SoftEdge:
         f0 = area[faces[:, 0]]
         f1 = torch.where(faces[:, 1] >= 0, area[faces[:, 1].clamp_min(0)], torch.zeros_like(f0))
         # the rendered triangles tell which orientation faces the camera
-        front_sign = 1.0 if float((area > 0).float().mean()) < 0.5 else -1.0
+        front_sign = 1.0 if float(torch.sign(area[seen]).sum()) >= 0 else -1.0
         front0, front1 = f0 * front_sign > 0, f1 * front_sign > 0
         border = faces[:, 1] < 0
         sil = (border & front0) | (~border & (front0 != front1))
@@ -116,7 +117,9 @@ class SoftEdge:
             covered = (hard[b] > 0).cpu().numpy().astype(np.uint8)
             cov = hard[b].clone()
             band = torch.zeros_like(cov)
-            idx = self._outline_edges(verts_px[b], covered)
+            tid = rast[b, ..., 3]
+            seen = (tid[tid > 0] - 1).long().unique().to(verts_px.device)
+            idx = self._outline_edges(verts_px[b], covered, seen)
             if len(idx):
                 outline = covered ^ cv2.erode(covered, np.ones((3, 3), np.uint8))
                 near = cv2.distanceTransform((1 - outline).astype(np.uint8), cv2.DIST_L2, 3) <= self.band
