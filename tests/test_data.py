@@ -414,7 +414,7 @@ def face_marching(face_model):
 
 def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, face_marching):
     r, out, rot, trans, shapes = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis, vis3d = face_marching.compute(out["landmarks"], shapes, rot, trans, out["vertices"], out["rast"], r)
+    lm2d, vis, vis3d = face_marching.compute(out["landmarks"], out["vertices"], rot, trans, out["rast"], r)
     lm3d = out["landmarks"]
     # frontal: the jaw's outline is within a few pixels of the landmark vertices (never inside
     # them: the outline is the outermost point of the surface), the chin stays on the chin (not on
@@ -442,18 +442,23 @@ def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, f
 
 def test_marching_is_differentiable_in_the_chosen_point(face_model, face_marching):
     r, out, rot, trans, shapes = _posed(face_model, [(0, 40, 0)])
-    shapes = shapes.detach().double().requires_grad_(True)
-    t = trans.double().requires_grad_(True)
-    pts, chosen = face_marching.silhouette(shapes, rot.double(), t, r)
+    verts = out["vertices"].detach().double().requires_grad_(True)
+    pts, chosen = face_marching.silhouette(verts, rot.double(), trans.double(), r)
     assert pts.shape == (1, len(face_marching.line_of), 2) and chosen.shape == (1, len(face_marching.line_of))
     pts[..., 0].sum().backward()
-    assert torch.isfinite(shapes.grad).all() and shapes.grad.abs().sum() > 0
-    # moving the head right moves every point right by the same pixels (a translation's Jacobian)
-    assert float(t.grad[0, 0]) > 0 and float(t.grad[0, 1].abs()) < 1e-6 * float(t.grad[0, 0])
+    assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0
+    # the chosen points are points of the mesh: moving the mesh right moves them right, not up
+    g = verts.grad[0].sum(0)
+    assert float(g[0]) > 0 and abs(float(g[1])) < 1e-6 * float(g[0])
+    # the same points for a moved mesh follow it exactly
+    moved = face_marching.points_at(out["vertices"] + torch.tensor([0.05, 0.0, 0.0]), rot, trans, r, chosen)
+    assert (moved[..., 0] > pts.detach()[..., 0].float()).all()
 
 
 def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
-    from pyfaid.data.contour import JAW, marching_for
+    from pyfaid.data.contour import marching_for
+    from pyfaid.data.scene import SceneRenderer
+    from pyfaid.render import Renderer, camera as cam_mod
 
     m = marching_for(face_model)
     if m.context is None:
@@ -461,6 +466,15 @@ def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
     ctx_points = (m.edge_a >= m.num_face) & m.valid
     assert ctx_points.any()  # some lines continue on the head around the face
     assert not ctx_points[[m.line_of[j] for j in (6, 7, 8, 9, 10)]].any()  # not under the chin
+    # the head's points follow a face exactly as the rendered context does
+    r, out, rot, trans, shapes = _posed(face_model, [(5, 30, 0)])
+    shapes = shapes + 0.02 * torch.randn_like(shapes)
+    verts = cam_mod.to_camera(cam_mod.apply_pose(shapes, rot, trans), r.camera_distance)
+    ours = m._context_points(verts, rot, trans, r.camera_distance)
+    world = SceneRenderer(face_model, Renderer(112)).ctx.pose(m.context.follow(shapes, face_model.mean_shape), rot, trans,
+                                                             rot)
+    ref = cam_mod.to_camera(world, r.camera_distance)[:, m.ctx_rows]
+    assert torch.allclose(ours, ref, atol=1e-5)
 
 
 def test_landmark_conventions_in_items(batch):

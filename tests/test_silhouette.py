@@ -53,8 +53,14 @@ def test_silhouette_loss_pulls_the_outline_towards_the_target_region():
     target = torch.zeros(1, 1, 32, 32, dtype=torch.float64)
     target[..., 5:26, 11:24] = 1.0  # the region reaches 3 px further right
     cov, band = SoftEdge(_Square(), sigma=1.0, band=4.0)(verts[None], rast)
-    silhouette_loss(cov, band, target).backward()
+    loss = silhouette_loss(cov, band, target)
+    loss.backward()
     assert float(verts.grad[1, 0]) < 0 and float(verts.grad[2, 0]) < 0  # descent moves the right edge right
+    # the band-only path gives the same value and gradient
+    grad, verts.grad = verts.grad.clone(), None
+    fast = SoftEdge(_Square(), sigma=1.0, band=4.0).loss(verts[None], rast, target)
+    fast.backward()
+    assert float(fast) == pytest.approx(float(loss), rel=1e-9) and torch.allclose(verts.grad, grad)
     # the left edge already matches (up to the softness): a far weaker pull
     assert abs(float(verts.grad[0, 0])) < 0.2 * abs(float(verts.grad[1, 0]))
 

@@ -230,6 +230,25 @@ class LandmarkMarching:
             self.edge_a[k, :n], self.edge_b[k, :n] = torch.from_numpy(a), torch.from_numpy(b)
             self.weight[k, :n], self.valid[k, :n] = torch.from_numpy(w), True
         self.line_of = {j: k for k, j in enumerate(MARCHED)}
+        # the context vertices the lines use: their indices after the face's, and how they follow a face
+        used = torch.unique(torch.cat([self.edge_a[self.valid], self.edge_b[self.valid]]))
+        self.ctx_rows = used[used >= self.num_face] - self.num_face  # [R] context vertex ids
+        if context is not None and len(self.ctx_rows):
+            remap = torch.arange(self.num_face + len(context.vertices))
+            remap[self.num_face + self.ctx_rows] = self.num_face + torch.arange(len(self.ctx_rows))
+            self.edge_a, self.edge_b = remap[self.edge_a], remap[self.edge_b]
+            rows = self.ctx_rows.numpy()
+            self.anchors = torch.as_tensor(context.anchors)
+            self.anchor_mean = self.face_mean[self.anchors]  # [A, 3]
+            self.ctx_rest = torch.from_numpy(context.vertices[rows]).float()  # [R, 3]
+            # the anchors' residual spread as HeadContext.follow spreads it (its k largest weights per row)
+            spread = np.zeros((len(rows), len(context.anchors)), np.float32)
+            srows, scols, sw = context._sparse_weights()
+            at = {int(r): i for i, r in enumerate(srows)}
+            for i, r in enumerate(rows):
+                if int(r) in at:
+                    spread[i, scols[at[int(r)]]] = sw[at[int(r)]]
+            self.ctx_spread = torch.from_numpy(spread)  # [R, A]
 
     @staticmethod
     def _directions(lm: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,53 +266,74 @@ class LandmarkMarching:
         return normal, tangent
 
     # ------------------------------------------------------------------------------ posing
-    def posed_points(self, shapes: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+    @staticmethod
+    def _unposed(points_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                 camera_distance: float) -> torch.Tensor:
+        """Camera-space points ``[B, N, 3]`` back in model space (the pose undone)."""
+        world = cam.to_camera(points_cam, camera_distance)  # its own inverse
+        return (world - translation[:, None].to(world.dtype)) @ rotation.to(world.dtype)
+
+    def _context_points(self, verts_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+                        camera_distance: float) -> torch.Tensor:
+        """Camera-space positions ``[B, R, 3]`` of the context vertices the lines use, following the
+        face (:meth:`pyfaid.facemodel.context.HeadContext.follow`, for these rows only)."""
+        dev, dt = verts_cam.device, verts_cam.dtype
+        src = self.anchor_mean.to(dev, dt)  # [A, 3]
+        dst = self._unposed(verts_cam[:, self.anchors.to(dev)], rotation, translation, camera_distance)  # [B, A, 3]
+        sm, dm = src - src.mean(0), dst - dst.mean(1, keepdim=True)
+        scale = ((sm[None] * dm).sum(1) / (sm * sm).sum(0).clamp_min(1e-9)).clamp(0.85, 1.15)  # [B, 3]
+        shift = dst.mean(1) - scale * src.mean(0)
+        resid = dst - (src[None] * scale[:, None] + shift[:, None])  # [B, A, 3]
+        model = self.ctx_rest.to(dev, dt)[None] * scale[:, None] + shift[:, None] + self.ctx_spread.to(dev, dt) @ resid
+        return cam.to_camera(cam.apply_pose(model, rotation.to(dt), translation.to(dt)), camera_distance)
+
+    def posed_points(self, verts_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
                      camera_distance: float) -> torch.Tensor:
-        """Camera-space positions ``[B, K, 3]`` of the lines' points (differentiable).
+        """Camera-space positions ``[B, L * K, 3]`` of the lines' points (differentiable).
 
         Args:
-            shapes: ``[B, V, 3]`` model-space face shapes (identity + expression, no pose).
-            rotation: ``[B, 3, 3]`` (:func:`pyfaid.render.camera.euler_rotation`).
-            translation: ``[B, 3]``.
+            verts_cam: ``[B, V, 3]`` the posed face's camera-space vertices (the renderer's ``vertices``).
+            rotation: ``[B, 3, 3]`` its rotation (:func:`pyfaid.render.camera.euler_rotation`).
+            translation: ``[B, 3]`` its translation.
             camera_distance: the renderer's camera distance.
         """
-        dev, dt = shapes.device, shapes.dtype
-        verts = shapes
-        if self.context is not None:
-            ctx = self.context.follow(shapes, self.face_mean.to(dev, dt))  # [B, N, 3] model space
-            verts = torch.cat([shapes, ctx.to(dt)], 1)
+        dev, dt = verts_cam.device, verts_cam.dtype
+        verts = verts_cam
+        if self.context is not None and len(self.ctx_rows):
+            verts = torch.cat([verts_cam, self._context_points(verts_cam, rotation, translation, camera_distance)], 1)
         a, b = self.edge_a.to(dev).reshape(-1), self.edge_b.to(dev).reshape(-1)
         w = self.weight.to(dev, dt).reshape(1, -1, 1)
-        x = verts[:, a] * (1 - w) + verts[:, b] * w  # [B, L * Kmax, 3]
-        return cam.to_camera(cam.apply_pose(x, rotation.to(dt), translation.to(dt)), camera_distance)
+        return verts[:, a] * (1 - w) + verts[:, b] * w
 
-    def outward_px(self, shapes: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+    def outward_px(self, verts_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
                    renderer) -> torch.Tensor:
         """Each line's outward direction in the picture ``[B, L, 2]`` (unit; 0 where the line
         points at the camera)."""
-        lm = shapes[:, torch.as_tensor(self.landmark_idx[list(MARCHED)], device=shapes.device)]  # [B, L, 3]
-        step = torch.as_tensor(self.outward, device=shapes.device, dtype=shapes.dtype) * 0.05
+        idx = torch.as_tensor(self.landmark_idx[list(MARCHED)], device=verts_cam.device)
+        lm = self._unposed(verts_cam[:, idx], rotation, translation, renderer.camera_distance)  # [B, L, 3]
+        step = torch.as_tensor(self.outward, device=lm.device, dtype=lm.dtype) * 0.05
         both = torch.cat([lm, lm + step], 1)
-        px = renderer.project_points(cam.to_camera(cam.apply_pose(both, rotation.to(shapes.dtype),
-                                                                  translation.to(shapes.dtype)),
+        px = renderer.project_points(cam.to_camera(cam.apply_pose(both, rotation.to(lm.dtype), translation.to(lm.dtype)),
                                                    renderer.camera_distance))
         d = px[:, len(MARCHED):] - px[:, :len(MARCHED)]
         n = d.norm(dim=-1, keepdim=True)
         return torch.where(n > 1e-3, d / n.clamp_min(1e-9), torch.zeros_like(d))
 
-    def silhouette(self, shapes: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
+    def silhouette(self, verts_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor,
                    renderer) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every line's silhouette point in the picture (differentiable in the chosen point).
+        """Every line's silhouette point in the picture (differentiable in the chosen point), for
+        the posed faces ``verts_cam [B, V, 3]`` (camera space) of rotation ``[B, 3, 3]`` and
+        translation ``[B, 3]``.
 
         Returns:
             ``(points [B, L, 2] pixels, chosen [B, L] index along each line)``; the choice
             itself carries no gradient.
         """
-        pts_cam = self.posed_points(shapes, rotation, translation, renderer.camera_distance)
+        pts_cam = self.posed_points(verts_cam, rotation, translation, renderer.camera_distance)
         L, K = self.valid.shape
         px = renderer.project_points(pts_cam).reshape(-1, L, K, 2)
         with torch.no_grad():
-            d = self.outward_px(shapes.detach(), rotation.detach(), translation.detach(), renderer)  # [B, L, 2]
+            d = self.outward_px(verts_cam.detach(), rotation.detach(), translation.detach(), renderer)  # [B, L, 2]
             valid = self.valid.to(px.device)[None]
             score = (px.detach() * d[:, :, None]).sum(-1).masked_fill(~valid, -float("inf"))  # [B, L, K]
             # walking outward, the line passes the outline where it first folds back by more than
@@ -307,26 +347,25 @@ class LandmarkMarching:
         pts = px.gather(2, chosen[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
         return pts, chosen
 
-    def points_at(self, shapes: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, renderer,
+    def points_at(self, verts_cam: torch.Tensor, rotation: torch.Tensor, translation: torch.Tensor, renderer,
                   chosen: torch.Tensor) -> torch.Tensor:
         """The points ``chosen [B, L]`` (from :meth:`silhouette`) of the lines, in the picture
         ``[B, L, 2]`` for another shape and pose (differentiable): the same surface points."""
-        pts_cam = self.posed_points(shapes, rotation, translation, renderer.camera_distance)
+        pts_cam = self.posed_points(verts_cam, rotation, translation, renderer.camera_distance)
         L, K = self.valid.shape
         px = renderer.project_points(pts_cam).reshape(-1, L, K, 2)
         return px.gather(2, chosen.to(px.device)[..., None, None].expand(-1, -1, 1, 2))[:, :, 0]
 
     # ------------------------------------------------------------------------------ labels
     @torch.no_grad()
-    def compute(self, landmarks: torch.Tensor, shapes: torch.Tensor, rotation: torch.Tensor,
-                translation: torch.Tensor, vertices_cam: torch.Tensor, rast: torch.Tensor,
-                renderer) -> tuple[torch.Tensor, torch.Tensor]:
+    def compute(self, landmarks: torch.Tensor, vertices_cam: torch.Tensor, rotation: torch.Tensor,
+                translation: torch.Tensor, rast: torch.Tensor, renderer) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """2D-style landmarks and their visibility for a rendered batch.
 
         Args:
             landmarks: ``[B, 68, 2]`` the 3D-style points (the landmark vertices projected, pixels).
-            shapes: ``[B, V, 3]`` model-space shapes; rotation ``[B, 3, 3]``; translation ``[B, 3]``.
             vertices_cam: ``[B, V, 3]`` camera-space vertices (the renderer's ``vertices``).
+            rotation: ``[B, 3, 3]`` the faces' rotations; translation ``[B, 3]``.
             rast: ``[B, H, W, 4]`` the face's rasterization (for the depth test).
             renderer: the ``Renderer``.
 
@@ -337,7 +376,7 @@ class LandmarkMarching:
         """
         size = rast.shape[1]
         lm2d = landmarks.detach().float().cpu().clone()
-        sil, _ = self.silhouette(shapes.float(), rotation.float(), translation.float(), renderer)
+        sil, _ = self.silhouette(vertices_cam.float(), rotation.float(), translation.float(), renderer)
         sil = sil.float().cpu()
         visible = self.depth_visible(vertices_cam, rast, renderer).cpu()
         inside_3d = (landmarks >= -0.5).all(-1).cpu() & (landmarks <= size - 0.5).all(-1).cpu()

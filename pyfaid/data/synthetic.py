@@ -381,10 +381,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         from pyfaid.render import camera as cam_mod
 
         rotation = cam_mod.euler_rotation(parts["angle"].float())
-        trans = parts["trans"].float()
-        world = cam_mod.to_camera(verts_cam, self.renderer.camera_distance)  # its own inverse
-        shapes = (world - trans[:, None]) @ rotation  # model space: undo the pose
-        return self._part("contour").compute(landmarks, shapes, rotation, trans, verts_cam, rast, self.renderer)
+        return self._part("contour").compute(landmarks, verts_cam, rotation, parts["trans"].float(), rast, self.renderer)
 
     def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
         """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,

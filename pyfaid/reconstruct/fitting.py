@@ -39,7 +39,7 @@ from pyfaid import losses as L
 from pyfaid.data.contour import marching_for
 from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
-from pyfaid.reconstruct.silhouette import SoftEdge, silhouette_loss
+from pyfaid.reconstruct.silhouette import SoftEdge
 from pyfaid.render import camera as cam
 from pyfaid.render.shading import vertex_normals
 
@@ -162,19 +162,19 @@ class _Landmarks68:
             return None
         return torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
 
-    def jaw(self, renderer, shapes, rotation, trans, step: int) -> torch.Tensor:
+    def jaw(self, renderer, verts_cam, rotation, trans, step: int) -> torch.Tensor:
         """``[B, 17, 2]`` the mesh's jaw outline points (pixels), differentiable."""
         if self.chosen is None or step % self.every == 0:
-            pts, self.chosen = self.march.silhouette(shapes, rotation, trans, renderer)
+            pts, self.chosen = self.march.silhouette(verts_cam, rotation, trans, renderer)
         else:
-            pts = self.march.points_at(shapes, rotation, trans, renderer, self.chosen)
+            pts = self.march.points_at(verts_cam, rotation, trans, renderer, self.chosen)
         return pts[:, :17]
 
-    def loss(self, renderer, out: dict, shapes, rotation, trans, step: int, size: float) -> dict:
-        """``{"landmark68": ..., "landmark3d": ...}`` for the targets given."""
+    def loss(self, renderer, out: dict, rotation, trans, step: int, size: float) -> dict:
+        """``{"landmark68": ..., "landmark3d": ...}`` for the targets given (``out``: the render)."""
         terms = {}
         if self.targets is not None:
-            pred = torch.cat([self.jaw(renderer, shapes, rotation, trans, step), out["landmarks"][:, 17:]], 1)
+            pred = torch.cat([self.jaw(renderer, out["vertices"], rotation, trans, step), out["landmarks"][:, 17:]], 1)
             err = ((pred - self.targets) / size).pow(2).sum(-1)
             terms["landmark68"] = (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
         if self.targets_3d is not None:
@@ -283,15 +283,13 @@ class _Fitter:
             terms["landmark"] = float(lml.detach())
         if self.lm68 is not None:
             p = self.p
-            shapes = self.model_now.shape(p["id"], p["exp"])
-            lterms = self.lm68.loss(self.renderer, out, shapes, cam.euler_rotation(p["angle"]), p["trans"], step,
+            lterms = self.lm68.loss(self.renderer, out, cam.euler_rotation(p["angle"]), p["trans"], step,
                                     float(self.target.shape[-1]))
             for name, value in lterms.items():
                 loss = loss + {"landmark68": sch.w_landmark68, "landmark3d": sch.w_landmark3d}[name] * value
                 terms[name] = float(value.detach())
         if self.soft_edge is not None:
-            cov, band = self.soft_edge(self.renderer.project_points(out["vertices"]), out["rast"])
-            sil = silhouette_loss(cov, band, self.visibility)
+            sil = self.soft_edge.loss(self.renderer.project_points(out["vertices"]), out["rast"], self.visibility)
             loss = loss + sch.w_silhouette * sil
             terms["silhouette"] = float(sil.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:

@@ -106,9 +106,10 @@ class Reconstruction:
 
         with torch.no_grad():
             p = self.face_model.split_coeffs(self.coeffs[None])
-            shapes = self.face_model.shape(p["id"], p["exp"])
-            jaw, _ = marching_for(self.face_model).silhouette(shapes, cam_mod.euler_rotation(p["angle"]), p["trans"],
-                                                               self.renderer)
+            rot = cam_mod.euler_rotation(p["angle"])
+            verts = cam_mod.to_camera(cam_mod.apply_pose(self.vertices[None].to(rot.dtype), rot, p["trans"]),
+                                      self.renderer.camera_distance)
+            jaw, _ = marching_for(self.face_model).silhouette(verts, rot, p["trans"], self.renderer)
             return torch.cat([jaw[0, :17], self.landmarks_crop[17:]])
 
     @property

@@ -10,7 +10,8 @@ border edges of front-facing triangles, and edges between a front- and a back-fa
 that lie on the rendered mask's edge.
 
 It sits behind a small interface, ``edge(verts_px, rast) -> (coverage [B, 1, H, W], band [B, 1, H,
-W])``, so that an antialiasing op of the renderer (``pyfaid.render.antialias``) can replace it.
+W])`` (and ``edge.loss(verts_px, rast, target)``, the same term on the band's pixels only), so that
+an antialiasing op of the renderer (``pyfaid.render.antialias``) can replace it.
 
 :func:`silhouette_loss` compares the soft coverage with a target region (the face segmenter's
 probability that a pixel shows the face) in the band where the soft coverage has gradients.
@@ -23,6 +24,7 @@ import weakref
 import cv2
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 
 __all__ = ["SoftEdge", "silhouette_loss", "mesh_edges"]
 
@@ -65,37 +67,68 @@ class SoftEdge:
     """
 
     def __init__(self, face_model, sigma: float = 1.0, band: float = 4.0) -> None:
-        self.triangles = face_model.triangles.long()
-        self.edges, self.edge_faces = mesh_edges(face_model)
-        self.sigma, self.band = float(sigma), float(band)
+        edges, faces = mesh_edges(face_model)
+        self.triangles_np = face_model.triangles.detach().cpu().numpy().astype(np.int64)
+        self.edges_np, self.faces_np = edges.numpy(), faces.numpy()
+        self.sigma, self.band_px = float(sigma), float(band)
 
-    def _outline_edges(self, verts_px: torch.Tensor, covered: np.ndarray, seen: torch.Tensor) -> torch.Tensor:
-        """Indices of the silhouette edges that lie on the rendered mask's edge (one face; ``seen``:
-        ids of triangles the render shows)."""
-        dev = verts_px.device
-        tri = self.triangles.to(dev)
-        p = verts_px.detach()
-        a, b, c = p[tri[:, 0]], p[tri[:, 1]], p[tri[:, 2]]
-        area = (b - a)[:, 0] * (c - a)[:, 1] - (b - a)[:, 1] * (c - a)[:, 0]  # [F], screen orientation
-        faces = self.edge_faces.to(dev)
-        f0 = area[faces[:, 0]]
-        f1 = torch.where(faces[:, 1] >= 0, area[faces[:, 1].clamp_min(0)], torch.zeros_like(f0))
-        # the rendered triangles tell which orientation faces the camera
-        front_sign = 1.0 if float(torch.sign(area[seen]).sum()) >= 0 else -1.0
-        front0, front1 = f0 * front_sign > 0, f1 * front_sign > 0
-        border = faces[:, 1] < 0
-        sil = (border & front0) | (~border & (front0 != front1))
-        idx = torch.nonzero(sil).flatten()
-        e = self.edges.to(dev)[idx]
-        mid = 0.5 * (p[e[:, 0]] + p[e[:, 1]])
-        # keep those within 1.5 px of the mask's edge
-        edge = covered ^ cv2.erode(covered, np.ones((3, 3), np.uint8))
-        dist = cv2.distanceTransform((1 - edge).astype(np.uint8), cv2.DIST_L2, 3)
-        h, w = covered.shape
-        col = mid[:, 0].round().long().clamp(0, w - 1).cpu().numpy()
-        row = mid[:, 1].round().long().clamp(0, h - 1).cpu().numpy()
-        keep = torch.from_numpy(dist[row, col] <= 1.5).to(dev)
-        return idx[keep]
+    def _outline_edges(self, p: np.ndarray, dist: np.ndarray, seen: np.ndarray) -> np.ndarray:
+        """Indices of the silhouette edges on the rendered mask's edge: ``p [V, 2]`` the projected
+        vertices, ``dist`` each pixel's distance to the mask's edge, ``seen`` ids of triangles the
+        render shows at that edge."""
+        h, w = dist.shape
+        pix = np.clip(np.rint(p), 0, [w - 1, h - 1]).astype(np.int64)
+        near = dist[pix[:, 1], pix[:, 0]] <= 2.0  # [V] vertices by the outline
+        edges, faces = self.edges_np, self.faces_np
+        idx = np.flatnonzero(near[edges[:, 0]] & near[edges[:, 1]])
+        tri = self.triangles_np
+
+        def area(f):  # screen orientation of triangles f (0 for -1)
+            t = tri[np.maximum(f, 0)]
+            a, b, c = p[t[..., 0]], p[t[..., 1]], p[t[..., 2]]
+            out = (b - a)[..., 0] * (c - a)[..., 1] - (b - a)[..., 1] * (c - a)[..., 0]
+            return np.where(f >= 0, out, 0.0)
+
+        front_sign = 1.0 if np.sign(area(seen)).sum() >= 0 else -1.0  # the rendered ones face the camera
+        f = faces[idx]
+        front0, front1 = area(f[:, 0]) * front_sign > 0, area(f[:, 1]) * front_sign > 0
+        border = f[:, 1] < 0
+        idx = idx[(border & front0) | (~border & (front0 != front1))]
+        mid = np.clip(np.rint(0.5 * (p[edges[idx, 0]] + p[edges[idx, 1]])), 0, [w - 1, h - 1]).astype(np.int64)
+        return idx[dist[mid[:, 1], mid[:, 0]] <= 1.5]
+
+    def band(self, verts_px: torch.Tensor, rast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The soft coverage of one render's band: ``(band [H, W] bool, coverage [P])`` for the band's
+        pixels in row-major order (``verts_px [V, 2]``, ``rast [H, W, 4]``)."""
+        H, W = rast.shape[:2]
+        tid = rast[..., 3].detach()
+        covered = (tid > 0).cpu().numpy().astype(np.uint8)
+        outline = covered ^ cv2.erode(covered, np.ones((3, 3), np.uint8))
+        dist = cv2.distanceTransform(1 - outline, cv2.DIST_L2, 3)
+        seen = np.unique(tid.cpu().numpy()[outline.astype(bool)]).astype(np.int64) - 1
+        seen = seen[seen >= 0]
+        sel = dist <= self.band_px
+        p = verts_px.detach().cpu().double().numpy()
+        idx = self._outline_edges(p, dist, seen) if len(seen) else seen
+        if not len(idx) or not sel.any():
+            return torch.zeros(H, W, dtype=torch.bool, device=rast.device), verts_px.new_zeros(0)
+        rows, cols = np.nonzero(sel)
+        pix_np = np.stack([cols, rows], -1).astype(np.float64)
+        e = self.edges_np[idx]
+        a_np, c_np = p[e[:, 0]], p[e[:, 1]]
+        # the nearest edge: among those of the 4 nearest samples along the edges
+        t = np.array([0.0, 0.25, 0.5, 0.75, 1.0])[:, None, None]
+        samples = (a_np[None] * (1 - t) + c_np[None] * t).reshape(-1, 2)
+        _, near = cKDTree(samples).query(pix_np, k=min(4, len(samples)))
+        cand = np.asarray(near).reshape(len(pix_np), -1) % len(e)  # [P, k]
+        d_c = _segment_distance(torch.from_numpy(pix_np)[:, None], torch.from_numpy(a_np[cand]),
+                                torch.from_numpy(c_np[cand]))
+        nearest = torch.from_numpy(cand).gather(1, d_c.argmin(1, keepdim=True))[:, 0]
+        ends = torch.from_numpy(e).to(verts_px.device)[nearest.to(verts_px.device)]  # [P, 2] vertex ids
+        pix = torch.from_numpy(pix_np).to(device=verts_px.device, dtype=verts_px.dtype)
+        d = _segment_distance(pix, verts_px[ends[:, 0]], verts_px[ends[:, 1]])
+        sign = torch.from_numpy(covered[rows, cols].astype(np.float64) * 2 - 1).to(d)
+        return torch.from_numpy(sel).to(rast.device), torch.sigmoid(sign * d / self.sigma)
 
     def __call__(self, verts_px: torch.Tensor, rast: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Soft coverage of a render.
@@ -109,34 +142,24 @@ class SoftEdge:
             ``(coverage [B, 1, H, W], band [B, 1, H, W])``: coverage in [0, 1], soft (with
             gradients to ``verts_px``) where ``band`` is 1, the hard coverage elsewhere.
         """
-        B, H, W = rast.shape[:3]
-        hard = (rast[..., 3] > 0).to(verts_px.dtype)
         covs, bands = [], []
-        ys, xs = torch.meshgrid(torch.arange(H, device=rast.device), torch.arange(W, device=rast.device), indexing="ij")
-        for b in range(B):
-            covered = (hard[b] > 0).cpu().numpy().astype(np.uint8)
-            cov = hard[b].clone()
-            band = torch.zeros_like(cov)
-            tid = rast[b, ..., 3]
-            seen = (tid[tid > 0] - 1).long().unique().to(verts_px.device)
-            idx = self._outline_edges(verts_px[b], covered, seen)
-            if len(idx):
-                outline = covered ^ cv2.erode(covered, np.ones((3, 3), np.uint8))
-                near = cv2.distanceTransform((1 - outline).astype(np.uint8), cv2.DIST_L2, 3) <= self.band
-                sel = torch.from_numpy(near).to(rast.device)
-                pix = torch.stack([xs[sel], ys[sel]], -1).to(verts_px.dtype)  # [P, 2]
-                e = self.edges.to(rast.device)[idx]
-                a, c = verts_px[b][e[:, 0]], verts_px[b][e[:, 1]]  # [E, 2]
-                with torch.no_grad():
-                    nearest = torch.cat([_segment_distance(chunk[:, None], a.detach()[None], c.detach()[None]).argmin(1)
-                                         for chunk in pix.split(4096)])
-                d = _segment_distance(pix, a[nearest], c[nearest])
-                sign = hard[b][sel] * 2 - 1
-                cov = cov.masked_scatter(sel, torch.sigmoid(sign * d / self.sigma))
-                band = band.masked_fill(sel, 1.0)
-            covs.append(cov)
-            bands.append(band)
+        for b in range(rast.shape[0]):
+            sel, soft = self.band(verts_px[b], rast[b])
+            cov = (rast[b, ..., 3] > 0).to(verts_px.dtype)
+            covs.append(cov.masked_scatter(sel, soft) if len(soft) else cov)
+            bands.append(sel.to(verts_px.dtype))
         return torch.stack(covs)[:, None], torch.stack(bands)[:, None]
+
+    def loss(self, verts_px: torch.Tensor, rast: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """:func:`silhouette_loss` of a render against ``target [B, 1, H, W]``, computed on the band
+        pixels only (what :meth:`__call__` then :func:`silhouette_loss` give, without full-size maps)."""
+        total, count = verts_px.new_zeros(()), 0
+        for b in range(rast.shape[0]):
+            sel, soft = self.band(verts_px[b], rast[b])
+            if len(soft):
+                total = total + ((soft - target[b, 0][sel].to(soft.dtype).detach()) ** 2).sum()
+                count += len(soft)
+        return total / max(count, 1)
 
 
 def silhouette_loss(coverage: torch.Tensor, band: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
