@@ -18,7 +18,7 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
   the landmark marching that labels the synthetic faces), and 3D-style points against the
   landmark vertices,
 * a silhouette term: the rendered face's outline, softened (:mod:`pyfaid.reconstruct.silhouette`),
-  against the face segmenter's face region,
+  against the face segmenter's face region, beside the cheeks (between the eye and the mouth lines),
 * an identity loss (:func:`~pyfaid.losses.identity_loss` of dlib embeddings of the photo and of the
   render pasted over it),
 * the coefficient regularisers (Deep3DFaceRecon's weights) and an L2 + edge-smoothness
@@ -183,6 +183,25 @@ class _Landmarks68:
         return terms
 
 
+def _cheek_rows(landmarks: torch.Tensor, size) -> torch.Tensor:
+    """``[B, 1, H, W]`` the pixels between the eye line and the mouth line of faces with landmarks
+    ``[B, 68, 2]``, along the face's own down direction: where the outline of the face is the cheeks'
+    against what lies beside them. The silhouette term is held to them: below the mouth the chin
+    meets the neck and above the eyes the forehead meets hair or a hat, and a face segmenter does
+    not tell skin of the face from skin of the neck or hair on the brow from the background (pulled
+    to its region there, fitted AFW faces slid down into the neck)."""
+    eyes = landmarks[:, 36:48].mean(1)  # [B, 2]
+    mouth = landmarks[:, [48, 54]].mean(1)
+    down = mouth - eyes
+    length = down.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    down = down / length
+    ys, xs = torch.meshgrid(torch.arange(size[0], device=landmarks.device), torch.arange(size[1], device=landmarks.device),
+                            indexing="ij")
+    pix = torch.stack([xs, ys], -1).to(landmarks.dtype)  # [H, W, 2]
+    t = ((pix[None] - eyes[:, None, None]) * down[:, None, None]).sum(-1)  # [B, H, W]
+    return ((t >= 0) & (t <= length[:, :, None]))[:, None]
+
+
 class _Fitter:
     """State of one fitting run (parameters, optimizer, per-stage caches)."""
 
@@ -289,7 +308,8 @@ class _Fitter:
                 loss = loss + {"landmark68": sch.w_landmark68, "landmark3d": sch.w_landmark3d}[name] * value
                 terms[name] = float(value.detach())
         if self.soft_edge is not None:
-            sil = self.soft_edge.loss(self.renderer.project_points(out["vertices"]), out["rast"], self.visibility)
+            sil = self.soft_edge.loss(self.renderer.project_points(out["vertices"]), out["rast"], self.visibility,
+                                      _cheek_rows(out["landmarks"].detach(), out["rast"].shape[1:3]))
             loss = loss + sch.w_silhouette * sil
             terms["silhouette"] = float(sil.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:

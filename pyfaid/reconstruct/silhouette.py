@@ -150,15 +150,20 @@ class SoftEdge:
             bands.append(sel.to(verts_px.dtype))
         return torch.stack(covs)[:, None], torch.stack(bands)[:, None]
 
-    def loss(self, verts_px: torch.Tensor, rast: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def loss(self, verts_px: torch.Tensor, rast: torch.Tensor, target: torch.Tensor,
+             where: torch.Tensor | None = None) -> torch.Tensor:
         """:func:`silhouette_loss` of a render against ``target [B, 1, H, W]``, computed on the band
-        pixels only (what :meth:`__call__` then :func:`silhouette_loss` give, without full-size maps)."""
+        pixels only (what :meth:`__call__` then :func:`silhouette_loss` give, without full-size maps);
+        ``where [B, 1, H, W]`` (bool), if given, limits it to those pixels."""
         total, count = verts_px.new_zeros(()), 0
         for b in range(rast.shape[0]):
             sel, soft = self.band(verts_px[b], rast[b])
             if len(soft):
-                total = total + ((soft - target[b, 0][sel].to(soft.dtype).detach()) ** 2).sum()
-                count += len(soft)
+                err = (soft - target[b, 0][sel].to(soft.dtype).detach()) ** 2
+                if where is not None:
+                    err = err[where[b, 0][sel]]
+                total = total + err.sum()
+                count += len(err)
         return total / max(count, 1)
 
 
