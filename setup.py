@@ -147,7 +147,7 @@ setup(
     # pyfaid/configs, so `python -m pyfaid.train --config NAME` finds them once installed.
     packages=find_packages(include=["pyfaid", "pyfaid.*"]) + ["pyfaid.configs"],
     package_dir={"pyfaid.configs": "configs"},
-    package_data={"pyfaid": ["assets/*", "assets/pretrained/*"], "pyfaid.data": ["assets/*.json"],
+    package_data={"pyfaid": ["assets/*", "assets/pretrained/*"], "pyfaid.synth": ["assets/*.json"],
                   "pyfaid.configs": ["*.yaml"]},
     python_requires=">=3.10",
     ext_modules=get_extensions(),

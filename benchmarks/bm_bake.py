@@ -6,7 +6,7 @@ render. Texture 1024 x 1024 (and 2048 x 2048 in full runs).
 
 Cases:
   * atlas: the once-per-model-and-size preparation (UV raster + seam-padding map), cached on the
-    model by ``UVAtlas.for_model``.
+    model by ``MorphableModel.uv_atlas``.
   * albedo: per-vertex albedo -> texture, seams padded (``bake_vertex_colors``).
   * photo: the photo texture (``bake_photo``: texel attributes, projection, depth test against a
     224 x 224 raster of the view, facing, shading division, feathered blend, padding).
@@ -40,7 +40,7 @@ from common import add_speedups, row, time_ms
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests"))
 
-from pyfaid import inference  # noqa: E402
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model  # noqa: E402
 from pyfaid.facemodel.uv import split_seams  # noqa: E402
 from pyfaid.reconstruct import export  # noqa: E402
 from pyfaid.reconstruct.result import make_reconstruction  # noqa: E402
@@ -68,8 +68,8 @@ def reference_kernels():
 
 
 def face(device):
-    fm = inference.default_face_model(device)
-    renderer = inference.crop_renderer(device)
+    fm = default_face_model(device)
+    renderer = crop_renderer(device)
     g = torch.Generator().manual_seed(0)
     lay = fm.layout
     c = lay.zeros(1, device=device)
@@ -81,7 +81,7 @@ def face(device):
     c[0, gam + 1:gam + 4] = torch.tensor([0.1, 0.25, -0.1], device=device)
     with torch.no_grad():
         out = renderer(fm, c)
-    image = (out["mask"] * out["image"] + (1 - out["mask"]) * 0.3)[0]
+    image = (out.mask * out.image + (1 - out.mask) * 0.3)[0]
     return make_reconstruction(fm, renderer, image, c[0], None, None, "benchmark", None, [])
 
 
@@ -206,7 +206,7 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
         rows.append(row(BENCH, f"{tag} photo", "torch-reference", ms, texels_differ=_diff(tex, tex_ref, both)))
 
         def cold():
-            fm.__dict__.pop("_uv_atlases", None)  # as on the first face of a run
+            fm._uv_atlases.clear()  # as on the first face of a run
             return rec.texture("photo", size)
 
         rows.append(row(BENCH, f"{tag} photo cold", "pyfaid", time_ms(cold, dev, warmup=1, iters=iters), cpu_ms=cpu_ms(cold)))

@@ -1,4 +1,4 @@
-"""Benchmark: synthetic face generation (pyfaid.data.SyntheticFaces) and the pretraining cache.
+"""Benchmark: synthetic face generation (pyfaid.synth.SyntheticFaces) and the pretraining cache.
 
 Rows (per picture size and thread count): ``synthetic`` items per second of ``SyntheticFaces.batch``
 over batches of 32 (``ms`` is per item, wall clock; ``cpu_ms`` the process CPU time per item,

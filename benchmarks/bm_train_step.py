@@ -66,7 +66,7 @@ def write_timing_standins(folder: str) -> list[str]:
 
 def _setup(config: str, device: str, batch_size=None, overrides=()):
     from pyfaid.config import load_config
-    from pyfaid.data import SyntheticFaces
+    from pyfaid.synth import SyntheticFaces
     from pyfaid.facemodel import load as load_face_model
     from pyfaid.models import FAIDObjective, build_faid
 

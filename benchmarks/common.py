@@ -49,6 +49,30 @@ def time_ms(fn: Callable[[], object], device="cpu", warmup: int = 2, iters: int 
     return statistics.median(times)
 
 
+def time_ms_interleaved(fns: dict, device="cpu", warmup: int = 2, iters: int = 10,
+                        max_seconds: float = 30.0) -> dict:
+    """Median wall time (ms) of each ``fns[name]()``, the calls interleaved round by round (A, B,
+    A, B, ...) so that a noisy machine's load falls on every contestant alike.
+
+    Stops early once ``max_seconds`` have been spent, with at least 3 rounds.
+    """
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    sync(device)
+    times = {name: [] for name in fns}
+    start = time.perf_counter()
+    for i in range(iters):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+        if i >= 2 and time.perf_counter() - start > max_seconds:
+            break
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def row(bench: str, case: str, impl: str, ms: float, **extra) -> dict:
     out = {"bench": bench, "case": case, "impl": impl, "ms": round(ms, 4)}
     out.update(extra)

@@ -2,7 +2,8 @@
 # One prepared GPU check of the kernels, for a machine with a CUDA GPU (see README, "GPU check"):
 #   1. build the CPU + CUDA ops in place (FORCE_CUDA=1; CXX=/usr/bin/g++ unless CXX is set),
 #   2. run every CUDA test of the kernels and of the modules built on them (pytest -k cuda:
-#      CPU/CUDA parity, CUDA gradcheck/opcheck, the level maps),
+#      CPU/CUDA parity of rasterize, rasterize_db, interpolate(_da), texture, antialias and the
+#      rest, CUDA gradcheck/opcheck, the level maps),
 #   3. time the kernels on CUDA against their peers (benchmarks/run.py --device cuda --quick).
 # Logs and the benchmark JSON go to $OUT (default build/gpu_check). Exits non-zero when the build
 # fails, when no CUDA kernels were compiled, or when a CUDA test fails.
@@ -36,13 +37,15 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
 "$PY" -c "import pyfaid._ext as e; assert e.WITH_CUDA, 'no CUDA kernels compiled'; print('CUDA kernels loaded')" || exit 1
 
 echo "=== CUDA tests ($(date +%T))"
-timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -ra -k cuda tests/test_rasterize.py tests/test_renderer.py \
-    tests/test_shading.py tests/test_topology.py tests/test_cheb.py tests/test_models.py tests/test_losses.py \
+timeout "${TEST_TIMEOUT:-300}" "$PY" -m pytest -q -ra -k cuda tests/test_rasterize.py tests/test_rasterize_db.py \
+    tests/test_texture.py tests/test_antialias.py tests/test_renderer.py tests/test_shading.py tests/test_topology.py \
+    tests/test_cheb.py tests/test_models.py tests/test_losses.py \
     2>&1 | tee "$OUT/tests.log"
 rc=${PIPESTATUS[0]}
 
 echo "=== CUDA benchmarks ($(date +%T))"
-timeout "${BENCH_TIMEOUT:-240}" "$PY" benchmarks/run.py --device cuda --quick --only rasterize,normals,sh_shading,cheb \
+timeout "${BENCH_TIMEOUT:-240}" "$PY" benchmarks/run.py --device cuda --quick \
+    --only rasterize,texture,antialias,normals,sh_shading,cheb \
     --out "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" || echo "gpu_check: benchmarks did not finish"
 echo "=== done ($(date +%T)); tests exit $rc"
 exit "$rc"

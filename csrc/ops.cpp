@@ -32,6 +32,12 @@ TORCH_LIBRARY(pyfaid, m) {
   // grad_rast [B, H, W, 4] (only u, v carry gradient) -> grad_pos [B, V, 4]
   m.def("rasterize_backward(Tensor grad_rast, Tensor pos, Tensor tri, Tensor rast, *, "
         "bool check_indices=True, bool simd=True) -> Tensor");
+  // Image-space derivatives of the barycentrics (nvdiffrast's rast_db), from the positions and
+  // rast's triangle ids: -> rast_db [B, H, W, 4] = (du/dX, du/dY, dv/dX, dv/dY), X, Y in pixels
+  m.def("rasterize_db(Tensor pos, Tensor tri, Tensor rast, *, bool check_indices=True) -> Tensor");
+  // grad_db [B, H, W, 4] -> grad_pos [B, V, 4]
+  m.def("rasterize_db_backward(Tensor grad_db, Tensor pos, Tensor tri, Tensor rast, *, "
+        "bool check_indices=True) -> Tensor");
 
   // ---- interpolate (csrc/interpolate) ---------------------------------------------------
   // attr [B, V, C], rast [B, H, W, 4], tri [F, 3] -> out [B, H, W, C]
@@ -40,6 +46,41 @@ TORCH_LIBRARY(pyfaid, m) {
   // -> (grad_attr [B, V, C], grad_rast [B, H, W, 4])
   m.def("interpolate_backward(Tensor grad_out, Tensor attr, Tensor rast, Tensor tri, *, "
         "bool check_indices=True, bool simd=True) -> (Tensor, Tensor)");
+  // Image-space derivatives of the attributes (nvdiffrast's out_da): attr [B, V, C], rast,
+  // tri, rast_db [B, H, W, 4], channels diff_attrs [N] -> out_da [B, H, W, 2N] = (da/dX, da/dY)
+  // per listed channel
+  m.def("interpolate_da(Tensor attr, Tensor rast, Tensor tri, Tensor rast_db, int[] diff_attrs, *, "
+        "bool check_indices=True) -> Tensor");
+  // -> (grad_attr [B, V, C], grad_rast_db [B, H, W, 4]); out_da has no gradient to rast's (u, v)
+  m.def("interpolate_da_backward(Tensor grad_da, Tensor attr, Tensor rast, Tensor tri, "
+        "Tensor rast_db, int[] diff_attrs, *, bool check_indices=True) -> (Tensor, Tensor)");
+
+  // ---- texture (csrc/texture) -----------------------------------------------------------
+  // The coarser mip levels of tex [Bt, Ht, Wt, C] (2 x 2 box filter; max_mip_level -1: down to
+  // 1 x 1) -> [level 1, level 2, ...], each [Bt, h_i, w_i, C]
+  m.def("texture_mip(Tensor tex, int max_mip_level) -> Tensor[]");
+  // tex [Bt, Ht, Wt, C] (Bt 1 or B), mip: its coarser levels (texture_mip; [] when unused),
+  // uv [B, H, W, 2], uv_da [B, H, W, 4] or None, mip_level_bias [B, H, W] or None,
+  // filter_mode nearest|linear|linear-mipmap-nearest|linear-mipmap-linear,
+  // boundary_mode wrap|clamp|zero -> out [B, H, W, C]
+  m.def("texture(Tensor tex, Tensor[] mip, Tensor uv, Tensor? uv_da, Tensor? mip_level_bias, "
+        "str filter_mode, str boundary_mode) -> Tensor");
+  // -> (grad_tex, grad_uv, grad_uv_da, grad_mip_level_bias); grad_tex holds the coarser levels'
+  // gradients pushed down the pyramid; grad_uv_da / grad_mip_level_bias are empty ([0]) when
+  // their input is None
+  m.def("texture_backward(Tensor grad_out, Tensor tex, Tensor[] mip, Tensor uv, Tensor? uv_da, "
+        "Tensor? mip_level_bias, str filter_mode, str boundary_mode) -> (Tensor, Tensor, Tensor, Tensor)");
+
+  // ---- antialias (csrc/antialias) -------------------------------------------------------
+  // color [B, H, W, C], rast [B, H, W, 4], pos [B, V, 4], tri [F, 3], neighbors [F, 3] (the
+  // triangle across each edge, -1 for none; MeshTopology.triangle_neighbors) -> (out [B, H, W, C],
+  // pair_alpha [B, H, W, 2], pair_edge [B, H, W, 2] int32: blend and silhouette edge of each
+  // pixel's right and lower neighbour pair, which the backward reads)
+  m.def("antialias(Tensor color, Tensor rast, Tensor pos, Tensor tri, Tensor neighbors, *, "
+        "bool check_indices=True) -> (Tensor, Tensor, Tensor)");
+  // -> (grad_color [B, H, W, C], grad_pos [B, V, 4])
+  m.def("antialias_backward(Tensor grad_out, Tensor color, Tensor rast, Tensor pos, Tensor tri, "
+        "Tensor pair_alpha, Tensor pair_edge, *, bool check_indices=True) -> (Tensor, Tensor)");
 
   // ---- vertex normals (csrc/normals) ----------------------------------------------------
   // verts [B, V, 3], tri [F, 3] -> normals [B, V, 3]
@@ -78,9 +119,12 @@ void cuda_not_built(const c10::OperatorHandle& op, torch::jit::Stack* /*stack*/)
 }  // namespace
 
 TORCH_LIBRARY_IMPL(pyfaid, CUDA, m) {
-  for (const char* name : {"rasterize", "rasterize_backward", "interpolate", "interpolate_backward",
-                           "vertex_normals", "vertex_normals_backward", "sh_shading",
-                           "sh_shading_backward", "cheb_conv", "cheb_conv_backward", "cheb_spmm"}) {
+  for (const char* name :
+       {"rasterize", "rasterize_backward", "rasterize_db", "rasterize_db_backward", "interpolate",
+        "interpolate_backward", "interpolate_da", "interpolate_da_backward", "texture_mip",
+        "texture", "texture_backward", "antialias", "antialias_backward", "vertex_normals",
+        "vertex_normals_backward", "sh_shading", "sh_shading_backward", "cheb_conv",
+        "cheb_conv_backward", "cheb_spmm"}) {
     m.impl(name, torch::CppFunction::makeFromBoxedFunction<&cuda_not_built>());
   }
 }

@@ -4,13 +4,18 @@ differentiable rendering and graph kernels for CPU and CUDA.
     import pyfaid
     rec = pyfaid.reconstruct("photo.jpg")          # a Reconstruction (see pyfaid.reconstruct)
 
-Subpackages:
-    pyfaid.render       rasterize, interpolate, vertex_normals, sh_shading, MeshTopology, Camera, Renderer
+Subpackages (each a subsystem; a package imports only those listed above it here):
+    pyfaid.render       rasterize, interpolate, texture, antialias, vertex_normals, sh_shading,
+                        MeshTopology, Camera; FaceMesh -> Fragments -> Render and the face Renderer
     pyfaid.graph        scaled_laplacian, Laplacian, cheb_conv, ChebConv, ChebResBlock
-    pyfaid.facemodel    MorphableModel, CoeffLayout and loaders (default MakeHuman-derived model, BFM)
-    pyfaid.encoders     identity (dlib ResNet port, FaceNet), attributes, face alignment
-    pyfaid.data         synthetic faces, image datasets, occlusion synthesis, dataset registry
+    pyfaid.facemodel    MorphableModel, CoeffLayout and loaders (default MakeHuman-derived model, BFM);
+                        facemodel.builder: the default model's builder
+    pyfaid.occlusion    occluders and their masks
+    pyfaid.encoders     identity (dlib ResNet port, FaceNet), attributes, face detection and alignment
+    pyfaid.synth        the synthetic-face generator
+    pyfaid.data         image datasets, dataset registry, samplers, synthetic-face caches
     pyfaid.models       CoarseModel, FineModel, FeatureEncoder, FAID, training objectives
+    pyfaid.reconstruct  the photo pipeline (detect -> predict -> fit -> result) and exports
     pyfaid.train / pyfaid.reconstruct / pyfaid.evaluate   the three entry points (python -m ...)
 
 Running from a source checkout: the compiled operators (``pyfaid._C``) exist only where the package

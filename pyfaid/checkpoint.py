@@ -11,11 +11,20 @@ shipped pretrained model, or :func:`export_inference`) holds only ``model`` and 
 
 from __future__ import annotations
 
+import argparse
+import copy
 import glob
+import hashlib
+import json
 import os
+import sys
 from typing import Optional, Union
 
 import torch
+
+from pyfaid.config import ConfigError, from_dict
+from pyfaid.fileio import atomic_path
+from pyfaid.models import build_faid
 
 __all__ = ["CKPT_PATTERN", "PRETRAINED", "pretrained_available", "save_atomic", "list_checkpoints",
            "latest_checkpoint", "resolve_checkpoint", "load_checkpoint", "load_model", "export_inference", "sha256"]
@@ -39,8 +48,6 @@ def save_atomic(obj, path: PathLike) -> None:
     A failure while writing leaves no file at ``path`` (nor a stale temporary file); an existing
     checkpoint at ``path`` is only replaced by a complete one.
     """
-    from pyfaid.fileio import atomic_path
-
     with atomic_path(path, fsync=True) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)  # a file object: the archive's inner name is fixed, so equal objects give equal bytes
 
@@ -126,9 +133,6 @@ def load_model(checkpoint: Union[PathLike, dict], device="cpu"):
     Returns:
         :class:`pyfaid.models.FAID` (its face model is ``model.face_model``).
     """
-    from pyfaid.config import ConfigError, from_dict
-    from pyfaid.models import build_faid
-
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     where = ckpt.get("path", "checkpoint")
     try:
@@ -145,8 +149,6 @@ def load_model(checkpoint: Union[PathLike, dict], device="cpu"):
 
 
 def sha256(path: PathLike) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -201,10 +203,6 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
     Returns:
         the written path.
     """
-    import json
-
-    import copy
-
     ckpt = checkpoint if isinstance(checkpoint, dict) else load_checkpoint(checkpoint)
     state = {k: (v.half() if half and torch.is_tensor(v) and v.is_floating_point() else v)
              for k, v in ckpt["model"].items() if not (coarse_only and k.startswith("fine."))}
@@ -240,10 +238,6 @@ def export_inference(checkpoint: Union[PathLike, dict], out: PathLike, half: boo
 
 def main(argv=None) -> int:
     """``python -m pyfaid.checkpoint export RUN_OR_CKPT OUT.pt [--card extra.json]``."""
-    import argparse
-    import json
-    import sys
-
     ap = argparse.ArgumentParser(prog="python -m pyfaid.checkpoint",
                                  description="Export a training checkpoint as an inference file with its card.")
     sub = ap.add_subparsers(dest="cmd", required=True)

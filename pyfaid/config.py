@@ -1,7 +1,10 @@
 """Training configuration: nested dataclasses loaded from YAML.
 
 A config file has up to six sections (``data``, ``model``, ``loss``, ``optim``, ``train``, ``log``);
-every key is optional and falls back to the dataclass default below. Unknown keys are an error that
+every key is optional and falls back to the dataclass default below. The defaults are the main job's
+(``python -m pyfaid.train`` with no arguments): ``configs/default.yaml`` states the same values with
+the reasons for them (a test checks that they agree), and every other config states what differs.
+Unknown keys are an error that
 names the key and suggests the closest valid one, so a typo never silently trains the wrong model.
 A top-level ``base: NAME`` inherits another config (a bundled name or a path relative to this
 file): the file then states only what it changes; sections merge key by key.
@@ -30,6 +33,7 @@ from typing import Any, Optional
 
 import yaml
 
+
 def _config_dir() -> str:
     """``pyfaid/configs`` of an installed package, else ``configs/`` of the source checkout."""
     here = os.path.dirname(os.path.abspath(__file__))
@@ -46,15 +50,15 @@ CONFIG_DIR = _config_dir()
 class DataConfig:
     """Where training images come from.
 
-    ``dataset``: ``synthetic`` (pyfaid.data.SyntheticFaces, offline default), ``folder`` (any folder of
+    ``dataset``: ``synthetic`` (pyfaid.synth.SyntheticFaces, offline default), ``folder`` (any folder of
     face photos), ``celeba`` (``img_align_celeba/`` + ``list_attr_celeba.txt``) or ``aflw2000``.
     """
 
     dataset: str = "synthetic"
     root: Optional[str] = None          # dataset folder (folder / celeba / aflw2000)
     masks: Optional[str] = None         # optional folder of face-segmentation masks (celeba)
-    image_size: int = 224               # render / photometric-loss resolution (square)
-    length: int = 100000                # number of synthetic samples per epoch
+    image_size: int = 128               # render / photometric-loss resolution (square; camera scaled from 224)
+    length: int = 20000                 # number of synthetic samples per epoch
     seed: int = 0                       # synthetic training seed
     occlusion: bool = True              # synthetic occluders on training images
     cache: bool = False                 # keep generated synthetic samples in memory
@@ -72,25 +76,25 @@ class ModelConfig:
     face_model: str = "default"         # "default" or a path to a BFM file
     backbone: str = "resnet18"          # resnet18 | resnet50
     backbone_weights: Optional[str] = None  # local torchvision-format weights; None = random init
-    input_size: int = 224               # CNN input resolution (images are resized to it)
+    input_size: int = 128               # CNN input resolution (images are resized to it)
     fine: bool = True                   # train the fine model (mesh-wise + feature-wise refiners)
     mesh_refiner: bool = True
     faid_decoder: bool = True
-    hierarchy: bool = False             # hierarchical refiners (U-Nets over a mesh hierarchy; the configs' choice)
+    hierarchy: bool = True              # refiners are U-Nets over a mesh hierarchy (False: flat GCNs)
     gcn_channels: tuple = (8, 16, 32, 64)  # hierarchical refiners: channels per level, finest first
-    photo_input: bool = False           # the mesh-wise refiner reads the photo on the mesh and blends it in where visible
+    photo_input: bool = True            # the mesh-wise refiner reads the photo on the mesh and blends it in where visible
     hierarchy_factors: tuple = (4, 4, 4)   # vertex reduction between levels
     hidden: int = 16                    # flat GCN width
     cheb_k: int = 3                     # Chebyshev order K
     decoder_nodes: int = 256            # coarse vertex subset the FAID decoder's code lives on
-    decoder_code: int = 16              # channels per coarse node
+    decoder_code: int = 8               # channels per coarse node
     pos_embed: int = 8                  # learned per-vertex positional embedding channels
     use_id_features: bool = True        # feed identity features to the FAID decoder
     use_fa_features: bool = True        # feed face-attribute features (ablation "w/o FA")
-    landmark_head: bool = False         # the coarse model also predicts 68 landmarks with confidences (2D-style)
+    landmark_head: bool = True          # the coarse model also predicts 68 landmarks with confidences (2D-style)
     landmark_head_3d: bool = False      # ... and the 68 3D-style points (the landmark vertices projected)
     landmark_branch: str = "shared"     # the heads read: shared (the backbone's features) | layer4 (their own last block)
-    segmenter: bool = False             # a face/occluder segmentation net (masks photometric terms)
+    segmenter: bool = True              # a face/occluder segmentation net (masks photometric terms)
     identity_encoder: str = "dlib"      # dlib | facenet
     identity_weights: Optional[str] = None
     attribute_weights: Optional[str] = None  # None = pyfaid's bundled attribute encoder
@@ -104,7 +108,7 @@ class LossConfig:
     id: float = 0.2
     att: float = 0.005
     rob: float = 0.001
-    coarse_photo: float = 1.0           # photometric loss on the coarse render too
+    coarse_photo: float = 0.0           # photometric loss on the coarse render too (0: the coarse model is frozen)
     id_features: bool = False           # add 1-cos on intermediate identity feature maps to L_id
     reg: float = 3.0e-4                 # coefficient-norm regulariser weight
     reg_id: float = 1.0
@@ -121,12 +125,12 @@ class LossConfig:
     seg: float = 0.0                    # pretrain objective: the segmenter's BCE against the data's visible-face mask
     fine_smooth: float = 0.0            # Laplacian smoothness of the fine colour residual
     fine_residual: float = 0.0          # L2 size of the fine colour residual
-    sup_fine_tex: float = 0.0           # FAID objective, data with ground-truth colours (synthetic): L1 error of the fine albedo
+    sup_fine_tex: float = 1.0           # FAID objective, data with ground-truth colours (synthetic): L1 error of the fine albedo
     self_aug: bool = True               # self-augmentation (paper 3.2.3)
     sa_rot: bool = True
     sa_occ: bool = True
     sa_weight: float = 1.0              # weight of the self-augmentation terms
-    sa_size: int = 0                    # how many batch items get self-augmented (0 = all)
+    sa_size: int = 2                    # how many batch items get self-augmented (0 = all)
     sa_every: int = 1                   # self-augment on every k-th step (1 = every step)
     rob_views: int = 1                  # random views for L_rob
     rob_occ: bool = True                # occluded render for L_rob
@@ -137,12 +141,12 @@ class LossConfig:
 
 @dataclass(frozen=True)
 class OptimConfig:
-    lr: float = 1.0e-4
+    lr: float = 3.0e-4
     betas: tuple = (0.9, 0.999)
     weight_decay: float = 0.0
     lr_decay: float = 0.9
-    decay_every: int = 10000            # steps between learning-rate decays
-    grad_clip: float = 0.0              # 0 = off
+    decay_every: int = 200              # steps between learning-rate decays
+    grad_clip: float = 1.0              # 0 = off
 
 
 @dataclass(frozen=True)
@@ -162,18 +166,18 @@ class StageConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    batch_size: int = 16                # per process
-    max_steps: int = 200000
-    stages: tuple = ()                  # StageConfig entries; () = one faid stage
-    init_from: Optional[str] = None     # start from a checkpoint's trained weights ("pretrained" = the shipped model)
-    init_parts: tuple = ("coarse", "fine", "segmenter")  # which of its trained parts to take
-    freeze: tuple = ()                  # trained parts kept fixed (no gradient, BatchNorm in eval mode): coarse, fine,
-                                        # segmenter or a submodule of one (coarse.backbone, coarse.fc, ...)
-    max_minutes: float = 0.0            # stop (with a checkpoint) after this much training time; 0 = off
+    batch_size: int = 4                 # per process
+    max_steps: int = 3000
+    stages: tuple = (StageConfig(),)    # StageConfig entries; () = one faid stage
+    init_from: Optional[str] = "pretrained"  # start from a checkpoint's trained weights ("pretrained" = the shipped model)
+    init_parts: tuple = ("coarse", "segmenter")  # which of its trained parts to take (coarse, fine, segmenter)
+    freeze: tuple = ("coarse", "segmenter")  # trained parts kept fixed (no gradient, BatchNorm in eval mode): coarse,
+                                        # fine, segmenter or a submodule of one (coarse.backbone, coarse.fc, ...)
+    max_minutes: float = 15.0           # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda
     out: str = "runs/default"
-    ckpt_every: int = 1000
+    ckpt_every: int = 50
     keep_last: int = 2
     threads: int = 0                    # torch.set_num_threads (0 = leave)
     eval_at_end: bool = True            # masked PSNR on the held-out synthetic set after training
@@ -183,8 +187,8 @@ class TrainConfig:
 @dataclass(frozen=True)
 class LogConfig:
     tensorboard: bool = True
-    every: int = 10                     # scalars
-    image_every: int = 200              # image grids
+    every: int = 5                      # scalars
+    image_every: int = 25               # image grids
     image_count: int = 4
 
 

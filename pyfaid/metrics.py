@@ -31,7 +31,11 @@ from typing import Dict, List, Optional
 
 import torch
 from torchmetrics.functional.image import peak_signal_noise_ratio as _tm_psnr
-from torchmetrics.functional.image import structural_similarity_index_measure as _tm_ssim
+from torchmetrics.functional.image import (
+    structural_similarity_index_measure as _tm_ssim,
+)
+
+from pyfaid import encoders as _enc
 
 __all__ = [
     "psnr",
@@ -135,8 +139,6 @@ def identity_encoders(names=("dlib", "facenet"), device="cpu") -> Dict[str, obje
     Returns:
         dict name -> encoder with ``embed(images [B, 3, 224, 224]) -> [B, D]``.
     """
-    from pyfaid import encoders as _enc
-
     out = {}
     for name in names:
         key = f"{name}@{device}"

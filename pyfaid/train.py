@@ -23,6 +23,7 @@ import torch.distributed as dist
 
 from pyfaid.config import Config, ConfigError, load_config, replace
 from pyfaid.distributed import Dist
+from pyfaid.trainer import Trainer
 
 __all__ = ["train", "main"]
 
@@ -42,8 +43,6 @@ def train(cfg: Config, out_dir: Optional[str] = None, max_steps: Optional[int] =
     Returns:
         summary dict (steps, images/s, last loss terms, evaluation), or ``(summary, model)``.
     """
-    from pyfaid.trainer import Trainer
-
     changes = {k: v for k, v in (("out", out_dir), ("max_steps", None if max_steps is None else int(max_steps)),
                                  ("device", device)) if v is not None}
     if changes:

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import platform
 import random
 import signal
 import sys
@@ -23,10 +24,20 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torchvision
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
 
 from pyfaid import checkpoint as ckpt_io
 from pyfaid.config import Config, from_dict, replace
+from pyfaid.data.datasets import collate_skip
+from pyfaid.data.registry import build_dataset
+from pyfaid.data.sampler import ResumableSampler, TrainingView
 from pyfaid.distributed import Dist
+from pyfaid.evaluate import held_out_landmarks, held_out_psnr
+from pyfaid.losses import composite
+from pyfaid.models import FAID, OBJECTIVES, StagedObjective, build_faid
 
 __all__ = ["Stage", "stages_of", "Trainer", "resolve_device", "image_grid", "ignore_stop_signals"]
 
@@ -100,10 +111,6 @@ def set_rng_state(s: dict):
 
 def image_grid(images, out, extras, count: int):
     """Rows of ``input | render | coarse | fine | I_rot | I_occ`` (missing panels black): ``[3, H, W]``."""
-    import torchvision
-
-    from pyfaid.losses import composite
-
     n = min(count, images.shape[0])
     blank = torch.zeros_like(images[:n])
     cols = [images[:n], composite(out.image[:n], out.mask[:n], images[:n]),
@@ -140,8 +147,6 @@ class _StopFlag:
 
 def _hardware(dev: torch.device, d: Dist) -> str:
     """A one-line description of what trains: CPU model and threads, or the GPU, and the world size."""
-    import platform
-
     if dev.type == "cuda":
         what = torch.cuda.get_device_name(dev)
     else:
@@ -158,8 +163,6 @@ def _hardware(dev: torch.device, d: Dist) -> str:
 def _ddp_ignore(objective) -> list:
     """Names DDP should neither broadcast nor reduce: everything but the trained parts (coarse,
     fine, segmenter)."""
-    from pyfaid.models import FAID
-
     trained = tuple("faid." + p for p in FAID.TRAINED)
     names = [n for n, _ in objective.named_parameters() if not n.startswith(trained)]
     names += [n for n, _ in objective.named_buffers() if not n.startswith(("faid.coarse.", "faid.segmenter."))]
@@ -217,10 +220,6 @@ class Trainer:
         torch.manual_seed(seed)  # identical initial weights on every rank
 
     def _build(self, build_model, dataset):
-        from pyfaid.data.registry import build_dataset
-        from pyfaid.data.sampler import TrainingView
-        from pyfaid.models import StagedObjective, build_faid
-
         cfg = self.cfg
         self.faid = (build_model or build_faid)(cfg, self.dev)
         self.faid.train()
@@ -294,9 +293,6 @@ class Trainer:
     def _wrap_ddp(self):
         if not self.dist.enabled:
             return self.objective
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        from pyfaid.models import OBJECTIVES
 
         DDP._set_params_and_buffers_to_ignore_for_model(self.objective, _ddp_ignore(self.objective))
         # a coarse-only stage still ahead leaves the refiners without gradients
@@ -305,9 +301,6 @@ class Trainer:
                    find_unused_parameters=unused)
 
     def _loader(self, batch_size: int):
-        from pyfaid.data.datasets import collate_skip
-        from pyfaid.data.sampler import ResumableSampler
-
         d = self.dist
         sampler = ResumableSampler(len(self.dataset), batch_size, d.rank, d.world, seed=self.cfg.data.seed,
                                    start=self.samples)
@@ -327,16 +320,14 @@ class Trainer:
             batch = next(it)
             self.skipped += batch.get("skipped", 0)
         keys = ("image", "mask", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs", "colors")
-        out = {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
-        out["step"] = self.step  # objectives that act every k steps (loss.sa_every) read it
-        return out
+        return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
 
     def train_step(self, batch: dict, stage: Stage):
         """One optimizer step; returns ``(terms as floats, output, extras)``."""
         cfg, d = self.cfg, self.dist
         gen = torch.Generator(device=self.dev).manual_seed(
             (cfg.train.seed * 1_000_003 + self.step * 7919 + d.rank * 104729) % (2 ** 63))
-        total, terms, out, extras = self.model(batch, gen, stage.objective)
+        total, terms, out, extras = self.model(batch, gen, stage.objective, self.step)
         if not torch.isfinite(total):
             raise FloatingPointError(f"step {self.step}: loss is {total.item()} "
                                      f"(terms: { {k: float(v) for k, v in terms.items()} })")
@@ -391,7 +382,6 @@ class Trainer:
             json.dump(self.cfg.to_dict(), f, indent=1)
         if not self.cfg.log.tensorboard:
             return None
-        from torch.utils.tensorboard import SummaryWriter
 
         return SummaryWriter(os.path.join(self.out_dir, "tb"))
 
@@ -406,7 +396,6 @@ class Trainer:
         """Held-out synthetic landmark errors (and pose), logged to TensorBoard and ``val.jsonl``."""
         if not self.dist.main or self.cfg.data.dataset not in ("synthetic", "cached"):
             return
-        from pyfaid.evaluate import held_out_landmarks
 
         res = held_out_landmarks(self.faid, self.cfg, n=min(self.cfg.data.val_size, 100), device=self.dev)
         res["step"] = self.step
@@ -433,8 +422,6 @@ class Trainer:
 
     def fit(self) -> dict:
         """Train until ``max_steps`` / ``max_minutes`` or a stop request; returns the summary."""
-        from tqdm import tqdm
-
         cfg, d = self.cfg, self.dist
         writer = self._open_writer()
         stage = self.stage_at(self.step)
@@ -485,8 +472,6 @@ class Trainer:
         if d.main and self.skipped:
             print(f"pyfaid.train: skipped {self.skipped} unreadable images / images without a face", file=sys.stderr)
         if d.main and not interrupted and cfg.train.eval_at_end and cfg.data.val_size > 0 and self.step > 0:
-            from pyfaid.evaluate import held_out_psnr
-
             summary["eval"] = held_out_psnr(self.faid, cfg, device=self.dev)
             if writer is not None:
                 for k, v in summary["eval"].items():

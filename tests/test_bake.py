@@ -258,8 +258,8 @@ def test_atlas_for_model_is_cached():
     n = len(mesh.vertices)
     fm = MorphableModel(mesh.vertices, np.zeros((3 * n, 1)), np.zeros((3 * n, 1)), np.full((n, 3), 0.5),
                         np.zeros((3 * n, 1)), mesh.faces, np.arange(68) % n, np.ones(n, bool))
-    a = bake.UVAtlas.for_model(fm, 64)
-    assert bake.UVAtlas.for_model(fm, 64) is a and bake.UVAtlas.for_model(fm, 32) is not a
+    a = fm.uv_atlas(64)
+    assert fm.uv_atlas(64) is a and fm.uv_atlas(32) is not a
     assert a.mask.float().mean() > 0.3  # the generated layout covers a good part of the square
     tex = bake.bake_vertex_colors(a, fm.mean_tex)
     torch.testing.assert_close(tex, torch.full_like(tex, 0.5))

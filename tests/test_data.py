@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid.data import OCCLUDER_KINDS, CachedFaces, SyntheticFaces, occlude, occlude_arrays, write_cache
+from pyfaid.data import CachedFaces, write_cache
+from pyfaid.occlusion import OCCLUDER_KINDS, occlude, occlude_arrays
+from pyfaid.synth import SyntheticFaces
 
 
 def _faces(batch=4, size=96):
@@ -169,8 +171,8 @@ def batch(face_model):
 
 
 def test_item_contract(face_model, batch):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds, _ = batch
     item = ds[3]
@@ -208,8 +210,8 @@ def test_item_contract(face_model, batch):
 
 
 def test_labels_in_range(face_model):
-    from pyfaid.data.hair import HAIR_LABELS
-    from pyfaid.data.skin import APPEARANCE_LABELS
+    from pyfaid.synth.hair import HAIR_LABELS
+    from pyfaid.synth.skin import APPEARANCE_LABELS
 
     ds = SyntheticFaces(seed=2, length=64, face_model=face_model, image_size=48)
     labels = ds.batch(range(24))["labels"]
@@ -275,9 +277,9 @@ def test_face_mask_is_the_rendered_face(face_model, batch):
 
     _, b = batch
     out = Renderer(112)(face_model, b["coeffs"], colors=b["colors"])
-    assert torch.equal(out["mask"], b["face_mask"])
-    assert torch.allclose(out["landmarks"], b["landmarks"], atol=1e-3)
-    assert torch.allclose(out["vertices"], b["vertices"], atol=1e-4)
+    assert torch.equal(out.mask, b["face_mask"])
+    assert torch.allclose(out.landmarks_px, b["landmarks"], atol=1e-3)
+    assert torch.allclose(out.vertices_cam, b["vertices"], atol=1e-4)
 
 
 def test_exact_ground_truth_rerender(face_model):
@@ -291,13 +293,13 @@ def test_exact_ground_truth_rerender(face_model):
     out = Renderer(96)(face_model, b["coeffs"], colors=b["colors"])
     inner = -torch.nn.functional.max_pool2d(-b["face_mask"], 3, 1, 1)  # one pixel in from the silhouette
     inner = inner.expand(-1, 3, -1, -1) > 0
-    err = (out["image"] - b["clean"]).abs()[inner]
+    err = (out.image - b["clean"]).abs()[inner]
     assert float(err.max()) <= 0.5 / 255 + 1e-6, float(err.max())  # 8-bit quantisation only
     assert torch.equal(b["image"], b["clean"])
     # with the default extras, the face pixels depart from the SH render (shadows, highlights, camera)
     full = SyntheticFaces(seed=8, length=10, face_model=face_model, image_size=96, occlusion=False).batch(range(6))
     assert torch.equal(full["coeffs"], b["coeffs"]) and torch.equal(full["colors"], b["colors"])
-    assert float((out["image"] - full["clean"]).abs()[inner].mean()) > 1.0 / 255
+    assert float((out.image - full["clean"]).abs()[inner].mean()) > 1.0 / 255
 
 
 def test_albedo_goes_beyond_the_basis(face_model):
@@ -407,15 +409,15 @@ def _posed(face_model, poses, size=112):
 
 @pytest.fixture(scope="module")
 def face_marching(face_model):
-    from pyfaid.data.contour import LandmarkMarching
+    from pyfaid.synth.contour import LandmarkMarching
 
     return LandmarkMarching(face_model, None)  # the face mesh alone: its render's edge is the outline
 
 
 def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, face_marching):
     r, out, rot, trans, shapes = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis, vis3d = face_marching.compute(out["landmarks"], out["vertices"], rot, trans, out["rast"], r)
-    lm3d = out["landmarks"]
+    lm2d, vis, vis3d = face_marching.compute(out.landmarks_px, out.vertices_cam, rot, trans, out.rast, r)
+    lm3d = out.landmarks_px
     # frontal: the jaw's outline is within a few pixels of the landmark vertices (never inside
     # them: the outline is the outermost point of the surface), the chin stays on the chin (not on
     # the throat below it), and every other point is the 3D-style one
@@ -426,7 +428,7 @@ def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, f
     assert ((d * out_dir).sum(-1) > -0.5).all(), d
     assert torch.equal(lm2d[:, 27:], lm3d[:, 27:].float()) and torch.equal(lm2d[:, 19:25], lm3d[:, 19:25].float())
     assert vis[0].all() and vis3d[0, 1:16].all() and vis3d[0, 17:].all()
-    face = out["mask"][:, 0]
+    face = out.mask[:, 0]
     for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
         moved = (lm2d[b] - lm3d[b]).norm(dim=1)
         assert (moved[list(far)] > 1.0).sum() >= 5, moved
@@ -442,7 +444,7 @@ def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, f
 
 def test_marching_is_differentiable_in_the_chosen_point(face_model, face_marching):
     r, out, rot, trans, shapes = _posed(face_model, [(0, 40, 0)])
-    verts = out["vertices"].detach().double().requires_grad_(True)
+    verts = out.vertices_cam.detach().double().requires_grad_(True)
     pts, chosen = face_marching.silhouette(verts, rot.double(), trans.double(), r)
     assert pts.shape == (1, len(face_marching.line_of), 2) and chosen.shape == (1, len(face_marching.line_of))
     pts[..., 0].sum().backward()
@@ -451,13 +453,13 @@ def test_marching_is_differentiable_in_the_chosen_point(face_model, face_marchin
     g = verts.grad[0].sum(0)
     assert float(g[0]) > 0 and abs(float(g[1])) < 1e-6 * float(g[0])
     # the same points for a moved mesh follow it exactly
-    moved = face_marching.points_at(out["vertices"] + torch.tensor([0.05, 0.0, 0.0]), rot, trans, r, chosen)
+    moved = face_marching.points_at(out.vertices_cam + torch.tensor([0.05, 0.0, 0.0]), rot, trans, r, chosen)
     assert (moved[..., 0] > pts.detach()[..., 0].float()).all()
 
 
 def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
-    from pyfaid.data.contour import marching_for
-    from pyfaid.data.scene import SceneRenderer
+    from pyfaid.synth.contour import marching_for
+    from pyfaid.synth.scene import SceneRenderer
     from pyfaid.render import Renderer, camera as cam_mod
 
     m = marching_for(face_model)
@@ -497,7 +499,7 @@ def test_fixed_yaw_option(face_model):
 
 # ------------------------------------------------------------------------- pieces
 def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
-    from pyfaid.data.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
+    from pyfaid.synth.alignment import TEMPLATE_224, AlignmentJitter, five_points, umeyama
 
     ds = SyntheticFaces(seed=0, length=50, face_model=face_model, framing="exact")
     c = torch.from_numpy(np.stack([ds.sample_coeffs(i) for i in range(10)]))
@@ -516,7 +518,7 @@ def test_alignment_framing_puts_the_five_points_on_the_template(face_model):
 
 
 def test_alignment_table_file_roundtrip(tmp_path):
-    from pyfaid.data.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
+    from pyfaid.synth.alignment import RESIDUALS_PATH, AlignmentJitter, read_table, write_table
 
     table = np.random.default_rng(0).normal(size=(5, 6))
     path = str(tmp_path / "table.json")
@@ -529,7 +531,7 @@ def test_alignment_table_file_roundtrip(tmp_path):
 
 
 def test_photo_effects_strength_zero_is_identity_and_deterministic():
-    from pyfaid.data.photo import apply_effects, sample_effects
+    from pyfaid.synth.photo import apply_effects, sample_effects
 
     img = np.random.default_rng(0).uniform(0, 1, (32, 32, 3)).astype(np.float32)
     fx = sample_effects(np.random.default_rng(1), 32, strength=0.0)
@@ -542,7 +544,7 @@ def test_photo_effects_strength_zero_is_identity_and_deterministic():
 
 
 def test_context_follows_the_face(face_model):
-    from pyfaid.facemodel.context import load_context
+    from pyfaid.synth.context import load_context
     from pyfaid.render.camera import euler_rotation
 
     ctx = load_context(face_model)
@@ -566,7 +568,7 @@ def test_context_follows_the_face(face_model):
 
 
 def test_skin_painter_is_reproducible(face_model):
-    from pyfaid.data.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
+    from pyfaid.synth.skin import APPEARANCE_LABELS, HAIR_COLOURS, SkinPainter
 
     sp = SkinPainter(face_model)
     base = face_model.mean_tex.numpy()
@@ -579,7 +581,7 @@ def test_skin_painter_is_reproducible(face_model):
 
 
 def test_skin_tones_follow_the_monk_scale(face_model):
-    from pyfaid.data.skin import _LUMA, HAIR_COLOURS, MONK_SKIN_TONES, SkinPainter, monk_colour
+    from pyfaid.synth.skin import _LUMA, HAIR_COLOURS, MONK_SKIN_TONES, SkinPainter, monk_colour
 
     assert np.allclose(monk_colour(0), MONK_SKIN_TONES[0]) and np.allclose(monk_colour(9), MONK_SKIN_TONES[9])
     assert np.allclose(monk_colour(4.5), (MONK_SKIN_TONES[4] + MONK_SKIN_TONES[5]) / 2)
@@ -595,7 +597,7 @@ def test_skin_tones_follow_the_monk_scale(face_model):
 
 
 def test_mouth_inside_has_teeth_above_and_the_tongue_below(face_model):
-    from pyfaid.data.skin import _LUMA, HAIR_COLOURS, SkinPainter
+    from pyfaid.synth.skin import _LUMA, HAIR_COLOURS, SkinPainter
 
     sp = SkinPainter(face_model)
     a, _ = sp.paint(face_model.mean_tex.numpy(), np.random.default_rng(5), HAIR_COLOURS[1], tone=6.0)
@@ -617,7 +619,7 @@ def test_mouth_inside_has_teeth_above_and_the_tongue_below(face_model):
 
 
 def test_expressions_and_eyes_the_generator_makes(face_model):
-    from pyfaid.data.synthetic_sampling import EXPRESSIONS
+    from pyfaid.synth.sampling import EXPRESSIONS
 
     ds = SyntheticFaces(seed=4, length=200, face_model=face_model, image_size=48)
     names = face_model.labels["exp_target_names"]

@@ -75,6 +75,6 @@ def test_template_frames_faces_like_the_training_data():
 
     fm = facemodel.load("default")
     out = Renderer(224)(fm, fm.layout.zeros(1))
-    lm = out["landmarks"][0].double().numpy()
+    lm = out.landmarks_px[0].double().numpy()
     five = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
     assert np.abs(five - TEMPLATE_224).max() < 3.0, five - TEMPLATE_224

@@ -8,7 +8,7 @@ import torch
 
 from pyfaid.encoders import AttributeEncoder, AttributeWeightsNotFound, load_attribute_encoder
 from pyfaid.encoders.attributes import DEFAULT_WEIGHTS
-from pyfaid.encoders.train_attributes import CelebAFormatError, fit, main, save_encoder
+from pyfaid.train_attributes import CelebAFormatError, fit, main, save_encoder
 
 
 def _toy_set(n, seed):
@@ -50,7 +50,7 @@ def test_attribute_training_loss_drops():
 
 
 def test_attribute_training_on_synthetic_faces():
-    from pyfaid.encoders.train_attributes import synthetic_arrays
+    from pyfaid.train_attributes import synthetic_arrays
 
     x, y, groups = synthetic_arrays(24, seed=3, batch_size=12, progress=False, occlusion=False)
     assert x.shape == (24, 3, 112, 112) and x.dtype == torch.uint8
@@ -75,7 +75,7 @@ def test_checkpoint_roundtrip_and_missing(tmp_path):
 def test_default_weights_shipped():
     """The package ships trained default weights with a card that records a real validation."""
     if not DEFAULT_WEIGHTS.is_file():
-        with pytest.raises(AttributeWeightsNotFound, match="python -m pyfaid.encoders.train_attributes"):
+        with pytest.raises(AttributeWeightsNotFound, match="python -m pyfaid.train_attributes"):
             load_attribute_encoder()
         pytest.fail(f"default attribute weights missing: {DEFAULT_WEIGHTS}")
     assert DEFAULT_WEIGHTS.stat().st_size < 5 * 2**20
@@ -123,7 +123,7 @@ def test_celeba_errors(tmp_path, capsys):
     assert main(["--celeba", str(tmp_path / "empty"), "--out", str(tmp_path / "x.pt")]) == 2
     assert "list_attr_celeba.txt" in capsys.readouterr().err
     _fake_celeba(tmp_path / "bad", bad_line=True)
-    from pyfaid.encoders.train_attributes import celeba_arrays
+    from pyfaid.train_attributes import celeba_arrays
 
     with pytest.raises(CelebAFormatError, match=r"list_attr_celeba.txt:5"):
         celeba_arrays(tmp_path / "bad", progress=False)

@@ -39,9 +39,9 @@ def _test_images():
 
 
 def _synthetic_faces(n=6):
-    """Near-frontal clean synthetic faces, when pyfaid.data.SyntheticFaces can render here."""
+    """Near-frontal clean synthetic faces, when pyfaid.synth.SyntheticFaces can render here."""
     try:
-        from pyfaid.data import SyntheticFaces
+        from pyfaid.synth import SyntheticFaces
 
         ds = SyntheticFaces(seed=5, length=n, occlusion=False, max_yaw=10, max_pitch=5, max_roll=5,
                             harsh_light_prob=0, blur_prob=0, noise_prob=0)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid import inference
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model
 from pyfaid import reconstruct as R
 from pyfaid.facemodel import MorphableModel, uv as uvlib
 from pyfaid.reconstruct import export, turntable
@@ -33,7 +33,7 @@ def _tiny_model():
 
 def _reconstruction(fm, angle=(0.1, -0.35, 0.05), colors=None, image=None, seed=3):
     """A reconstruction with known coefficients; its input is its own render (or ``image``)."""
-    renderer = inference.crop_renderer("cpu")
+    renderer = crop_renderer("cpu")
     g = torch.Generator().manual_seed(seed)
     lay = fm.layout
     c = lay.zeros(1)
@@ -45,13 +45,13 @@ def _reconstruction(fm, angle=(0.1, -0.35, 0.05), colors=None, image=None, seed=
     with torch.no_grad():
         out = renderer(fm, c, colors=None if colors is None else colors[None])
     if image is None:
-        image = (out["mask"] * out["image"] + (1 - out["mask"]) * 0.3)[0]
+        image = (out.mask * out.image + (1 - out.mask) * 0.3)[0]
     return make_reconstruction(fm, renderer, image, c[0], colors, None, "synthetic", None, [])
 
 
 @pytest.fixture(scope="module")
 def default_model():
-    return inference.default_face_model("cpu")
+    return default_face_model("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -168,8 +168,8 @@ def test_bfm_gets_a_generated_layout(tmp_path):
 def test_model_uv_fields_npz_and_errors(tmp_path):
     fm = _tiny_model()
     assert fm.uv is None and fm.uv_faces is None
-    uv, uvf = uvlib.layout_of(fm)  # generated on the fly, cached on the model
-    assert uvlib.layout_of(fm)[0] is uv
+    uv, uvf = fm.uv_layout()  # generated on the fly, cached on the model
+    assert fm.uv_layout()[0] is uv
     kw = {k: getattr(fm, k) for k in ("mean_shape", "id_base", "exp_base", "mean_tex", "tex_base", "triangles",
                                       "landmark_idx", "face_mask")}
     with_uv = MorphableModel(**kw, uv=uv, uv_faces=uvf)
@@ -231,9 +231,9 @@ def test_photo_texture_carries_the_photo_and_honours_visibility(default_model):
     x = smooth.vertices[:, 0]
     striped = (smooth.albedo * (1 + 0.35 * torch.sin(40 * x))[:, None]).clamp(0, 1)
     photo_render = smooth.renderer(fm, smooth.coeffs[None], colors=striped[None])
-    image = (photo_render["mask"] * photo_render["image"] + (1 - photo_render["mask"]) * 0.3)[0]
+    image = (photo_render.mask * photo_render.image + (1 - photo_render.mask) * 0.3)[0]
     rec = _reconstruction(fm, image=image)  # albedo: the smooth one; input: the striped photo
-    mask = photo_render["mask"]
+    mask = photo_render.mask
 
     def score(tex):
         out = turntable.render_textured(rec, tex, image_size=224)
@@ -246,7 +246,7 @@ def test_photo_texture_carries_the_photo_and_honours_visibility(default_model):
     left = torch.ones(224, 224)
     left[:, :112] = 0  # the photo may only be used on the image's right half
     half = rec.texture("photo", 1024, visibility=left)
-    atlas = bake.UVAtlas.for_model(fm, 1024)
+    atlas = fm.uv_atlas(1024)
     geo = export.posed_geometry(rec)
     c = atlas.interpolate(geo["clip"])
     ndc_x = c[..., 0] / c[..., 3].clamp_min(1e-6)
@@ -273,7 +273,7 @@ def test_photo_texture_from_the_original_photo(default_model):
     rec.transform, rec.photo_size = m, (640, 700)
     from_crop = rec.texture("photo", 512)
     from_photo = rec.texture("photo", 512, photo=photo)
-    err = (from_photo - from_crop).abs()[bake.UVAtlas.for_model(default_model, 512).mask]
+    err = (from_photo - from_crop).abs()[default_model.uv_atlas(512).mask]
     assert float(err.mean()) < 0.01, float(err.mean())
     with pytest.raises(ValueError, match="700 x 640"):
         rec.texture("photo", 512, photo=photo[:100])
@@ -364,7 +364,7 @@ def test_glb_reads_with_a_second_gltf_reader(tiny_rec, tmp_path):
     uv = accessor(prim.attributes.TEXCOORD_0)
     nrm = accessor(prim.attributes.NORMAL)
     idx = accessor(prim.indices)
-    vertex_of, _, faces = uvlib.split_seams(tiny_rec.faces.numpy(), uvlib.layout_of(tiny_rec.face_model)[1],
+    vertex_of, _, faces = uvlib.split_seams(tiny_rec.faces.numpy(), tiny_rec.face_model.uv_layout()[1],
                                             tiny_rec.face_model.num_vertices)
     assert len(pos) == len(uv) == len(nrm) == len(vertex_of) > tiny_rec.face_model.num_vertices  # seam copies
     np.testing.assert_allclose(pos, tiny_rec.vertices.numpy()[vertex_of] * export.GLTF_SCALE, atol=1e-6)
@@ -394,7 +394,7 @@ def test_vertex_colour_exports_and_npz(tiny_rec, tmp_path):
     assert not (tmp_path / "b.mtl").exists()
     tiny_rec.save(tmp_path / "d.npz")
     z = np.load(tmp_path / "d.npz")
-    assert z["vertices"].shape == tuple(tiny_rec.vertices.shape)
+    assert z["vertices_model"].shape == tuple(tiny_rec.vertices.shape)
     assert sorted(os.listdir(tmp_path)) == ["a.ply", "b.obj", "c.glb", "d.npz"]  # no temporary files
 
 
@@ -476,7 +476,7 @@ def test_cli_flags(tmp_path, capsys):
 
     import cv2
 
-    inference.default_face_model("cpu")
+    default_face_model("cpu")
     photo = tmp_path / "astronaut.png"
     cv2.imwrite(str(photo), cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR))
     out = tmp_path / "out"

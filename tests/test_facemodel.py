@@ -8,7 +8,8 @@ import scipy.io
 import torch
 
 from pyfaid import facemodel
-from pyfaid.facemodel import MorphableModel, bfm, makehuman
+from pyfaid.facemodel import MorphableModel, bfm
+from pyfaid.facemodel.builder import makehuman
 from pyfaid.facemodel import CoeffLayout
 
 

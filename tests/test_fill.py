@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid import inference
+from pyfaid.reconstruct.predict import Prediction, crop_renderer, default_face_model
+from pyfaid.reconstruct.fitting import fit_prediction
 from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.render import vertex_average
 
@@ -93,25 +94,25 @@ def test_vertex_average_and_hidden_vertices():
 def test_fit_does_not_paint_an_occluder_into_the_face():
     """Fit a rendered face with a red square pasted on it, the square marked hidden: with the fill
     the fitted albedo under the square stays near the face's, without it the fit paints it red."""
-    fm = inference.default_face_model("cpu")
-    renderer = inference.crop_renderer("cpu")
+    fm = default_face_model("cpu")
+    renderer = crop_renderer("cpu")
     lay = fm.layout
     c = lay.zeros(1)
     c[0, lay.slice("gamma").start] = 0.3
     with torch.no_grad():
         out = renderer(fm, c)
-    target = out["image"].clamp(0, 1) * out["mask"] + 0.35 * (1 - out["mask"])
+    target = out.image.clamp(0, 1) * out.mask + 0.35 * (1 - out.mask)
     occluded = target.clone()
     occluded[:, 0, 100:150, 80:140], occluded[:, 1:, 100:150, 80:140] = 1.0, 0.0
-    vis = out["mask"].clone()
+    vis = out.mask.clone()
     vis[..., 100:150, 80:140] = 0.05  # a segmenter is never quite sure; under Adam that is enough to paint
-    base = out["colors"]  # the true albedo as the prediction
-    pred = {"coeffs": c, "colors": base, "visibility": vis}
+    base = out.mesh.albedo  # the true albedo as the prediction
+    pred = Prediction(coeffs=c, albedo=base, visibility=vis)
     red = {}
     for fill in (False, True):
-        _, col, _ = inference.fit_crops(fm, occluded, pred, None, 30, fill=fill)
+        col = fit_prediction(fm, occluded, pred, None, 30, fill=fill).albedo
         with torch.no_grad():
-            img = renderer(fm, c, colors=col)["image"]
+            img = renderer(fm, c, colors=col).image
         patch = img[:, :, 105:145, 85:135]
         red[fill] = float((patch[:, 0] - patch[:, 1:].mean(1)).mean())
     truth = target[:, :, 105:145, 85:135]
@@ -148,15 +149,15 @@ def test_fill_refinement_replaces_what_the_refiners_changed_on_hidden_vertices()
     whatever the refiners put there."""
     from pyfaid.reconstruct.fill import fill_refinement
 
-    fm = inference.default_face_model("cpu")
-    renderer = inference.crop_renderer("cpu")
+    fm = default_face_model("cpu")
+    renderer = crop_renderer("cpu")
     c = fm.layout.zeros(1)
     c[0, fm.layout.slice("gamma").start] = 0.3
     base = fm.texture(fm.split_coeffs(c)["tex"])
     vis = torch.ones(1, 1, 224, 224)
     vis[..., 90:150, 70:150] = 0  # the photo hides the middle of the face
     colors = (base + 0.1).clamp(0, 1)
-    rast = renderer(fm, c, colors=colors)["rast"]
+    rast = renderer(fm, c, colors=colors).rast
     hidden, _ = hidden_vertices(rast, fm.topology.triangles, vis, fm.num_vertices)
     colors[hidden] = 0.0  # what the refiners made of the hidden vertices: black
     out = fill_refinement(fm, renderer, c, colors, base, vis)

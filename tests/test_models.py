@@ -171,9 +171,9 @@ def test_landmark_head_and_pretrain_objective():
     torch.manual_seed(0)
     faid = build_tiny(cfg)
     out = faid(TinyFaces(2).images)
-    assert out.landmarks_head.shape == (2, 68, 2) and out.landmark_confidence.shape == (2, 68)
+    assert out.landmarks_head_px.shape == (2, 68, 2) and out.landmark_confidence.shape == (2, 68)
     # untrained head: every point at the image centre (pixel-centre coordinates), confidence 1
-    assert torch.allclose(out.landmarks_head, torch.full_like(out.landmarks_head, S / 2 - 0.5))
+    assert torch.allclose(out.landmarks_head_px, torch.full_like(out.landmarks_head_px, S / 2 - 0.5))
     assert torch.allclose(out.landmark_confidence, torch.ones(2, 68))
     ds = TinyFaces(4)
     fm = faid.face_model
@@ -211,10 +211,10 @@ def test_two_convention_heads_on_a_branch_of_their_own():
     ds = TinyFaces(4)
     out, ref = faid(ds.images), shared(ds.images)
     assert torch.equal(out.coeffs, ref.coeffs)  # the branch does not touch the coefficients
-    assert out.landmarks_head_3d.shape == (4, 68, 2) and out.landmark_confidence_3d.shape == (4, 68)
+    assert out.landmarks_head_3d_px.shape == (4, 68, 2) and out.landmark_confidence_3d.shape == (4, 68)
     # a branch started from the backbone's last block reads the same features as the shared heads
     faid.coarse.complete_from_backbone(["landmark_block.0.conv1.weight"])
-    assert torch.allclose(faid(ds.images).landmarks_head, ref.landmarks_head, atol=1e-5)
+    assert torch.allclose(faid(ds.images).landmarks_head_px, ref.landmarks_head_px, atol=1e-5)
     faid.train()
     faid.freeze(["coarse.backbone", "coarse.fc"])
     assert not faid.coarse.backbone.training and faid.coarse.landmark_block.training

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from pyfaid import inference
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model
 from pyfaid.render import photo_albedo, sh_shading, vertex_average
 
 
@@ -32,8 +32,8 @@ def _loop_vertex_average(rast, tri, values, V, min_pixels=0.5):
 
 
 def _render_face(pitch_yaw=(0.0, 0.3)):
-    fm = inference.default_face_model("cpu")
-    renderer = inference.crop_renderer("cpu")
+    fm = default_face_model("cpu")
+    renderer = crop_renderer("cpu")
     lay = fm.layout
     c = lay.zeros(2)
     c[:, lay.slice("gamma").start] = 0.3
@@ -44,44 +44,44 @@ def _render_face(pitch_yaw=(0.0, 0.3)):
     with torch.no_grad():
         out = renderer(fm, c, colors=albedo)
     gamma = renderer.lit_gamma(lay.split(c)["gamma"])
-    light = sh_shading(out["normals"], torch.ones_like(out["normals"]), gamma)
+    light = sh_shading(out.mesh.normals_world, torch.ones_like(out.mesh.normals_world), gamma)
     return fm, out, albedo, light
 
 
 def test_vertex_average_matches_per_image_reference():
     fm, out, _, _ = _render_face()
-    vals = torch.rand(2, 2, *out["rast"].shape[1:3])
-    avg, seen = vertex_average(out["rast"], fm.triangles, vals, fm.num_vertices)
-    ref_avg, ref_seen = _loop_vertex_average(out["rast"], fm.triangles, vals, fm.num_vertices)
+    vals = torch.rand(2, 2, *out.rast.shape[1:3])
+    avg, seen = vertex_average(out.rast, fm.triangles, vals, fm.num_vertices)
+    ref_avg, ref_seen = _loop_vertex_average(out.rast, fm.triangles, vals, fm.num_vertices)
     assert torch.equal(seen, ref_seen) and seen.sum() > 1000
     torch.testing.assert_close(avg, ref_avg, atol=1e-5, rtol=1e-4)
     with pytest.raises(ValueError, match="values"):
-        vertex_average(out["rast"], fm.triangles, vals[:1], fm.num_vertices)
+        vertex_average(out.rast, fm.triangles, vals[:1], fm.num_vertices)
 
 
 def test_photo_albedo_recovers_the_albedo_and_follows_visibility():
     fm, out, albedo, light = _render_face()
     fallback = torch.full_like(albedo, 0.5)
-    photo, support = photo_albedo(out["rast"], fm.triangles, out["image"], light, fallback)
+    photo, support = photo_albedo(out.rast, fm.triangles, out.image, light, fallback)
     # vertices well inside the render: their footprint's photo colour over the light is the albedo
-    _, seen = vertex_average(out["rast"], fm.triangles, out["mask"], fm.num_vertices, min_pixels=3.0)
+    _, seen = vertex_average(out.rast, fm.triangles, out.mask, fm.num_vertices, min_pixels=3.0)
     err = (photo - albedo).abs().mean(-1)[seen]
     assert seen.sum() > 2000 and float(err.median()) < 0.03, float(err.median())
     assert torch.all(support[seen] > 0.99)
     unseen = support == 0
     assert unseen.any() and torch.equal(photo[unseen], fallback[unseen])  # not rendered: the fallback
     # the visibility hides the left half of the image: its vertices lose their support and take the fallback
-    vis = torch.ones_like(out["mask"])
+    vis = torch.ones_like(out.mask)
     vis[..., : vis.shape[-1] // 2] = 0
-    photo_h, support_h = photo_albedo(out["rast"], fm.triangles, out["image"], light, fallback, vis)
-    x = out["vertices"][..., 0]  # camera x; image x grows with it
+    photo_h, support_h = photo_albedo(out.rast, fm.triangles, out.image, light, fallback, vis)
+    x = out.vertices_cam[..., 0]  # camera x; image x grows with it
     left = seen & (support_h == 0)
     assert left.sum() > 500 and torch.equal(photo_h[left], fallback[left])
     assert float(x[left].mean()) < float(x[seen & (support_h > 0.99)].mean())
     with pytest.raises(ValueError, match="visibility"):
-        photo_albedo(out["rast"], fm.triangles, out["image"], light, fallback, vis[..., :8])
+        photo_albedo(out.rast, fm.triangles, out.image, light, fallback, vis[..., :8])
     with pytest.raises(ValueError, match="image"):
-        photo_albedo(out["rast"], fm.triangles, out["image"][:, :2], light, fallback)
+        photo_albedo(out.rast, fm.triangles, out.image[:, :2], light, fallback)
 
 
 def _sphere_fine(tmp_path, monkeypatch, **kw):

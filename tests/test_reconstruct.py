@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import pyfaid
-from pyfaid import inference
+from pyfaid.reconstruct.predict import crop_renderer, default_face_model
 from pyfaid import reconstruct as R
 
 
@@ -61,8 +61,11 @@ def test_npz(tmp_path):
     z = np.load(tmp_path / "c.npz")
     assert z["coeffs"].shape == (rec.face_model.layout.size,)
     np.testing.assert_allclose(z["coeff_trans"], [1, 2, 3])
-    assert z["vertices"].shape == tuple(rec.vertices.shape)
-    assert z["landmarks"].shape == (68, 2) and z["pose_degrees"].shape == (3,) and z["intrinsics"].shape == (3, 3)
+    assert z["vertices_model"].shape == tuple(rec.vertices.shape) == z["vertices_camera"].shape
+    np.testing.assert_allclose(z["vertices_camera"], rec.vertices_camera, atol=1e-5)
+    assert z["landmarks_photo_px"].shape == z["landmarks_crop_px"].shape == (68, 2)
+    np.testing.assert_allclose(z["landmarks_photo_px"], rec.landmarks, atol=1e-4)
+    assert z["pose_degrees"].shape == (3,) and z["intrinsics_photo_px"].shape == (3, 3)
 
 
 def test_no_checkpoint_no_fit(tmp_path, capsys):
@@ -88,7 +91,7 @@ def test_unreadable_image(tmp_path):
 
 def _stack():
     """Build the default face model once (cached); fails loudly if any part of the stack is broken."""
-    inference.default_face_model("cpu")
+    default_face_model("cpu")
 
 
 def _synthetic_target(fm, renderer):
@@ -108,8 +111,8 @@ def _synthetic_target(fm, renderer):
     with torch.no_grad():
         out = renderer(fm, c)
     bg = torch.full((1, 3, 224, 224), 0.35)
-    img = out["mask"] * out["image"].clamp(0, 1) + (1 - out["mask"]) * bg
-    return img, landmarks5_of(out["landmarks"])
+    img = out.mask * out.image.clamp(0, 1) + (1 - out.mask) * bg
+    return img, landmarks5_of(out.landmarks_px)
 
 
 def test_fit_improves_masked_psnr():
@@ -117,14 +120,14 @@ def test_fit_improves_masked_psnr():
     from pyfaid import metrics
     from pyfaid.reconstruct.fitting import landmarks5_of
 
-    fm = inference.default_face_model("cpu")
-    renderer = inference.crop_renderer("cpu")
+    fm = default_face_model("cpu")
+    renderer = crop_renderer("cpu")
     target, lm5 = _synthetic_target(fm, renderer)
 
     def score(c, col):
         with torch.no_grad():
             out = renderer(fm, c, colors=col)
-        return metrics.psnr(out["image"].clamp(0, 1), target, out["mask"]).item()
+        return metrics.psnr(out.image.clamp(0, 1), target, out.mask).item()
 
     c0 = fm.layout.zeros(1)
     before = score(c0, None)
@@ -181,9 +184,9 @@ def test_reconstruction_render_and_pose():
     V = rec.face_model.num_vertices
     assert rec.vertices.shape == (V, 3) and rec.albedo.shape == (V, 3) and rec.shaded.shape == (V, 3)
     out = rec.render()
-    assert out["image"].shape == (1, 3, 224, 224) and out["mask"].sum() > 1000
+    assert out.image.shape == (1, 3, 224, 224) and out.mask.sum() > 1000
     side = rec.render(pose=(0.0, 0.7, 0.0))
-    assert not torch.allclose(side["mask"], out["mask"])
+    assert not torch.allclose(side.mask, out.mask)
 
 
 # ------------------------------------------------------------------ the Python API on real photos

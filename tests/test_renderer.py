@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pyfaid.render import camera as cam
+from pyfaid.render import RestShape
 from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer
 
 SH_C0 = math.sqrt(math.pi) / 2  # a0 * c0 of Deep3DFaceRecon's SH: the constant band's factor
@@ -103,7 +104,7 @@ def _at(part: str, k: int = 0) -> int:
 def test_square_lands_where_the_pinhole_camera_says(device):
     model = _tiny_model().to(device)
     out = Renderer()(model, _coeffs().to(device))
-    mask = out["mask"][0, 0].cpu()
+    mask = out.mask[0, 0].cpu()
     # Half-size 0.5 at depth 10, focal 1015: u in 112 +- 50.75 = [61.25, 162.75]; pixel j has its
     # centre at u = j + 0.5, so columns (and rows) 61 .. 162 are covered (102 of them).
     cols = mask.amax(0).nonzero().flatten()
@@ -112,12 +113,12 @@ def test_square_lands_where_the_pinhole_camera_says(device):
     assert abs(int(rows[0]) - 61) <= 1 and abs(int(rows[-1]) - 162) <= 1
     # Landmarks are vertex projections in pixel-centre coordinates: the top-left corner vertex 0
     # is at (61.25 - 0.5, 61.25 - 0.5), the bottom-right vertex 15 at (162.25, 162.25).
-    lm = out["landmarks"][0].cpu()
+    lm = out.landmarks_px[0].cpu()
     assert torch.allclose(lm[0], torch.tensor([60.75, 60.75], dtype=lm.dtype), atol=1e-6)
     assert torch.allclose(lm[15], torch.tensor([162.25, 162.25], dtype=lm.dtype), atol=1e-6)
-    assert out["image"].shape == (1, 3, 224, 224) and out["mask"].shape == (1, 1, 224, 224)
-    assert out["vertices"].shape == (1, 16, 3)
-    assert torch.allclose(out["vertices"][0, :, 2].cpu(), torch.full((16,), 10.0, dtype=torch.float64))
+    assert out.image.shape == (1, 3, 224, 224) and out.mask.shape == (1, 1, 224, 224)
+    assert out.vertices_cam.shape == (1, 16, 3)
+    assert torch.allclose(out.vertices_cam[0, :, 2].cpu(), torch.full((16,), 10.0, dtype=torch.float64))
 
 
 def test_image_is_upright_and_translation_moves_it():
@@ -126,12 +127,12 @@ def test_image_is_upright_and_translation_moves_it():
     c = _coeffs()
     c[0, _at("trans", 1)] = 0.3  # +y translation: up in the picture
     c[0, _at("trans", 0)] = -0.2  # -x translation: left in the picture
-    mask = r(model, c)["mask"][0, 0]
+    mask = r(model, c).mask[0, 0]
     rows = mask.amax(1).nonzero().flatten()
     cols = mask.amax(0).nonzero().flatten()
     assert rows[0] < 61 - 25 and cols[0] < 61 - 15
     # The albedo's blue channel is strongest at the top vertex row: it must be on the top image rows.
-    img = r(model, _coeffs())["image"][0]
+    img = r(model, _coeffs()).image[0]
     top, bottom = img[2, 70, 112], img[2, 150, 112]
     assert top > bottom + 0.1
 
@@ -141,17 +142,17 @@ def test_constant_light_shading_values():
     V = model.num_vertices
     colors = torch.full((V, 3), 0.5, dtype=torch.float64)
     out = Renderer()(model, _coeffs(), colors=colors)
-    centre = out["image"][0, :, 112, 112]
+    centre = out.image[0, :, 112, 112]
     expected = 0.5 * AMBIENT_OFFSET * SH_C0
     assert torch.allclose(centre, torch.full((3,), expected, dtype=torch.float64), atol=1e-6)
-    assert torch.allclose(out["colors"][0], colors)
+    assert torch.allclose(out.mesh.albedo[0], colors)
     # A frontal light (band-1 z coefficient, slot 2 of each channel) brightens a camera-facing face.
     c = _coeffs()
     c[0, _at("gamma", 2)] = c[0, _at("gamma", 11)] = c[0, _at("gamma", 20)] = 0.2
-    lit = Renderer()(model, c, colors=colors)["image"][0, :, 112, 112]
+    lit = Renderer()(model, c, colors=colors).image[0, :, 112, 112]
     assert (lit > centre + 0.05).all()
     # Outside the face the image is black and the mask is 0.
-    assert out["image"][0, :, 5, 5].abs().sum() == 0 and out["mask"][0, 0, 5, 5] == 0
+    assert out.image[0, :, 5, 5].abs().sum() == 0 and out.mask[0, 0, 5, 5] == 0
 
 
 def test_gradients_flow_to_coeffs_and_colors():
@@ -164,7 +165,7 @@ def test_gradients_flow_to_coeffs_and_colors():
     r = Renderer(64)
     weight = torch.rand(2, 3, 64, 64, dtype=torch.float64)
     out = r(model, coeffs, colors=colors)
-    (out["image"] * weight).sum().backward()
+    (out.image * weight).sum().backward()
     assert colors.grad.abs().sum() > 0
     lay = model.layout
     assert coeffs.grad[:, lay.slice("gamma")].abs().sum() > 0  # lighting
@@ -172,13 +173,13 @@ def test_gradients_flow_to_coeffs_and_colors():
 
     # Finite differences for the lighting and the texture coefficients (rasterization unchanged).
     coeffs2 = coeffs.detach().clone().requires_grad_()
-    loss = (r(model, coeffs2)["image"] * weight).sum()
+    loss = (r(model, coeffs2).image * weight).sum()
     (grad,) = torch.autograd.grad(loss, coeffs2)
     for k in (_at("tex", 0), _at("tex", 2), _at("gamma", 0), _at("gamma", 9), _at("gamma", 2)):
         e = torch.zeros_like(coeffs2)
         e[:, k] = 1e-6
-        plus = (r(model, coeffs2.detach() + e)["image"] * weight).sum()
-        minus = (r(model, coeffs2.detach() - e)["image"] * weight).sum()
+        plus = (r(model, coeffs2.detach() + e).image * weight).sum()
+        minus = (r(model, coeffs2.detach() - e).image * weight).sum()
         fd = (plus - minus) / 2e-6
         assert torch.allclose(grad[:, k].sum(), fd, rtol=1e-4, atol=1e-6), k
 
@@ -192,11 +193,11 @@ def test_render_views_replaces_angles():
     c2 = c.clone()
     c2[:, model.layout.slice("angle")] = angles
     b = r(model, c2)
-    assert torch.equal(a["image"], b["image"])
+    assert torch.equal(a.image, b.image)
     # Yawing a square makes it narrower.
-    assert a["mask"].sum() < r(model, c)["mask"].sum() * 2 * 0.95
+    assert a.mask.sum() < r(model, c).mask.sum() * 2 * 0.95
     views, ang = r.random_views(model, c, generator=torch.Generator().manual_seed(0))
-    assert ang.shape == (2, 3) and views["image"].shape == (2, 3, 224, 224)
+    assert ang.shape == (2, 3) and views.image.shape == (2, 3, 224, 224)
 
 
 def test_bad_input():
@@ -224,18 +225,18 @@ def frontal(default_model):
 
 
 def test_mean_face_is_a_centred_face_sized_blob(frontal):
-    mask = frontal["mask"][0, 0]
+    mask = frontal.mask[0, 0]
     coverage = float(mask.mean())
     assert 0.15 < coverage < 0.8, coverage
     ys, xs = torch.nonzero(mask, as_tuple=True)
     assert abs(float(xs.float().mean()) - 111.5) < 12
     assert abs(float(ys.float().mean()) - 111.5) < 25
-    img = frontal["image"][0]
+    img = frontal.image[0]
     assert float(img[:, mask > 0].mean()) > 0.15  # lit, not black
 
 
 def test_mean_face_is_upright(frontal):
-    lm = frontal["landmarks"][0]
+    lm = frontal.landmarks_px[0]
     # iBUG-68: 8 chin, 30 nose tip, 27 nose bridge top, 36/45 outer eye corners, 48/54 mouth corners.
     assert lm[8, 1] > lm[30, 1] > lm[27, 1]  # chin below the nose below the brow (y down)
     assert lm[36, 0] < lm[45, 0]  # subject's right eye on the image left
@@ -247,14 +248,14 @@ def test_mean_face_turns_with_yaw(default_model, frontal):
     r = Renderer()
     angles = torch.tensor([[0.0, 0.6, 0.0], [0.0, -0.6, 0.0]])
     views = r.render_views(default_model, default_model.layout.zeros(2), angles)
-    nose0 = frontal["landmarks"][0, 30, 0]
-    assert views["landmarks"][0, 30, 0] > nose0 + 10  # positive yaw: nose to the image right
-    assert views["landmarks"][1, 30, 0] < nose0 - 10
+    nose0 = frontal.landmarks_px[0, 30, 0]
+    assert views.landmarks_px[0, 30, 0] > nose0 + 10  # positive yaw: nose to the image right
+    assert views.landmarks_px[1, 30, 0] < nose0 - 10
     # The nose moves further than the face outline's centre (it turns, not just shifts).
     for b, sgn in ((0, 1), (1, -1)):
-        xs = torch.nonzero(views["mask"][b, 0], as_tuple=True)[1].float()
-        shift_centroid = xs.mean() - torch.nonzero(frontal["mask"][0, 0], as_tuple=True)[1].float().mean()
-        shift_nose = views["landmarks"][b, 30, 0] - nose0
+        xs = torch.nonzero(views.mask[b, 0], as_tuple=True)[1].float()
+        shift_centroid = xs.mean() - torch.nonzero(frontal.mask[0, 0], as_tuple=True)[1].float().mean()
+        shift_nose = views.landmarks_px[b, 30, 0] - nose0
         assert sgn * shift_nose > sgn * shift_centroid
 
 
@@ -262,7 +263,7 @@ def test_default_model_gradients(default_model):
     r = Renderer(96)
     coeffs = default_model.layout.zeros(1).requires_grad_(True)
     out = r(default_model, coeffs)
-    out["image"].mean().backward()
+    out.image.mean().backward()
     g = coeffs.grad[0]
     lay = default_model.layout
     assert g[lay.slice("gamma")].abs().sum() > 0 and g[lay.slice("tex")].abs().sum() > 0 and \
@@ -271,8 +272,9 @@ def test_default_model_gradients(default_model):
 
 
 def test_fixed_shape_normals_rotate_with_the_pose():
-    """A shape without gradient moved by a pose with one: the renderer rotates the rest normals
-    (no normal-kernel backward); image and pose gradient match the kernel path on the posed mesh."""
+    """A shape without gradient moved by a pose with one: the mesh's rest normals are rotated
+    (no normal-kernel backward), cached in a RestShape or not; image and pose gradient match the
+    kernel path on the posed mesh."""
     model = _tiny_model()
     base = _coeffs(2)
     base[:, _at("angle", 1)] = torch.tensor([0.3, -0.2], dtype=torch.float64)
@@ -281,37 +283,31 @@ def test_fixed_shape_normals_rotate_with_the_pose():
     colors = torch.rand(2, model.num_vertices, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     r = Renderer(64)
     weight = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    angles = base[:, model.layout.slice("angle")].clone().requires_grad_()
-    out = r(model, base, colors=colors, angles=angles)  # shape fixed, pose with gradient: rotated rest normals
-    (g_fast,) = torch.autograd.grad((out["image"] * weight).sum(), angles)
+    rest = model.rest_shape(base)
+    fast = []
+    for cached in (None, rest):
+        angles = base[:, model.layout.slice("angle")].clone().requires_grad_()
+        out = r(model, base, colors=colors, angles=angles, rest=cached)  # pose with gradient: rotated rest normals
+        (g_fast,) = torch.autograd.grad((out.image * weight).sum(), angles)
+        assert "vertex_normals" not in out.mesh.normals_world.grad_fn.name()
+        fast.append((out, g_fast))
+    assert torch.equal(fast[0][0].image, fast[1][0].image) and torch.equal(fast[0][1], fast[1][1])
 
-    class _WithShapeGrad(torch.nn.Module):  # same model, shape() marked as needing a gradient: kernel path
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def __getattr__(self, name):
-            try:
-                return super().__getattr__(name)
-            except AttributeError:
-                return getattr(self.m, name)
-
-        def shape(self, i, e):
-            return self.m.shape(i, e).detach().requires_grad_()
-
-    angles2 = angles.detach().clone().requires_grad_()
-    ref = r(_WithShapeGrad(model), base, colors=colors, angles=angles2)
-    (g_ref,) = torch.autograd.grad((ref["image"] * weight).sum(), angles2)
-    # the fast path really ran: no normal-kernel node in the graph (the reference has one)
-    assert "vertex_normals" not in out["normals"].grad_fn.name() and "vertex_normals" in ref["normals"].grad_fn.name()
-    assert torch.allclose(out["normals"], ref["normals"], atol=1e-10)
-    assert torch.allclose(out["image"], ref["image"], atol=1e-10)
+    # the same vertices marked as needing a gradient: the kernel path on the posed mesh
+    angles2 = base[:, model.layout.slice("angle")].clone().requires_grad_()
+    marked = RestShape(rest.vertices.clone().requires_grad_(), rest.normals)
+    ref = r(model, base, colors=colors, angles=angles2, rest=marked)
+    (g_ref,) = torch.autograd.grad((ref.image * weight).sum(), angles2)
+    assert "vertex_normals" in ref.mesh.normals_world.grad_fn.name()
+    out, g_fast = fast[1]
+    assert torch.allclose(out.mesh.normals_world, ref.mesh.normals_world, atol=1e-10)
+    assert torch.allclose(out.image, ref.image, atol=1e-10)
     assert g_ref.abs().sum() > 0 and torch.allclose(g_fast, g_ref, rtol=1e-6, atol=1e-9)
 
 
-def test_recolor_equals_a_second_render():
-    """Renderer.recolor (the geometry of a first render, a second texture) gives the image and the
-    gradients of rendering again with that texture."""
+def test_second_shading_equals_a_second_render():
+    """Renderer.shade of a first render's fragments with a second albedo (no second rasterization)
+    gives the image and the gradients of rendering again with that albedo."""
     model = _tiny_model()
     g = torch.Generator().manual_seed(3)
     coeffs = _coeffs(2)
@@ -322,14 +318,29 @@ def test_recolor_equals_a_second_render():
     c2.requires_grad_()
     r = Renderer(64)
     w = torch.rand(2, 3, 64, 64, dtype=torch.float64, generator=g)
-    first = r(model, coeffs, colors=c1)
-    again = r.recolor(model, coeffs, first, c2)
+    mesh = model.mesh(coeffs, c1)
+    fragments = r.rasterize(mesh)
+    first = r.shade(fragments, mesh)
+    again = r.shade(fragments, mesh, c2)
     ref = r(model, coeffs, colors=c2)
-    for k in ("image", "mask", "shaded", "landmarks"):
-        assert torch.allclose(again[k], ref[k], atol=1e-12), k
-    ga = torch.autograd.grad((again["image"] * w).sum(), (coeffs, c2))
-    gr = torch.autograd.grad((ref["image"] * w).sum(), (coeffs, c2))
+    assert torch.allclose(first.image, r(model, coeffs, colors=c1).image, atol=1e-12)
+    for k in ("image", "mask", "shaded", "landmarks_px"):
+        assert torch.allclose(getattr(again, k), getattr(ref, k), atol=1e-12), k
+    ga = torch.autograd.grad((again.image * w).sum(), (coeffs, c2))
+    gr = torch.autograd.grad((ref.image * w).sum(), (coeffs, c2))
     assert gr[0].abs().sum() > 0 and gr[1].abs().sum() > 0
     assert all(torch.allclose(a, b, atol=1e-10) for a, b in zip(ga, gr))
-    with pytest.raises(ValueError, match="recolor"):
-        r.recolor(model, coeffs, first, c2[:, :3])
+    with pytest.raises(ValueError, match="albedo"):
+        r.shade(fragments, mesh, c2[:, :3])
+
+
+def test_render_keeps_the_former_dict_keys():
+    """Code written against the renderer's former dict output still reads every key."""
+    model = _tiny_model()
+    out = Renderer(32)(model, _coeffs(1))
+    for key, value in (("image", out.image), ("mask", out.mask), ("landmarks", out.landmarks_px),
+                       ("vertices", out.vertices_cam), ("colors", out.mesh.albedo), ("shaded", out.shaded),
+                       ("normals", out.mesh.normals_world), ("rast", out.rast)):
+        assert torch.equal(out[key], value), key
+    with pytest.raises(KeyError):
+        out["nope"]

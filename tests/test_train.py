@@ -73,14 +73,20 @@ class TinyAttributes(TinyIdentity):
 
 
 def tiny_cfg(**over) -> Config:
+    """A tiny flat-refiner FAID run from scratch (the defaults are the main job's: the shipped model,
+    frozen, hierarchical refiners reading the photo, a time budget)."""
     d = {
         "data": {"image_size": S, "val_size": 0, "seed": 0},
         "model": {"backbone": "resnet18", "input_size": 32, "hidden": 4, "cheb_k": 2, "decoder_nodes": 16,
-                  "decoder_code": 4, "pos_embed": 2},
-        "loss": {"sa_size": 0, "max_yaw": 0.5, "self_aug": False, "rob": 0.0},
-        "optim": {"lr": 1e-3, "decay_every": 1000},
-        "train": {"batch_size": 2, "max_steps": 4, "ckpt_every": 2, "eval_at_end": False, "seed": 0},
-        "log": {"tensorboard": False},
+                  "decoder_code": 4, "pos_embed": 2, "hierarchy": False, "photo_input": False,
+                  "landmark_head": False, "segmenter": False},
+        "loss": {"sa_size": 0, "max_yaw": 0.5, "self_aug": False, "rob": 0.0, "coarse_photo": 1.0,
+                 "sup_fine_tex": 0.0},
+        "optim": {"lr": 1e-3, "decay_every": 1000, "grad_clip": 0.0},
+        "train": {"batch_size": 2, "max_steps": 4, "ckpt_every": 2, "eval_at_end": False, "seed": 0,
+                  "init_from": None, "init_parts": ["coarse", "fine", "segmenter"], "freeze": [], "stages": [],
+                  "max_minutes": 0},
+        "log": {"tensorboard": False, "every": 10, "image_every": 200},
     }
     for k, v in over.items():
         sec, key = k.split("__")
@@ -123,9 +129,9 @@ class TinyFaces(torch.utils.data.Dataset):
         with torch.no_grad():
             out = r(fm, c)
         bg = 0.3 * torch.rand(n, 3, S, S, generator=g)
-        self.images = out["image"] * out["mask"] + bg * (1 - out["mask"])
-        self.masks = out["mask"]
-        self.landmarks = out["landmarks"]
+        self.images = out.image * out.mask + bg * (1 - out.mask)
+        self.masks = out.mask
+        self.landmarks = out.landmarks_px
         self.sigterm_at, self.calls = sigterm_at, 0
 
     def __len__(self):
@@ -160,8 +166,8 @@ def _batch():
     return ds.images, ds.masks
 
 
-def _call(obj, img, mask, seed=0, **extra):
-    return obj({"image": img, "mask": mask, **extra}, torch.Generator().manual_seed(seed))
+def _call(obj, img, mask, seed=0, step=0, **extra):
+    return obj({"image": img, "mask": mask, **extra}, torch.Generator().manual_seed(seed), step)
 
 
 def test_forward_reconstruction_shapes():
@@ -169,10 +175,10 @@ def test_forward_reconstruction_shapes():
     img, _ = _batch()
     rec = faid(img)
     V = faid.face_model.num_vertices
-    assert rec.coeffs.shape == (4, faid.layout.size) and rec.vertices.shape == (4, V, 3)
+    assert rec.coeffs.shape == (4, faid.layout.size) and rec.vertices_cam.shape == (4, V, 3)
     assert rec.coarse_colors.shape == rec.fine_colors.shape == (4, V, 3)
     assert rec.image.shape == rec.coarse_image.shape == (4, 3, S, S) and rec.mask.shape == (4, 1, S, S)
-    assert rec.landmarks.shape == (4, 68, 2)
+    assert rec.landmarks_mesh_px.shape == (4, 68, 2)
     # zero-initialised heads: the untrained model is the mean face and fine == coarse
     assert rec.coeffs.abs().max() == 0
     assert torch.allclose(rec.fine_colors, faid.face_model.mean_tex.expand(4, -1, -1))
@@ -312,7 +318,7 @@ def test_coarse_stage_trains_only_the_coarse_model():
     # the landmark term compares projected model landmarks with the data's
     from pyfaid.losses import landmark_loss
 
-    assert torch.allclose(terms["landmark"], landmark_loss(recon.landmarks, ds.landmarks, S))
+    assert torch.allclose(terms["landmark"], landmark_loss(recon.landmarks_mesh_px, ds.landmarks, S))
     assert landmark_loss(ds.landmarks, ds.landmarks, S) == 0
     with pytest.raises(ValueError, match="landmark_loss"):
         landmark_loss(ds.landmarks[:, :5], ds.landmarks, S)
@@ -495,10 +501,10 @@ def test_loader_workers_survive_a_group_stop_signal():
     assert sum(len(b) for b in it) == 60
 
 
-def test_encoder_queue_batches_without_changing_features():
+def test_grouped_encoding_batches_without_changing_features():
     """The FAID objective's perceptual renders go through the encoders in one batched pass per flag
-    pair; every request gets exactly the features a pass of its own would give."""
-    from pyfaid.models.objectives import _EncoderQueue
+    pair; every request gets exactly the features a pass of its own would give, in request order."""
+    from pyfaid.models.objectives import encode_grouped
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
 
@@ -516,22 +522,18 @@ def test_encoder_queue_batches_without_changing_features():
             return out
 
     faid, g = _Faid(), torch.Generator().manual_seed(0)
-    q, got = _EncoderQueue(faid), {}
-    reqs = {"a": (torch.rand(4, 3, 8, 8, generator=g), True, True), "b": (torch.rand(2, 3, 8, 8, generator=g), True, True),
-            "c": (torch.rand(2, 3, 8, 8, generator=g), True, False), "d": (torch.rand(3, 3, 8, 8, generator=g), True, True)}
-    for k, (x, wi, wa) in reqs.items():
-        q.add(x, wi, wa, lambda e, k=k: got.__setitem__(k, e))
+    reqs = [(torch.rand(4, 3, 8, 8, generator=g), True, True), (torch.rand(2, 3, 8, 8, generator=g), True, True),
+            (torch.rand(2, 3, 8, 8, generator=g), True, False), (torch.rand(3, 3, 8, 8, generator=g), True, True)]
     with torch.no_grad():
-        q.run()
+        got = encode_grouped(faid, reqs)
         assert sorted(faid.calls) == [(2, True, False), (9, True, True)]  # two passes for four requests
-        for k, (x, wi, wa) in reqs.items():
+        for (x, wi, wa), feats in zip(reqs, got):
             ref = faid.encode(x, wi, wa)
-            assert got[k].keys() == ref.keys()
+            assert feats.keys() == ref.keys()
             for name, v in ref.items():
                 vs = v if isinstance(v, list) else [v]
-                ws = got[k][name] if isinstance(v, list) else [got[k][name]]
-                assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(vs, ws)), (k, name)
-    assert q.items == []
+                ws = feats[name] if isinstance(v, list) else [feats[name]]
+                assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(vs, ws)), name
 
 
 def test_supervised_fine_albedo_term():

@@ -1,14 +1,13 @@
-"""Training and evaluation data: synthetic faces rendered from the morphable model, their disk
-cache, and occlusion synthesis.
+"""Training and evaluation data: datasets of photos (CelebA, AFLW2000-3D, 300-W, folders), the
+dataset registry, resumable samplers, the disk cache of synthetic faces, annotated photos.
 
-    SyntheticFaces   random faces in photo-like pictures, with ground-truth coefficients, vertices,
-                     albedo, masks, 300-W landmarks and appearance labels
-    CachedFaces      a cache of them written by ``python -m pyfaid.data cache`` (memory-mapped)
-    occlude          random occluders (sunglasses, glasses, hands, hair, patches, noise, masks)
+    CachedFaces      a cache of synthetic faces written by ``python -m pyfaid.data cache`` (memory-mapped)
+    SyntheticFaces   the generator's dataset (:mod:`pyfaid.synth`), re-exported for the registry's users
+
+``python -m pyfaid.data`` previews synthetic faces, writes caches and measures MTCNN's framing.
 """
 
 from pyfaid.data.cache import CachedFaces, write_cache
-from pyfaid.data.occlusion import OCCLUDER_KINDS, occlude, occlude_arrays
-from pyfaid.data.synthetic import SyntheticFaces
+from pyfaid.synth import SyntheticFaces
 
-__all__ = ["SyntheticFaces", "CachedFaces", "write_cache", "occlude", "occlude_arrays", "OCCLUDER_KINDS"]
+__all__ = ["SyntheticFaces", "CachedFaces", "write_cache"]

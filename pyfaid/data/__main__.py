@@ -3,7 +3,7 @@
     python -m pyfaid.data preview --out DIR [--n 16] [--seed 0] [--per-row 8] [--size 224] [--real DIR]
     python -m pyfaid.data preview --out DIR --yaws 0 30 60 80 [--per-row 6] [--seed 0]
     python -m pyfaid.data cache --out DIR --n N [--size 224] [--seed 0] [--shard 1000] [--batch 32] [--colors]
-    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/data/assets/alignment_residuals.json]
+    python -m pyfaid.data measure-alignment [--n 1500] [--seed 987654] [--out pyfaid/synth/assets/alignment_residuals.json]
     python -m pyfaid.data export --format aflw2000|300w --out DIR [--n 200] [--seed 1000003] [--size 320]
 
 ``preview`` writes ``DIR/synthetic_preview.png``: for each group of samples, a row of clean
@@ -14,7 +14,7 @@ MTCNN follows each group, for comparison (the photos stay in memory; only the gr
 With ``--yaws``, it writes ``DIR/landmarks_preview.png`` instead: one row per yaw (faces turned
 either way), each face drawn twice at double size: the 3D-style points (the model's landmark
 vertices projected; red where the face hides them, yellow where seen) and the 2D-style points
-(green: the jaw on the head's outline, see :mod:`pyfaid.data.contour`).
+(green: the jaw on the head's outline, see :mod:`pyfaid.synth.contour`).
 
 ``export`` writes synthetic faces (in photo-like frames, the face at 0.6 of the picture, so a
 detector finds it) as an annotated landmark set that ``python -m pyfaid.evaluate --data FORMAT:DIR``
@@ -25,7 +25,7 @@ default seed is the held-out one (``data.val_seed``), disjoint from training.
 ``cache`` renders a pretraining cache that :class:`pyfaid.data.CachedFaces` reads (see
 :mod:`pyfaid.data.cache`); it resumes where it stopped. ``measure-alignment`` measures MTCNN's
 framing errors on photo-like synthetic frames and writes the table
-:class:`pyfaid.data.alignment.AlignmentJitter` samples from.
+:class:`pyfaid.synth.alignment.AlignmentJitter` samples from.
 """
 
 from __future__ import annotations
@@ -34,10 +34,20 @@ import argparse
 import os
 import sys
 import time
+import warnings
 
 import cv2
 import numpy as np
 import torch
+
+from pyfaid.config import DataConfig
+from pyfaid.data.cache import write_cache
+from pyfaid.data.datasets import list_images, read_image
+from pyfaid.data.landmarks import write_aflw2000, write_pts
+from pyfaid.encoders import align_faces
+from pyfaid.synth import SyntheticFaces
+from pyfaid.synth.alignment import write_table
+from pyfaid.synth.measure_alignment import measure_residuals
 
 
 def _mask_vis(face: torch.Tensor, occ: torch.Tensor) -> torch.Tensor:
@@ -59,11 +69,6 @@ def _draw_points(img: torch.Tensor, points: torch.Tensor, visible: torch.Tensor)
 
 def _real_row(folder: str, n: int, size: int) -> list:
     """Up to n photos from a folder, aligned by MTCNN, resized to ``size``."""
-    import warnings
-
-    from pyfaid.data.datasets import list_images, read_image
-    from pyfaid.encoders import align_faces
-
     paths = list_images(folder)
     if not paths:
         raise ValueError(f"--real {folder}: no photos found")
@@ -83,8 +88,6 @@ def _real_row(folder: str, n: int, size: int) -> list:
 def preview(out_dir: str, n: int = 16, seed: int = 0, per_row: int = 8, size: int = 224,
             real: str | None = None) -> str:
     """Render ``n`` synthetic samples and write a PNG grid; returns its path."""
-    from pyfaid.data import SyntheticFaces
-
     if n < 1:
         raise ValueError(f"--n must be >= 1, got {n}")
     if per_row < 1:
@@ -135,8 +138,6 @@ def _landmark_tile(img: torch.Tensor, points: torch.Tensor, colours, scale: int 
 
 def landmark_preview(out_dir: str, yaws, per_row: int = 6, seed: int = 0, size: int = 224) -> str:
     """Write ``landmarks_preview.png``: both landmark conventions on faces at the given yaws."""
-    from pyfaid.data import SyntheticFaces
-
     if per_row < 1:
         raise ValueError(f"--per-row must be >= 1, got {per_row}")
     rows = []
@@ -164,8 +165,6 @@ def landmark_preview(out_dir: str, yaws, per_row: int = 6, seed: int = 0, size: 
 def export_landmark_set(out_dir: str, fmt: str, n: int = 200, seed: int = 1000003, size: int = 320,
                         batch: int = 16) -> str:
     """Write ``n`` synthetic faces as an annotated set (``fmt``: ``aflw2000`` or ``300w``); returns the folder."""
-    from pyfaid.data import SyntheticFaces
-    from pyfaid.data.landmarks import write_aflw2000, write_pts
     if fmt not in ("aflw2000", "300w"):
         raise ValueError(f"--format must be aflw2000 or 300w, got {fmt!r}")
     if n < 1:
@@ -194,9 +193,6 @@ def export_landmark_set(out_dir: str, fmt: str, n: int = 200, seed: int = 100000
 
 def measure_alignment(n: int, seed: int, out: str, device: str = "cpu") -> str:
     """Measure MTCNN's residual framing on synthetic frames and write the table file."""
-    from pyfaid.data.alignment import write_table
-    from pyfaid.data.measure_alignment import measure_residuals
-
     table, meta = measure_residuals(n, seed=seed, device=device)
     if len(table) == 0:
         raise RuntimeError("MTCNN found no face in any synthetic frame; nothing written")
@@ -246,16 +242,12 @@ def main(argv=None) -> int:
         elif args.command == "preview":
             preview(args.out, args.n, args.seed, args.per_row, args.size, args.real)
         elif args.command == "cache":
-            from pyfaid.data.cache import write_cache
-
             if args.threads:
                 torch.set_num_threads(args.threads)
                 cv2.setNumThreads(args.threads)
             write_cache(args.out, args.n, image_size=args.size, seed=args.seed, shard_size=args.shard,
                         batch_size=args.batch, colors=args.colors)
         elif args.command == "export":
-            from pyfaid.config import DataConfig
-
             seed = DataConfig().val_seed if args.seed is None else args.seed
             export_landmark_set(args.out, args.format, args.n, seed, args.size)
         else:

@@ -2,7 +2,7 @@
 
 Generating a synthetic face costs tens of milliseconds of CPU; a pretraining run reads each face
 many times. :func:`write_cache` (``python -m pyfaid.data cache --out DIR --n N --size S``) renders
-``N`` items of :class:`~pyfaid.data.SyntheticFaces` into shards of plain ``.npy`` files, and
+``N`` items of :class:`~pyfaid.synth.SyntheticFaces` into shards of plain ``.npy`` files, and
 :class:`CachedFaces` serves them back with the same item keys, memory-mapped (``numpy.load(...,
 mmap_mode="r")``), so opening a cache costs nothing and many loader workers share the page cache.
 
@@ -19,7 +19,7 @@ Layout::
 ``mask`` is not stored (it is ``face_mask * (1 - occluder_mask)``, recomputed on reading), nor are
 ``vertices`` (``CachedFaces(with_vertices=True)`` recomputes them exactly from ``coeffs`` with the
 face model), nor ``landmarks_3d`` (the same points as ``landmarks``). Version 2: ``landmarks_2d`` follow
-the head's outline (:mod:`pyfaid.data.contour`); version-1 caches hold the older jaw points. A shard is written into ``shard_XXXXX.tmp`` and renamed when complete, so an
+the head's outline (:mod:`pyfaid.synth.contour`); version-1 caches hold the older jaw points. A shard is written into ``shard_XXXXX.tmp`` and renamed when complete, so an
 interrupted run leaves only whole shards; rerunning the same command skips them.
 """
 
@@ -33,6 +33,12 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from pyfaid import facemodel
+from pyfaid.render import camera as cam
+from pyfaid.render.renderer import Renderer
+from pyfaid.synth.faces import SyntheticFaces
 
 __all__ = ["write_cache", "CachedFaces", "CACHE_VERSION"]
 
@@ -81,15 +87,11 @@ def write_cache(out_dir: str, n: int, image_size: int = 224, seed: int = 0, shar
     Raises:
         ValueError: bad arguments, or ``out_dir`` holds a cache made with other settings.
     """
-    from tqdm import tqdm
-
     if int(n) < 1:
         raise ValueError(f"cache: --n must be >= 1, got {n}")
     if int(shard_size) < 1 or int(batch_size) < 1:
         raise ValueError(f"cache: shard size and batch size must be >= 1, got {shard_size}, {batch_size}")
     if dataset is None:
-        from pyfaid.data.synthetic import SyntheticFaces
-
         dataset = SyntheticFaces(seed=seed, length=n, image_size=image_size, **dataset_kw)
     elif len(dataset) < n:
         raise ValueError(f"cache: the dataset has {len(dataset)} items, {n} requested")
@@ -166,7 +168,7 @@ class CachedFaces(Dataset):
         allow_partial: serve the finished shards of an unfinished cache (else: an error naming
             the missing shards).
 
-    Items are dicts like :class:`~pyfaid.data.SyntheticFaces`': ``image``, ``clean [3, H, W]``
+    Items are dicts like :class:`~pyfaid.synth.SyntheticFaces`': ``image``, ``clean [3, H, W]``
     float in [0, 1]; ``mask``, ``face_mask``, ``occluder_mask [1, H, W]`` 0/1; ``coeffs``,
     ``landmarks`` (= ``landmarks_3d``), ``landmarks_2d``, ``landmark_visible``, ``landmark_3d_visible``,
     ``index``, ``labels``; ``colors`` when
@@ -264,14 +266,9 @@ class CachedFaces(Dataset):
 
     def _add_vertices(self, batch: dict) -> None:
         if self._face_model is None:
-            from pyfaid import facemodel
-
             self._face_model = facemodel.load("default")
         if self._renderer is None:
-            from pyfaid.render.renderer import Renderer
-
             self._renderer = Renderer(self.image_size)
-        from pyfaid.render import camera as cam
 
         fm = self._face_model
         parts = fm.split_coeffs(batch["coeffs"])

@@ -14,12 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from typing import Optional
 
+import cv2
 import numpy as np
+import scipy.io
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
+
+from pyfaid.encoders import align_faces
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -42,8 +47,6 @@ def list_images(root: str) -> list:
 
 def read_image(path: str) -> Optional[np.ndarray]:
     """RGB uint8 ``[H, W, 3]`` or None when the file cannot be decoded."""
-    import cv2
-
     try:
         img = cv2.imread(path, cv2.IMREAD_COLOR)
     except cv2.error:
@@ -123,10 +126,6 @@ class ImageFolderFaces(Dataset):
         x = _to_tensor(img)
         transform = None
         if self.align:
-            from pyfaid.encoders import align_faces
-
-            import warnings
-
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 res = align_faces([img])
@@ -135,8 +134,6 @@ class ImageFolderFaces(Dataset):
                 return self._skip(path, "no face found")
             x, transform = res[0][0], res[1][0]
         if cp is not None:
-            import cv2
-
             os.makedirs(self.cache_dir, exist_ok=True)
             arr = (x.clamp(0, 1) * 255 + 0.5).byte().permute(1, 2, 0).numpy()
             tmp = cp + f".tmp{os.getpid()}.png"
@@ -223,7 +220,6 @@ class AFLW2000(ImageFolderFaces):
         item = super().__getitem__(i)
         if item is None:
             return None
-        import scipy.io
 
         try:
             mat = scipy.io.loadmat(os.path.splitext(self.files[i])[0] + ".mat")

@@ -17,7 +17,9 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
+import cv2
 import numpy as np
+import scipy.io
 import torch
 
 from pyfaid.data.datasets import IMAGE_EXTS, ImageFolderFaces, list_images
@@ -113,8 +115,6 @@ class AnnotatedPhoto:
 
 
 def _aflw_points(mat_path: str):
-    import scipy.io
-
     try:
         mat = scipy.io.loadmat(mat_path)
         pt3d = np.asarray(mat["pt3d_68"], np.float64)
@@ -198,9 +198,6 @@ def write_aflw2000(path_stem: str, image: np.ndarray, points_xyz: np.ndarray, po
         points_xyz: ``[68, 3]``.
         pose: ``[3]`` pitch, yaw, roll (radians).
     """
-    import cv2
-    import scipy.io
-
     if not cv2.imwrite(path_stem + ".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
         raise OSError(f"could not write {path_stem}.jpg")
     para = np.zeros((1, 7))

@@ -12,6 +12,11 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+from pyfaid.data import datasets as D
+from pyfaid.data.cache import CachedFaces
+from pyfaid.data.landmarks import iBUG300W
+from pyfaid.synth.faces import SyntheticFaces
+
 __all__ = ["DATASETS", "parse_spec", "build_dataset"]
 
 #: Dataset kinds and what their folder holds.
@@ -57,7 +62,7 @@ def build_dataset(kind: str, root: Optional[str] = None, *, image_size: int = 22
         cache_dir: folder for cached aligned crops (real photos).
         masks: optional folder of face-segmentation masks (folder / celeba).
         seed, length, occlusion, face_model, **synthetic_kw: synthetic data options
-            (:class:`~pyfaid.data.SyntheticFaces`).
+            (:class:`~pyfaid.synth.SyntheticFaces`).
 
     Returns:
         a ``torch.utils.data.Dataset`` whose items are dicts with ``image [3, S, S]`` and ``mask``.
@@ -65,19 +70,14 @@ def build_dataset(kind: str, root: Optional[str] = None, *, image_size: int = 22
     if kind not in DATASETS:
         raise ValueError(f"unknown dataset {kind!r}; choose from {', '.join(DATASETS)}")
     if kind == "synthetic":
-        from pyfaid.data.synthetic import SyntheticFaces
-
         return SyntheticFaces(seed=seed, length=length, image_size=image_size, occlusion=occlusion,
                               face_model=face_model, **synthetic_kw)
     if kind == "cached":
-        from pyfaid.data.cache import CachedFaces
-
         ds = CachedFaces(root, face_model=face_model)
         if ds.image_size != image_size:
             raise ValueError(f"dataset cached:{root}: the cache holds {ds.image_size}x{ds.image_size} pictures, "
                              f"{image_size} requested; make a cache with --size {image_size}")
         return ds
-    from pyfaid.data import datasets as D
 
     if kind == "folder":
         return D.ImageFolderFaces(root, image_size, align, cache_dir, masks)
@@ -85,6 +85,5 @@ def build_dataset(kind: str, root: Optional[str] = None, *, image_size: int = 22
         return D.CelebA(root, image_size, align, cache_dir, masks)
     if kind == "aflw2000":
         return D.AFLW2000(root, image_size, align, cache_dir)
-    from pyfaid.data.landmarks import iBUG300W
 
     return iBUG300W(root, image_size, align, cache_dir)

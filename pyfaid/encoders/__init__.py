@@ -17,11 +17,20 @@ from .align import (
     align_face,
     align_faces,
 )
-from .attributes import AttributeEncoder, AttributeWeightsNotFound, load_attribute_encoder
+from .attributes import (
+    AttributeEncoder,
+    AttributeWeightsNotFound,
+    load_attribute_encoder,
+)
 from .dlib_landmarks import DlibLandmarksUnavailable, dlib_landmarks68
 from .dlib_resnet import DlibFaceNet
 from .facenet import FaceNet, FaceNetWeightsNotFound
-from .identity import DlibIdentityEncoder, FaceNetIdentityEncoder, IdentityEncoder, identity_encoder
+from .identity import (
+    DlibIdentityEncoder,
+    FaceNetIdentityEncoder,
+    IdentityEncoder,
+    identity_encoder,
+)
 
 __all__ = [
     "DlibFaceNet",

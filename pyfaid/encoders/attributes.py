@@ -1,8 +1,8 @@
 """pyfaid's face-attribute encoder: a small CNN whose penultimate features are the "FA" features.
 
 The FAID refiner and the attribute-aware loss use ``AttributeEncoder.features(images_224)``
-(``[B, 128]``). pyfaid trains the network itself (``python -m pyfaid.encoders.train_attributes``):
-by default on :class:`pyfaid.data.SyntheticFaces` with the generator's known labels (identity,
+(``[B, 128]``). pyfaid trains the network itself (``python -m pyfaid.train_attributes``):
+by default on :class:`pyfaid.synth.SyntheticFaces` with the generator's known labels (identity,
 expression and albedo coefficients, pose, skin tone, phenotype labels) as regression targets, or on
 CelebA's 40 binary attributes (``--celeba DIR``). The package ships the synthetic-data weights in
 ``pyfaid/assets/attributes_synthetic.pt`` with a JSON card beside it.
@@ -23,7 +23,7 @@ __all__ = ["AttributeEncoder", "load_attribute_encoder", "default_attribute_weig
 
 _ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_WEIGHTS = _ASSETS / "attributes_synthetic.pt"
-TRAIN_COMMAND = "python -m pyfaid.encoders.train_attributes --out pyfaid/assets/attributes_synthetic.pt"
+TRAIN_COMMAND = "python -m pyfaid.train_attributes --out pyfaid/assets/attributes_synthetic.pt"
 
 
 class AttributeWeightsNotFound(FileNotFoundError):
@@ -128,7 +128,7 @@ def load_attribute_encoder(path: str | os.PathLike | None = None, frozen: bool =
     """Load a trained :class:`AttributeEncoder`.
 
     Args:
-        path: a ``.pt`` file written by ``python -m pyfaid.encoders.train_attributes``; None loads
+        path: a ``.pt`` file written by ``python -m pyfaid.train_attributes``; None loads
             the package's default (``pyfaid/assets/attributes_synthetic.pt``).
         frozen: ``requires_grad=False`` and eval mode.
 

@@ -12,7 +12,7 @@ module is used only when asked for (``pyfaid.reconstruct(..., landmarks="dlib")`
 Box mapping. dlib's predictor regresses from the box of dlib's own frontal face detector, which is
 square, smaller than MTCNN's box and centred nearer the nose. The constants below are fitted on
 pyfaid's own synthetic faces, not on any benchmark photo: 960 photo-like 448-pixel frames of
-:class:`pyfaid.data.synthetic.SyntheticFaces` (``framing="exact"``, no occluders; head, hair,
+:class:`pyfaid.synth.faces.SyntheticFaces` (``framing="exact"``, no occluders; head, hair,
 clothes, background, lighting and camera effects; yaw up to +-80 degrees; 480 frames at 12 face
 sizes spread evenly over three steps of the detector's 6/5 pyramid, 480 at two), in 684 of which
 both MTCNN and dlib's detector (upsampled once) found the face (median |yaw| 14 degrees, 90 %
@@ -35,6 +35,8 @@ import threading
 from typing import Optional
 
 import numpy as np
+
+from pyfaid.encoders.dlib_resnet import dlib_model_path
 
 __all__ = ["dlib_landmarks68", "dlib_rectangle_box", "load_shape_predictor", "predictor_path",
            "DlibLandmarksUnavailable", "MODEL_FILE", "LICENCE_NOTE", "NOSE_PULL", "BOX_SIDE", "BOX_SHIFT"]
@@ -70,8 +72,6 @@ def predictor_path() -> str:
     Raises:
         DlibLandmarksUnavailable: the package or the file is missing.
     """
-    from pyfaid.encoders.dlib_resnet import dlib_model_path
-
     try:
         return str(dlib_model_path(MODEL_FILE))
     except FileNotFoundError as exc:

@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .align import crop224_to_dlib_chip_matrix
+from .dlib_resnet import DlibFaceNet
+from .facenet import FaceNet
 
 __all__ = ["IdentityEncoder", "DlibIdentityEncoder", "FaceNetIdentityEncoder", "identity_encoder"]
 
@@ -78,7 +80,6 @@ class DlibIdentityEncoder(IdentityEncoder):
 
     def __init__(self, path=None, cache: bool = True, frozen: bool = True):
         super().__init__()
-        from .dlib_resnet import DlibFaceNet
 
         self.net = DlibFaceNet(path=path, cache=cache, frozen=frozen)
         self.register_buffer("theta", warp_theta(crop224_to_dlib_chip_matrix(), 224, 150))
@@ -103,7 +104,6 @@ class FaceNetIdentityEncoder(IdentityEncoder):
 
     def __init__(self, weights=None, frozen: bool = True):
         super().__init__()
-        from .facenet import FaceNet
 
         self.net = FaceNet(weights=weights, frozen=frozen)
         if frozen:

@@ -12,6 +12,16 @@ from typing import Optional, Sequence
 
 import torch
 
+from pyfaid.data.registry import parse_spec
+from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, load_shape_predictor
+from pyfaid.evaluate.landmarks import (
+    evaluate_landmarks,
+    landmark_figures,
+    landmark_markdown,
+)
+from pyfaid.evaluate.protocol import CONDITIONS, Method, evaluate
+from pyfaid.evaluate.report import figure, json_safe, markdown_report
+
 __all__ = ["main"]
 
 EPILOG = """examples:
@@ -31,8 +41,6 @@ dlib's 68-point predictor instead of pyfaid's landmark head: its model is traine
 
 
 def _methods(args, ap):
-    from pyfaid.evaluate.protocol import Method
-
     methods = []
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
@@ -54,9 +62,6 @@ def _methods(args, ap):
 
 
 def _parser():
-    from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
-    from pyfaid.evaluate.protocol import CONDITIONS
-
     ap = argparse.ArgumentParser(prog="python -m pyfaid.evaluate", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Evaluate FAID checkpoints with the paper's protocol (Tables 1 and 2).")
@@ -91,17 +96,12 @@ def _parser():
 
 
 def _landmarks(args, methods, out: Path):
-    from pyfaid.evaluate.landmarks import evaluate_landmarks, landmark_figures, landmark_markdown
-
     report = evaluate_landmarks(methods, args.data, args.n or 0, args.device)
     landmark_figures(report, out)
     return report, landmark_markdown(report), ["report.json", "report.md", "ced.png", "landmarks_worst.png"]
 
 
 def _photometric(args, methods, out: Path):
-    from pyfaid.evaluate.protocol import evaluate
-    from pyfaid.evaluate.report import figure, markdown_report
-
     report, samples = evaluate(methods, args.data, args.occlusion, args.n or 100, args.batch_size, args.device,
                                args.seed)
     figure(report, samples, out / "report.png")
@@ -110,9 +110,6 @@ def _photometric(args, methods, out: Path):
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pyfaid.evaluate``."""
-    from pyfaid.data.registry import parse_spec
-    from pyfaid.evaluate.report import json_safe
-
     ap = _parser()
     args = ap.parse_args(argv)
     if args.threads > 0:
@@ -130,8 +127,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if protocol != "landmarks":
                 raise ValueError("--landmarks dlib applies to the landmark protocol "
                                  "(300w:DIR or aflw2000:DIR data) only")
-            from pyfaid.encoders.dlib_landmarks import load_shape_predictor
-
             load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
         report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)

@@ -33,13 +33,20 @@ annotated (green) points, and the cumulative error distribution.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
+from tqdm import tqdm
 
-from pyfaid.data.landmarks import GROUPS, INNER_51, AnnotatedPhoto
+from pyfaid.data.landmarks import GROUPS, INNER_51, AnnotatedPhoto, annotated_photos
+from pyfaid.data.registry import parse_spec
 from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
+from pyfaid.evaluate.protocol import load_methods
+from pyfaid.reconstruct import ReconstructionError, reconstruct
+from pyfaid.reconstruct.predict import resolve_device
 
 __all__ = ["nme", "match_face", "evaluate_landmarks", "YAW_GROUPS", "landmark_markdown", "landmark_figures"]
 
@@ -98,8 +105,6 @@ def match_face(detections, photo: AnnotatedPhoto) -> list:
 
 
 def _score_photo(photo: AnnotatedPhoto, method, model, device, kind: str = "300w") -> dict:
-    from pyfaid.reconstruct import ReconstructionError, reconstruct
-
     t0 = time.perf_counter()
     res = reconstruct([photo.path], checkpoint=None, fit_steps=method.fit_steps, device=device,
                       faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None,
@@ -161,19 +166,12 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
     Returns:
         ``{"data": ..., "methods": {name: {"summary": ..., "photos": [per-photo rows]}}}``.
     """
-    from tqdm import tqdm
-
-    from pyfaid import inference
-    from pyfaid.data.landmarks import annotated_photos
-    from pyfaid.data.registry import parse_spec
-    from pyfaid.evaluate.protocol import load_methods
-
     kind, root = parse_spec(data)
     if kind not in ("300w", "aflw2000"):
         raise ValueError(f"--data {data}: the landmark protocol needs annotated photos (300w:DIR or aflw2000:DIR)")
     photos = annotated_photos(root, kind)
     photos = photos[:n] if n > 0 else photos
-    dev = inference.resolve_device(device)
+    dev = resolve_device(device)
     models = load_methods(methods, dev)
     report = {"data": data, "kind": kind, "n": len(photos), "methods": {}}
     for m in methods:
@@ -232,9 +230,6 @@ def landmark_markdown(report: dict) -> str:
 
 def landmark_figures(report: dict, out_dir, worst: int = 12) -> None:
     """Write ``landmarks_worst.png`` (first method) and ``ced.png`` (every method)."""
-    import os
-
-    import cv2
     import matplotlib
 
     matplotlib.use("Agg")

@@ -1,7 +1,7 @@
 """The paper's photometric protocol (section 4.3-4.4, Tables 1 and 2) on any dataset.
 
 For every image and condition (``none``: the image itself; ``synthetic``: random occluders of every
-kind from :func:`pyfaid.data.occlude`; or one occluder kind, e.g. ``sunglasses``, all with a fixed
+kind from :func:`pyfaid.occlusion.occlude`; or one occluder kind, e.g. ``sunglasses``, all with a fixed
 seed), each method reconstructs the face from the *input* and its render is compared with the
 *clean* image, which is the reference in every condition, as in the paper. Real photos are aligned
 once (MTCNN on the clean photo); the occluders are pasted into that crop, so both inputs share one
@@ -19,13 +19,29 @@ render), and on synthetic data against the generator's ground truth ``color_erro
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
+from pyfaid import metrics
+from pyfaid.checkpoint import load_model
+from pyfaid.config import DataConfig
+from pyfaid.data.registry import build_dataset, parse_spec
+from pyfaid.encoders import TEMPLATE_224, align_faces
 from pyfaid.evaluate.geometry import MM_PER_UNIT, procrustes_error
+from pyfaid.models.features import to_encoder_size
+from pyfaid.occlusion import OCCLUDER_KINDS, occlude
+from pyfaid.reconstruct.fitting import fit_prediction
+from pyfaid.reconstruct.predict import (
+    crop_renderer,
+    default_face_model,
+    predict,
+    resolve_device,
+)
 
 __all__ = ["Method", "evaluate", "load_methods", "CONDITIONS", "OCCLUSION_SEED", "condition_names"]
 
@@ -34,8 +50,6 @@ OCCLUSION_SEED = 1234
 
 def condition_names() -> dict:
     """Condition key -> the name used in reports."""
-    from pyfaid.data import OCCLUDER_KINDS
-
     return {"none": "clean", "synthetic": "occluded", **{k: f"occluded ({k})" for k in OCCLUDER_KINDS}}
 
 
@@ -91,15 +105,9 @@ def _landmarks5(items, clean: torch.Tensor) -> Optional[torch.Tensor]:
     """MTCNN's 5 points in crop pixels: from the items, else detected on the clean crops."""
     if all("landmarks5" in it for it in items):
         return torch.stack([torch.as_tensor(it["landmarks5"]).float() for it in items]).to(clean.device)
-    import warnings
-
-    from pyfaid.encoders import align_faces
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = align_faces(clean.cpu())
-    from pyfaid.encoders import TEMPLATE_224
-
     pts = [lm if lm is not None else TEMPLATE_224 for lm in res.landmarks5]
     return torch.as_tensor(np.stack(pts), dtype=torch.float32, device=clean.device)
 
@@ -117,8 +125,6 @@ def _ground_truth(items, face_model, dev):
 
 
 def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
-    from pyfaid import metrics
-
     comp = mask * img + (1 - mask) * clean
     vals = {"psnr": metrics.psnr(img, clean, mask), "ssim": metrics.ssim(img, clean, mask),
             "psnr_image": metrics.psnr(comp, clean), "ssim_image": metrics.ssim(comp, clean)}
@@ -135,12 +141,10 @@ def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
 
 
 def _reconstruct(method, net, fm, inp, lm5):
-    from pyfaid import inference
-
-    pred = inference.predict(net, inp) if net is not None else {}
-    # fitting as pyfaid.reconstruct does by default (no identity term)
-    coeffs, colors, _ = inference.fit_crops(fm, inp, pred, lm5, method.fit_steps, fill=method.fill)
-    return coeffs, colors
+    """The pipeline's predict and fit steps, as :func:`pyfaid.reconstruct` runs them by default (no
+    identity term): ``(coeffs, albedo or None)``."""
+    fitted = fit_prediction(fm, inp, predict(net, inp), lm5, method.fit_steps, fill=method.fill)
+    return fitted.coeffs, fitted.albedo
 
 
 class _Run:
@@ -164,16 +168,12 @@ class _Run:
 
 @torch.no_grad()
 def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
-    from pyfaid import inference
-    from pyfaid.data import occlude
-    from pyfaid.models.features import to_encoder_size
-
     names = condition_names()
     clean = to_encoder_size(torch.stack([torch.as_tensor(it.get("clean", it["image"])).float() for it in items]).to(dev))
     lm5 = _landmarks5(items, clean) if any(m.fit_steps > 0 for m in methods) else None
     gt = _ground_truth(items, fm0, dev)
     run.keep("input", clean)
-    renderer = inference.crop_renderer(dev)
+    renderer = crop_renderer(dev)
     for occ in occlusions:
         inp = clean
         if occ != "none":
@@ -187,7 +187,7 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
             with torch.enable_grad():
                 coeffs, colors = _reconstruct(method, net, fm, inp, lm5)
             out = renderer(fm, coeffs, colors=colors)
-            vals, comp = _metrics(out["image"].clamp(0, 1), out["mask"], clean, encs, coeffs, fm, gt, out["colors"])
+            vals, comp = _metrics(out.image.clamp(0, 1), out.mask, clean, encs, coeffs, fm, gt, out.mesh.albedo)
             run.add(names[occ], method.name, vals)
             if occ != "none" or len(occlusions) == 1:
                 run.keep("render", comp, method.name)
@@ -195,16 +195,13 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
 
 def load_methods(methods: Sequence[Method], dev) -> dict:
     """Method name -> ``(FAID model or None, face model)`` (checkpoints loaded once)."""
-    from pyfaid import inference
-    from pyfaid.checkpoint import load_model
-
     models = {}
     for m in methods:
         if m.checkpoint is None:
             if m.fit_steps <= 0:
                 raise ValueError(f"method {m.name}: the mean face without fitting is not a reconstruction "
                                  "(give a checkpoint or fitting steps)")
-            models[m.name] = (None, inference.default_face_model(dev))
+            models[m.name] = (None, default_face_model(dev))
         else:
             try:  # a file, a run folder or "pretrained" (checkpoint.resolve_checkpoint)
                 net = load_model(m.checkpoint, dev)
@@ -240,11 +237,6 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
     Returns:
         ``(report, samples)``: the ``report.json`` dict and a dict with sample images.
     """
-    from tqdm import tqdm
-
-    from pyfaid import inference, metrics
-    from pyfaid.data.registry import build_dataset, parse_spec
-
     if isinstance(methods, dict):
         methods = [Method(k, v) for k, v in methods.items()]
     if not methods:
@@ -253,13 +245,11 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
         if occ not in CONDITIONS:
             raise ValueError(f"occlusion {occ!r}: expected one of {', '.join(CONDITIONS)}")
     kind, root = parse_spec(data)
-    dev = inference.resolve_device(device)
+    dev = resolve_device(device)
     encs = metrics.identity_encoders(tuple(id_encoders) if id_encoders else ("dlib", "facenet"), device=dev)
     models = load_methods(methods, dev)
     fm0 = next(iter(models.values()))[1]
     if seed is None:
-        from pyfaid.config import DataConfig
-
         seed = DataConfig().val_seed
     dataset = build_dataset(kind, root, seed=seed, length=n, occlusion=False, face_model=fm0)
     count = min(n, len(dataset))

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
+
+from pyfaid.metrics import psnr
+from pyfaid.synth import SyntheticFaces
 
 __all__ = ["held_out_psnr", "held_out_landmarks"]
 
@@ -21,9 +25,6 @@ def held_out_psnr(faid, cfg, n: Optional[int] = None, batch_size: int = 8, devic
     Returns:
         dict ``{coarse,fine,mean}_{visible,face}`` (dB) and ``samples``.
     """
-    from pyfaid.data import SyntheticFaces
-    from pyfaid.metrics import psnr
-
     n = n or cfg.data.val_size
     ds = SyntheticFaces(seed=cfg.data.val_seed, length=n, image_size=cfg.data.image_size, occlusion=True)
     was_training = faid.training
@@ -34,7 +35,7 @@ def held_out_psnr(faid, cfg, n: Optional[int] = None, batch_size: int = 8, devic
         b = ds.batch(list(range(s, min(n, s + batch_size))))
         img, clean, vis, face = (b[k].to(device) for k in ("image", "clean", "mask", "face_mask"))
         rec = faid(img, render_coarse=True)
-        mean = faid.renderer(fm, fm.layout.zeros(img.shape[0], device=device))["image"]
+        mean = faid.renderer(fm, fm.layout.zeros(img.shape[0], device=device)).image
         for name, pred in (("coarse", rec.coarse_image), ("fine", rec.image), ("mean", mean)):
             res[f"{name}_visible"].append(psnr(pred.clamp(0, 1), clean, vis))
             res[f"{name}_face"].append(psnr(pred.clamp(0, 1), clean, face))
@@ -61,10 +62,6 @@ def held_out_landmarks(faid, cfg, n: int = 200, batch_size: int = 16, device="cp
         the nearly frontal faces (``_frontal``: |yaw| < 30 degrees) and the turned ones (``_yaw45``:
         |yaw| >= 45 degrees), ``pose_deg`` (mean absolute yaw/pitch/roll error, degrees) and ``samples``.
     """
-    import math
-
-    from pyfaid.data import SyntheticFaces
-
     d = cfg.data
     ds = SyntheticFaces(seed=d.val_seed, length=n, image_size=d.image_size, occlusion=True, **d.synthetic)
     was_training = faid.training
@@ -75,8 +72,8 @@ def held_out_landmarks(faid, cfg, n: int = 200, batch_size: int = 16, device="cp
         img = b["image"].to(device)
         gt2, gt3 = b["landmarks_2d"].to(device), b["landmarks_3d"].to(device)
         out = faid(img, render_coarse=False, coarse_only=True)
-        for name, pred, gt in (("head", out.landmarks_head, gt2), ("head3d", out.landmarks_head_3d, gt3),
-                               ("model", out.landmarks, gt3)):
+        for name, pred, gt in (("head", out.landmarks_head_px, gt2), ("head3d", out.landmarks_head_3d_px, gt3),
+                               ("model", out.landmarks_mesh_px, gt3)):
             if pred is None:
                 continue
             box = torch.sqrt(((gt.amax(1) - gt.amin(1)).clamp_min(1e-6)).prod(-1))  # [B]

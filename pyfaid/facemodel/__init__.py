@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 
+from . import bfm
+from .builder.makehuman import load_default
 from .layout import CoeffLayout
 from .model import MorphableModel
 
@@ -33,13 +35,10 @@ def load(name_or_path: str = "default") -> MorphableModel:
         raise TypeError(f"load() takes a model name or a path, got {type(name_or_path).__name__}")
     name = os.fspath(name_or_path)
     if name == "default":
-        from .makehuman import load_default
-
         return load_default()
     if not os.path.exists(name):
         raise FileNotFoundError(f"face model not found: {name!r} (use 'default' or a path to a model file/folder)")
     if name.endswith(".npz"):
         return MorphableModel.from_npz(name)
-    from . import bfm
 
     return bfm.load(name)

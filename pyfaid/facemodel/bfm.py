@@ -36,8 +36,10 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from scipy.io import loadmat
 
 from .model import MorphableModel
+from .uv import cylindrical_layout
 
 __all__ = ["load", "load_front_mat", "convert_bfm09", "read_exp_pca"]
 
@@ -47,8 +49,6 @@ _N_ID, _N_EXP, _N_TEX = 80, 64, 80
 
 
 def _loadmat(path):
-    from scipy.io import loadmat
-
     if not os.path.isfile(path):
         raise FileNotFoundError(f"missing BFM file: {path}")
     try:
@@ -107,7 +107,6 @@ def _finish(mean, id_base, exp_base, mean_tex, tex_base, tri, keypoints, front_i
     labels = {}
     if skin is not None:
         labels["skin_mask"] = skin
-    from .uv import cylindrical_layout
 
     uv, uv_faces = cylindrical_layout(mean, tri)  # generated once (see the module docs)
     return MorphableModel(

@@ -20,11 +20,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from dataclasses import dataclass
 from typing import List, Sequence
 
+import fast_simplification
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
+
+from pyfaid.fileio import savez_atomic
 
 __all__ = ["MeshLevel", "MeshHierarchy", "mesh_hierarchy", "gather_mean", "LevelMap"]
 
@@ -111,8 +116,6 @@ class LevelMap:
         """``(S [M, N], S^T [N, M])`` as sparse CSR tensors on ``device`` in ``dtype``."""
         key = (torch.device(device), dtype)
         if key not in self._cache:
-            import warnings
-
             m, k = self.idx.shape
             rows = torch.arange(m, dtype=torch.int64).repeat_interleave(k)
             ij = torch.stack([rows, self.idx.reshape(-1).to(torch.int64).cpu()])
@@ -136,8 +139,6 @@ class LevelMap:
 
 def _idw(src: np.ndarray, dst: np.ndarray, k: int):
     """For every point of ``dst``, its ``k`` nearest points of ``src`` and inverse-distance weights."""
-    from scipy.spatial import cKDTree
-
     d, i = cKDTree(src).query(dst, k=k)
     if k == 1:
         d, i = d[:, None], i[:, None]
@@ -146,8 +147,6 @@ def _idw(src: np.ndarray, dst: np.ndarray, k: int):
 
 
 def _build(vertices: np.ndarray, triangles: np.ndarray, factors: Sequence[int], k_down: int) -> MeshHierarchy:
-    import fast_simplification
-
     levels = [MeshLevel(np.asarray(vertices, np.float64), np.asarray(triangles, np.int64))]
     for f in factors:
         prev = levels[-1]
@@ -172,8 +171,6 @@ def _cache_file(vertices, triangles, factors, k_down) -> str:
 
 
 def _save(path: str, hier: MeshHierarchy) -> None:
-    from pyfaid.fileio import savez_atomic
-
     arrays = {}
     for i, lv in enumerate(hier.levels):
         for name in ("vertices", "triangles", "up_idx", "up_w", "down_idx", "down_w"):

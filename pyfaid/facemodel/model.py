@@ -8,12 +8,20 @@ describes its own coefficient vector (:attr:`MorphableModel.layout`, a
 from __future__ import annotations
 
 import os
+from typing import Optional
 
 import numpy as np
 import torch
 from torch import nn
 
+from pyfaid.fileio import savez_atomic
+from pyfaid.render.bake import UVAtlas, size_of
+from pyfaid.render.camera import euler_rotation
+from pyfaid.render.mesh import FaceMesh, RestShape, pose_mesh
+from pyfaid.render.topology import MeshTopology
+
 from .layout import CoeffLayout
+from .uv import check_layout, cylindrical_layout
 
 __all__ = ["MorphableModel"]
 
@@ -43,7 +51,7 @@ class MorphableModel(nn.Module):
             become tensors (not buffers; they stay on the CPU).
         uv: optional ``[T, 2]`` texture coordinates in [0, 1] (v up, OBJ convention; see
             :mod:`pyfaid.facemodel.uv`). Give ``uv`` and ``uv_faces`` together, or neither (the
-            exports then generate a layout, :func:`pyfaid.facemodel.uv.layout_of`).
+            exports then generate a layout, :meth:`uv_layout`).
         uv_faces: optional ``[F, 3]`` indices into ``uv``, one row per triangle, corner for corner
             (face-varying: a seam vertex has a UV per side).
     """
@@ -99,18 +107,25 @@ class MorphableModel(nn.Module):
         self.register_buffer("triangles", tri.to(torch.int32).contiguous())
         self.register_buffer("landmark_idx", lmk.contiguous())
         self.register_buffer("face_mask", mask.contiguous())
+        #: The triangles as a :class:`~pyfaid.render.MeshTopology`, checked once (copies on other
+        #: devices are made by the topology itself).
+        self.topology = MeshTopology(tri, nv)
         # ---- optional UV layout (texture exports)
         if (uv is None) != (uv_faces is None):
             raise ValueError("give both uv and uv_faces (a per-corner UV layout), or neither")
         if uv is not None:
-            from .uv import check_layout
-
             uv_np, uvf_np = check_layout(np.asarray(uv), np.asarray(uv_faces), tri.shape[0])
             uv, uv_faces = torch.as_tensor(uv_np, dtype=f32), torch.as_tensor(uvf_np.astype(np.int32))
         self.register_buffer("uv", uv)
         self.register_buffer("uv_faces", uv_faces)
         self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
         self.labels = _label_dict(labels)
+        # derived data, made on first use (a generated UV layout, UV atlases per size and device,
+        # the UV triangles as a topology, the vertices that can form the face's outline)
+        self._uv_generated = None
+        self._uv_atlases: dict = {}
+        self._uv_topology = None
+        self._outline_candidates = None
 
     # ------------------------------------------------------------------ sizes
     @property
@@ -174,16 +189,44 @@ class MorphableModel(nn.Module):
         offs = tex_coeff.to(dt) @ self.tex_base.to(dt).T
         return self.mean_tex.to(dt) + offs.reshape(offs.shape[0], -1, 3)
 
-    @property
-    def topology(self):
-        """The triangles as a :class:`~pyfaid.render.MeshTopology` (checked once, cached)."""
-        topo = self.__dict__.get("_topology")
-        if topo is None or topo.num_triangles != self.triangles.shape[0]:
-            from pyfaid.render.topology import MeshTopology
+    # ------------------------------------------------------------------ derived data (made once)
+    def uv_layout(self) -> tuple:
+        """The model's UV layout, or a generated one (:func:`~pyfaid.facemodel.uv.cylindrical_layout`
+        of its mean shape, made once): ``(uv float32 [T, 2], uv_faces int64 [F, 3])`` NumPy arrays."""
+        if self.uv is not None:
+            return (self.uv.detach().cpu().numpy().astype(np.float32),
+                    self.uv_faces.detach().cpu().numpy().astype(np.int64))
+        if self._uv_generated is None:
+            uv, uvf = cylindrical_layout(self.mean_shape.detach().cpu().numpy(), self.triangles.detach().cpu().numpy())
+            self._uv_generated = (uv.astype(np.float32), uvf)
+        return self._uv_generated
 
-            topo = MeshTopology(self.triangles, self.num_vertices)
-            self.__dict__["_topology"] = topo
-        return topo
+    def uv_topology(self) -> MeshTopology:
+        """The UV layout's triangles (``uv_faces`` into ``uv``) as a :class:`~pyfaid.render.MeshTopology`."""
+        if self._uv_topology is None:
+            uv, uv_faces = self.uv_layout()
+            self._uv_topology = MeshTopology(torch.as_tensor(uv_faces), uv.shape[0])
+        return self._uv_topology
+
+    def uv_atlas(self, size=1024, padding: Optional[int] = None) -> UVAtlas:
+        """The :class:`~pyfaid.render.bake.UVAtlas` of :meth:`uv_layout` at one texture size (``int`` or
+        ``(h, w)``; ``padding``: see ``UVAtlas``), made once per size, padding and device."""
+        device = self.mean_shape.device
+        key = (size_of(size), padding, str(device))
+        if key not in self._uv_atlases:
+            uv, uvf = self.uv_layout()
+            self._uv_atlases[key] = UVAtlas(uv, uvf, self.topology, size=size, padding=padding, device=device)
+        return self._uv_atlases[key]
+
+    def outline_candidates(self) -> torch.Tensor:
+        """Vertices that can form the face's outline below the eyes (where a photo's 2D-style jaw
+        points lie): ``[C]`` int64 indices of face-region vertices below the eye landmarks."""
+        if self._outline_candidates is None:
+            mean = self.mean_shape.detach().cpu()
+            lm = mean[self.landmark_idx.cpu()]
+            below_eyes = mean[:, 1] < lm[36:48, 1].mean()
+            self._outline_candidates = torch.nonzero(below_eyes & self.face_mask.cpu()).flatten()
+        return self._outline_candidates
 
     @property
     def layout(self) -> CoeffLayout:
@@ -198,6 +241,49 @@ class MorphableModel(nn.Module):
             (radians), ``gamma [B, 27]`` (SH lighting), ``trans [B, 3]``.
         """
         return self.layout.split(coeffs)
+
+    def mesh(self, coeffs: torch.Tensor, albedo: Optional[torch.Tensor] = None,
+             angles: Optional[torch.Tensor] = None, rest: Optional[RestShape] = None) -> FaceMesh:
+        """The posed, lit mesh of coefficient vectors (what the renderer draws).
+
+        Args:
+            coeffs: ``[B, layout.size]`` (id, exp, tex, angles, SH, translation).
+            albedo: optional ``[B, V, 3]`` or ``[V, 3]`` replacing the model's texture.
+            angles: optional ``[B, 3]`` rotation angles (radians) replacing the ``angle`` part.
+            rest: optional :class:`~pyfaid.render.RestShape` replacing the shape of ``coeffs``
+                (a fixed mesh moved rigidly: its normals are rotated, not recomputed).
+
+        Returns:
+            :class:`~pyfaid.render.FaceMesh` in the world frame.
+        """
+        self.layout.check(coeffs, "MorphableModel.mesh: `coeffs`")
+        batch = coeffs.shape[0]
+        parts = self.split_coeffs(coeffs)
+        shape = self.shape(parts["id"], parts["exp"]) if rest is None else rest.vertices  # [B, V, 3]
+        num_vertices = shape.shape[1]
+        if angles is None:
+            angles = parts["angle"]
+        elif angles.shape != (batch, 3):
+            raise ValueError(f"MorphableModel.mesh: `angles` must be [{batch}, 3], got {tuple(angles.shape)}")
+        if albedo is None:
+            albedo = self.texture(parts["tex"])  # [B, V, 3]
+        else:
+            if albedo.dim() == 2:
+                albedo = albedo.unsqueeze(0).expand(batch, -1, -1)
+            if albedo.shape != (batch, num_vertices, 3):
+                raise ValueError(f"MorphableModel.mesh: `colors` (albedo) must be [{batch}, {num_vertices}, 3] or "
+                                 f"[{num_vertices}, 3], got {tuple(albedo.shape)}")
+        rotation = euler_rotation(angles.to(shape.dtype))  # [B, 3, 3]
+        world, normals = pose_mesh(shape, rotation, parts["trans"].to(shape.dtype), self.topology,
+                                   None if rest is None else rest.normals)
+        return FaceMesh(world, normals, albedo.to(shape.dtype), parts["gamma"].to(shape.dtype), self.topology,
+                        self.landmark_idx)
+
+    def rest_shape(self, coeffs: torch.Tensor) -> RestShape:
+        """The unposed shape of ``coeffs [B, layout.size]`` with its normals, held fixed (no gradient)."""
+        parts = self.split_coeffs(coeffs)
+        with torch.no_grad():
+            return RestShape.of(self.shape(parts["id"], parts["exp"]), self.topology)
 
     def forward(self, coeffs: torch.Tensor) -> tuple:
         """Shape and albedo from coefficient vectors.
@@ -232,7 +318,6 @@ class MorphableModel(nn.Module):
         if self.uv is not None:
             arrays["uv"] = self.uv.detach().cpu().numpy()
             arrays["uv_faces"] = self.uv_faces.detach().cpu().numpy()
-        from pyfaid.fileio import savez_atomic
 
         savez_atomic(path, **arrays)
 

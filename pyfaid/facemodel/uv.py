@@ -14,8 +14,10 @@ Everything here is NumPy and runs once per model (at build or load time), never 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
+from scipy.sparse.csgraph import connected_components
 
-__all__ = ["check_layout", "islands", "pack_islands", "cylindrical_layout", "split_seams", "layout_of"]
+__all__ = ["check_layout", "islands", "pack_islands", "cylindrical_layout", "split_seams"]
 
 
 def check_layout(uv, uv_faces, num_triangles: int, name: str = "uv"):
@@ -65,9 +67,6 @@ def islands(uv_faces, num_uv: int):
     Returns:
         ``(count, label [F])``.
     """
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-
     faces = np.asarray(uv_faces, np.int64)
     f, k = faces.shape
     # triangles and UV indices as one bipartite graph
@@ -265,24 +264,3 @@ def split_seams(triangles, uv_faces, num_vertices: int | None = None):
     uv_of[pv[primary]] = pt[primary]
     uv_of[nv:] = pt[extra]
     return vertex_of, uv_of, new_index[inv].reshape(-1, 3)
-
-
-def layout_of(face_model):
-    """The model's UV layout, or a generated one (:func:`cylindrical_layout` of its mean shape).
-
-    Args:
-        face_model: a :class:`~pyfaid.facemodel.MorphableModel`.
-
-    Returns:
-        ``(uv float32 [T, 2], uv_faces int64 [F, 3])`` as NumPy arrays.
-    """
-    if getattr(face_model, "uv", None) is not None:
-        return (face_model.uv.detach().cpu().numpy().astype(np.float32),
-                face_model.uv_faces.detach().cpu().numpy().astype(np.int64))
-    cached = face_model.__dict__.get("_generated_uv")
-    if cached is None:
-        uv, uvf = cylindrical_layout(face_model.mean_shape.detach().cpu().numpy(),
-                                     face_model.triangles.detach().cpu().numpy())
-        cached = (uv.astype(np.float32), uvf)
-        face_model.__dict__["_generated_uv"] = cached
-    return cached

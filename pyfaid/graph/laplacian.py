@@ -19,6 +19,10 @@ import warnings
 
 import torch
 
+from pyfaid._ext import (
+    ops,  # the compiled ops (lazy: building a Laplacian needs no import cycle)
+)
+
 __all__ = ["Laplacian", "scaled_laplacian", "laplacian_lambda_max"]
 
 #: Relative margin added to the power-iteration estimate of lambda_max (see laplacian_lambda_max).
@@ -72,8 +76,6 @@ def _power_iteration(rows, cols, off, diag, n, iters: int) -> float:
 
     The products use pyfaid's CSR kernel (``torch.ops.pyfaid.cheb_spmm``), in float64.
     """
-    from pyfaid._ext import ops  # the compiled ops (lazy: building a Laplacian needs no import cycle)
-
     device = off.device
     idx = torch.arange(n, device=device)
     r, c = torch.cat([rows, idx]), torch.cat([cols, idx])

@@ -125,9 +125,9 @@ class CoarseModel(nn.Module):
             images: ``[B, 3, H, W]`` RGB in [0, 1].
 
         Returns:
-            dict with ``coeffs [B, num_coeffs]`` and, with the landmark head, ``landmarks
+            dict with ``coeffs [B, num_coeffs]`` and, with the landmark head, ``landmarks_unit
             [B, 68, 2]`` (2D-style) in units of the image side, ``log_scale [B, 68]`` and
-            ``confidence [B, 68]``; with the 3D-style head ``landmarks_3d``, ``log_scale_3d``,
+            ``confidence [B, 68]``; with the 3D-style head ``landmarks_3d_unit``, ``log_scale_3d``,
             ``confidence_3d`` likewise.
         """
         if images.dim() != 4 or images.shape[1] != 3:
@@ -148,7 +148,7 @@ class CoarseModel(nn.Module):
             if head is not None:
                 raw = head(lm_feat * self.out_scale)  # scaled like the coefficients (see __init__)
                 log_scale = raw[:, 136:].clamp(-8.0, 4.0)
-                out["landmarks" + suffix] = raw[:, :136].view(-1, 68, 2)
+                out["landmarks" + suffix + "_unit"] = raw[:, :136].view(-1, 68, 2)
                 out["log_scale" + suffix] = log_scale
                 out["confidence" + suffix] = torch.exp(-log_scale)
         return out

@@ -16,7 +16,20 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
+from pyfaid import encoders, facemodel
+from pyfaid.facemodel.hierarchy import mesh_hierarchy
+from pyfaid.models.coarse import CoarseModel
 from pyfaid.models.features import FeatureEncoder
+from pyfaid.models.fine import FineModel
+from pyfaid.models.segmentation import FaceSegmenter
+from pyfaid.render import (
+    FaceMesh,
+    Fragments,
+    Render,
+    Renderer,
+    photo_albedo,
+    sh_shading,
+)
 
 __all__ = ["FAID", "FAIDOutput", "build_faid"]
 
@@ -26,29 +39,29 @@ class FAIDOutput:
     """Output of :meth:`FAID.forward` for a batch of aligned faces.
 
     Attributes:
-        coeffs: ``[B, layout.size]``; vertices: ``[B, V, 3]`` camera space; coarse_colors /
+        coeffs: ``[B, layout.size]``; vertices_cam: ``[B, V, 3]`` camera space; coarse_colors /
         fine_colors: ``[B, V, 3]`` albedo; image: ``[B, 3, H, W]`` rendered with the fine colours;
         coarse_image: ``[B, 3, H, W]`` rendered with the coarse colours (None when not rendered);
-        mask: ``[B, 1, H, W]`` face coverage; landmarks: ``[B, 68, 2]`` pixels (the model's
+        mask: ``[B, 1, H, W]`` face coverage; landmarks_mesh_px: ``[B, 68, 2]`` render pixels (the model's
         landmark vertices projected); residual: ``[B, V, 3]`` fine - coarse colours;
-        landmarks_head: ``[B, 68, 2]`` pixels and landmark_log_scale ``[B, 68]`` (log of each
+        landmarks_head_px: ``[B, 68, 2]`` render pixels and landmark_log_scale ``[B, 68]`` (log of each
         point's expected error in image sides) from the coarse model's landmark head (2D-style
         points; None without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``;
-        landmarks_head_3d / landmark_log_scale_3d: the same from its 3D-style head.
+        landmarks_head_3d_px / landmark_log_scale_3d: the same from its 3D-style head.
     """
 
     coeffs: torch.Tensor
-    vertices: torch.Tensor
+    vertices_cam: torch.Tensor
     coarse_colors: torch.Tensor
     fine_colors: torch.Tensor
     image: torch.Tensor
     coarse_image: Optional[torch.Tensor]
     mask: torch.Tensor
-    landmarks: torch.Tensor
+    landmarks_mesh_px: torch.Tensor
     residual: Optional[torch.Tensor] = None
-    landmarks_head: Optional[torch.Tensor] = None
+    landmarks_head_px: Optional[torch.Tensor] = None
     landmark_log_scale: Optional[torch.Tensor] = None
-    landmarks_head_3d: Optional[torch.Tensor] = None
+    landmarks_head_3d_px: Optional[torch.Tensor] = None
     landmark_log_scale_3d: Optional[torch.Tensor] = None
 
     @property
@@ -202,53 +215,40 @@ class FAID(nn.Module):
         """
         head = self.coarse.predict(images)
         coeffs = head["coeffs"]
-        split = self.face_model.split_coeffs(coeffs)
-        coarse_colors = self.face_model.texture(split["tex"])
+        mesh = self.face_model.mesh(coeffs)  # the coarse albedo: the model's texture
+        coarse_colors = mesh.albedo
         residual = None
         fine_colors = coarse_colors
         fine = None if coarse_only else self.fine
         rc = self.render_coarse if render_coarse is None else render_coarse
-        coarse_out = None
+        fragments = self.renderer.rasterize(mesh)  # one rasterization for every texture of this mesh
         if fine is not None:
-            photo = None
-            if fine.photo_input:  # the photo on the mesh, seen through the coarse render
-                coarse_out = self.renderer(self.face_model, coeffs, colors=coarse_colors)
-                photo = self.photo_on_mesh(images, coeffs, coarse_out)
+            photo = self.photo_on_mesh(images, fragments, mesh) if fine.photo_input else None
             fine_colors, residual = fine(coarse_colors, self._decoder_input(images, enc), photo)
-        if coarse_out is not None:  # same mesh, second texture: no second rasterization
-            out = self.renderer.recolor(self.face_model, coeffs, coarse_out, fine_colors)
-        else:
-            out = self.renderer(self.face_model, coeffs, colors=fine_colors)
+        out = self.renderer.shade(fragments, mesh, fine_colors)
         coarse_image = None
-        if rc and fine is not None:
-            if coarse_out is None:
-                coarse_out = self.renderer(self.face_model, coeffs, colors=coarse_colors)
-            coarse_image = coarse_out["image"]
-        elif rc:
-            coarse_image = out["image"]
-        lm_head, lm_3d = head.get("landmarks"), head.get("landmarks_3d")
-        return FAIDOutput(coeffs=coeffs, vertices=out["vertices"], coarse_colors=coarse_colors,
-                          fine_colors=fine_colors, image=out["image"], coarse_image=coarse_image,
-                          mask=out["mask"], landmarks=out["landmarks"], residual=residual,
-                          landmarks_head=None if lm_head is None else lm_head * self.image_size - 0.5,
+        if rc:
+            coarse_image = self.renderer.shade(fragments, mesh).image if fine is not None else out.image
+        lm_head, lm_3d = head.get("landmarks_unit"), head.get("landmarks_3d_unit")
+        return FAIDOutput(coeffs=coeffs, vertices_cam=out.vertices_cam, coarse_colors=coarse_colors,
+                          fine_colors=fine_colors, image=out.image, coarse_image=coarse_image,
+                          mask=out.mask, landmarks_mesh_px=out.landmarks_px, residual=residual,
+                          landmarks_head_px=None if lm_head is None else lm_head * self.image_size - 0.5,
                           landmark_log_scale=head.get("log_scale"),
-                          landmarks_head_3d=None if lm_3d is None else lm_3d * self.image_size - 0.5,
+                          landmarks_head_3d_px=None if lm_3d is None else lm_3d * self.image_size - 0.5,
                           landmark_log_scale_3d=head.get("log_scale_3d"))
 
     @torch.no_grad()
-    def photo_on_mesh(self, images: torch.Tensor, coeffs: torch.Tensor, render: dict) -> tuple:
+    def photo_on_mesh(self, images: torch.Tensor, fragments: Fragments, mesh: FaceMesh) -> tuple:
         """The photo's albedo estimate per vertex and the visible share of each vertex's footprint
         (:func:`pyfaid.render.photo_albedo`, visibility from the segmenter when the model has one),
-        from a render of ``coeffs`` in the photo's view. No gradient. Returns ``([B, V, 3], [B, V])``."""
-        from pyfaid.render import photo_albedo, sh_shading
-
+        from the coarse mesh rasterized in the photo's view. No gradient. Returns ``([B, V, 3], [B, V])``."""
         vis = None if self.segmenter is None else self.segmenter.visibility(images)
-        gamma = self.renderer.lit_gamma(self.face_model.split_coeffs(coeffs)["gamma"].to(render["normals"].dtype))
-        light = sh_shading(render["normals"].contiguous(), torch.ones_like(render["normals"]), gamma)
-        return photo_albedo(render["rast"], self.face_model.topology.on(images.device), images, light,
-                            render["colors"], vis)
+        normals = mesh.normals_world.contiguous()
+        light = sh_shading(normals, torch.ones_like(normals), self.renderer.lit_gamma(mesh.light))
+        return photo_albedo(fragments.rast, mesh.topology.on(images.device), images, light, mesh.albedo, vis)
 
-    def render_view(self, coeffs: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor) -> dict:
+    def render_view(self, coeffs: torch.Tensor, angles: torch.Tensor, colors: torch.Tensor) -> Render:
         """Render a reconstruction under replaced rotation angles ``[B, 3]`` (radians)."""
         return self.renderer.render_views(self.face_model, coeffs, angles, colors=colors)
 
@@ -263,8 +263,6 @@ def _need_encoders(cfg) -> tuple[bool, bool]:
 
 def build_features(cfg) -> FeatureEncoder:
     """The frozen encoders a :class:`pyfaid.config.Config` needs (none it does not)."""
-    from pyfaid import encoders
-
     m = cfg.model
     need_id, need_att = _need_encoders(cfg)
     id_enc = None
@@ -281,11 +279,6 @@ def build_faid(cfg, device="cpu") -> FAID:
     Raises:
         FileNotFoundError: a face-model / weights path that does not exist.
     """
-    from pyfaid import facemodel
-    from pyfaid.models.coarse import CoarseModel
-    from pyfaid.models.fine import FineModel
-    from pyfaid.render import Renderer
-
     m = cfg.model
     if m.face_model != "default" and not os.path.exists(m.face_model):
         raise FileNotFoundError(
@@ -303,8 +296,6 @@ def build_faid(cfg, device="cpu") -> FAID:
         feat_dim = (dims.get("id", 0) if m.use_id_features else 0) + (dims.get("att", 0) if m.use_fa_features else 0)
         hier = None
         if m.hierarchy:
-            from pyfaid.facemodel.hierarchy import mesh_hierarchy
-
             hier = mesh_hierarchy(fm.mean_shape, fm.triangles, factors=tuple(m.hierarchy_factors))
         fine = FineModel(fm.triangles, fm.mean_shape, feat_dim, hidden=m.hidden, K=m.cheb_k,
                          nodes=m.decoder_nodes, code=m.decoder_code, pos_embed=m.pos_embed,
@@ -312,8 +303,6 @@ def build_faid(cfg, device="cpu") -> FAID:
                          photo_input=m.photo_input)
     segmenter = None
     if m.segmenter:
-        from pyfaid.models.segmentation import FaceSegmenter
-
         segmenter = FaceSegmenter()
     faid = FAID(fm, renderer, coarse, fine, features, m.use_id_features, m.use_fa_features, segmenter)
     return faid.to(device)

@@ -1,7 +1,7 @@
 """Training objectives of the FAID model: the coarse stage and the FAID stage (paper Sec. 3.2.3-3.2.4).
 
 Every objective is a module over a :class:`~pyfaid.models.FAID` with
-``forward(batch, generator) -> (total, terms, output, extras)``: ``batch`` a dict with ``image
+``forward(batch, generator, step) -> (total, terms, output, extras)``: ``batch`` a dict with ``image
 [B, 3, H, W]`` in [0, 1] and optionally ``mask [B, 1, H, W]`` (usable face pixels) and
 ``landmarks [B, 68, 2]`` (pixels); ``terms`` every unweighted loss term (for logging), ``output``
 the :class:`~pyfaid.models.FAIDOutput` of the batch, ``extras`` images for the TensorBoard grid.
@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from pyfaid import losses as L
 from pyfaid.models.faid import FAID, FAIDOutput
+from pyfaid.occlusion import occlude
 
 __all__ = ["CoarseObjective", "PretrainObjective", "FAIDObjective", "StagedObjective", "OBJECTIVES", "self_augment"]
 
@@ -66,7 +67,7 @@ class CoarseObjective(nn.Module):
         return {"coarse_photo": c.photo, "landmark": c.landmark, "landmark_head": c.landmark_head,
                 "reg": c.reg, "gamma": c.gamma}
 
-    def forward(self, batch: dict, generator: Optional[torch.Generator] = None):
+    def forward(self, batch: dict, generator: Optional[torch.Generator] = None, step: int = 0):
         c = self.cfg
         images, mask, landmarks = batch["image"], batch.get("mask"), batch.get("landmarks")
         if (c.landmark > 0 or c.landmark_head > 0) and landmarks is None:
@@ -77,12 +78,12 @@ class CoarseObjective(nn.Module):
         terms = {"coarse_photo": L.photometric_loss(images, out.image, m)}
         size = images.shape[-1]
         if c.landmark > 0:
-            terms["landmark"] = L.landmark_loss(out.landmarks, landmarks, size)
+            terms["landmark"] = L.landmark_loss(out.landmarks_mesh_px, landmarks, size)
         if c.landmark_head > 0:
-            if out.landmarks_head is None:
+            if out.landmarks_head_px is None:
                 raise ValueError("loss.landmark_head > 0 but the coarse model has no landmark head "
                                  "(model.landmark_head: true)")
-            terms["landmark_head"] = L.landmark_nll(out.landmarks_head / size, out.landmark_log_scale,
+            terms["landmark_head"] = L.landmark_nll(out.landmarks_head_px / size, out.landmark_log_scale,
                                                     landmarks / size)
         _regularizers(self.faid, out.coeffs, c, terms)
         total = L.total_loss(terms, self.weights())
@@ -139,7 +140,7 @@ class PretrainObjective(nn.Module):
         if c.sup_light > 0:
             terms["sup_light"] = (pred["gamma"] - gt["gamma"]).pow(2).mean()
 
-    def forward(self, batch: dict, generator: Optional[torch.Generator] = None):
+    def forward(self, batch: dict, generator: Optional[torch.Generator] = None, step: int = 0):
         c = self.cfg
         images, mask, landmarks = batch["image"], batch.get("mask"), batch.get("landmarks")
         out = self.faid(images, render_coarse=c.coarse_photo > 0, coarse_only=True)
@@ -147,20 +148,20 @@ class PretrainObjective(nn.Module):
         self._supervised(out, batch, terms)
         size = images.shape[-1]
         if c.landmark > 0:
-            terms["landmark"] = L.landmark_loss(out.landmarks, landmarks, size)
+            terms["landmark"] = L.landmark_loss(out.landmarks_mesh_px, landmarks, size)
         if c.landmark_head > 0:
             target = batch.get("landmarks_2d", landmarks)
             w = batch.get("landmark_visible")
-            terms["landmark_head"] = L.landmark_nll(out.landmarks_head / size, out.landmark_log_scale, target / size,
+            terms["landmark_head"] = L.landmark_nll(out.landmarks_head_px / size, out.landmark_log_scale, target / size,
                                                     None if w is None else w.float())
         if c.landmark_head_3d > 0:
-            if out.landmarks_head_3d is None:
+            if out.landmarks_head_3d_px is None:
                 raise ValueError("loss.landmark_head_3d > 0 but the coarse model has no 3D-style landmark head "
                                  "(model.landmark_head_3d: true)")
             target = batch.get("landmarks_3d", landmarks)
             # every point counts, hidden or not (3D-style points are defined where hidden), inside the picture
             w = ((target >= -0.5) & (target <= size - 0.5)).all(-1).float()
-            terms["landmark_head_3d"] = L.landmark_nll(out.landmarks_head_3d / size, out.landmark_log_scale_3d,
+            terms["landmark_head_3d"] = L.landmark_nll(out.landmarks_head_3d_px / size, out.landmark_log_scale_3d,
                                                        target / size, w)
         if c.coarse_photo > 0:
             terms["coarse_photo"] = L.photometric_loss(images, out.image, out.mask if mask is None else mask)
@@ -191,34 +192,29 @@ def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot:
     Returns:
         dict with ``rot`` and/or ``occ`` entries, each a dict: ``input [B,3,H,W]``, ``input_mask``
         (pixels of the input to compare), ``enc`` (the input's features, no gradient), ``recon``
-        (:class:`FAIDOutput` of the input), and ``at_input_view`` (render dict of that
-        reconstruction under the original input's pose and light, comparable pixel by pixel with
-        the original image).
+        (:class:`FAIDOutput` of the input), and ``at_input_view`` (that reconstruction under the
+        original input's pose and light, with ``image`` and ``mask`` comparable pixel by pixel with
+        the original image: a :class:`~pyfaid.render.Render` for ``rot``, the reconstruction
+        itself for ``occ``, whose input has the original's view).
     """
     want_id = want_id or faid.use_id_features
     want_att = want_att or faid.use_fa_features
-
-    def encoded(images):
-        with torch.no_grad():
-            return faid.encode(images, want_id, want_att)
-
     out = {}
     det = recon.detach()
     if rot:
         angles = _uniform_angles(det.coeffs.shape[0], generator, max_angles, det.coeffs)
         with torch.no_grad():
             r = faid.render_view(det.coeffs, angles, det.fine_colors)
-        out["rot"] = {"input": r["image"], "input_mask": r["mask"]}
+        out["rot"] = {"input": r.image, "input_mask": r.mask}
     if occ:
-        from pyfaid.data import occlude
-
         img_occ, occ_mask = occlude(det.image, generator=generator)
         out["occ"] = {"input": img_occ, "input_mask": det.mask * (1.0 - occ_mask), "clean": det.image}
     if not out:
         return out
     # both augmented batches through the encoders and the model at once (one pass instead of two)
     inputs = torch.cat([a["input"] for a in out.values()])
-    enc = encoded(inputs)
+    with torch.no_grad():
+        enc = faid.encode(inputs, want_id, want_att)
     rec_all = faid(inputs, enc)
     start = 0
     for a, e in zip(out.values(), _split_features(enc, [len(a["input"]) for a in out.values()])):
@@ -231,7 +227,7 @@ def self_augment(faid: FAID, recon: FAIDOutput, generator: torch.Generator, rot:
                                                     colors=rec.fine_colors)
     if occ:
         rec = out["occ"]["recon"]
-        out["occ"]["at_input_view"] = {"image": rec.image, "mask": rec.mask}
+        out["occ"]["at_input_view"] = rec  # the occluded input is seen from the input's view
     return out
 
 
@@ -245,30 +241,30 @@ def _split_features(enc: dict, sizes: list) -> list:
     return parts
 
 
-class _EncoderQueue:
-    """Renders waiting for the frozen encoders, encoded in one pass per ``(want_id, want_att)``.
+def encode_grouped(faid: FAID, requests: list) -> list:
+    """Frozen-encoder features of several image batches, in one encoder pass per feature set.
 
-    A FAID step asks the encoders about up to six renders (the input's, a random view, an occluded
-    render, the self-augmented reconstructions); one batched pass costs less than six small ones. The
-    encoders are frozen and in eval mode, so batching does not change any feature.
+    A FAID step compares up to six renders with the encoders (the input's, random views, an
+    occluded render, the self-augmented reconstructions); one batched pass costs less than six small
+    ones (15 % of the step). The encoders are frozen and in eval mode, so batching does not change
+    any feature.
+
+    Args:
+        faid: the model (its :meth:`FAID.encode`).
+        requests: ``(images [N_i, 3, H, W], want_id, want_att)`` per batch.
+
+    Returns:
+        One feature dict per request, in order.
     """
-
-    def __init__(self, faid: FAID):
-        self.faid, self.items = faid, []
-
-    def add(self, images: torch.Tensor, want_id: bool, want_att: bool, then) -> None:
-        """Encode ``images`` at :meth:`run`; ``then(features)`` receives their feature dict."""
-        self.items.append((images, (bool(want_id), bool(want_att)), then))
-
-    def run(self) -> None:
-        groups: dict = {}
-        for item in self.items:
-            groups.setdefault(item[1], []).append(item)
-        self.items = []
-        for (want_id, want_att), items in groups.items():
-            enc = self.faid.encode(torch.cat([it[0] for it in items]), want_id, want_att)
-            for (_, _, then), part in zip(items, _split_features(enc, [it[0].shape[0] for it in items])):
-                then(part)
+    groups: dict = {}
+    for i, (_, want_id, want_att) in enumerate(requests):
+        groups.setdefault((bool(want_id), bool(want_att)), []).append(i)
+    out: list = [None] * len(requests)
+    for (want_id, want_att), items in groups.items():
+        enc = faid.encode(torch.cat([requests[i][0] for i in items]), want_id, want_att)
+        for i, part in zip(items, _split_features(enc, [requests[i][0].shape[0] for i in items])):
+            out[i] = part
+    return out
 
 
 class FAIDObjective(nn.Module):
@@ -278,6 +274,10 @@ class FAIDObjective(nn.Module):
     adds the fine albedo's L1 error against them: the photometric terms alone reward copying the
     photo's shading (cast shadows, highlights) into the albedo, which renders the input well but is
     the wrong texture for any other view or light.
+
+    A step computes the pixel terms first, then the identity / attribute terms of every render at
+    once (:func:`encode_grouped`): each perceptual comparison is a ``(name, render, reference
+    features, want_id, want_att)`` row of one list, read back in the same order.
 
     Args:
         faid: :class:`FAID`. cfg: :class:`pyfaid.config.LossConfig`.
@@ -302,19 +302,8 @@ class FAIDObjective(nn.Module):
                 w[f"sa_{aug}_{pair}_att"] = c.att * c.sa_weight
         return w
 
-    def _perceptual(self, target_enc: dict, render: torch.Tensor, prefix: str, terms: dict,
-                    queue: _EncoderQueue) -> None:
-        """Queue the identity / attribute terms of ``render`` against ``target_enc`` (set at ``queue.run()``)."""
-        c = self.cfg
-
-        def then(enc):
-            for k, v in L.perceptual_losses(target_enc, enc).items():
-                terms[prefix + k] = v
-
-        queue.add(render, c.id > 0, c.att > 0, then)
-
-    def _input_terms(self, images, mask, enc, out: FAIDOutput, terms: dict, queue: _EncoderQueue) -> torch.Tensor:
-        """Photometric, perceptual and regulariser terms of the input batch; returns the mask used."""
+    def _input_terms(self, images, mask, out: FAIDOutput, terms: dict) -> torch.Tensor:
+        """Photometric and regulariser terms of the input batch; returns the mask used."""
         c, faid = self.cfg, self.faid
         # Eq. 6's mask M: the input's usable face pixels when the data provides them. It is NOT
         # intersected with the rendered face region: with the intersection, moving the face out of
@@ -328,7 +317,6 @@ class FAIDObjective(nn.Module):
         terms["photo"] = L.photometric_loss(images, out.image, m)
         if c.coarse_photo > 0 and faid.fine is not None:
             terms["coarse_photo"] = L.photometric_loss(images, out.coarse_image, m)
-        self._perceptual(enc, L.composite(out.image, out.mask, images), "", terms, queue)
         _regularizers(faid, out.coeffs, c, terms)
         if out.residual is not None:
             if c.fine_smooth > 0:
@@ -337,31 +325,25 @@ class FAIDObjective(nn.Module):
                 terms["fine_residual"] = out.residual.pow(2).mean()
         return m
 
-    def _robust_terms(self, images, enc, out: FAIDOutput, generator, extras: dict, queue: _EncoderQueue) -> list:
-        """L_rob (Eq. 9): perceptual losses of random views and an occluded render against the input.
-        Returns the list their values fill at ``queue.run()`` (``terms["rob"]`` is their mean)."""
+    def _robust_renders(self, images, out: FAIDOutput, generator, extras: dict) -> list:
+        """L_rob's inputs (Eq. 9): random views of the reconstruction and an occluded render, each
+        compared with the input's features."""
         c, faid = self.cfg, self.faid
-        rob = []
-
-        def then(e):
-            rob.append(sum(L.perceptual_losses(enc, e).values()))
-
+        renders = []
         max_angles = (c.max_pitch, c.max_yaw, c.max_roll)
         for _ in range(c.rob_views):
             ang = _uniform_angles(images.shape[0], generator, max_angles, out.coeffs)
-            view = faid.render_view(out.coeffs, ang, out.fine_colors)["image"]
-            queue.add(view, True, True, then)
+            view = faid.render_view(out.coeffs, ang, out.fine_colors).image
+            renders.append(view)
             extras.setdefault("rob_view", view)
         if c.rob_occ:
-            from pyfaid.data import occlude
-
             occ_img, _ = occlude(L.composite(out.image, out.mask, images), generator=generator)
-            queue.add(occ_img, True, True, then)
-        return rob
+            renders.append(occ_img)
+        return renders
 
-    def _self_aug_terms(self, images, mask, m, enc, out: FAIDOutput, generator, terms, extras,
-                        queue: _EncoderQueue) -> None:
-        """The pairs (I_aug, I_aug^r) and (I, I_aug^r) of paper 3.2.3 for I_rot and I_occ."""
+    def _self_aug_terms(self, images, mask, m, enc, out: FAIDOutput, generator, terms, extras) -> list:
+        """The photometric terms of the pairs (I_aug, I_aug^r) and (I, I_aug^r) of paper 3.2.3 for
+        I_rot and I_occ; returns their perceptual comparisons ``(name, render, reference features)``."""
         c, faid = self.cfg, self.faid
         # at least 2 items: BatchNorm in train mode needs more than one value per channel
         n = images.shape[0] if c.sa_size <= 0 else min(max(c.sa_size, 2), images.shape[0])
@@ -370,23 +352,23 @@ class FAIDObjective(nn.Module):
                           max_angles=(c.max_pitch, c.max_yaw, c.max_roll), want_id=c.id > 0, want_att=c.att > 0)
         img_n, m_n = images[:n], m[:n]
         enc_n = {k: (v[:n] if torch.is_tensor(v) else [t[:n] for t in v]) for k, v in enc.items()}
-        perceptual = c.id > 0 or c.att > 0
+        compare = []
         for name, a in sa.items():
-            rec = a["recon"]
+            rec, back = a["recon"], a["at_input_view"]
             # (I_aug, I_aug^r): reconstruct the augmented input itself
             terms[f"sa_{name}_aug_photo"] = L.photometric_loss(a.get("clean", a["input"]), rec.image, a["input_mask"])
-            if perceptual:
-                self._perceptual(a["enc"], rec.image, f"sa_{name}_aug_", terms, queue)
             # (I, I_aug^r): the reconstruction of the augmented input must also explain I
-            back = a["at_input_view"]
             terms[f"sa_{name}_in_photo"] = L.photometric_loss(
-                img_n, back["image"], m_n if mask is not None else m_n * back["mask"])
-            if perceptual:
-                self._perceptual(enc_n, L.composite(back["image"], back["mask"], img_n), f"sa_{name}_in_", terms, queue)
+                img_n, back.image, m_n if mask is not None else m_n * back.mask)
+            compare += [(f"sa_{name}_aug_", rec.image, a["enc"]),
+                        (f"sa_{name}_in_", L.composite(back.image, back.mask, img_n), enc_n)]
             extras[f"sa_{name}"] = a["input"]
             extras[f"sa_{name}_recon"] = rec.image
+        return compare
 
-    def forward(self, batch: dict, generator: torch.Generator):
+    def forward(self, batch: dict, generator: torch.Generator, step: int = 0):
+        """The FAID stage's total loss of one batch at training step ``step`` (self-augmentation runs
+        on the steps that ``loss.sa_every`` divides)."""
         c, faid = self.cfg, self.faid
         images, mask = batch["image"], batch.get("mask")
         want_id = c.id > 0 or c.rob > 0 or faid.use_id_features
@@ -394,19 +376,31 @@ class FAIDObjective(nn.Module):
         with torch.no_grad():
             enc = faid.encode(images, want_id, want_att)
         out = faid(images, enc, render_coarse=True)
-        terms, extras, queue = {}, {}, _EncoderQueue(faid)
-        m = self._input_terms(images, mask, enc, out, terms, queue)
-        rob = self._robust_terms(images, enc, out, generator, extras, queue) if c.rob > 0 else None
-        if c.self_aug and (c.sa_rot or c.sa_occ) and int(batch.get("step", 0)) % max(1, c.sa_every) == 0:
-            self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras, queue)
+        terms, extras = {}, {}
+        m = self._input_terms(images, mask, out, terms)
+        # perceptual comparisons: (term prefix, render, reference features, want_id, want_att)
+        pid, patt = c.id > 0, c.att > 0
+        compare = [("", L.composite(out.image, out.mask, images), enc, pid, patt)]
+        if c.rob > 0:
+            compare += [("rob", r, enc, True, True) for r in self._robust_renders(images, out, generator, extras)]
+        if c.self_aug and (c.sa_rot or c.sa_occ) and int(step) % max(1, c.sa_every) == 0:
+            compare += [(name, r, ref, pid, patt)
+                        for name, r, ref in self._self_aug_terms(images, mask, m, enc, out, generator, terms, extras)]
         if c.sup_fine_tex > 0:
             if "colors" not in batch:
                 raise ValueError("loss.sup_fine_tex > 0 needs data with ground-truth per-vertex `colors` "
                                  "(pyfaid's synthetic faces); set loss.sup_fine_tex=0 for other data")
             region = faid.face_model.face_mask
             terms["sup_fine_tex"] = (out.fine_colors[:, region] - batch["colors"][:, region]).abs().mean()
-        queue.run()  # every perceptual term's encoder pass, batched
-        if rob is not None:
+        feats = encode_grouped(faid, [(r, w_id, w_att) for _, r, _, w_id, w_att in compare])
+        rob = []
+        for (name, _, ref, _, _), f in zip(compare, feats):
+            losses = L.perceptual_losses(ref, f)
+            if name == "rob":
+                rob.append(sum(losses.values()))  # L_rob = L_id + L_att of each robust render
+            else:
+                terms.update({name + k: v for k, v in losses.items()})
+        if rob:
             terms["rob"] = torch.stack(rob).mean()
         return L.total_loss(terms, self.weights()), terms, out, extras
 
@@ -431,5 +425,5 @@ class StagedObjective(nn.Module):
         self.faid = faid
         self.objectives = nn.ModuleDict({n: OBJECTIVES[n](faid, cfg) for n in dict.fromkeys(names)})
 
-    def forward(self, batch: dict, generator: torch.Generator, objective: str):
-        return self.objectives[objective](batch, generator)
+    def forward(self, batch: dict, generator: torch.Generator, objective: str, step: int = 0):
+        return self.objectives[objective](batch, generator, step)

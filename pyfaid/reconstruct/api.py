@@ -1,20 +1,37 @@
-"""``pyfaid.reconstruct(...)``: textured 3D faces from photos, one call for one photo or many."""
+"""``pyfaid.reconstruct(...)``: textured 3D faces from photos, one call for one photo or many.
+
+The call is the photo pipeline's four steps, each a function with typed input and output that
+``pyfaid.evaluate`` calls too::
+
+    photo --detect, crop_face--> Crop --predict--> Prediction --fit_prediction--> Fit --results--> Reconstruction
+"""
 
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from typing import List, Optional
 
 import numpy as np
 import torch
 
-from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
-from pyfaid.encoders.dlib_landmarks import DlibLandmarksUnavailable, dlib_landmarks68, load_shape_predictor
-from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule  # noqa: F401 (re-exported)
+from pyfaid.checkpoint import pretrained_available
+from pyfaid.encoders.align import FaceNotFoundError
+from pyfaid.encoders.dlib_landmarks import (
+    DlibLandmarksUnavailable,
+    load_shape_predictor,
+)
+from pyfaid.metrics import identity_encoders
+from pyfaid.reconstruct.detect import Crop, crop_face, detect, select
+from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule, fit_prediction  # noqa: F401 (re-exported)
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
-from pyfaid.reconstruct.result import Reconstruction, make_reconstruction
+from pyfaid.reconstruct.predict import (
+    cached_model,
+    default_face_model,
+    predict,
+    resolve_device,
+)
+from pyfaid.reconstruct.result import Reconstruction, results
 
 __all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",
            "NO_CHECKPOINT_MESSAGE", "DEFAULT_FIT_STEPS", "PREDICTION_SCHEDULE", "LANDMARK_SOURCES", "load_model",
@@ -73,22 +90,8 @@ class ReconstructionError:
 def load_model(checkpoint, device="cpu"):
     """``(faid_model, face_model)`` from a checkpoint file, run folder or ``"pretrained"`` (loaded
     once per file and device, then cached)."""
-    from pyfaid import inference
-
-    model = inference.cached_model(checkpoint, device)
+    model = cached_model(checkpoint, device)
     return model, model.face_model
-
-
-@dataclass
-class _Face:
-    """One detected face awaiting reconstruction."""
-
-    item: int
-    crop: torch.Tensor
-    lm5: torch.Tensor
-    transform: np.ndarray
-    score: float
-    lm68: Optional[torch.Tensor] = None  # [68, 2] dlib's points in crop pixels (landmarks="dlib")
 
 
 def _name_of(item, index: int) -> str:
@@ -100,32 +103,13 @@ def _read(item, name: str) -> np.ndarray:
     return load_image(item) if isinstance(item, (str, os.PathLike)) else to_rgb_uint8(item, name)
 
 
-def _faces_of(img: np.ndarray, name: str, index: int, which, device, landmarks: str = "head") -> List[_Face]:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = detect_faces(img)
-    if not found:
-        raise FaceNotFoundError(f"{name}: no face detected")
-    chosen = found[:1] if which == "largest" else found if which == "all" else list(which(found))
-    if not chosen:
-        raise FaceNotFoundError(f"{name}: none of the {len(found)} detected faces was selected")
-    faces = []
-    for det in chosen:
-        crop, m = align_crop(img, det["landmarks5"])
-        lm = np.asarray(det["landmarks5"], np.float64) @ m[:, :2].T + m[:, 2]  # photo -> crop pixels
-        lm68 = None
-        if landmarks == "dlib":
-            pts = dlib_landmarks68(img, det["box"], det["landmarks5"]) @ m[:, :2].T + m[:, 2]  # [68, 2] crop
-            lm68 = torch.as_tensor(pts, dtype=torch.float32, device=device)
-        faces.append(_Face(index, crop.to(device), torch.as_tensor(lm, dtype=torch.float32, device=device), m,
-                           det["score"], lm68))
-    return faces
+def _crops_of(img: np.ndarray, name: str, index: int, which, device, landmarks: str = "head") -> List[Crop]:
+    """Steps 1-2 for one photo: its chosen faces, cropped."""
+    return [crop_face(img, det, name, index, device, dlib=landmarks == "dlib")
+            for det in select(detect(img, name), which, name)]
 
 
 def _resolve_models(checkpoint, model, fit_steps, device):
-    from pyfaid import inference
-    from pyfaid.checkpoint import pretrained_available
-
     if model is not None:
         return model if isinstance(model, tuple) else (model, model.face_model)
     if checkpoint == "default":
@@ -134,7 +118,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
         return load_model(checkpoint, device)
     if fit_steps <= 0:
         raise NoCheckpointError(NO_CHECKPOINT_MESSAGE)
-    return None, inference.default_face_model(device)
+    return None, default_face_model(device)
 
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
@@ -187,35 +171,26 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         ImageReadError / FaceNotFoundError: a single input that cannot be read / holds no face
             (for a list, only with ``errors="raise"``).
     """
-    from pyfaid import inference
-
     _check_options(faces, errors, landmarks)
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
-    dev = inference.resolve_device(device)
+    dev = resolve_device(device)
     fit_steps = DEFAULT_FIT_STEPS if fit_steps is None else int(fit_steps)
     net, face_model = _resolve_models(checkpoint, model, fit_steps, dev)
-    results: list = [None] * len(items)
-    names = [_name_of(it, i) for i, it in enumerate(items)]
-    sizes: list = [None] * len(items)
-    found: List[_Face] = []
+    out: list = [None] * len(items)
+    crops: List[Crop] = []
     for i, it in enumerate(items):
+        name = _name_of(it, i)
         try:
-            img = _read(it, names[i])
-            sizes[i] = img.shape[:2]
-            found += _faces_of(img, names[i], i, faces, dev, landmarks)
+            crops += _crops_of(_read(it, name), name, i, faces, dev, landmarks)
         except (ImageReadError, FaceNotFoundError) as exc:
             if single or errors == "raise":
                 raise
-            results[i] = ReconstructionError(names[i], exc)
-    recs = _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                              landmarks, fill)
-    for face, rec in zip(found, recs):
-        if faces != "largest":
-            results[face.item] = (results[face.item] or []) + [rec]
-        else:
-            results[face.item] = rec
-    return results[0] if single else results
+            out[i] = ReconstructionError(name, exc)
+    for crop, rec in zip(crops, _reconstruct_crops(crops, net, face_model, dev, fit_steps, id_loss, schedule,
+                                                   progress, landmarks, fill)):
+        out[crop.item] = rec if faces == "largest" else (out[crop.item] or []) + [rec]
+    return out[0] if single else out
 
 
 def _check_options(faces, errors, landmarks) -> None:
@@ -230,50 +205,19 @@ def _check_options(faces, errors, landmarks) -> None:
         load_shape_predictor()
 
 
-def _with_landmarks(pred: dict, found: List[_Face], landmarks: str) -> dict:
-    """The prediction with dlib's points (``[N, 68, 2]`` crop pixels) in place of the head's.
-
-    dlib gives no per-point confidence, and the head's confidences describe the head's own points,
-    not dlib's: the confidence is dropped, so fitting weighs dlib's 68 points equally (as it does
-    any 68 points without weights), the same with or without a network. Weighting them by the head's
-    confidences instead moved the fitted mesh's AFW NME by 0.03 (4.00 % against 4.03 %, 40 steps),
-    not worth tying dlib's points to the head."""
-    if landmarks != "dlib":
-        return pred
-    pred = {k: v for k, v in pred.items() if k != "confidence"}
-    pred["landmarks"] = torch.stack([f.lm68 for f in found])
-    return pred
-
-
-def _reconstruct_faces(found, net, face_model, dev, fit_steps, id_loss, schedule, progress, names, sizes,
-                       landmarks="head", fill=True):
-    """Network prediction for every face at once, then test-time fitting face by face."""
-    from pyfaid import inference
-
-    if not found:
+def _reconstruct_crops(crops: List[Crop], net, face_model, dev, fit_steps, id_loss, schedule, progress,
+                       landmarks="head", fill=True) -> List[Reconstruction]:
+    """Steps 2-4: the network's prediction for every face at once, then test-time fitting face by
+    face, then the results. With ``landmarks="dlib"`` dlib's points replace the head's (without
+    confidences: the head's describe its own points; weighting dlib's by them moved the fitted
+    mesh's AFW NME by 0.03, 4.00 % against 4.03 % at 40 steps, not worth tying dlib's to the head)."""
+    if not crops:
         return []
-    crops = torch.stack([f.crop for f in found])
-    lm5 = torch.stack([f.lm5 for f in found])
-    pred = _with_landmarks(inference.predict(net, crops) if net is not None else {}, found, landmarks)
-    encoder = None
-    if fit_steps > 0 and id_loss:
-        from pyfaid.metrics import identity_encoders
-
-        encoder = identity_encoders(("dlib",), device=dev).get("dlib")
-    coeffs, colors, hist = inference.fit_crops(face_model, crops, pred, lm5, fit_steps, encoder, schedule, progress,
-                                              fill=fill)
-    renderer = inference.crop_renderer(dev)
-    det, conf, vis = pred.get("landmarks"), pred.get("confidence"), pred.get("visibility")
-    det3, conf3 = pred.get("landmarks_3d"), pred.get("confidence_3d")
-    out = []
-    for k, f in enumerate(found):
-        out.append(make_reconstruction(face_model, renderer, crops[k], coeffs[k], None if colors is None else colors[k],
-                                       lm5[k], names[f.item], f.transform, hist[k], photo_size=tuple(sizes[f.item]),
-                                       detected=None if det is None else det[k],
-                                       confidence=None if conf is None else conf[k], score=f.score,
-                                       visibility=None if vis is None else vis[k],
-                                       landmark_source=None if det is None else landmarks,
-                                       detected_3d=None if det3 is None else det3[k],
-                                       confidence_3d=None if conf3 is None else conf3[k]))
-    return out
-
+    images = torch.stack([c.image for c in crops])
+    pred = predict(net, images)
+    if landmarks == "dlib":
+        pred = pred.with_landmarks(torch.stack([c.landmarks68_crop_px for c in crops]))
+    encoder = identity_encoders(("dlib",), device=dev).get("dlib") if fit_steps > 0 and id_loss else None
+    fitted = fit_prediction(face_model, images, pred, torch.stack([c.landmarks5_crop_px for c in crops]), fit_steps,
+                            encoder, schedule, progress, fill=fill)
+    return results(crops, pred, fitted, face_model, landmarks)

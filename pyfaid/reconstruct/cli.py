@@ -8,12 +8,26 @@ import time
 from pathlib import Path
 from typing import Optional, Sequence
 
+import cv2
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, DlibLandmarksUnavailable, load_shape_predictor
-from pyfaid.reconstruct.api import NO_CHECKPOINT_MESSAGE, ReconstructionError, load_model, reconstruct
+from pyfaid.checkpoint import pretrained_available
+from pyfaid.encoders.dlib_landmarks import (
+    LICENCE_NOTE,
+    DlibLandmarksUnavailable,
+    load_shape_predictor,
+)
+from pyfaid.reconstruct.api import (
+    DEFAULT_FIT_STEPS,
+    NO_CHECKPOINT_MESSAGE,
+    ReconstructionError,
+    load_model,
+    reconstruct,
+)
 from pyfaid.reconstruct.io import collect_inputs, load_image
+from pyfaid.reconstruct.predict import resolve_device
 
 __all__ = ["main", "write_outputs"]
 
@@ -37,8 +51,6 @@ def write_outputs(rec, photo: np.ndarray, out_dir: Path, stem: str, exports=DEFA
                   turntable: bool = False, texture: str = "photo", texture_size: int = 1024) -> None:
     """Write one face's exports (``obj``, ``glb``, ``ply``, ``npz``), strip, overlay and optional
     turntable under ``out_dir``; the texture is baked once for all of them."""
-    import cv2
-
     tex = None
     if {"obj", "glb"} & set(exports) or turntable:
         tex = rec.texture(texture, texture_size, photo=photo)
@@ -117,8 +129,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
-    from pyfaid.checkpoint import pretrained_available
-    from pyfaid.reconstruct.api import DEFAULT_FIT_STEPS
 
     ck = None if args.checkpoint.lower() == "none" else args.checkpoint
     if ck == "default":
@@ -133,9 +143,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except DlibLandmarksUnavailable as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from tqdm import tqdm
-
-    from pyfaid.inference import resolve_device
 
     files = collect_inputs(args.inputs)
     if not files:

@@ -2,7 +2,7 @@
 binary glTF (``.glb``), PLY and OBJ with vertex colours, ``.npz``.
 
 Textures (:func:`bake_texture`) are baked in the face model's UV layout
-(:func:`pyfaid.facemodel.uv.layout_of`: the model's own, or a generated one) with
+(:meth:`pyfaid.facemodel.MorphableModel.uv_layout`: the model's own, or a generated one) with
 :mod:`pyfaid.render.bake`:
 
 * ``"albedo"``: the reconstruction's per-vertex albedo;
@@ -28,11 +28,18 @@ from __future__ import annotations
 import os
 from typing import Optional
 
+import cv2
 import numpy as np
 import torch
+import trimesh
+from PIL import Image
+from trimesh.exchange.obj import export_obj
+from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
-from pyfaid.fileio import write_atomic
-from pyfaid.render import bake
+from pyfaid.facemodel.uv import split_seams
+from pyfaid.fileio import atomic_path, write_atomic
+from pyfaid.reconstruct.io import load_image, to_rgb_uint8
+from pyfaid.render import bake, sh_shading, vertex_normals
 from pyfaid.render import camera as cam
 
 __all__ = ["FORMATS", "TEXTURES", "bake_texture", "posed_geometry", "textured_mesh", "save"]
@@ -60,8 +67,6 @@ def posed_geometry(rec, angles: Optional[torch.Tensor] = None, camera=None) -> d
         ``shading [V, 3]`` the estimated SH lighting factor (the render is ``albedo * shading``),
         ``clip [V, 4]`` clip-space positions and ``eye [3]`` the camera centre (world space).
     """
-    from pyfaid.render import sh_shading, vertex_normals
-
     fm, renderer = rec.face_model, rec.renderer
     camera = renderer.camera if camera is None else camera
     p = rec.parts()
@@ -77,8 +82,6 @@ def posed_geometry(rec, angles: Optional[torch.Tensor] = None, camera=None) -> d
 
 # ---------------------------------------------------------------------------- textures
 def _as_rgb(photo) -> np.ndarray:
-    from pyfaid.reconstruct.io import load_image, to_rgb_uint8
-
     if isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__"):
         return load_image(photo)
     return to_rgb_uint8(photo, "photo")
@@ -88,8 +91,6 @@ def _photo_crop(rec, photo, visibility, size: int):
     """The photo warped into the crop's framing at up to ``size`` pixels (its own resolution), with
     a mask of the pixels that lie inside the photo (times ``visibility``, given over the photo, and
     times the segmenter's crop visibility ``rec.visibility`` when there is one)."""
-    import cv2
-
     img = _as_rgb(photo)
     if rec.photo_size is not None and tuple(img.shape[:2]) != tuple(rec.photo_size):
         raise ValueError(f"photo is {img.shape[1]} x {img.shape[0]} pixels but the reconstruction came from a "
@@ -139,7 +140,7 @@ def bake_texture(rec, kind: str = "photo", size: int = 1024, photo=None, visibil
         raise ValueError(f"texture kind must be one of {', '.join(TEXTURES)}, got {kind!r}")
     if not isinstance(size, (int, np.integer)) or not 16 <= int(size) <= 8192:
         raise ValueError(f"texture size must be an integer in [16, 8192], got {size!r}")
-    atlas = bake.UVAtlas.for_model(rec.face_model, int(size))
+    atlas = rec.face_model.uv_atlas(int(size))
     albedo = rec.albedo.detach().float().to(atlas.device)
     if kind == "albedo":
         return bake.bake_vertex_colors(atlas, albedo)
@@ -159,8 +160,6 @@ def bake_texture(rec, kind: str = "photo", size: int = 1024, photo=None, visibil
 
 
 def _texture_image(texture):
-    from PIL import Image
-
     arr = texture if isinstance(texture, np.ndarray) else bake.to_uint8(torch.as_tensor(texture))
     if arr.dtype != np.uint8:
         arr = (np.clip(arr, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -184,14 +183,8 @@ def textured_mesh(rec, texture, name: str = "face", gltf: bool = False):
         trimesh.Trimesh with ``visual.uv`` ``[N, 2]``, vertex normals and the texture; the
         split's ``vertex_of [N]`` (the model vertex of each vertex) is in ``metadata``.
     """
-    import trimesh
-    from trimesh.visual.material import PBRMaterial, SimpleMaterial
-
-    from pyfaid.facemodel.uv import layout_of, split_seams
-    from pyfaid.render import vertex_normals
-
     fm = rec.face_model
-    uv, uv_faces = layout_of(fm)
+    uv, uv_faces = fm.uv_layout()
     faces = rec.faces.detach().cpu().numpy()
     if uv_faces.shape != faces.shape:
         raise ValueError(f"the reconstruction has {faces.shape[0]} triangles but its face model's UV layout has "
@@ -214,8 +207,6 @@ def textured_mesh(rec, texture, name: str = "face", gltf: bool = False):
 
 
 def _vertex_color_mesh(rec, colors: str, gltf: bool = False):
-    import trimesh
-
     col = {"albedo": rec.albedo, "shaded": rec.shaded}.get(colors)
     if col is None:
         raise ValueError(f"colors must be 'albedo' or 'shaded', got {colors!r}")
@@ -269,8 +260,6 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
     """
     path, ext = _check_path(path)
     if ext == ".npz":
-        from pyfaid.fileio import atomic_path
-
         with atomic_path(path) as tmp:
             rec.save_npz(tmp)
         return [path]
@@ -289,7 +278,6 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
         mesh = textured_mesh(rec, texture, name=stem, gltf=True)
         write_atomic(path, mesh.export(file_type="glb", include_normals=True))
         return [path]
-    from trimesh.exchange.obj import export_obj
 
     mesh = textured_mesh(rec, texture, name=f"{stem}_texture")
     text, files = export_obj(mesh, include_normals=True, include_color=False, include_texture=True,

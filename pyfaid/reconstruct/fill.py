@@ -24,7 +24,11 @@ offset, lowered both.
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
+import scipy.sparse as sp
+import scipy.sparse.csgraph as csgraph
+import scipy.sparse.linalg as spla
 import torch
 
 from pyfaid.render.unproject import vertex_average
@@ -63,8 +67,6 @@ def hidden_vertices(rast: torch.Tensor, triangles: torch.Tensor, visibility: tor
         raise ValueError(f"hidden_vertices: `visibility` must be [{B}, 1, {H}, {W}], got {tuple(visibility.shape)}")
     vals = [visibility.float().clamp(0, 1)]
     if outline_px > 0:
-        import cv2
-
         cover = (rast[..., 3] > 0).cpu().numpy().astype(np.uint8)
         # distance to the nearest uncovered pixel, the crop's border counting as uncovered
         dist = np.stack([cv2.distanceTransform(np.pad(c, 1), cv2.DIST_L2, 3)[1:-1, 1:-1] for c in cover])
@@ -78,8 +80,6 @@ def hidden_vertices(rast: torch.Tensor, triangles: torch.Tensor, visibility: tor
 
 
 def _laplacian(edges: np.ndarray, n: int):
-    import scipy.sparse as sp
-
     i, j = edges[:, 0], edges[:, 1]
     adj = sp.coo_matrix((np.ones(len(i) * 2), (np.concatenate([i, j]), np.concatenate([j, i]))), shape=(n, n)).tocsr()
     return sp.diags(np.asarray(adj.sum(1)).ravel()).tocsr() - adj, adj
@@ -101,9 +101,6 @@ def fill_hidden(offsets: torch.Tensor, hidden: torch.Tensor, edges: torch.Tensor
     Returns:
         ``[B, V, C]``.
     """
-    import scipy.sparse.csgraph as csgraph
-    import scipy.sparse.linalg as spla
-
     B, V, C = offsets.shape
     if hidden.shape != (B, V):
         raise ValueError(f"fill_hidden: `hidden` must be [{B}, {V}], got {tuple(hidden.shape)}")
@@ -149,6 +146,6 @@ def fill_refinement(face_model, renderer, coeffs: torch.Tensor, colors: torch.Te
     Returns:
         ``[B, V, 3]`` in [0, 1].
     """
-    rast = renderer(face_model, coeffs, colors=colors)["rast"]
+    rast = renderer.rasterize(face_model.mesh(coeffs, colors)).rast
     hidden, _ = hidden_vertices(rast, face_model.topology.triangles, visibility, face_model.num_vertices)
     return (base + fill_hidden(colors - base, hidden, face_model.topology.edges())).clamp(0, 1)

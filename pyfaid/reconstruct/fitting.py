@@ -30,20 +30,22 @@ and texture, then the per-vertex colours.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Dict, Optional
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
 
 import torch
+from tqdm import tqdm
 
 from pyfaid import losses as L
-from pyfaid.data.contour import marching_for
-from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
+from pyfaid.reconstruct.fill import fill_hidden, fill_refinement, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
+from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.reconstruct.silhouette import SoftEdge
+from pyfaid.synth.contour import marching_for
 from pyfaid.render import camera as cam
-from pyfaid.render.shading import vertex_normals
+from pyfaid.render.mesh import Render
 
-__all__ = ["FitSchedule", "fit", "LANDMARK5_FROM_68", "landmarks5_of"]
+__all__ = ["FitSchedule", "PREDICTION_SCHEDULE", "Fit", "fit", "fit_prediction", "LANDMARK5_FROM_68", "landmarks5_of"]
 
 # MTCNN's 5 points (image-left eye, image-right eye, nose, image-left mouth corner, image-right
 # mouth corner) as averages of the iBUG 68-point landmarks.
@@ -99,22 +101,6 @@ class FitSchedule:
 PREDICTION_SCHEDULE = FitSchedule(pose_frac=0.0, shape_frac=0.3)
 
 
-class _FixedShape:
-    """A MorphableModel whose ``shape()`` returns a cached ``[B, V, 3]`` (everything else delegated),
-    with its normals cached (``rest_normals``, which the renderer rotates with the pose)."""
-
-    def __init__(self, face_model, shape: torch.Tensor):
-        self._fm = face_model
-        self._shape = shape
-        self.rest_normals = vertex_normals(shape, face_model.topology)
-
-    def __getattr__(self, name):
-        return getattr(self._fm, name)
-
-    def shape(self, id_coeff, exp_coeff):
-        return self._shape
-
-
 def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torch.Tensor, steps: int) -> None:
     """Landmark-only Adam steps on rotation and translation (no rasterization: ~1 ms each)."""
     with torch.no_grad():
@@ -138,7 +124,7 @@ class _Landmarks68:
     * 2D-style points (``targets``, e.g. the landmark head's): the inner points 17-67 against the
       mesh's landmark vertices, the jaw 0-16 against the mesh's current outline by *contour
       correspondence*: each jaw point against the outline point of its line on the head
-      (:class:`pyfaid.data.contour.LandmarkMarching`, the same rule that labels the synthetic
+      (:class:`pyfaid.synth.contour.LandmarkMarching`, the same rule that labels the synthetic
       faces), re-chosen from the current shape and pose every ``every`` steps;
     * 3D-style points (``targets_3d``, the 3D-style head's): all 68 against the landmark vertices,
       hidden ones included.
@@ -170,15 +156,15 @@ class _Landmarks68:
             pts = self.march.points_at(verts_cam, rotation, trans, renderer, self.chosen)
         return pts[:, :17]
 
-    def loss(self, renderer, out: dict, rotation, trans, step: int, size: float) -> dict:
+    def loss(self, renderer, out: Render, rotation, trans, step: int, size: float) -> dict:
         """``{"landmark68": ..., "landmark3d": ...}`` for the targets given (``out``: the render)."""
         terms = {}
         if self.targets is not None:
-            pred = torch.cat([self.jaw(renderer, out["vertices"], rotation, trans, step), out["landmarks"][:, 17:]], 1)
+            pred = torch.cat([self.jaw(renderer, out.vertices_cam, rotation, trans, step), out.landmarks_px[:, 17:]], 1)
             err = ((pred - self.targets) / size).pow(2).sum(-1)
             terms["landmark68"] = (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
         if self.targets_3d is not None:
-            err = ((out["landmarks"] - self.targets_3d) / size).pow(2).sum(-1)
+            err = ((out.landmarks_px - self.targets_3d) / size).pow(2).sum(-1)
             terms["landmark3d"] = (err * self.weights_3d).sum() / self.weights_3d.sum().clamp_min(1e-6)
         return terms
 
@@ -243,7 +229,7 @@ class _Fitter:
         groups.append({"params": [self.delta], "lr": sch.lr_colors, "lr0": sch.lr_colors, "name": "delta"})
         self.opt = torch.optim.Adam(groups)
         self.n1, self.n2 = int(round(steps * sch.pose_frac)), int(round(steps * sch.shape_frac))
-        self.stage, self.model_now, self.albedo_fixed = 0, face_model, None
+        self.stage, self.rest, self.albedo_fixed = 0, None, None
         self.fill = bool(fill) and self.visibility is not None
         self.hidden = None  # [B, V] bool: the vertices the photo hides (stage 3, with ``fill``)
 
@@ -259,10 +245,10 @@ class _Fitter:
         self.stage = stage
         with torch.no_grad():
             self.albedo_fixed = self.fm.texture(self.p["tex"]).detach() if self.tex_drives_colors else self.base
-            self.model_now = self.fm if stage == 2 else _FixedShape(self.fm, self.fm.shape(self.p["id"], self.p["exp"]).detach())
+            self.rest = None if stage == 2 else self.fm.rest_shape(self.coeffs())
         if stage == 3 and self.fill:
             with torch.no_grad():
-                rast = self.renderer(self.model_now, self.coeffs(), colors=self.albedo_fixed)["rast"]
+                rast = self.renderer.rasterize(self.fm.mesh(self.coeffs(), self.albedo_fixed, rest=self.rest)).rast
             self.hidden, _ = hidden_vertices(rast, self.fm.topology.triangles, self.visibility, self.fm.num_vertices)
         active = set(self.STAGE_PARAMS[stage]) - (set() if self.tex_drives_colors else {"tex"})
         for g in self.opt.param_groups:
@@ -286,18 +272,18 @@ class _Fitter:
     def loss(self, step: int):
         """Render and return ``(loss, terms)``."""
         sch, stage = self.sch, self.stage
-        out = self.renderer(self.model_now, self.coeffs(), colors=self.colors())
-        mask = out["mask"].detach()
+        out = self.renderer(self.fm, self.coeffs(), colors=self.colors(), rest=self.rest)
+        mask = out.mask.detach()
         if self.visibility is not None:
             weight = mask * self.visibility
         else:
             nsw = sch.nonskin_weight if stage < 3 else sch.nonskin_weight_fine
             weight = mask * (self.skin + nsw * (1 - self.skin))
-        photo = L.photometric_loss(self.target, out["image"], weight)
+        photo = L.photometric_loss(self.target, out.image, weight)
         loss = sch.w_photo * photo
         terms = {"stage": stage, "photo": float(photo.detach())}
         if self.lm5 is not None:
-            lml = L.landmark_loss(landmarks5_of(out["landmarks"]), self.lm5, self.target.shape[-1])
+            lml = L.landmark_loss(landmarks5_of(out.landmarks_px), self.lm5, self.target.shape[-1])
             loss = loss + sch.w_landmark * lml
             terms["landmark"] = float(lml.detach())
         if self.lm68 is not None:
@@ -308,12 +294,12 @@ class _Fitter:
                 loss = loss + {"landmark68": sch.w_landmark68, "landmark3d": sch.w_landmark3d}[name] * value
                 terms[name] = float(value.detach())
         if self.soft_edge is not None:
-            sil = self.soft_edge.loss(self.renderer.project_points(out["vertices"]), out["rast"], self.visibility,
-                                      _cheek_rows(out["landmarks"].detach(), out["rast"].shape[1:3]))
+            sil = self.soft_edge.loss(self.renderer.project_points(out.vertices_cam), out.rast, self.visibility,
+                                      _cheek_rows(out.landmarks_px.detach(), out.rast.shape[1:3]))
             loss = loss + sch.w_silhouette * sil
             terms["silhouette"] = float(sil.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:
-            comp = L.composite(out["image"], mask, self.target)
+            comp = L.composite(out.image, mask, self.target)
             idl = L.perceptual_losses(self.id_target, {"id": self.id_encoder.embed(comp)})["id"]
             loss = loss + sch.w_id * idl
             terms["id"] = float(idl.detach())
@@ -400,11 +386,79 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
                 landmark3d_weights)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
-    it = range(steps)
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(it, desc="fitting", leave=False)
-    history = [f.step(step) for step in it]
+    history = [f.step(step) for step in tqdm(range(steps), desc="fitting", leave=False, disable=not progress)]
     c, col = f.result()
     return c, col, history
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Pipeline step 3's result for ``N`` crops: the refined reconstruction.
+
+    Attributes:
+        coeffs: ``[N, layout.size]``.
+        albedo: ``[N, V, 3]`` per-vertex albedo (None: the face model's texture of ``coeffs``).
+        histories: per face, the losses of every fitting step (empty lists without fitting).
+    """
+
+    coeffs: torch.Tensor
+    albedo: Optional[torch.Tensor]
+    histories: List[list] = field(default_factory=list)
+
+
+def _confidence_weights(conf: torch.Tensor) -> torch.Tensor:
+    """Landmark weights from the head's confidences ``exp(-log_scale)``: relative to each face's
+    median, clipped to [0.1, 1] so no point dominates."""
+    rel = conf / conf.median(dim=1, keepdim=True).values.clamp_min(1e-6)
+    return rel.clamp(0.1, 1.0)
+
+
+def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5_crop_px: Optional[torch.Tensor],
+                   steps: int, id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
+                   fill: bool = True) -> Fit:
+    """Pipeline step 3, fit: the prediction ``pred`` refined by ``steps`` of test-time fitting per face.
+
+    Args:
+        face_model: MorphableModel. crops: ``[N, 3, 224, 224]``.
+        pred: :class:`~pyfaid.reconstruct.predict.Prediction` (empty for the mean face).
+        landmarks5_crop_px: ``[N, 5, 2]`` MTCNN points in crop pixels (or None).
+        steps: fitting steps per face (0 = the prediction as it is).
+        id_encoder, progress: see :func:`fit`.
+        fill: with a segmenter's ``visibility`` in ``pred``, do not paint the vertices the photo
+            hides but fill them from the visible ones (see :func:`fit`); with a fine stage
+            (``pred.coarse_albedo``) fitting starts from
+            :func:`~pyfaid.reconstruct.fill.fill_refinement` of its colours.
+        schedule: see :func:`fit`; None: :data:`PREDICTION_SCHEDULE` when starting from a network's
+            prediction, ``FitSchedule()`` from the mean face.
+
+    Returns:
+        :class:`Fit`.
+    """
+    n = crops.shape[0]
+    coeffs = pred.coeffs if pred.coeffs is not None else face_model.layout.zeros(n, device=crops.device)
+    colors = pred.albedo
+    if steps <= 0:
+        return Fit(coeffs, colors, [[] for _ in range(n)])
+    if schedule is None and pred.coeffs is not None:
+        schedule = PREDICTION_SCHEDULE
+    renderer = crop_renderer(crops.device)
+    vis = pred.visibility
+    if fill and colors is not None and pred.coarse_albedo is not None and vis is not None:  # a fine stage's colours
+        colors = fill_refinement(face_model, renderer, coeffs, colors, pred.coarse_albedo, vis)
+    lm68, conf = pred.landmarks_crop_px, pred.landmark_confidence
+    lm3d, conf3d = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
+    out_c, out_col, hists = [], [], []
+    for i in range(n):
+        c, col, hist = fit(face_model, renderer, crops[i:i + 1], coeffs[i:i + 1],
+                           None if colors is None else colors[i:i + 1],
+                           None if landmarks5_crop_px is None else landmarks5_crop_px[i:i + 1], steps,
+                           id_encoder=id_encoder, schedule=schedule, progress=progress,
+                           landmarks68=None if lm68 is None else lm68[i:i + 1],
+                           landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
+                           visibility=None if vis is None else vis[i:i + 1], fill=fill,
+                           landmarks3d=None if lm3d is None else lm3d[i:i + 1],
+                           landmark3d_weights=None if conf3d is None else _confidence_weights(conf3d[i:i + 1]))
+        out_c.append(c)
+        out_col.append(col)
+        hists.append(hist)
+    return Fit(torch.cat(out_c), torch.cat(out_col), hists)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import List, Sequence, Union
 
+import cv2
 import numpy as np
 import torch
 
@@ -32,8 +33,6 @@ def load_image(path: Union[str, os.PathLike]) -> np.ndarray:
     Raises:
         ImageReadError: the file is missing, a folder, or cannot be decoded as an image.
     """
-    import cv2
-
     path = os.fspath(path)
     if os.path.isdir(path):
         raise ImageReadError(f"{path}: is a folder, not an image (the command line takes folders; "
@@ -107,8 +106,6 @@ def skin_mask(images: torch.Tensor) -> torch.Tensor:
     Returns:
         ``[B, 1, H, W]`` float mask (1 = skin-like).
     """
-    import cv2
-
     out = []
     for img in images.detach().cpu():
         rgb = (img.permute(1, 2, 0).clamp(0, 1).numpy() * 255).astype(np.uint8)

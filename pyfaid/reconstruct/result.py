@@ -12,12 +12,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
+import cv2
 import numpy as np
 import torch
+import trimesh
 
+from pyfaid.metrics import psnr
+from pyfaid.reconstruct import export, turntable
+from pyfaid.reconstruct.detect import Crop
+from pyfaid.reconstruct.fitting import Fit
+from pyfaid.reconstruct.io import load_image, to_rgb_uint8
+from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.render import camera as cam
+from pyfaid.render.mesh import Render
+from pyfaid.synth.contour import marching_for
 
-__all__ = ["Reconstruction", "make_reconstruction"]
+__all__ = ["Reconstruction", "make_reconstruction", "results"]
 
 
 def _inverse_similarity(m: np.ndarray) -> np.ndarray:
@@ -100,15 +110,12 @@ class Reconstruction:
     @property
     def landmarks_2d_crop(self) -> torch.Tensor:
         """``[68, 2]`` the mesh's 2D-style points in the crop: its landmark vertices, with the jaw on
-        the posed head's outline (:class:`pyfaid.data.contour.LandmarkMarching`)."""
-        from pyfaid.data.contour import marching_for
-        from pyfaid.render import camera as cam_mod
-
+        the posed head's outline (:class:`pyfaid.synth.contour.LandmarkMarching`)."""
         with torch.no_grad():
             p = self.face_model.split_coeffs(self.coeffs[None])
-            rot = cam_mod.euler_rotation(p["angle"])
-            verts = cam_mod.to_camera(cam_mod.apply_pose(self.vertices[None].to(rot.dtype), rot, p["trans"]),
-                                      self.renderer.camera_distance)
+            rot = cam.euler_rotation(p["angle"])
+            verts = cam.to_camera(cam.apply_pose(self.vertices[None].to(rot.dtype), rot, p["trans"]),
+                                  self.renderer.camera_distance)
             jaw, _ = marching_for(self.face_model).silhouette(verts, rot, p["trans"], self.renderer)
             return torch.cat([jaw[0, :17], self.landmarks_crop[17:]])
 
@@ -196,7 +203,7 @@ class Reconstruction:
 
     # ------------------------------------------------------------------ renders
     @torch.no_grad()
-    def render(self, pose=None, colors: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    def render(self, pose=None, colors: Optional[torch.Tensor] = None) -> Render:
         """Render the reconstruction in the crop's frame.
 
         Args:
@@ -205,8 +212,8 @@ class Reconstruction:
             colors: ``[V, 3]`` vertex colours to use instead of ``albedo``.
 
         Returns:
-            the Renderer's dict with batch size 1: ``image [1, 3, 224, 224]``,
-            ``mask [1, 1, 224, 224]``, ``landmarks [1, 68, 2]``, ``vertices``, ``colors``, ``shaded``.
+            :class:`~pyfaid.render.Render` with batch size 1: ``image [1, 3, 224, 224]``,
+            ``mask [1, 1, 224, 224]``, ``landmarks_px [1, 68, 2]``, ``vertices_cam``, ``shaded``, ``mesh``.
         """
         dev = self.coeffs.device
         col = (self.albedo if colors is None else colors).to(dev)[None]
@@ -217,22 +224,20 @@ class Reconstruction:
         return self.renderer.render_views(self.face_model, c, angles, colors=col)
 
     @torch.no_grad()
-    def render_albedo(self, pose=None) -> Dict[str, torch.Tensor]:
+    def render_albedo(self, pose=None) -> Render:
         """Render the albedo under uniform light (the texture without shading)."""
         c = self.coeffs.clone()
         c[self.face_model.layout.slice("gamma")] = 0
         flat = Reconstruction(self.input, c, self.vertices, self.faces, self.albedo, self.shaded,
                               self.face_model, self.renderer)
         # The Renderer shades with its ambient term: find that constant and divide it out.
-        gain = flat.render(colors=torch.ones_like(self.albedo))["shaded"][0].mean().clamp_min(1e-6)
+        gain = flat.render(colors=torch.ones_like(self.albedo)).shaded[0].mean().clamp_min(1e-6)
         return flat.render(pose=pose, colors=self.albedo / gain)
 
     def masked_psnr(self) -> float:
         """PSNR (dB) of the render against :attr:`input` over the rendered face region."""
-        from pyfaid.metrics import psnr
-
         out = self.render()
-        return float(psnr(out["image"].clamp(0, 1).cpu(), self.input[None].cpu(), out["mask"].cpu())[0])
+        return float(psnr(out.image.clamp(0, 1).cpu(), self.input[None].cpu(), out.mask.cpu())[0])
 
     @torch.no_grad()
     def overlay(self, photo, alpha: float = 0.75, landmarks: bool = True) -> np.ndarray:
@@ -247,15 +252,11 @@ class Reconstruction:
         Returns:
             ``[H, W, 3]`` uint8 RGB.
         """
-        import cv2
-
-        from pyfaid.reconstruct.io import load_image, to_rgb_uint8
-
         img = load_image(photo) if isinstance(photo, (str, bytes)) or hasattr(photo, "__fspath__") else to_rgb_uint8(photo)
         h, w = img.shape[:2]
         out = self.render()
-        rgb = (out["image"][0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.float32)
-        mask = out["mask"][0, 0].cpu().numpy().astype(np.float32)
+        rgb = (out.image[0].permute(1, 2, 0).clamp(0, 1).cpu().numpy() * 255).astype(np.float32)
+        mask = out.mask[0, 0].cpu().numpy().astype(np.float32)
         a = self._crop_to_photo()
         warp = lambda x: cv2.warpAffine(x, a, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)  # noqa: E731
         m = warp(mask)[..., None] * alpha
@@ -279,23 +280,21 @@ class Reconstruction:
         """
         inp = self.input.detach().cpu().float()
         main = self.render()
-        img, mask = main["image"][0].cpu().clamp(0, 1), main["mask"][0].cpu()
+        img, mask = main.image[0].cpu().clamp(0, 1), main.mask[0].cpu()
         white = torch.ones_like(inp)
         tiles = [self._with_points(inp), mask * img + (1 - mask) * inp, mask * img + (1 - mask) * white]
         alb = self.render_albedo()
-        tiles.append(alb["mask"][0].cpu() * alb["image"][0].cpu().clamp(0, 1) + (1 - alb["mask"][0].cpu()) * white)
+        tiles.append(alb.mask[0].cpu() * alb.image[0].cpu().clamp(0, 1) + (1 - alb.mask[0].cpu()) * white)
         angles = self.parts()["angle"].detach()
         for sign in (-1.0, 1.0):
             pose = angles.clone()
             pose[1] = pose[1] + sign * novel_yaw
             v = self.render(pose=pose)
-            tiles.append(v["mask"][0].cpu() * v["image"][0].cpu().clamp(0, 1) + (1 - v["mask"][0].cpu()) * white)
+            tiles.append(v.mask[0].cpu() * v.image[0].cpu().clamp(0, 1) + (1 - v.mask[0].cpu()) * white)
         strip = torch.cat(tiles, dim=2).permute(1, 2, 0).numpy()
         return (strip * 255 + 0.5).astype(np.uint8)
 
     def _with_points(self, crop: torch.Tensor) -> torch.Tensor:
-        import cv2
-
         arr = np.ascontiguousarray((crop.permute(1, 2, 0).numpy() * 255).astype(np.uint8))
         pts = self.detected_landmarks if self.detected_landmarks is not None else self.landmarks_crop
         for x, y in np.asarray(pts.detach().cpu()):
@@ -304,8 +303,6 @@ class Reconstruction:
 
     # ------------------------------------------------------------------ exports
     def _trimesh(self, colors: str = "albedo"):
-        import trimesh
-
         col = {"albedo": self.albedo, "shaded": self.shaded}[colors]
         rgba = np.concatenate(
             [(col.detach().cpu().clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8),
@@ -332,27 +329,34 @@ class Reconstruction:
         self._trimesh(colors).export(str(path), file_type="ply")
 
     def save_npz(self, path) -> None:
-        """Write coefficients (whole and by part), vertices, faces, colours, the landmarks in both
-        conventions (``landmarks`` 2D-style and ``landmarks_3d`` 3D-style in photo pixels,
-        ``landmarks_3d_xyz`` with depth, ``landmarks_crop`` / ``landmarks_3d_crop`` the mesh's points
-        in the crop), the head pose and the alignment transform to an ``.npz``."""
-        arrays = {"coeffs": self.coeffs.detach().cpu().numpy(), "vertices": self.vertices.detach().cpu().numpy(),
+        """Write coefficients (whole and by part), the mesh, colours, landmarks in both conventions,
+        head pose, camera and the alignment transform to an ``.npz``; every key that holds points
+        names their frame: ``vertices_model`` (model frame, decimetres), ``vertices_camera`` (the
+        photo's camera, OpenCV axes), ``landmarks_photo_px`` (68 points, 2D-style: the jaw on the
+        face's visible outline, :attr:`landmarks`, pixels of the photo), ``landmarks_crop_px`` (the
+        mesh's 2D-style points, pixels of the 224 crop), ``landmarks_3d_photo_px`` /
+        ``landmarks_3d_crop_px`` (3D-style: :attr:`landmarks_3d` / the mesh's landmark vertices
+        projected), ``landmarks_3d_xyz_photo_px`` (3D-style with depth, :attr:`landmarks_3d_xyz`),
+        ``landmarks5_crop_px`` (the detector's 5 points), ``intrinsics_photo_px`` (3 x 3, pixels of
+        the photo), ``transform_photo_to_crop`` (2 x 3)."""
+        arrays = {"coeffs": self.coeffs.detach().cpu().numpy(), "vertices_model": self.vertices.detach().cpu().numpy(),
                   "faces": self.faces.detach().cpu().numpy(), "albedo": self.albedo.detach().cpu().numpy(),
                   "shaded": self.shaded.detach().cpu().numpy(),
-                  "landmarks5": (self.landmarks5.detach().cpu().numpy() if self.landmarks5 is not None
-                                 else np.zeros((0, 2), np.float32))}
+                  "landmarks5_crop_px": (self.landmarks5.detach().cpu().numpy() if self.landmarks5 is not None
+                                         else np.zeros((0, 2), np.float32))}
         if self.face_model is not None:
             arrays.update({f"coeff_{k}": v.detach().cpu().numpy() for k, v in self.parts().items()})
         if self.renderer is not None and self.face_model is not None:
-            arrays["landmarks"] = self.landmarks.astype(np.float32)
-            arrays["landmarks_3d"] = self.landmarks_3d.astype(np.float32)
-            arrays["landmarks_3d_xyz"] = self.landmarks_3d_xyz.astype(np.float32)
-            arrays["landmarks_crop"] = self.landmarks_2d_crop.detach().cpu().numpy()
-            arrays["landmarks_3d_crop"] = self.landmarks_crop.detach().cpu().numpy()
+            arrays["landmarks_photo_px"] = self.landmarks.astype(np.float32)
+            arrays["landmarks_crop_px"] = self.landmarks_2d_crop.detach().cpu().numpy()
+            arrays["landmarks_3d_photo_px"] = self.landmarks_3d.astype(np.float32)
+            arrays["landmarks_3d_crop_px"] = self.landmarks_crop.detach().cpu().numpy()
+            arrays["landmarks_3d_xyz_photo_px"] = self.landmarks_3d_xyz.astype(np.float32)
             arrays["pose_degrees"] = np.array([self.pose[k] for k in ("yaw", "pitch", "roll")], np.float32)
-            arrays["intrinsics"] = self.intrinsics
+            arrays["intrinsics_photo_px"] = self.intrinsics
+            arrays["vertices_camera"] = self.vertices_camera.astype(np.float32)
         if self.transform is not None:
-            arrays["transform"] = np.asarray(self.transform, np.float64)
+            arrays["transform_photo_to_crop"] = np.asarray(self.transform, np.float64)
         np.savez_compressed(str(path), **arrays)
 
     # ------------------------------------------------------------------ textured exports (export.py, turntable.py)
@@ -360,22 +364,16 @@ class Reconstruction:
         """Bake a ``[size, size, 3]`` texture in the face model's UV layout: ``"photo"`` (the photo
         where it shows the face, divided by the shading; ``photo`` = the original photo for its full
         resolution) or ``"albedo"``. See :func:`pyfaid.reconstruct.export.bake_texture`."""
-        from pyfaid.reconstruct import export
-
         return export.bake_texture(self, kind, size, photo=photo, visibility=visibility)
 
     def save(self, path, **options) -> list:
         """Write ``.obj`` (textured, or ``vertex_colors=True``), ``.glb``, ``.ply`` or ``.npz``, by
         the extension; returns the files written. Options: see :func:`pyfaid.reconstruct.export.save`."""
-        from pyfaid.reconstruct import export
-
         return export.save(self, path, **options)
 
     def turntable(self, n: int = 36, path=None, **options) -> list:
         """``n`` frames of the textured head turning (``[S, S, 3]`` uint8), written to ``path``
         (``.gif`` or a ``.png`` grid) if given. See :func:`pyfaid.reconstruct.turntable.turntable`."""
-        from pyfaid.reconstruct import turntable
-
         return turntable.turntable(self, n, path, **options)
 
 
@@ -390,11 +388,35 @@ def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source,
         out = renderer(face_model, c, colors=None if colors is None else colors[None])
     return Reconstruction(
         input=crop.detach(), coeffs=coeffs.detach(), vertices=verts.detach(),
-        faces=face_model.triangles.detach().long(), albedo=out["colors"][0].detach().clamp(0, 1),
-        shaded=out["shaded"][0].detach().clamp(0, 1), face_model=face_model, renderer=renderer,
+        faces=face_model.triangles.detach().long(), albedo=out.mesh.albedo[0].detach().clamp(0, 1),
+        shaded=out.shaded[0].detach().clamp(0, 1), face_model=face_model, renderer=renderer,
         landmarks5=None if lm5 is None else lm5.detach(), source=source, transform=transform,
         photo_size=photo_size, detected_landmarks=None if detected is None else detected.detach(),
         landmark_confidence=None if confidence is None else confidence.detach(), detection_score=score,
         fit_history=history, visibility=None if visibility is None else visibility.detach().reshape(crop.shape[-2:]),
         landmark_source=landmark_source, detected_landmarks_3d=None if detected_3d is None else detected_3d.detach(),
         landmark_confidence_3d=None if confidence_3d is None else confidence_3d.detach())
+
+
+def results(crops: List[Crop], pred: Prediction, fit: Fit, face_model, landmark_source: Optional[str] = None) -> list:
+    """Pipeline step 4, result: one :class:`Reconstruction` per crop, in photo terms.
+
+    Args:
+        crops: the faces (:class:`~pyfaid.reconstruct.detect.Crop`).
+        pred: their :class:`~pyfaid.reconstruct.predict.Prediction` (landmarks of both conventions,
+            confidences, visibility).
+        fit: their :class:`~pyfaid.reconstruct.fitting.Fit` (coefficients, albedo, histories).
+        face_model: the MorphableModel.
+        landmark_source: where ``pred``'s 68 2D-style points come from (``"head"``, ``"dlib"``), None without.
+    """
+    renderer = crop_renderer(fit.coeffs.device)
+    lm, conf, vis = pred.landmarks_crop_px, pred.landmark_confidence, pred.visibility
+    lm3, conf3 = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
+    return [make_reconstruction(face_model, renderer, c.image, fit.coeffs[k], None if fit.albedo is None else fit.albedo[k],
+                                c.landmarks5_crop_px, c.source, c.photo_to_crop, fit.histories[k], photo_size=c.photo_size,
+                                detected=None if lm is None else lm[k], confidence=None if conf is None else conf[k],
+                                score=c.detection.score, visibility=None if vis is None else vis[k],
+                                landmark_source=None if lm is None else landmark_source,
+                                detected_3d=None if lm3 is None else lm3[k],
+                                confidence_3d=None if conf3 is None else conf3[k])
+            for k, c in enumerate(crops)]

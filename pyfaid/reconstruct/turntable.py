@@ -15,9 +15,11 @@ from typing import Optional
 
 import numpy as np
 import torch
+from PIL import Image
 
-from pyfaid.render import bake
-from pyfaid.render.topology import MeshTopology
+from pyfaid.fileio import write_atomic
+from pyfaid.reconstruct.export import bake_texture, posed_geometry
+from pyfaid.render import bake, interpolate, rasterize
 
 __all__ = ["render_textured", "turntable_angles", "turntable", "save_frames"]
 
@@ -39,19 +41,12 @@ def render_textured(rec, texture: torch.Tensor, angles=None, image_size: int = 2
     Returns:
         dict with ``image [3, S, S]`` RGB in [0, 1] (row 0 at the top) and ``mask [1, S, S]``.
     """
-    from pyfaid.facemodel.uv import layout_of
-    from pyfaid.reconstruct.export import posed_geometry
-    from pyfaid.render import interpolate, rasterize
-
     fm = rec.face_model
     camera = rec.renderer.camera.scaled(int(image_size))
     geo = posed_geometry(rec, angles=angles, camera=camera)
     dev = geo["clip"].device
-    uv, uv_faces = layout_of(fm)
-    uv_topo = fm.__dict__.get("_uv_topology")
-    if uv_topo is None or uv_topo.num_triangles != uv_faces.shape[0]:
-        uv_topo = MeshTopology(torch.as_tensor(uv_faces), uv.shape[0])
-        fm.__dict__["_uv_topology"] = uv_topo
+    uv, _ = fm.uv_layout()
+    uv_topo = fm.uv_topology()
     rast = rasterize(geo["clip"][None].contiguous(), fm.topology, (camera.image_size, camera.image_size))
     uv_img = interpolate(torch.as_tensor(uv, device=dev)[None], rast, uv_topo.on(dev))  # [1, S, S, 2]
     tex = torch.as_tensor(texture, dtype=torch.float32, device=dev)
@@ -78,10 +73,6 @@ def save_frames(frames, path: str, fps: float = 12.0, columns: int = 6) -> str:
     Raises:
         ValueError: another extension. FileNotFoundError: the folder does not exist.
     """
-    from PIL import Image
-
-    from pyfaid.fileio import write_atomic
-
     path = os.fspath(path)
     ext = os.path.splitext(path)[1].lower()
     if ext not in (".gif", ".png"):
@@ -125,8 +116,6 @@ def turntable(rec, n: int = 36, path: Optional[str] = None, texture=None, image_
     Returns:
         list of ``n`` frames, ``[S, S, 3]`` uint8 RGB.
     """
-    from pyfaid.reconstruct.export import bake_texture
-
     if texture is None:
         texture = bake_texture(rec, "photo", 1024, photo=photo)
     tex = torch.as_tensor(texture)

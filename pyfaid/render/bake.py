@@ -6,7 +6,8 @@ space: each UV becomes the clip-space point ``(2u - 1, 1 - 2v, 0, 1)``, so texel
 the texture image (``v = 1``) and the barycentrics of a texel are those of its point on the
 surface. Any per-vertex attribute then becomes a texture with one ``interpolate`` call, using the
 *vertex* triangles with the UV raster (same triangle ids, same corners). That is :class:`UVAtlas`,
-built once per mesh and texture size (nvdiffrast's "prepare once, pass in").
+built once per mesh and texture size (nvdiffrast's "prepare once, pass in"; a face model makes
+its own with :meth:`~pyfaid.facemodel.MorphableModel.uv_atlas`).
 
 * :func:`bake_vertex_colors`: a per-vertex colour (the reconstruction's albedo) as a texture.
 * :func:`bake_photo`: the photo's pixels projected onto the visible surface and divided by the
@@ -15,8 +16,8 @@ built once per mesh and texture size (nvdiffrast's "prepare once, pass in").
   another part of the face (depth test against the rasterized depth of the photo's view),
   outside the image, or masked out by a per-pixel visibility mask (e.g. an occlusion
   segmentation).
-* :func:`texture_lookup`: sample a texture at interpolated UVs (``grid_sample``), for rendering a
-  textured mesh.
+* :func:`texture_lookup`: sample a texture at interpolated UVs (v up; bilinear, by
+  :func:`pyfaid.render.texture`), for rendering a textured mesh.
 
 Seams: texels whose centre no triangle covers (along island borders and around seams) are filled
 from the nearest covered texel up to ``padding`` texels away (a dilation, precomputed once per
@@ -31,11 +32,13 @@ from typing import Optional, Sequence, Union
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from pyfaid.render.rasterize import interpolate, rasterize
+from pyfaid.render.texture import texture as sample_texture
 from pyfaid.render.topology import MeshTopology
 
-__all__ = ["UVAtlas", "uv_to_clip", "bake_vertex_colors", "bake_photo", "texture_lookup", "to_uint8"]
+__all__ = ["UVAtlas", "size_of", "uv_to_clip", "bake_vertex_colors", "bake_photo", "texture_lookup", "to_uint8"]
 
 
 def uv_to_clip(uv: torch.Tensor) -> torch.Tensor:
@@ -48,7 +51,7 @@ def uv_to_clip(uv: torch.Tensor) -> torch.Tensor:
     return torch.cat([2.0 * uv[:, :1] - 1.0, 1.0 - 2.0 * uv[:, 1:], 0.0 * one, one], dim=1).contiguous()
 
 
-def _size(size) -> tuple:
+def size_of(size) -> tuple:
     h, w = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
     if h < 2 or w < 2:
         raise ValueError(f"texture size must be at least 2 x 2, got {h} x {w}")
@@ -77,7 +80,7 @@ class UVAtlas:
 
     def __init__(self, uv, uv_faces, triangles, num_vertices: Optional[int] = None,
                  size: Union[int, Sequence[int]] = 1024, padding: Optional[int] = None, device=None):
-        self.height, self.width = _size(size)
+        self.height, self.width = size_of(size)
         if device is None:
             device = uv.device if isinstance(uv, torch.Tensor) else "cpu"
         device = torch.device(device)
@@ -114,32 +117,12 @@ class UVAtlas:
         """Flat texel indices: the covered texels, the empty ones within ``padding`` of them with
         their nearest covered texel (one exact Euclidean distance transform, once per atlas), and
         the empty ones beyond."""
-        from scipy import ndimage
-
         dist, (iy, ix) = ndimage.distance_transform_edt(~mask, return_indices=True)
         fill = ~mask if padding < 0 else (~mask & (dist <= padding))
         dst = np.flatnonzero(fill)
         src = (iy * mask.shape[1] + ix).reshape(-1)[dst]
         beyond = np.flatnonzero(~mask & ~fill)
         return tuple(torch.from_numpy(a).to(device) for a in (np.flatnonzero(mask), dst, src, beyond))
-
-    @classmethod
-    def for_model(cls, face_model, size: Union[int, Sequence[int]] = 1024, padding: Optional[int] = None):
-        """The atlas of a MorphableModel's layout (its own, or a generated one), cached on the model.
-
-        Args:
-            face_model: a :class:`~pyfaid.facemodel.MorphableModel`.
-            size: texture size. padding: see :class:`UVAtlas`.
-        """
-        from pyfaid.facemodel.uv import layout_of
-
-        device = face_model.mean_shape.device
-        key = (_size(size), padding, str(device))
-        cache = face_model.__dict__.setdefault("_uv_atlases", {})
-        if key not in cache:
-            uv, uvf = layout_of(face_model)
-            cache[key] = cls(uv, uvf, face_model.topology, size=size, padding=padding, device=device)
-        return cache[key]
 
     @property
     def device(self) -> torch.device:
@@ -376,21 +359,21 @@ def texture_lookup(texture: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
     """Bilinear texture lookup at texture coordinates (v up; the texture's row 0 is its top).
 
     Args:
-        texture: ``[H, W, C]`` texture.
+        texture: ``[H, W, C]`` float32/float64 texture.
         uv: ``[..., 2]`` coordinates in [0, 1] (e.g. ``interpolate(uv_per_vertex, rast, tri)``,
             ``[B, h, w, 2]``).
 
     Returns:
-        ``[..., C]`` samples (clamped to the texture's border).
+        ``[..., C]`` samples (clamped to the texture's border), by :func:`pyfaid.render.texture`
+        (``grid_sample``'s bilinear lookup with ``align_corners=False``, border padding).
     """
     if texture.dim() != 3:
         raise ValueError(f"texture must be [H, W, C], got {tuple(texture.shape)}")
     lead = uv.shape[:-1]
     g = uv.reshape(1, -1, 1, 2).to(texture.dtype)
-    grid = torch.stack([2.0 * g[..., 0] - 1.0, 1.0 - 2.0 * g[..., 1]], dim=-1)
-    out = F.grid_sample(texture.permute(2, 0, 1)[None], grid, mode="bilinear", padding_mode="border",
-                        align_corners=False)  # [1, C, N, 1]
-    return out[0, :, :, 0].T.reshape(*lead, texture.shape[-1])
+    g = torch.stack([g[..., 0], 1.0 - g[..., 1]], dim=-1)  # v down: texel row 0 at v = 0
+    out = sample_texture(texture[None], g, filter_mode="linear", boundary_mode="clamp")  # [1, N, 1, C]
+    return out.reshape(*lead, texture.shape[-1])
 
 
 def to_uint8(texture: torch.Tensor) -> np.ndarray:

@@ -1,10 +1,13 @@
 """Differentiable triangle rasterization and attribute interpolation (nvdiffrast conventions).
 
 ``rasterize`` turns clip-space triangles into a per-pixel buffer of perspective-correct
-barycentrics, depth and triangle ids; ``interpolate`` combines per-vertex attributes with it.
-Gradients flow from interpolated attributes to the attributes and, through the barycentrics
-(u, v), to the clip-space vertex positions. The kernels are ``torch.ops.pyfaid.rasterize``,
-``rasterize_backward``, ``interpolate`` and ``interpolate_backward`` (CPU and CUDA).
+barycentrics, depth and triangle ids (and, with ``grad_db=True``, the barycentrics' image-space
+derivatives); ``interpolate`` combines per-vertex attributes with it (and, given those derivatives,
+gives the attributes' image-space derivatives, which mip-level selection in
+:func:`pyfaid.render.texture` needs). Gradients flow from interpolated attributes to the attributes
+and, through the barycentrics (u, v) and their derivatives, to the clip-space vertex positions. The
+kernels are ``torch.ops.pyfaid.rasterize``, ``rasterize_db``, ``interpolate``, ``interpolate_da``
+and their ``_backward`` ops (CPU and CUDA).
 
 Pass the triangles as a :class:`~pyfaid.render.MeshTopology` when a mesh is drawn more than once:
 its indices were checked when it was built, so the kernels skip their per-call range check, and
@@ -13,7 +16,7 @@ the CUDA path then never waits for the device.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, Union
 
 import torch
 
@@ -23,8 +26,8 @@ from pyfaid.render.topology import as_triangles
 __all__ = ["rasterize", "interpolate"]
 
 
-def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_path: str = "auto",
-              simd: bool = True) -> torch.Tensor:
+def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_db: bool = False,
+              cpu_path: str = "auto", simd: bool = True):
     """Rasterize clip-space triangles.
 
     Pixel ``(x, y)`` has its centre at NDC ``((2x + 1) / W - 1, (2y + 1) / H - 1)``; row 0 is NDC
@@ -40,6 +43,8 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_pa
             :class:`~pyfaid.render.MeshTopology` (indices checked once, when it was built; the
             recommended form for a mesh rendered more than once).
         resolution: ``(H, W)`` or a single int for a square image.
+        grad_db: also return ``rast_db``, the image-space derivatives of the barycentrics
+            (nvdiffrast's ``grad_db``), for :func:`interpolate`'s ``rast_db``.
         cpu_path: CPU rasterizer: ``"auto"`` (direct up to 512 x 512 pixels, binned above),
             ``"direct"`` or ``"binned"``; all give bit-identical results. The environment variable
             ``PYFAID_CPU_RASTER=binned|direct`` overrides it (for debugging). Ignored on CUDA.
@@ -51,6 +56,10 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_pa
         ``[B, H, W, 4]`` tensor ``(u, v, z/w, triangle_id + 1)`` (``B = 1`` for ``[V, 4]`` input);
         ``u, v`` are the perspective-correct barycentric weights of the triangle's first and second
         vertex. Empty pixels are all zero. Differentiable with respect to ``pos`` through ``u, v``.
+        With ``grad_db=True``, the pair ``(rast, rast_db)``: ``rast_db [B, H, W, 4]`` =
+        ``(du/dX, du/dY, dv/dX, dv/dY)`` at each pixel centre, ``X`` along a row and ``Y`` down the
+        rows, in pixels (exact derivatives of ``u, v``; 0 at empty pixels), also differentiable
+        with respect to ``pos``.
     """
     if isinstance(resolution, int):
         height = width = resolution
@@ -61,26 +70,42 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, cpu_pa
         pos = pos.unsqueeze(0)
     tri, checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
     check_device(tri, "tri")
-    return ops.rasterize(pos.contiguous(), tri, height, width, check_indices=not checked,
-                         cpu_path=cpu_path, simd=simd)
+    pos = pos.contiguous()
+    rast = ops.rasterize(pos, tri, height, width, check_indices=not checked, cpu_path=cpu_path,
+                         simd=simd)
+    if not grad_db:
+        return rast
+    return rast, ops.rasterize_db(pos, tri, rast, check_indices=False)  # indices checked above
 
 
-def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, *, simd: bool = True) -> torch.Tensor:
+def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tensor | None = None,
+                diff_attrs: Union[str, Sequence[int], None] = None, *, simd: bool = True):
     """Interpolate per-vertex attributes over a rasterized image.
 
     ``out = u * attr[t0] + v * attr[t1] + (1 - u - v) * attr[t2]`` at covered pixels, 0 elsewhere.
+    Given ``rast_db``, also the image-space derivatives of the attributes (nvdiffrast's
+    ``out_da``): ``da/dX = du/dX (a0 - a2) + dv/dX (a1 - a2)`` and likewise for ``Y``.
 
     Args:
         attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes.
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
         tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
+        rast_db: ``[B, H, W, 4]`` barycentric derivatives from ``rasterize(..., grad_db=True)``.
+        diff_attrs: the channels of ``attr`` to differentiate: a sequence of indices, or ``"all"``
+            (the default when ``rast_db`` is given). Needs ``rast_db``.
         simd: use the CPU's AVX2 kernel (float32, ``C = 3``) where it has one, in the forward and
             backward pass; False forces the scalar code (bit-identical results).
             ``PYFAID_CPU_SIMD=0`` turns it off whatever this says. Ignored on CUDA.
 
     Returns:
         ``[B, H, W, C]`` interpolated attributes, differentiable with respect to ``attr`` and,
-        through ``rast``'s ``u, v`` channels, to the positions given to :func:`rasterize`.
+        through ``rast``'s ``u, v`` channels, to the positions given to :func:`rasterize`. With
+        ``rast_db``, the pair ``(out, out_da)``: ``out_da [B, H, W, 2 N]`` holds
+        ``(da/dX, da/dY)`` of each of the N listed channels in turn (0 at empty pixels),
+        differentiable with respect to ``attr`` and ``rast_db``.
+
+    Raises:
+        ValueError: ``diff_attrs`` without ``rast_db``, or a channel outside ``[0, C)``.
     """
     check_device(attr, "attr")
     check_device(rast, "rast")
@@ -88,8 +113,32 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, *, simd: bool = Tru
         attr = attr.unsqueeze(0)
     tri, checked = as_triangles(tri, attr.device, attr.shape[-2], "attr")
     check_device(tri, "tri")
-    return ops.interpolate(attr.contiguous(), rast.contiguous(), tri, check_indices=not checked,
-                           simd=simd)
+    attr, rast = attr.contiguous(), rast.contiguous()
+    out = ops.interpolate(attr, rast, tri, check_indices=not checked, simd=simd)
+    if rast_db is None:
+        if diff_attrs is not None:
+            raise ValueError("interpolate: `diff_attrs` needs `rast_db` (rasterize(..., grad_db=True))")
+        return out
+    check_device(rast_db, "rast_db")
+    channels = _diff_channels(diff_attrs, attr.shape[-1])
+    out_da = ops.interpolate_da(attr, rast, tri, rast_db.contiguous(), channels,
+                                check_indices=False)  # the interpolate call checked them
+    return out, out_da
+
+
+def _diff_channels(diff_attrs, num_channels: int) -> list:
+    """``diff_attrs`` (None / "all" / indices) as a list of channel indices in ``[0, C)``."""
+    if diff_attrs is None or (isinstance(diff_attrs, str) and diff_attrs == "all"):
+        return list(range(num_channels))
+    if isinstance(diff_attrs, str) or not all(isinstance(c, int) for c in diff_attrs):
+        raise ValueError(f"interpolate: `diff_attrs` must be 'all' or a sequence of channel indices, "
+                         f"got {diff_attrs!r}")
+    channels = [int(c) for c in diff_attrs]
+    bad = [c for c in channels if not 0 <= c < num_channels]
+    if bad:
+        raise ValueError(f"interpolate: `diff_attrs` entries must lie in [0, {num_channels}) (the "
+                         f"channels of `attr`), got {bad}")
+    return channels
 
 
 # ---- shapes for tracing ------------------------------------------------------------------------
@@ -104,6 +153,27 @@ def _rasterize_fake(pos, tri, height, width, *, check_indices=True, cpu_path="au
 @torch.library.register_fake("pyfaid::rasterize_backward")
 def _rasterize_backward_fake(grad_rast, pos, tri, rast, *, check_indices=True, simd=True):
     return torch.empty_like(pos)
+
+
+@torch.library.register_fake("pyfaid::rasterize_db")
+def _rasterize_db_fake(pos, tri, rast, *, check_indices=True):
+    return torch.empty_like(rast)
+
+
+@torch.library.register_fake("pyfaid::rasterize_db_backward")
+def _rasterize_db_backward_fake(grad_db, pos, tri, rast, *, check_indices=True):
+    return torch.empty_like(pos)
+
+
+@torch.library.register_fake("pyfaid::interpolate_da")
+def _interpolate_da_fake(attr, rast, tri, rast_db, diff_attrs, *, check_indices=True):
+    torch._check(attr.dim() == 3, lambda: "attr must have shape [B, V, C]")
+    return attr.new_empty((rast.shape[0], rast.shape[1], rast.shape[2], 2 * len(diff_attrs)))
+
+
+@torch.library.register_fake("pyfaid::interpolate_da_backward")
+def _interpolate_da_backward_fake(grad_da, attr, rast, tri, rast_db, diff_attrs, *, check_indices=True):
+    return torch.empty_like(attr), torch.empty_like(rast_db)
 
 
 @torch.library.register_fake("pyfaid::interpolate")
@@ -162,4 +232,49 @@ def _interpolate_backward(ctx, grad_out):
 
 torch.library.register_autograd(
     "pyfaid::interpolate", _interpolate_backward, setup_context=_interpolate_setup_context
+)
+
+
+def _rasterize_db_setup_context(ctx, inputs, keyword_only_inputs, output):
+    pos, tri, rast = inputs
+    ctx.check_indices = keyword_only_inputs["check_indices"]
+    ctx.save_for_backward(pos, tri, rast)
+
+
+def _rasterize_db_backward(ctx, grad_db):
+    pos, tri, rast = ctx.saved_tensors
+    grad_pos = None
+    if ctx.needs_input_grad[0]:
+        grad_pos = ops.rasterize_db_backward(grad_db.contiguous(), pos, tri, rast,
+                                             check_indices=ctx.check_indices)
+    return grad_pos, None, None  # rast_db depends on rast only through its triangle ids
+
+
+torch.library.register_autograd(
+    "pyfaid::rasterize_db", _rasterize_db_backward, setup_context=_rasterize_db_setup_context
+)
+
+
+def _interpolate_da_setup_context(ctx, inputs, keyword_only_inputs, output):
+    attr, rast, tri, rast_db, diff_attrs = inputs
+    ctx.check_indices = keyword_only_inputs["check_indices"]
+    ctx.diff_attrs = list(diff_attrs)
+    ctx.save_for_backward(attr, rast, tri, rast_db)
+
+
+def _interpolate_da_backward(ctx, grad_da):
+    attr, rast, tri, rast_db = ctx.saved_tensors
+    grad_attr, grad_db = ops.interpolate_da_backward(grad_da.contiguous(), attr, rast, tri, rast_db,
+                                                     ctx.diff_attrs, check_indices=ctx.check_indices)
+    return (
+        grad_attr if ctx.needs_input_grad[0] else None,
+        None,  # out_da depends on rast only through its triangle ids
+        None,
+        grad_db if ctx.needs_input_grad[3] else None,
+        None,
+    )
+
+
+torch.library.register_autograd(
+    "pyfaid::interpolate_da", _interpolate_da_backward, setup_context=_interpolate_da_setup_context
 )

@@ -1,42 +1,37 @@
-"""Differentiable face renderer: morphable-model coefficients to an image.
+"""Differentiable face renderer: morphable-model coefficients to an image, in three named steps.
 
-Pipeline (Deep3DFaceRecon's camera, pose and lighting conventions, see ``camera.py``):
-shape -> rotate/translate -> vertex normals of the posed shape -> SH shading per vertex (with the
-0.8 ambient offset added to the first SH coefficient of each colour channel) -> clip space ->
-``rasterize`` -> ``interpolate`` the shaded colours -> image. Differentiable end to end w.r.t. the
-coefficients and the albedo (through ``interpolate``'s gradients to the attributes and, via the
-barycentrics, to the vertex positions).
+``face_model.mesh(coeffs)`` -> :class:`~pyfaid.render.FaceMesh` (posed vertices, normals, albedo,
+light) -> :meth:`Renderer.rasterize` -> :class:`~pyfaid.render.Fragments` -> :meth:`Renderer.shade`
+-> :class:`~pyfaid.render.Render`, with Deep3DFaceRecon's camera, pose and lighting conventions
+(see ``camera.py``; SH shading per vertex with the 0.8 ambient offset added to the first SH
+coefficient of each colour channel). Differentiable end to end w.r.t. the coefficients and the
+albedo (through ``interpolate``'s gradients to the attributes and, via the barycentrics, to the
+vertex positions). A second albedo on the same mesh is a second :meth:`Renderer.shade` of the same
+fragments: no second rasterization.
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 from torch import nn
 
 from pyfaid.render import camera as cam
-from pyfaid.render.rasterize import interpolate, rasterize
-from pyfaid.render.shading import sh_shading, vertex_normals
+from pyfaid.render.mesh import (
+    FaceMesh,
+    Fragments,
+    Render,
+    RestShape,
+    rasterize_mesh,
+    shade,
+)
 
 __all__ = ["Renderer", "AMBIENT_OFFSET"]
 
 #: Added to the first (constant) SH coefficient of each colour channel before shading, so that
 #: all-zero lighting coefficients mean a plain ambient light (Deep3DFaceRecon's ``init_lit``).
 AMBIENT_OFFSET = 0.8
-
-
-def _posed_normals(face_model, shape, world, rotation, tri) -> torch.Tensor:
-    """Vertex normals ``[B, V, 3]`` of the posed mesh ``world = shape @ R^T + t``.
-
-    A fixed mesh moved rigidly (``shape`` without gradient, the rotation with one: fitting's pose and
-    colour stages) has its rest normals rotated, so the gradient reaches the pose without the normal
-    kernel's backward; ``face_model.rest_normals`` holds them when cached.
-    """
-    if shape.requires_grad or not rotation.requires_grad:
-        return vertex_normals(world.contiguous(), tri)
-    rest = getattr(face_model, "rest_normals", None)  # normals of this `shape`, if cached
-    if rest is None or rest.shape != shape.shape:
-        rest = vertex_normals(shape.detach().contiguous(), tri)
-    return rest.to(shape.dtype) @ rotation.transpose(1, 2)
 
 
 class Renderer(nn.Module):
@@ -54,7 +49,7 @@ class Renderer(nn.Module):
     Example:
         >>> model = pyfaid.facemodel.load("default")
         >>> out = Renderer(224)(model, model.layout.zeros(1))
-        >>> out["image"].shape
+        >>> out.image.shape
         torch.Size([1, 3, 224, 224])
     """
 
@@ -107,104 +102,58 @@ class Renderer(nn.Module):
         world = cam.apply_pose(shape, cam.euler_rotation(parts["angle"]), parts["trans"])
         return self.project_points(cam.to_camera(world, self.camera_distance))
 
+    # ------------------------------------------------------------------------------------------
+    def rasterize(self, mesh: FaceMesh) -> Fragments:
+        """Rasterize a posed mesh with this renderer's camera."""
+        return rasterize_mesh(mesh, self.camera)
+
+    def shade(self, fragments: Fragments, mesh: FaceMesh, albedo: Optional[torch.Tensor] = None) -> Render:
+        """Draw rasterized ``fragments`` of ``mesh`` lit by its light, with its albedo or ``albedo``
+        ``[B, V, 3]`` (the same geometry with a second texture: no second rasterization)."""
+        if albedo is not None:
+            batch, num_vertices = mesh.albedo.shape[:2]
+            if albedo.shape != (batch, num_vertices, 3):
+                raise ValueError(f"Renderer.shade: `albedo` must be [{batch}, {num_vertices}, 3], "
+                                 f"got {tuple(albedo.shape)}")
+            mesh = mesh.with_albedo(albedo.to(mesh.normals_world.dtype))
+        image, shaded = shade(fragments, mesh.normals_world, mesh.albedo, self.lit_gamma(mesh.light))
+        return Render(image, shaded, mesh, fragments)
+
+    def draw(self, mesh: FaceMesh) -> Render:
+        """Rasterize and shade one mesh."""
+        return self.shade(self.rasterize(mesh), mesh)
+
     def forward(
         self,
         face_model: nn.Module,
         coeffs: torch.Tensor,
-        colors: torch.Tensor | None = None,
-        angles: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Render faces from coefficients.
+        colors: Optional[torch.Tensor] = None,
+        angles: Optional[torch.Tensor] = None,
+        rest: Optional[RestShape] = None,
+    ) -> Render:
+        """Render faces from coefficients: ``draw(face_model.mesh(coeffs, colors, angles, rest))``.
 
         Args:
             face_model: a ``pyfaid.facemodel.MorphableModel`` (on the same device as ``coeffs``).
             coeffs: ``[B, face_model.layout.size]`` (id, exp, tex, angles, SH, translation).
             colors: optional albedo ``[B, V, 3]`` or ``[V, 3]`` replacing the model's texture.
             angles: optional ``[B, 3]`` rotation angles (radians) replacing the ``angle`` part.
+            rest: optional :class:`~pyfaid.render.RestShape` replacing the shape of ``coeffs``
+                (a fixed mesh moved rigidly).
 
         Returns:
-            dict with
-            ``image [B, 3, H, W]`` RGB in [0, 1] (clamped; 0 outside the face, row 0 at the top),
-            ``mask [B, 1, H, W]`` face coverage (float 0/1),
-            ``landmarks [B, 68, 2]`` pixel coordinates (x right, y down),
-            ``vertices [B, V, 3]`` camera-space vertices (depth in z),
-            ``colors [B, V, 3]`` the albedo used,
-            ``shaded [B, V, 3]`` lit per-vertex colours (not clamped),
-            ``normals [B, V, 3]`` world-space normals of the posed mesh,
-            ``rast [B, H, W, 4]`` the rasterizer output (rows in image order).
+            :class:`~pyfaid.render.Render`: ``image [B, 3, H, W]``, ``mask [B, 1, H, W]``,
+            ``landmarks_px [B, 68, 2]``, ``vertices_cam``, ``shaded``, ``mesh``, ``fragments``.
         """
-        face_model.layout.check(coeffs, "Renderer: `coeffs`")
-        batch = coeffs.shape[0]
-        parts = face_model.split_coeffs(coeffs)
-        shape = face_model.shape(parts["id"], parts["exp"])  # [B, V, 3]
-        num_vertices = shape.shape[1]
-        if angles is None:
-            angles = parts["angle"]
-        elif angles.shape != (batch, 3):
-            raise ValueError(f"Renderer: `angles` must be [{batch}, 3], got {tuple(angles.shape)}")
-        if colors is None:
-            albedo = face_model.texture(parts["tex"])  # [B, V, 3]
-        else:
-            if colors.dim() == 2:
-                colors = colors.unsqueeze(0).expand(batch, -1, -1)
-            if colors.shape != (batch, num_vertices, 3):
-                raise ValueError(
-                    f"Renderer: `colors` must be [{batch}, {num_vertices}, 3] or [{num_vertices}, 3], "
-                    f"got {tuple(colors.shape)}")
-            albedo = colors
-        albedo = albedo.to(shape.dtype)
-        tri = face_model.topology  # indices checked once per model, not on every kernel call
-
-        rotation = cam.euler_rotation(angles.to(shape.dtype))  # [B, 3, 3]
-        world = cam.apply_pose(shape, rotation, parts["trans"].to(shape.dtype))  # [B, V, 3]
-        normals = _posed_normals(face_model, shape, world, rotation, tri)  # [B, V, 3], rotated with the mesh
-        gamma = self.lit_gamma(parts["gamma"].to(shape.dtype))  # [B, 27]
-        shaded = sh_shading(normals, albedo.contiguous(), gamma)  # [B, V, 3]
-
-        verts_cam = cam.to_camera(world, self.camera_distance)  # [B, V, 3]
-        c = self.camera
-        pos = cam.clip_space(verts_cam, c.focal, c.center, c.image_size, c.near, c.far)
-        size = self.image_size
-        rast = rasterize(pos.contiguous(), tri, (size, size))  # [B, H, W, 4]
-        color_img = interpolate(shaded.contiguous(), rast, tri)  # [B, H, W, 3]
-        mask = (rast[..., 3:4] > 0).to(shape.dtype)  # [B, H, W, 1]
-        image = (color_img * mask).clamp(0.0, 1.0)
-
-        landmarks = self.project_points(verts_cam[:, face_model.landmark_idx])  # [B, 68, 2]
-        return {
-            "image": image.permute(0, 3, 1, 2).contiguous(),
-            "mask": mask.permute(0, 3, 1, 2).contiguous(),
-            "landmarks": landmarks,
-            "vertices": verts_cam,
-            "colors": albedo,
-            "shaded": shaded,
-            "normals": normals,
-            "rast": rast,
-        }
-
-    def recolor(self, face_model: nn.Module, coeffs: torch.Tensor, render: dict, colors: torch.Tensor) -> dict:
-        """``render`` (this renderer's output for ``coeffs``) with the albedo replaced by ``colors``
-        ``[B, V, 3]``: the same geometry (rasterization, normals) shaded and interpolated again, so a
-        second texture on the same mesh costs no second rasterization. Equal to
-        ``self(face_model, coeffs, colors=colors)``; gradients reach ``colors``, and the geometry
-        through ``render``'s tensors."""
-        batch, num_vertices = render["shaded"].shape[:2]
-        if colors.shape != (batch, num_vertices, 3):
-            raise ValueError(f"Renderer.recolor: `colors` must be [{batch}, {num_vertices}, 3], got {tuple(colors.shape)}")
-        normals, rast = render["normals"], render["rast"]
-        gamma = self.lit_gamma(face_model.split_coeffs(coeffs)["gamma"].to(normals.dtype))
-        shaded = sh_shading(normals, colors.to(normals.dtype).contiguous(), gamma)
-        color_img = interpolate(shaded.contiguous(), rast, face_model.topology)
-        image = (color_img * render["mask"].permute(0, 2, 3, 1)).clamp(0.0, 1.0)
-        return dict(render, image=image.permute(0, 3, 1, 2).contiguous(), colors=colors, shaded=shaded)
+        return self.draw(face_model.mesh(coeffs, colors, angles, rest))
 
     def render_views(
         self,
         face_model: nn.Module,
         coeffs: torch.Tensor,
         angles: torch.Tensor,
-        colors: torch.Tensor | None = None,
-    ) -> dict[str, torch.Tensor]:
+        colors: Optional[torch.Tensor] = None,
+    ) -> Render:
         """Render the same reconstructions with replaced rotation angles.
 
         Args:
@@ -214,7 +163,7 @@ class Renderer(nn.Module):
             colors: optional albedo ``[B, V, 3]`` or ``[V, 3]``.
 
         Returns:
-            The same dict as ``forward``.
+            The same :class:`~pyfaid.render.Render` as ``forward``.
         """
         return self.forward(face_model, coeffs, colors=colors, angles=angles)
 
@@ -222,12 +171,12 @@ class Renderer(nn.Module):
         self,
         face_model: nn.Module,
         coeffs: torch.Tensor,
-        colors: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
+        colors: Optional[torch.Tensor] = None,
+        generator: Optional[torch.Generator] = None,
         max_yaw: float = 80.0,
         max_pitch: float = 25.0,
         max_roll: float = 20.0,
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    ) -> tuple:
         """Render the reconstructions from random poses (self-augmentation's ``I_rot``).
 
         Args:
@@ -240,7 +189,7 @@ class Renderer(nn.Module):
             max_roll: roll limit in degrees.
 
         Returns:
-            ``(render dict, angles [B, 3])``.
+            ``(Render, angles [B, 3])``.
         """
         angles = cam.random_angles(coeffs.shape[0], generator, max_yaw, max_pitch, max_roll,
                                    dtype=coeffs.dtype, device=coeffs.device)

@@ -51,7 +51,8 @@ class MeshTopology:
                                  f"[0, {n}) for {n} vertices")
         self.num_vertices = n
         tri = triangles.detach().to(torch.int32).contiguous()
-        self._by_device = {tri.device: tri}  # device -> [F, 3] int32; ("edges", device) -> [E, 2]
+        # device -> [F, 3] int32; (name, device) -> the edges, Laplacian, triangle neighbours there
+        self._by_device = {tri.device: tri}
 
     @property
     def num_triangles(self) -> int:
@@ -77,6 +78,36 @@ class MeshTopology:
             key_ = torch.unique(e[:, 0] * n + e[:, 1])
             self._by_device[key] = torch.stack([key_ // n, key_ % n], dim=1).to(key[1])
         return self._by_device[key]
+
+    def triangle_neighbors(self, device=None) -> torch.Tensor:
+        """The triangle across each triangle edge: ``[F, 3]`` int32 on ``device`` (cached), entry
+        ``k`` for the edge opposite corner ``k`` (corners ``k + 1`` and ``k + 2``), ``-1`` where no
+        single other triangle shares the edge (a border edge, an edge of three or more triangles,
+        or a triangle with a repeated corner). :func:`pyfaid.render.antialias` finds silhouette
+        edges with it (nvdiffrast's topology hash), built once per mesh."""
+        key = ("neighbors", torch.device(device) if device is not None else self.triangles.device)
+        if key not in self._by_device:
+            self._by_device[key] = self._neighbors_cpu().to(key[1])
+        return self._by_device[key]
+
+    def _neighbors_cpu(self) -> torch.Tensor:
+        t = self.triangles.cpu().long()  # [F, 3]
+        f = t.shape[0]
+        a, b = t[:, [1, 2, 0]], t[:, [2, 0, 1]]  # edge k joins corners k + 1 and k + 2
+        n = self.num_vertices
+        keys = (torch.minimum(a, b) * n + torch.maximum(a, b)).reshape(-1)  # [3F]
+        valid = (t[:, 0] != t[:, 1]) & (t[:, 1] != t[:, 2]) & (t[:, 2] != t[:, 0])
+        valid = valid[:, None].expand(f, 3).reshape(-1)
+        keys = torch.where(valid, keys, -1 - torch.arange(3 * f))  # unique keys: never paired
+        order = torch.argsort(keys, stable=True)
+        _, counts = torch.unique_consecutive(keys[order], return_counts=True)
+        starts = torch.cumsum(counts, 0) - counts
+        pair = starts[counts == 2]
+        first, second = order[pair], order[pair + 1]  # flat (triangle, edge) slots sharing an edge
+        out = torch.full((3 * f,), -1, dtype=torch.int64)
+        out[first] = second // 3
+        out[second] = first // 3
+        return out.reshape(f, 3).to(torch.int32).contiguous()
 
     def laplacian(self, device=None) -> torch.Tensor:
         """The graph Laplacian ``L = D - A`` of :meth:`edges` as a sparse CSR ``[V, V]`` float32
