@@ -3,10 +3,12 @@
 Rows (per picture size and thread count): ``synthetic`` items per second of ``SyntheticFaces.batch``
 over batches of 32 (``ms`` is per item, wall clock; ``cpu_ms`` the process CPU time per item,
 which is what one core costs when the machine is shared), with the time per generation stage;
-``plain`` the same generator with every realism option off (texture detail, context and hair,
-light extras, camera effects, alignment framing: close to what the generator drew before those
-were added), as the in-run peer; ``cached`` the same items read back from a cache folder
-(``pyfaid.data.CachedFaces``, batches of 32).
+``pyfaid views=K`` the same generator with ``K`` items per rendered face (``SyntheticFaces(views=K)``:
+each item its own occluders and camera; batches of consecutive indices, as
+``ResumableSampler(group=K)`` makes them); ``plain`` the same generator with every realism option
+off (texture detail, context and hair, light extras, camera effects, alignment framing: close to
+what the generator drew before those were added), as the in-run peer; ``cached`` the same items
+read back from a cache folder (``pyfaid.data.CachedFaces``, batches of 32).
 
     python benchmarks/bm_synthetic.py [--quick] [--threads N]
 """
@@ -63,6 +65,12 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
                 stages = {k: round(v * 1e3 / (n_batches * batch), 2) for k, v in ds.stage_seconds.items()}
                 rows.append(common.row("synthetic", case, "pyfaid", ms, cpu_ms=round(cpu, 2),
                                        items_per_s=round(1e3 / ms, 1), stage_cpu_ms=stages))
+                for views in (2, 4):
+                    vds = SyntheticFaces(seed=0, length=10 ** 6, image_size=size, device=device, views=views)
+                    ms, cpu = _time_batches(vds, n_batches, batch)
+                    stages = {k: round(v * 1e3 / (n_batches * batch), 2) for k, v in vds.stage_seconds.items()}
+                    rows.append(common.row("synthetic", case, f"pyfaid views={views}", ms, cpu_ms=round(cpu, 2),
+                                           items_per_s=round(1e3 / ms, 1), stage_cpu_ms=stages))
                 plain = SyntheticFaces(seed=0, length=10 ** 6, image_size=size, device=device, texture_detail=False,
                                        context=False, lighting_extras=False, camera_effects=0.0, framing="random")
                 ms, cpu = _time_batches(plain, n_batches, batch)

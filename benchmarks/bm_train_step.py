@@ -1,13 +1,17 @@
 """One FAID training step (forward + backward + Adam) on a config, and the renderer's share of it.
 
-Rows: ``train_step`` for the default config now and as it was before the main job started from the
-shipped pretrained parts (``BEFORE``), in the same run (median ms per step, images/s) and the share of step time spent in the
+Rows: ``train_step`` for the default config now, per precision (``fp32`` and ``bf16``,
+:mod:`pyfaid.precision`: the networks in bfloat16 autocast), and as it was before the main job
+started from the shipped pretrained parts (``BEFORE``, fp32), in the same run (median ms per step,
+images/s, the data out of the loop: one batch reused) and the share of step time spent in the
 differentiable renderer, measured two ways: ``render_fwd_share`` (wall time inside
 ``Renderer.forward`` calls, Python included) and ``render_ops_share`` (profiler self time of the
 ``pyfaid::rasterize/interpolate/vertex_normals/sh_shading`` ops, forward and backward, over the
-step's total self time).
+step's total self time). ``train`` rows time whole Trainer steps of the default config with the data
+generated in the loop (``benchmarks/bm_pretrain.py``, which also times pretraining).
 
     python benchmarks/run.py --only train_step [--quick] [--device cuda]
+    python benchmarks/bm_train_step.py --precision fp32 bf16                 # the main job's step, A/B
     python benchmarks/bm_train_step.py --config celeba_bfm --device cuda   # paper setting (synthetic data)
     python benchmarks/bm_train_step.py --config celeba_bfm --device cuda --timing-standins DIR
 
@@ -91,8 +95,11 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=(), top=0):
+def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=(), top=0, prec="fp32"):
+    from pyfaid import precision
+
     cfg, faid, obj, opt, batch = _setup(config, device, batch_size, overrides)
+    mixed = precision.resolve(prec, device)
     render_time = [0.0]
     orig = faid.renderer.forward
 
@@ -108,7 +115,8 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
 
     def step(i):
         gen = torch.Generator(device=device).manual_seed(i)
-        total, *_ = obj(batch, gen)
+        with precision.use(mixed):
+            total, *_ = obj(batch, gen)
         opt.zero_grad(set_to_none=True)
         total.backward()
         opt.step()
@@ -140,7 +148,7 @@ def measure(config="default", device="cpu", iters=3, batch_size=None, overrides=
     times.sort()
     shares.sort()
     med = times[len(times) // 2]
-    return {"cfg": cfg, "ms": med * 1e3, "images_per_s": cfg.train.batch_size / med,
+    return {"cfg": cfg, "ms": med * 1e3, "images_per_s": cfg.train.batch_size / med, "precision": mixed.name,
             "render_fwd_share": shares[len(shares) // 2], "render_ops_share": render / max(total, 1e-9)}
 
 
@@ -154,20 +162,25 @@ def run(device: str, quick: bool) -> list:
     from pyfaid.encoders import AttributeWeightsNotFound
 
     rows = []
-    for label, base in (("before", BEFORE), ("now", ())):
+    for label, base, prec in (("before", BEFORE, "fp32"), ("now", (), "fp32"), ("now", (), "bf16")):
         note, over = "", base
+        kw = dict(iters=1 if quick else 3, batch_size=2 if quick else None, prec=prec)
         try:
-            m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
+            m = measure("default", device, overrides=over, **kw)
         except AttributeWeightsNotFound:  # the attribute encoder's weights are not built yet
             note, over = " no-FA(attribute weights missing)", base + ("model.use_fa_features=false", "loss.att=0")
-            m = measure("default", device, iters=1 if quick else 3, batch_size=2 if quick else None, overrides=over)
+            m = measure("default", device, overrides=over, **kw)
         c = m["cfg"]
         frozen = f" frozen={'+'.join(c.train.freeze)}" if c.train.freeze else ""
         case = (f"default[{label}] B={c.train.batch_size} render={c.data.image_size} cnn={c.model.input_size} "
                 f"{c.model.backbone}{frozen}{note}")
-        rows.append(row("train_step", case, "pyfaid", m["ms"], images_per_s=round(m["images_per_s"], 3),
-                        render_fwd_share=round(m["render_fwd_share"], 3),
+        rows.append(row("train_step", case, f"pyfaid {m['precision']}", m["ms"],
+                        images_per_s=round(m["images_per_s"], 3), render_fwd_share=round(m["render_fwd_share"], 3),
                         render_ops_share=round(m["render_ops_share"], 3)))
+    if device == "cpu":
+        from bm_pretrain import measure as trainer_rows
+
+        rows += trainer_rows("default", ("fp32", "bf16"), ("main", "workers"), 1 if quick else 5, 1 if quick else 2)
     return rows
 
 
@@ -179,13 +192,22 @@ if __name__ == "__main__":
     ap.add_argument("--iters", type=int, default=3)
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--profile-top", type=int, default=0, help="print the profiler's top N ops")
+    ap.add_argument("--precision", nargs="+", default=["fp32"], choices=["auto", "fp32", "bf16"],
+                    help="precisions to time, interleaved (one row each)")
+    ap.add_argument("--rounds", type=int, default=1, help="interleaved rounds over the precisions")
+    ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--timing-standins", metavar="DIR", default=None,
                     help="write BFM-sized / random-weight stand-in files to DIR and time with them")
     a = ap.parse_args()
     if a.timing_standins:
         a.set = write_timing_standins(a.timing_standins) + a.set
-    m = measure(a.config, a.device, a.iters, a.batch_size, a.set, a.profile_top)
-    c = m.pop("cfg")
-    print(f"{a.config}: batch {c.train.batch_size}, render {c.data.image_size}, {c.model.backbone} "
-          f"@{c.model.input_size} on {a.device}: {m['ms']:.1f} ms/step, {m['images_per_s']:.2f} images/s, "
-          f"renderer forward share {m['render_fwd_share']:.1%}, render ops share (fwd+bwd) {m['render_ops_share']:.1%}")
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    for r in range(a.rounds):
+        for p in a.precision:
+            m = measure(a.config, a.device, a.iters, a.batch_size, a.set, a.profile_top, prec=p)
+            c = m.pop("cfg")
+            print(f"{a.config} [{m['precision']}, round {r + 1}]: batch {c.train.batch_size}, render {c.data.image_size}, "
+                  f"{c.model.backbone} @{c.model.input_size} on {a.device}, {torch.get_num_threads()} threads: "
+                  f"{m['ms']:.1f} ms/step, {m['images_per_s']:.2f} images/s, renderer forward share "
+                  f"{m['render_fwd_share']:.1%}, render ops share (fwd+bwd) {m['render_ops_share']:.1%}", flush=True)

@@ -180,6 +180,8 @@ class TrainConfig:
     ckpt_every: int = 50
     keep_last: int = 2
     threads: int = 0                    # torch.set_num_threads (0 = leave)
+    precision: str = "auto"             # auto | fp32 | bf16: the networks in bfloat16 (pyfaid.precision); auto = bf16
+                                        # where the hardware has native bfloat16 (avx512_bf16 / amx_bf16 CPUs)
     eval_at_end: bool = True            # masked PSNR on the held-out synthetic set after training
     val_every: int = 0                  # steps between held-out landmark checks (val.jsonl, TensorBoard val/); 0 = off
 

@@ -59,6 +59,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None, help="output folder (default: train.out of the config)")
     ap.add_argument("--max-steps", type=int, default=None, help="total steps, resumed ones included")
     ap.add_argument("--device", default=None, help="cpu | cuda (default: train.device of the config)")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads of the training process "
+                    "(train.threads; loader workers use one each)")
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config value (repeatable)")

@@ -30,10 +30,11 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from pyfaid import checkpoint as ckpt_io
+from pyfaid import precision
 from pyfaid.config import Config, from_dict, replace
 from pyfaid.data.datasets import collate_skip
 from pyfaid.data.registry import build_dataset
-from pyfaid.data.sampler import ResumableSampler, TrainingView
+from pyfaid.data.sampler import ResumableSampler, TrainingView, init_worker
 from pyfaid.distributed import Dist
 from pyfaid.evaluate import held_out_landmarks, held_out_psnr
 from pyfaid.losses import composite
@@ -194,13 +195,14 @@ class Trainer:
         if self.resumed is not None:
             # The run's own config; only where, how long, on what and how it reports come from the
             # command line (none of these changes what is computed).
-            saved = from_dict(self.resumed["config"], source=self.resumed["path"])
+            saved = from_dict(precision.saved_config(self.resumed["config"]), source=self.resumed["path"])
             t, d = cfg.train, cfg.data
             cfg = replace(saved, train={"max_steps": t.max_steps, "device": t.device, "out": t.out,
                                         "threads": t.threads, "ckpt_every": t.ckpt_every, "keep_last": t.keep_last,
                                         "val_every": t.val_every, "max_minutes": t.max_minutes},
                           data={"num_workers": d.num_workers}, log=dataclasses.asdict(cfg.log))
         self.cfg = cfg
+        self.precision = precision.resolve(cfg.train.precision, self.dev, "train.precision")
         self.progress = progress
         self.stages = stages_of(cfg)
         self._seed()
@@ -303,11 +305,11 @@ class Trainer:
     def _loader(self, batch_size: int):
         d = self.dist
         sampler = ResumableSampler(len(self.dataset), batch_size, d.rank, d.world, seed=self.cfg.data.seed,
-                                   start=self.samples)
+                                   start=self.samples, group=getattr(self.dataset.ds, "views", 1))
         workers = self.cfg.data.num_workers
         return iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_skip,
                                                 num_workers=workers, pin_memory=self.dev.type == "cuda",
-                                                worker_init_fn=ignore_stop_signals if workers > 0 else None))
+                                                worker_init_fn=init_worker if workers > 0 else None))
 
     def stage_at(self, step: int) -> Stage:
         return next(s for s in self.stages if s.holds(step))
@@ -327,7 +329,8 @@ class Trainer:
         cfg, d = self.cfg, self.dist
         gen = torch.Generator(device=self.dev).manual_seed(
             (cfg.train.seed * 1_000_003 + self.step * 7919 + d.rank * 104729) % (2 ** 63))
-        total, terms, out, extras = self.model(batch, gen, stage.objective, self.step)
+        with precision.use(self.precision):  # the networks in bf16 when mixed; losses, kernels fp32
+            total, terms, out, extras = self.model(batch, gen, stage.objective, self.step)
         if not torch.isfinite(total):
             raise FloatingPointError(f"step {self.step}: loss is {total.item()} "
                                      f"(terms: { {k: float(v) for k, v in terms.items()} })")
@@ -377,6 +380,7 @@ class Trainer:
     def _open_writer(self):
         if not self.dist.main:
             return None
+        print(f"pyfaid.train: {self.precision.describe()}", file=sys.stderr)
         os.makedirs(self.out_dir, exist_ok=True)
         with open(os.path.join(self.out_dir, "config.json"), "w") as f:
             json.dump(self.cfg.to_dict(), f, indent=1)
@@ -433,7 +437,7 @@ class Trainer:
                    dynamic_ncols=True, desc="train")
         t0 = self._t_fit = time.perf_counter()
         n0 = 0
-        with _StopFlag() as stop:
+        with _StopFlag() as stop, precision.use(self.precision):  # validation too
             while self.step < cfg.train.max_steps:
                 if d.all_true(stop.requested):
                     interrupted = True
@@ -463,7 +467,7 @@ class Trainer:
         elapsed = time.perf_counter() - t0
         summary = {"step": self.step, "interrupted": interrupted, "checkpoint": last_path,
                    "images_per_s": n0 / elapsed if elapsed > 0 else 0.0, "losses": values,
-                   "skipped_images": self.skipped}
+                   "skipped_images": self.skipped, "precision": self.precision.name}
         self._finish(summary, writer, interrupted)
         return summary
 
@@ -472,7 +476,8 @@ class Trainer:
         if d.main and self.skipped:
             print(f"pyfaid.train: skipped {self.skipped} unreadable images / images without a face", file=sys.stderr)
         if d.main and not interrupted and cfg.train.eval_at_end and cfg.data.val_size > 0 and self.step > 0:
-            summary["eval"] = held_out_psnr(self.faid, cfg, device=self.dev)
+            with precision.use(self.precision):
+                summary["eval"] = held_out_psnr(self.faid, cfg, device=self.dev)
             if writer is not None:
                 for k, v in summary["eval"].items():
                     if k != "samples":

@@ -216,7 +216,7 @@ def test_albedo_texture_renders_like_the_vertex_colours(default_model):
     from pyfaid.metrics import psnr
 
     ref = rec.render()
-    got = turntable.render_textured(rec, tex, image_size=224)
+    got = turntable.render_textured(rec, tex, image_size=224, antialias=False)
     mask = ref["mask"] * got["mask"][None]
     assert float(psnr(got["image"][None], ref["image"], mask)[0]) > 35
 
@@ -236,11 +236,12 @@ def test_photo_texture_carries_the_photo_and_honours_visibility(default_model):
     mask = photo_render.mask
 
     def score(tex):
-        out = turntable.render_textured(rec, tex, image_size=224)
+        out = turntable.render_textured(rec, tex, image_size=224, antialias=False)
         return float(psnr(out["image"][None], image[None], mask * out["mask"][None])[0])
 
     photo_tex, albedo_tex = rec.texture("photo", 1024), rec.texture("albedo", 1024)
-    assert score(photo_tex) > 30 and score(photo_tex) > score(albedo_tex) + 6
+    # > 30 dB with a bilinear lookup; the trilinear one blurs by about a pixel (-0.6 dB here)
+    assert score(photo_tex) > 29 and score(photo_tex) > score(albedo_tex) + 6
     none = torch.zeros(224, 224)
     torch.testing.assert_close(rec.texture("photo", 1024, visibility=none), albedo_tex, atol=1e-6, rtol=0)
     left = torch.ones(224, 224)

@@ -7,13 +7,26 @@ only the keys a training step needs (cheaper collation) and can cache items in m
 
 from __future__ import annotations
 
+import signal
+
+import cv2
 import torch
 
-__all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS"]
+__all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS", "init_worker"]
 
 #: Item keys a training step uses.
 TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs",
                  "colors")
+
+
+def init_worker(worker_id: int = 0) -> None:
+    """Start of a training DataLoader worker: SIGINT / SIGTERM ignored, as
+    :func:`pyfaid.trainer.ignore_stop_signals` explains (the main process saves and stops its
+    workers), and OpenCV on one thread, as torch already is in workers, so the workers generating
+    data and the training process share the cores without oversubscribing them."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+    cv2.setNumThreads(1)
 
 
 class ResumableSampler(torch.utils.data.Sampler):
@@ -24,23 +37,36 @@ class ResumableSampler(torch.utils.data.Sampler):
     The sequence of global batches therefore depends only on the samples consumed, so a run resumes
     exactly, and resumes on a different number of processes with the same global data order.
 
+    With ``group = K > 1`` the permutation moves blocks of ``K`` consecutive indices (the views of
+    one synthetic face, ``SyntheticFaces(views=K)``), so they arrive in the same batch and the face
+    is rendered once; ``group = 1`` is the plain permutation.
+
     Args:
         length: dataset size. batch_size: per-process batch. rank, world: this process.
         seed: shuffling seed. start: samples already consumed (from a checkpoint).
+        group: indices kept together (see above).
     """
 
     def __init__(self, length: int, batch_size: int, rank: int = 0, world: int = 1, seed: int = 0,
-                 start: int = 0):
+                 start: int = 0, group: int = 1):
         if length <= 0:
             raise ValueError("ResumableSampler: empty dataset")
+        if group < 1:
+            raise ValueError(f"ResumableSampler: `group` must be >= 1, got {group}")
         self.length, self.batch, self.rank, self.world = length, batch_size, rank, world
-        self.seed, self.start = seed, start
+        self.seed, self.start, self.group = seed, start, int(group)
         self._perms = {}
 
     def _perm(self, epoch: int) -> torch.Tensor:
         if epoch not in self._perms:
             g = torch.Generator().manual_seed(self.seed * 100003 + epoch)
-            self._perms = {epoch: torch.randperm(self.length, generator=g)}
+            if self.group == 1:
+                perm = torch.randperm(self.length, generator=g)
+            else:  # blocks of `group` indices, in order inside a block (the last block may be short)
+                blocks = torch.randperm(-(-self.length // self.group), generator=g)
+                perm = (blocks[:, None] * self.group + torch.arange(self.group)).flatten()
+                perm = perm[perm < self.length]
+            self._perms = {epoch: perm}
         return self._perms[epoch]
 
     def global_batch(self, pos: int) -> list:

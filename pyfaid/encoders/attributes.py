@@ -18,6 +18,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pyfaid import precision
+
 __all__ = ["AttributeEncoder", "load_attribute_encoder", "default_attribute_weights",
            "AttributeWeightsNotFound"]
 
@@ -68,6 +70,7 @@ class AttributeEncoder(nn.Module):
                            target_names=list(target_names) if target_names is not None else None)
         chans = [3] + list(widths)
         self.trunk = nn.Sequential(*[_block(chans[i], chans[i + 1], convs[i]) for i in range(len(widths))])
+        precision.network(self.trunk)  # the convolutions in bf16 under a mixed precision; proj / head fp32
         # A 4x4 spatial pooling keeps the face/background layout of the aligned crop (the face is
         # in the centre), which a global average would throw away.
         self.proj = nn.Sequential(nn.Linear(chans[-1] * 16, feature_dim), nn.ReLU(inplace=True))

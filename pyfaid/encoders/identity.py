@@ -13,6 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pyfaid import precision
+
 from .align import crop224_to_dlib_chip_matrix
 from .dlib_resnet import DlibFaceNet
 from .facenet import FaceNet
@@ -81,7 +83,7 @@ class DlibIdentityEncoder(IdentityEncoder):
     def __init__(self, path=None, cache: bool = True, frozen: bool = True):
         super().__init__()
 
-        self.net = DlibFaceNet(path=path, cache=cache, frozen=frozen)
+        self.net = precision.network(DlibFaceNet(path=path, cache=cache, frozen=frozen))  # bf16 when mixed
         self.register_buffer("theta", warp_theta(crop224_to_dlib_chip_matrix(), 224, 150))
         if frozen:
             self.eval()
@@ -105,7 +107,7 @@ class FaceNetIdentityEncoder(IdentityEncoder):
     def __init__(self, weights=None, frozen: bool = True):
         super().__init__()
 
-        self.net = FaceNet(weights=weights, frozen=frozen)
+        self.net = precision.network(FaceNet(weights=weights, frozen=frozen))  # bf16 when mixed
         if frozen:
             self.eval()
 

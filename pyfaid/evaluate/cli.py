@@ -12,6 +12,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from pyfaid import precision
 from pyfaid.data.registry import parse_spec
 from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, load_shape_predictor
 from pyfaid.evaluate.landmarks import (
@@ -21,6 +22,7 @@ from pyfaid.evaluate.landmarks import (
 )
 from pyfaid.evaluate.protocol import CONDITIONS, Method, evaluate
 from pyfaid.evaluate.report import figure, json_safe, markdown_report
+from pyfaid.reconstruct.predict import resolve_device
 
 __all__ = ["main"]
 
@@ -92,6 +94,9 @@ def _parser():
     ap.add_argument("--coarse", action="store_true",
                     help="also score the coarse stage of --checkpoint alone (a row \"NAME coarse\")")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the networks' precision (auto: bf16 where the CPU has native bfloat16; "
+                         "fitting, rendering and scoring are fp32)")
     return ap
 
 
@@ -129,7 +134,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                  "(300w:DIR or aflw2000:DIR data) only")
             load_shape_predictor()  # a missing dlib stops here, before any model is loaded
         out.mkdir(parents=True, exist_ok=True)
-        report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+        prec = precision.resolve(args.precision, resolve_device(args.device), "--precision")
+        print(f"pyfaid.evaluate: {prec.describe()}", file=sys.stderr)
+        with precision.use(prec):  # every method's networks, in both protocols
+            report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+        report["precision"] = prec.name
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from torch import nn
 from pyfaid.fileio import savez_atomic
 from pyfaid.render.bake import UVAtlas, size_of
 from pyfaid.render.camera import euler_rotation
-from pyfaid.render.mesh import FaceMesh, RestShape, pose_mesh
+from pyfaid.render.mesh import FaceMesh, RestShape, UVTexture, pose_mesh
 from pyfaid.render.topology import MeshTopology
 
 from .layout import CoeffLayout
@@ -217,6 +217,14 @@ class MorphableModel(nn.Module):
             uv, uvf = self.uv_layout()
             self._uv_atlases[key] = UVAtlas(uv, uvf, self.topology, size=size, padding=padding, device=device)
         return self._uv_atlases[key]
+
+    def uv_texture(self, image) -> UVTexture:
+        """A texture image in :meth:`uv_layout` (``[H, W, 3]`` or ``[B, H, W, 3]``, row 0 at the top,
+        float in [0, 1] or uint8; e.g. a reconstruction's baked texture) prepared for
+        :meth:`Renderer.shade_texture <pyfaid.render.Renderer.shade_texture>`: its mip pyramid is
+        built here, once. It stays on the image's device and dtype."""
+        uv, _ = self.uv_layout()
+        return UVTexture.of(image, uv, self.uv_topology())
 
     def outline_candidates(self) -> torch.Tensor:
         """Vertices that can form the face's outline below the eyes (where a photo's 2D-style jaw

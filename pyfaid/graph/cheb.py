@@ -19,6 +19,7 @@ from torch import nn
 from pyfaid._ext import check_device, ops
 from pyfaid.graph.activations import ELU
 from pyfaid.graph.laplacian import Laplacian
+from pyfaid.precision import fp32_input
 
 __all__ = ["cheb_conv", "laplacian_mm", "ChebConv", "ChebResBlock"]
 
@@ -60,7 +61,8 @@ def cheb_conv(x: torch.Tensor, lap: LaplacianLike, weight: torch.Tensor,
     respect to ``x``, ``weight`` and ``bias``; the Laplacian is a constant.
 
     Args:
-        x: ``[B, N, Fin]`` or ``[N, Fin]`` vertex features, float32 or float64.
+        x: ``[B, N, Fin]`` or ``[N, Fin]`` vertex features, float32 or float64 (under
+            ``torch.autocast`` also bfloat16 / float16: cast to float32, as are weight and bias).
         lap: the ``[N, N]`` scaled Laplacian: a :class:`~pyfaid.graph.Laplacian` (checked once;
             its copy on ``x``'s device in ``x``'s dtype is used), or a sparse CSR tensor from
             :func:`pyfaid.graph.scaled_laplacian` on ``x``'s device (symmetric; its values are cast
@@ -77,6 +79,8 @@ def cheb_conv(x: torch.Tensor, lap: LaplacianLike, weight: torch.Tensor,
     if not isinstance(weight, torch.Tensor) or weight.dim() != 3 or weight.shape[0] < 1:
         raise ValueError("cheb_conv: `weight` must be [K, Fin, Fout] with K >= 1, got "
                          f"{tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight)}")
+    # under autocast: float32 in, as the op computes
+    x, weight, bias = fp32_input(x), fp32_input(weight), fp32_input(bias)
     check_device(x, "x")
     squeeze = x.dim() == 2
     if squeeze:
@@ -125,7 +129,8 @@ def laplacian_mm(lap: LaplacianLike, x: torch.Tensor) -> torch.Tensor:
     Args:
         lap: ``[N, N]`` Laplacian: a :class:`~pyfaid.graph.Laplacian` (checked once) or a sparse
             CSR tensor from :func:`pyfaid.graph.scaled_laplacian` (checked on every call).
-        x: ``[N, C]`` or ``[B, N, F]`` features, float32 or float64.
+        x: ``[N, C]`` or ``[B, N, F]`` features, float32 or float64 (under ``torch.autocast``
+            also bfloat16 / float16, cast to float32).
 
     Returns:
         ``L~ x`` with ``x``'s shape.
@@ -133,6 +138,7 @@ def laplacian_mm(lap: LaplacianLike, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dim() not in (2, 3):
         raise ValueError("laplacian_mm: `x` must be [N, C] or [B, N, F], got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x)}")
+    x = fp32_input(x)  # under autocast: float32 in, as the op computes
     check_device(x, "x")
     n = x.shape[-2]
     crow, col, val, checked = _csr_parts(lap, x, n)

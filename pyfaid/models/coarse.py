@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from pyfaid import precision
+
 BACKBONES = {"resnet18": torchvision.models.resnet18, "resnet34": torchvision.models.resnet34,
              "resnet50": torchvision.models.resnet50, "mobilenet_v3_large": torchvision.models.mobilenet_v3_large}
 
@@ -96,7 +98,7 @@ class CoarseModel(nn.Module):
             if missing or unexpected:
                 raise ValueError(f"CoarseModel: {weights} does not fit {backbone}: missing {list(missing)[:5]}, "
                                  f"unexpected {list(unexpected)[:5]}")
-        self.backbone = net
+        self.backbone = precision.network(net)  # bf16 under a mixed precision; the heads stay fp32
         self.num_coeffs = num_coeffs
         self.fc = nn.Linear(feat, num_coeffs)
         nn.init.zeros_(self.fc.weight)

@@ -16,6 +16,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from pyfaid import precision
+
 __all__ = ["FaceSegmenter"]
 
 
@@ -41,6 +43,7 @@ class FaceSegmenter(nn.Module):
         self.up = nn.ModuleList([_conv(chans[i + 1] + chans[i + 2], chans[i + 1]) for i in range(len(widths) - 1)])
         self.head = nn.Conv2d(chans[1], 1, 1)
         self.register_buffer("mean", torch.tensor([0.5, 0.5, 0.5]).view(1, 3, 1, 1), persistent=False)
+        precision.network(self)  # bf16 under a mixed precision (pyfaid.precision.use); float32 logits out
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Logits ``[B, 1, H, W]`` at the input's resolution."""

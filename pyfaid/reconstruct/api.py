@@ -24,6 +24,8 @@ from pyfaid.encoders.dlib_landmarks import (
 from pyfaid.metrics import identity_encoders
 from pyfaid.reconstruct.detect import Crop, crop_face, detect, select
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule, fit_prediction  # noqa: F401 (re-exported)
+from pyfaid.precision import for_call as precision_for_call
+from pyfaid.precision import use as use_precision
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.predict import (
     cached_model,
@@ -123,7 +125,8 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True):
+                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
+                precision: Optional[str] = None):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -158,6 +161,10 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
             hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
             every rendered vertex from the photo (closer to a photo whose glasses or hair count).
+        precision: ``"auto"`` (bf16 where the hardware has native bfloat16), ``"fp32"`` or
+            ``"bf16"``: the precision of the model's networks when it predicts (:mod:`pyfaid.precision`:
+            the coarse backbone, the segmenter, the identity and attribute encoders; fitting stays
+            float32); None: an enclosing ``pyfaid.precision.use(...)``'s, else ``"auto"``.
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
@@ -175,6 +182,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
     dev = resolve_device(device)
+    prec = precision_for_call(precision, dev)
     fit_steps = DEFAULT_FIT_STEPS if fit_steps is None else int(fit_steps)
     net, face_model = _resolve_models(checkpoint, model, fit_steps, dev)
     out: list = [None] * len(items)
@@ -188,7 +196,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
                 raise
             out[i] = ReconstructionError(name, exc)
     for crop, rec in zip(crops, _reconstruct_crops(crops, net, face_model, dev, fit_steps, id_loss, schedule,
-                                                   progress, landmarks, fill)):
+                                                   progress, landmarks, fill, prec)):
         out[crop.item] = rec if faces == "largest" else (out[crop.item] or []) + [rec]
     return out[0] if single else out
 
@@ -206,7 +214,7 @@ def _check_options(faces, errors, landmarks) -> None:
 
 
 def _reconstruct_crops(crops: List[Crop], net, face_model, dev, fit_steps, id_loss, schedule, progress,
-                       landmarks="head", fill=True) -> List[Reconstruction]:
+                       landmarks="head", fill=True, prec=None) -> List[Reconstruction]:
     """Steps 2-4: the network's prediction for every face at once, then test-time fitting face by
     face, then the results. With ``landmarks="dlib"`` dlib's points replace the head's (without
     confidences: the head's describe its own points; weighting dlib's by them moved the fitted
@@ -214,7 +222,8 @@ def _reconstruct_crops(crops: List[Crop], net, face_model, dev, fit_steps, id_lo
     if not crops:
         return []
     images = torch.stack([c.image for c in crops])
-    pred = predict(net, images)
+    with use_precision(prec):  # the networks in bf16 when mixed; fitting stays fp32
+        pred = predict(net, images)
     if landmarks == "dlib":
         pred = pred.with_landmarks(torch.stack([c.landmarks68_crop_px for c in crops]))
     encoder = identity_encoders(("dlib",), device=dev).get("dlib") if fit_steps > 0 and id_loss else None

@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=0,
                     help="torch CPU threads (default 0: torch's default, all cores; use 1 when other "
                          "jobs share the cores, oversubscribed cores lose a lot)")
+    ap.add_argument("--precision", choices=["auto", "fp32", "bf16"], default="auto",
+                    help="the networks' precision (auto: bf16 where the CPU has native bfloat16; fitting is fp32)")
     return ap
 
 
@@ -161,7 +163,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         try:
             res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
                               id_loss=args.id_loss and not args.no_id_loss, fill=not args.no_fill, model=model,
-                              progress=len(files) == 1, landmarks=args.landmarks)[0]
+                              progress=len(files) == 1, landmarks=args.landmarks, precision=args.precision)[0]
             if isinstance(res, ReconstructionError):
                 raise res.error
             res = res if args.faces == "all" else res[:1]

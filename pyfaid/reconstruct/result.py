@@ -24,7 +24,8 @@ from pyfaid.reconstruct.fitting import Fit
 from pyfaid.reconstruct.io import load_image, to_rgb_uint8
 from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.render import camera as cam
-from pyfaid.render.mesh import Render
+from pyfaid.render.mesh import Render, UVTexture
+from pyfaid.render.renderer import Renderer
 from pyfaid.synth.contour import marching_for
 
 __all__ = ["Reconstruction", "make_reconstruction", "results"]
@@ -203,25 +204,58 @@ class Reconstruction:
 
     # ------------------------------------------------------------------ renders
     @torch.no_grad()
-    def render(self, pose=None, colors: Optional[torch.Tensor] = None) -> Render:
+    def render(self, pose=None, colors: Optional[torch.Tensor] = None, texture=None, antialias: bool = False,
+               image_size: Optional[int] = None, lit: bool = True, filter_mode: str = "linear-mipmap-linear") -> Render:
         """Render the reconstruction in the crop's frame.
 
         Args:
             pose: None for the estimated pose, or ``(pitch, yaw, roll)`` rotation angles in radians
                 (``[3]`` or ``[1, 3]``) replacing the estimated ones.
             colors: ``[V, 3]`` vertex colours to use instead of ``albedo``.
+            texture: a UV texture to draw instead of the vertex colours: ``[H, W, 3]`` in the face
+                model's UV layout (float in [0, 1] or uint8, e.g. :meth:`texture`), or a
+                :class:`~pyfaid.render.UVTexture` (``face_model.uv_texture(image)``: its mip
+                pyramid built once, for many renders). Drawn per pixel, trilinear, under the
+                estimated light (:meth:`Renderer.shade_texture <pyfaid.render.Renderer.shade_texture>`).
+            antialias: antialias the outline (``mask`` is then the fractional coverage).
+            image_size: render at this size (the crop's framing scaled), default the crop's 224.
+            lit: False draws the bare ``texture`` (its albedo), without light; needs ``texture``
+                (:meth:`render_albedo` draws the vertex albedo unlit).
+            filter_mode: the ``texture``'s filter: trilinear by default, ``"linear"`` for a
+                bilinear lookup of the full-resolution texture (see
+                :func:`pyfaid.render.shade_texture`).
 
         Returns:
-            :class:`~pyfaid.render.Render` with batch size 1: ``image [1, 3, 224, 224]``,
-            ``mask [1, 1, 224, 224]``, ``landmarks_px [1, 68, 2]``, ``vertices_cam``, ``shaded``, ``mesh``.
+            :class:`~pyfaid.render.Render` with batch size 1: ``image [1, 3, S, S]`` (0 outside the
+            face), ``mask [1, 1, S, S]``, ``landmarks_px [1, 68, 2]``, ``vertices_cam``, ``shaded``, ``mesh``.
         """
+        if not lit and texture is None:
+            raise ValueError("Reconstruction.render: lit=False draws a `texture` unlit; render_albedo() draws "
+                             "the vertex albedo without light")
         dev = self.coeffs.device
         col = (self.albedo if colors is None else colors).to(dev)[None]
         c = self.coeffs[None]
-        if pose is None:
-            return self.renderer(self.face_model, c, colors=col)
-        angles = torch.as_tensor(pose, dtype=c.dtype, device=dev).reshape(1, 3)
-        return self.renderer.render_views(self.face_model, c, angles, colors=col)
+        angles = None if pose is None else torch.as_tensor(pose, dtype=c.dtype, device=dev).reshape(1, 3)
+        renderer = self.renderer
+        if antialias or (image_size is not None and int(image_size) != renderer.image_size):
+            size = renderer.image_size if image_size is None else int(image_size)
+            renderer = Renderer(camera=renderer.camera.scaled(size), ambient_offset=renderer.ambient_offset,
+                                antialias=antialias)
+        mesh = self.face_model.mesh(c, col, angles)
+        if texture is None:
+            return renderer.draw(mesh)
+        return renderer.draw(mesh, self._uv_texture(texture, mesh.vertices_world), lit, filter_mode)
+
+    def _uv_texture(self, texture, like: torch.Tensor) -> UVTexture:
+        """``texture`` as a :class:`UVTexture` in the dtype and on the device of ``like``."""
+        if isinstance(texture, UVTexture):
+            return texture
+        tex = torch.as_tensor(texture)
+        tex = tex.float() / 255.0 if tex.dtype == torch.uint8 else tex
+        if tex.dim() != 3 or tex.shape[2] != 3:
+            raise ValueError(f"Reconstruction.render: `texture` must be [H, W, 3] in the face model's UV layout, "
+                             f"got {tuple(tex.shape)}")
+        return self.face_model.uv_texture(tex.to(like.device, like.dtype))
 
     @torch.no_grad()
     def render_albedo(self, pose=None) -> Render:

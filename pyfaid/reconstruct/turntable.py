@@ -1,9 +1,9 @@
 """A turntable of a textured reconstruction: the head turning from side to side, rendered by pyfaid.
 
-Each frame is rendered texture-mapped with pyfaid's own kernels: ``rasterize`` the posed mesh,
-``interpolate`` the per-corner UVs (the UV triangles index the same raster) and the per-vertex
-shading, then look the texture up with ``grid_sample`` (:func:`pyfaid.render.bake.texture_lookup`).
-Frames go to an animated GIF (Pillow) or a PNG grid, chosen by the file extension.
+Each frame is the reconstruction's textured render (:meth:`Reconstruction.render` with ``texture=``:
+:meth:`pyfaid.render.Renderer.shade_texture`, a trilinear lookup of the texture's mip pyramid
+under the estimated light, outline antialiased), the pyramid built once for all frames. Frames go
+to an animated GIF (Pillow) or a PNG grid, chosen by the file extension.
 """
 
 from __future__ import annotations
@@ -18,44 +18,37 @@ import torch
 from PIL import Image
 
 from pyfaid.fileio import write_atomic
-from pyfaid.reconstruct.export import bake_texture, posed_geometry
-from pyfaid.render import bake, interpolate, rasterize
+from pyfaid.reconstruct.export import bake_texture
+from pyfaid.render import bake
+from pyfaid.render.mesh import UVTexture
 
 __all__ = ["render_textured", "turntable_angles", "turntable", "save_frames"]
 
 
 @torch.no_grad()
-def render_textured(rec, texture: torch.Tensor, angles=None, image_size: int = 256, lit: bool = True,
-                    background: float = 1.0) -> dict:
-    """Render the reconstruction texture-mapped.
+def render_textured(rec, texture, angles=None, image_size: int = 256, lit: bool = True,
+                    background: float = 1.0, antialias: bool = True) -> dict:
+    """Render the reconstruction texture-mapped over a plain background.
 
     Args:
         rec: a Reconstruction.
-        texture: ``[H, W, 3]`` texture in the face model's UV layout (float in [0, 1]).
+        texture: ``[H, W, 3]`` texture in the face model's UV layout (float in [0, 1] or uint8), or
+            its :class:`~pyfaid.render.UVTexture` (``rec.face_model.uv_texture(texture)``, made
+            once for many frames).
         angles: ``[3]`` rotation angles (pitch, yaw, roll in radians) replacing the estimated pose,
             or None for the estimated one.
         image_size: side of the square image (the crop's framing at that size).
         lit: multiply by the estimated lighting (else the bare texture, the albedo).
         background: grey level of the empty pixels.
+        antialias: blend the outline into the background (:func:`pyfaid.render.antialias`).
 
     Returns:
-        dict with ``image [3, S, S]`` RGB in [0, 1] (row 0 at the top) and ``mask [1, S, S]``.
+        dict with ``image [3, S, S]`` RGB in [0, 1] (row 0 at the top) and ``mask [1, S, S]``
+        (the coverage, fractional along the outline when antialiased).
     """
-    fm = rec.face_model
-    camera = rec.renderer.camera.scaled(int(image_size))
-    geo = posed_geometry(rec, angles=angles, camera=camera)
-    dev = geo["clip"].device
-    uv, _ = fm.uv_layout()
-    uv_topo = fm.uv_topology()
-    rast = rasterize(geo["clip"][None].contiguous(), fm.topology, (camera.image_size, camera.image_size))
-    uv_img = interpolate(torch.as_tensor(uv, device=dev)[None], rast, uv_topo.on(dev))  # [1, S, S, 2]
-    tex = torch.as_tensor(texture, dtype=torch.float32, device=dev)
-    color = bake.texture_lookup(tex, uv_img)[0]  # [S, S, 3]
-    if lit:
-        color = color * interpolate(geo["shading"][None].contiguous(), rast, fm.topology)[0]
-    mask = (rast[0, ..., 3:4] > 0).float()
-    image = (mask * color.clamp(0, 1) + (1 - mask) * background).permute(2, 0, 1)
-    return {"image": image, "mask": mask.permute(2, 0, 1)}
+    out = rec.render(pose=angles, texture=texture, antialias=antialias, image_size=int(image_size), lit=lit)
+    image = out.image[0] + (1.0 - out.mask[0]) * background  # the antialiased outline over the background
+    return {"image": image.clamp(0.0, 1.0), "mask": out.mask[0]}
 
 
 def turntable_angles(rec, n: int, max_yaw: float = math.radians(60)) -> torch.Tensor:
@@ -118,10 +111,11 @@ def turntable(rec, n: int = 36, path: Optional[str] = None, texture=None, image_
     """
     if texture is None:
         texture = bake_texture(rec, "photo", 1024, photo=photo)
-    tex = torch.as_tensor(texture)
-    if tex.dtype == torch.uint8:
-        tex = tex.float() / 255.0
-    frames = [bake.to_uint8(render_textured(rec, tex, angles=a, image_size=image_size, lit=lit)["image"].permute(1, 2, 0))
+    if not isinstance(texture, UVTexture):
+        tex = torch.as_tensor(texture)
+        tex = tex.float() / 255.0 if tex.dtype == torch.uint8 else tex.float()
+        texture = rec.face_model.uv_texture(tex.to(rec.coeffs.device))  # mip pyramid built once
+    frames = [bake.to_uint8(render_textured(rec, texture, angles=a, image_size=image_size, lit=lit)["image"].permute(1, 2, 0))
               for a in turntable_angles(rec, n, max_yaw)]
     if path is not None:
         save_frames(frames, path, fps=fps)

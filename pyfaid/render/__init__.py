@@ -17,11 +17,14 @@ from pyfaid.render.mesh import (  # noqa: F401
     Fragments,
     Render,
     RestShape,
+    UVTexture,
+    antialias_image,
     pose_mesh,
     rasterize_mesh,
     shade,
+    shade_texture,
 )
-from pyfaid.render.rasterize import interpolate, rasterize  # noqa: F401
+from pyfaid.render.rasterize import interpolate, rasterize, rasterize_db  # noqa: F401
 from pyfaid.render.renderer import AMBIENT_OFFSET, Renderer  # noqa: F401
 from pyfaid.render.shading import sh_shading, vertex_normals  # noqa: F401
 from pyfaid.render.texture import TextureMips, texture, texture_mipmaps  # noqa: F401

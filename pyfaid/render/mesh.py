@@ -8,8 +8,11 @@ is (``fragments = rasterizer(meshes); images = shader(fragments, meshes)``):
     image, shaded = shade(fragments, mesh.normals_world, albedo, sh)   # any number of textures
 
 so a second texture on the same mesh is a second :func:`shade` of the same :class:`Fragments`, with
-no second rasterization. :class:`~pyfaid.render.Renderer` composes them with Deep3DFaceRecon's
-camera and ambient light and returns a :class:`Render`.
+no second rasterization. A UV texture (:class:`UVTexture`: an image in the mesh's UV layout, its mip
+pyramid built once) is drawn per pixel by :func:`shade_texture`, and :func:`antialias_image` smooths
+a shaded image's outline and gives its coverage a gradient to the silhouette's vertices.
+:class:`~pyfaid.render.Renderer` composes them with Deep3DFaceRecon's camera and ambient light and
+returns a :class:`Render`.
 
 Frames (see :mod:`pyfaid.render.camera`): ``_world`` is the posed model frame (x right, y up, z
 toward the camera, model units); ``_cam`` is camera space (x, y kept, z = depth in front of the
@@ -24,11 +27,15 @@ from typing import Optional
 import torch
 
 from pyfaid.render import camera as cam
-from pyfaid.render.rasterize import interpolate, rasterize
+from pyfaid.render.antialias import antialias
+from pyfaid.render.rasterize import interpolate, rasterize, rasterize_db
 from pyfaid.render.shading import sh_shading, vertex_normals
+from pyfaid.render.texture import TextureMips, texture_mipmaps
+from pyfaid.render.texture import texture as sample_texture
 from pyfaid.render.topology import MeshTopology
 
-__all__ = ["RestShape", "FaceMesh", "Fragments", "Render", "pose_mesh", "rasterize_mesh", "shade"]
+__all__ = ["RestShape", "FaceMesh", "Fragments", "UVTexture", "Render", "pose_mesh", "rasterize_mesh", "shade",
+           "shade_texture", "antialias_image"]
 
 
 @dataclass(frozen=True)
@@ -106,12 +113,33 @@ class Fragments:
         vertices_cam: ``[B, V, 3]`` the mesh in camera space (depth in z).
         topology: the mesh's :class:`MeshTopology`.
         camera: the :class:`~pyfaid.render.Camera` that made them.
+        pos_clip: ``[B, V, 4]`` the clip-space positions given to the rasterizer (what
+            :func:`~pyfaid.render.antialias` needs; None in fragments made by hand).
+        rast_db: ``[B, H, W, 4]`` the barycentrics' image-space derivatives
+            ``(du/dX, du/dY, dv/dX, dv/dY)`` in pixels, when rasterized with ``grad_db=True``
+            (:meth:`with_derivatives` adds them later).
     """
 
     rast: torch.Tensor
     vertices_cam: torch.Tensor
     topology: MeshTopology
     camera: cam.Camera
+    pos_clip: Optional[torch.Tensor] = None
+    rast_db: Optional[torch.Tensor] = None
+
+    def _require_pos(self, what: str) -> torch.Tensor:
+        if self.pos_clip is None:
+            raise ValueError(f"{what} needs the clip-space positions: Fragments from rasterize_mesh (or "
+                             "Renderer.rasterize), or made with `pos_clip=`")
+        return self.pos_clip
+
+    def with_derivatives(self) -> "Fragments":
+        """These fragments with ``rast_db`` (computed from the raster now if it was made without;
+        no second rasterization)."""
+        if self.rast_db is not None:
+            return self
+        db = rasterize_db(self._require_pos("Fragments.with_derivatives"), self.topology, self.rast)
+        return Fragments(self.rast, self.vertices_cam, self.topology, self.camera, self.pos_clip, db)
 
     @property
     def coverage(self) -> torch.Tensor:
@@ -129,12 +157,18 @@ class Fragments:
         return cam.to_pixels(cam.project(points_cam, c.focal, c.center), c.image_size)
 
 
-def rasterize_mesh(mesh: FaceMesh, camera: cam.Camera) -> Fragments:
-    """Rasterize a posed mesh with a camera: :class:`Fragments`."""
+def rasterize_mesh(mesh: FaceMesh, camera: cam.Camera, grad_db: bool = False) -> Fragments:
+    """Rasterize a posed mesh with a camera: :class:`Fragments` (with ``rast_db`` if ``grad_db``,
+    which UV-texture lookups with mip levels need)."""
     verts_cam = cam.to_camera(mesh.vertices_world, camera.distance)  # [B, V, 3]
-    pos = cam.clip_space(verts_cam, camera.focal, camera.center, camera.image_size, camera.near, camera.far)
-    rast = rasterize(pos.contiguous(), mesh.topology, (camera.image_size, camera.image_size))  # [B, H, W, 4]
-    return Fragments(rast, verts_cam, mesh.topology, camera)
+    pos = cam.clip_space(verts_cam, camera.focal, camera.center, camera.image_size, camera.near,
+                         camera.far).contiguous()  # [B, V, 4]
+    size = (camera.image_size, camera.image_size)
+    if grad_db:
+        rast, rast_db = rasterize(pos, mesh.topology, size, grad_db=True)  # [B, H, W, 4] each
+    else:
+        rast, rast_db = rasterize(pos, mesh.topology, size), None
+    return Fragments(rast, verts_cam, mesh.topology, camera, pos, rast_db)
 
 
 def shade(fragments: Fragments, normals: torch.Tensor, albedo: torch.Tensor, sh: torch.Tensor) -> tuple:
@@ -155,6 +189,155 @@ def shade(fragments: Fragments, normals: torch.Tensor, albedo: torch.Tensor, sh:
     return image.permute(0, 3, 1, 2).contiguous(), shaded
 
 
+def _mip_levels(height: int, width: int) -> int:
+    """How many times both sides of a ``height x width`` texture halve evenly (its mip levels)."""
+    levels = 0
+    while (height > 1 or width > 1) and height % 2 in (0, height) and width % 2 in (0, width):
+        height, width, levels = max(height // 2, 1), max(width // 2, 1), levels + 1
+    return levels
+
+
+@dataclass(frozen=True)
+class UVTexture:
+    """An image in a mesh's UV layout, prepared once to be drawn by :func:`shade_texture`.
+
+    Build it with :meth:`of` (a face model: ``face_model.uv_texture(image)``) once per texture: the
+    mip pyramid is built there, so a texture drawn many times (a turntable, fitting with a fixed
+    texture) is filtered once. Gradients reach ``image`` through the lookup; rebuild the
+    UVTexture when the image's values change.
+
+    Attributes:
+        image: ``[Bt, Ht, Wt, C]`` texels (``Bt`` 1, shared by the batch, or the batch size), row 0
+            at the top of the picture (``v = 1``), as pyfaid bakes textures and image files hold them.
+        mips: its :class:`~pyfaid.render.TextureMips` (as many levels as both sides halve evenly).
+        texcoords: ``[T, 2]`` the layout's coordinates as :func:`~pyfaid.render.texture` reads
+            ``image``: ``(u, 1 - v)``.
+        uv_topology: ``[F, 3]`` corners into ``texcoords``, triangle for triangle with the mesh's
+            triangles (the raster's triangle ids index both).
+    """
+
+    image: torch.Tensor
+    mips: TextureMips
+    texcoords: torch.Tensor
+    uv_topology: MeshTopology
+
+    @classmethod
+    def of(cls, image, uv, uv_faces) -> "UVTexture":
+        """Prepare ``image`` for drawing.
+
+        Args:
+            image: ``[Ht, Wt, C]`` or ``[Bt, Ht, Wt, C]`` float texture (uint8 is scaled to [0, 1]),
+                tensor or array; it stays on its device and dtype (match the mesh's).
+            uv: ``[T, 2]`` texture coordinates in [0, 1], v up (the layouts' convention).
+            uv_faces: ``[F, 3]`` indices into ``uv`` (or their MeshTopology).
+
+        Raises:
+            TypeError / ValueError naming the input for a misshapen or non-numeric one.
+        """
+        img = torch.as_tensor(image)
+        if img.dtype == torch.uint8:
+            img = img.float() / 255.0
+        if not img.dtype.is_floating_point:
+            raise TypeError(f"UVTexture: `image` must be float (or uint8), got {img.dtype}")
+        img = img[None] if img.dim() == 3 else img
+        if img.dim() != 4 or min(img.shape[1:3]) < 1:
+            raise ValueError(f"UVTexture: `image` must be [Ht, Wt, C] or [Bt, Ht, Wt, C], got {tuple(image.shape)}")
+        uv_t = torch.as_tensor(uv).to(img.device, img.dtype)
+        if uv_t.dim() != 2 or uv_t.shape[1] != 2 or not bool(torch.isfinite(uv_t).all()):
+            raise ValueError(f"UVTexture: `uv` must be a finite [T, 2] array, got shape {tuple(uv_t.shape)}")
+        topo = uv_faces
+        if not isinstance(topo, MeshTopology):
+            try:
+                topo = MeshTopology(torch.as_tensor(uv_faces), uv_t.shape[0])
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"UVTexture: `uv_faces` into `uv`: {exc}") from exc
+        if topo.num_vertices != uv_t.shape[0]:
+            raise ValueError(f"UVTexture: `uv_faces` indexes {topo.num_vertices} coordinates but `uv` has "
+                             f"{uv_t.shape[0]}")
+        img = img.contiguous()
+        texcoords = torch.stack([uv_t[:, 0], 1.0 - uv_t[:, 1]], dim=1).contiguous()
+        return cls(img, texture_mipmaps(img, _mip_levels(img.shape[1], img.shape[2])), texcoords, topo)
+
+
+#: Texture filters :func:`shade_texture` takes (:func:`~pyfaid.render.texture`'s, "auto" aside).
+TEXTURE_FILTERS = ("linear-mipmap-linear", "linear-mipmap-nearest", "linear", "nearest")
+
+
+def shade_texture(fragments: Fragments, normals: torch.Tensor, texture: UVTexture,
+                  sh: Optional[torch.Tensor], filter_mode: str = "linear-mipmap-linear") -> tuple:
+    """Draw a rasterized mesh with a UV texture, per pixel.
+
+    The texture coordinates are interpolated over the UV triangles (same triangle ids as the
+    raster) with their image-space derivatives, which pick the mip level of a trilinear lookup
+    (``linear-mipmap-linear``, clamped at the border), and the result is multiplied by the
+    per-vertex SH light of a white albedo, interpolated (nvdiffrast's textured pipeline).
+
+    Args:
+        fragments: the mesh's :class:`Fragments` (``rast_db`` is computed if they lack it and the
+            filter uses mip levels).
+        normals: ``[B, V, 3]`` world-frame unit vertex normals.
+        texture: a 3-channel :class:`UVTexture` of the mesh's UV layout, in the raster's dtype and
+            on its device.
+        sh: ``[B, 27]`` SH coefficients as the shading kernel takes them (ambient offset included),
+            or None for the bare texture (unlit).
+        filter_mode: one of :data:`TEXTURE_FILTERS`: trilinear (the default: no aliasing where the
+            texture is minified, about a pixel of blur), ``"linear-mipmap-nearest"``, or
+            ``"linear"`` / ``"nearest"`` on the full-resolution texture (no derivatives needed;
+            aliases where several texels fall in a pixel).
+
+    Returns:
+        ``(image [B, 3, H, W] in [0, 1] (0 outside the mesh), light [B, V, 3] or None)``,
+        differentiable with respect to the texture, the light and the vertex positions.
+    """
+    if filter_mode not in TEXTURE_FILTERS:
+        raise ValueError(f"shade_texture: `filter_mode` must be one of {TEXTURE_FILTERS}, got {filter_mode!r}")
+    rast = fragments.rast
+    batch = rast.shape[0]
+    img = texture.image
+    if texture.uv_topology.num_triangles != fragments.topology.num_triangles:
+        raise ValueError(f"shade_texture: the texture's UV layout has {texture.uv_topology.num_triangles} "
+                         f"triangles but the mesh has {fragments.topology.num_triangles}")
+    if img.shape[3] != 3 or img.shape[0] not in (1, batch):
+        raise ValueError(f"shade_texture: `texture.image` must be [1 or {batch}, Ht, Wt, 3], got {tuple(img.shape)}")
+    if img.dtype != rast.dtype or img.device != rast.device:
+        raise ValueError(f"shade_texture: the texture is {img.dtype} on {img.device} but the raster is "
+                         f"{rast.dtype} on {rast.device} (build the UVTexture from a matching image)")
+    if "mipmap" in filter_mode:
+        frag = fragments.with_derivatives()
+        uv, uv_da = interpolate(texture.texcoords[None], rast, texture.uv_topology, frag.rast_db, diff_attrs="all")
+        color = sample_texture(img, uv, uv_da, mip=texture.mips, filter_mode=filter_mode,
+                               boundary_mode="clamp")  # [B, H, W, 3]
+    else:
+        uv = interpolate(texture.texcoords[None], rast, texture.uv_topology)
+        color = sample_texture(img, uv, filter_mode=filter_mode, boundary_mode="clamp")
+    light = None
+    if sh is not None:
+        light = sh_shading(normals, torch.ones_like(normals[:1]), sh)  # [B, V, 3]
+        color = color * interpolate(light.contiguous(), rast, fragments.topology)
+    image = (color * fragments.coverage).clamp(0.0, 1.0)
+    return image.permute(0, 3, 1, 2).contiguous(), light
+
+
+def antialias_image(fragments: Fragments, image: torch.Tensor) -> tuple:
+    """Antialias the outline of an image shaded from ``fragments``, and its coverage.
+
+    Args:
+        fragments: the :class:`Fragments` it was shaded from (with ``pos_clip``).
+        image: ``[B, C, H, W]`` the shaded image, 0 outside the mesh.
+
+    Returns:
+        ``(image [B, C, H, W], alpha [B, 1, H, W])``: both antialiased in one
+        :func:`~pyfaid.render.antialias` call, so ``image + (1 - alpha) * background`` is the
+        antialiased image over any background; both differentiable with respect to the vertex
+        positions at silhouette edges (and ``image`` to its input).
+    """
+    pos = fragments._require_pos("antialias_image")
+    channels = image.shape[1]
+    color = torch.cat([image.permute(0, 2, 3, 1), fragments.coverage.to(image.dtype)], dim=-1)
+    out = antialias(color, fragments.rast, pos, fragments.topology).permute(0, 3, 1, 2)
+    return out[:, :channels].contiguous(), out[:, channels:].contiguous()
+
+
 @dataclass(frozen=True)
 class Render:
     """One render of a face mesh (what :class:`~pyfaid.render.Renderer` returns).
@@ -164,17 +347,21 @@ class Render:
         shaded: ``[B, V, 3]`` lit per-vertex colours (not clamped).
         mesh: the :class:`FaceMesh` drawn (``mesh.albedo`` is the albedo used).
         fragments: its :class:`Fragments`.
+        alpha: ``[B, 1, H, W]`` the antialiased coverage (a renderer with ``antialias=True``),
+            else None.
     """
 
     image: torch.Tensor
     shaded: torch.Tensor
     mesh: FaceMesh
     fragments: Fragments
+    alpha: Optional[torch.Tensor] = None
 
     @property
     def mask(self) -> torch.Tensor:
-        """``[B, 1, H, W]`` face coverage (float 0/1)."""
-        return self.fragments.mask
+        """``[B, 1, H, W]`` face coverage: :attr:`alpha` (fractional along the outline, with a
+        gradient to the silhouette's vertices) when antialiased, else float 0/1."""
+        return self.fragments.mask if self.alpha is None else self.alpha
 
     @property
     def rast(self) -> torch.Tensor:

@@ -21,9 +21,10 @@ from typing import Sequence, Union
 import torch
 
 from pyfaid._ext import check_device, ops
+from pyfaid.precision import fp32_input
 from pyfaid.render.topology import as_triangles
 
-__all__ = ["rasterize", "interpolate"]
+__all__ = ["rasterize", "rasterize_db", "interpolate"]
 
 
 def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_db: bool = False,
@@ -37,7 +38,8 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
     pixels whose ``z/w`` falls outside ``[-1, 1]`` are not covered (per-pixel near/far clipping).
 
     Args:
-        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64.
+        pos: ``[B, V, 4]`` or ``[V, 4]`` clip-space positions ``(x, y, z, w)``, float32 or float64
+            (under ``torch.autocast`` also bfloat16 / float16, cast to float32).
         tri: ``[F, 3]`` vertex indices (any integer dtype; converted to int32; their range is
             checked on every call, on CUDA with a device-to-host synchronisation), or a
             :class:`~pyfaid.render.MeshTopology` (indices checked once, when it was built; the
@@ -65,6 +67,7 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
         height = width = resolution
     else:
         height, width = (int(r) for r in resolution)
+    pos = fp32_input(pos)  # under autocast: float32 in, as the op computes
     check_device(pos, "pos")
     if pos.dim() == 2:
         pos = pos.unsqueeze(0)
@@ -78,6 +81,28 @@ def rasterize(pos: torch.Tensor, tri, resolution: int | Sequence[int], *, grad_d
     return rast, ops.rasterize_db(pos, tri, rast, check_indices=False)  # indices checked above
 
 
+def rasterize_db(pos: torch.Tensor, tri, rast: torch.Tensor) -> torch.Tensor:
+    """The barycentric derivatives of an existing raster: what ``rasterize(..., grad_db=True)``
+    returns second, for a ``rast`` made without it (no second rasterization).
+
+    Args:
+        pos: ``[B, V, 4]`` or ``[V, 4]`` the clip-space positions ``rast`` was rasterized from.
+        tri: ``[F, 3]`` its triangles (or their MeshTopology).
+        rast: ``[B, H, W, 4]`` the :func:`rasterize` output.
+
+    Returns:
+        ``[B, H, W, 4]`` ``(du/dX, du/dY, dv/dX, dv/dY)`` in pixels (0 at empty pixels),
+        differentiable with respect to ``pos``.
+    """
+    check_device(pos, "pos")
+    check_device(rast, "rast")
+    if pos.dim() == 2:
+        pos = pos.unsqueeze(0)
+    tri, checked = as_triangles(tri, pos.device, pos.shape[-2], "pos")
+    check_device(tri, "tri")
+    return ops.rasterize_db(pos.contiguous(), tri, rast.contiguous(), check_indices=not checked)
+
+
 def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tensor | None = None,
                 diff_attrs: Union[str, Sequence[int], None] = None, *, simd: bool = True):
     """Interpolate per-vertex attributes over a rasterized image.
@@ -87,7 +112,8 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tens
     ``out_da``): ``da/dX = du/dX (a0 - a2) + dv/dX (a1 - a2)`` and likewise for ``Y``.
 
     Args:
-        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes.
+        attr: ``[B, V, C]`` per-image or ``[V, C]`` (or ``[1, V, C]``) shared vertex attributes
+            (under ``torch.autocast``, bfloat16 / float16 attributes are cast to float32).
         rast: ``[B, H, W, 4]`` output of :func:`rasterize`.
         tri: ``[F, 3]`` the triangles passed to :func:`rasterize` (or their MeshTopology).
         rast_db: ``[B, H, W, 4]`` barycentric derivatives from ``rasterize(..., grad_db=True)``.
@@ -107,6 +133,7 @@ def interpolate(attr: torch.Tensor, rast: torch.Tensor, tri, rast_db: torch.Tens
     Raises:
         ValueError: ``diff_attrs`` without ``rast_db``, or a channel outside ``[0, C)``.
     """
+    attr, rast = fp32_input(attr), fp32_input(rast)  # under autocast: float32 in
     check_device(attr, "attr")
     check_device(rast, "rast")
     if attr.dim() == 2:

@@ -13,6 +13,7 @@ import math
 import torch
 
 from pyfaid._ext import check_device, ops
+from pyfaid.precision import fp32_input
 from pyfaid.render.topology import MeshTopology
 
 __all__ = ["vertex_normals", "sh_shading"]
@@ -21,6 +22,7 @@ __all__ = ["vertex_normals", "sh_shading"]
 def _as_float(t: torch.Tensor, name: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(t).__name__}")
+    t = fp32_input(t)  # under autocast: float32 in, as the op computes
     if t.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"`{name}` must be float32 or float64, got {t.dtype}")
     return t.contiguous()
@@ -49,7 +51,8 @@ def vertex_normals(verts: torch.Tensor, tri: torch.Tensor) -> torch.Tensor:
     (or cancel out: summed length <= 1e-12), gets the normal ``(0, 0, 1)`` and no gradient.
 
     Args:
-        verts: vertex positions ``[B, V, 3]`` or ``[V, 3]``, float32 or float64, CPU or CUDA.
+        verts: vertex positions ``[B, V, 3]`` or ``[V, 3]``, float32 or float64, CPU or CUDA
+            (under ``torch.autocast`` also bfloat16 / float16, cast to float32).
         tri: triangle vertex indices ``[F, 3]``, int32 (int64 is converted), each in ``[0, V)``,
             on the device of ``verts`` (their range is checked on every call, on CUDA with a
             device-to-host synchronisation); or a :class:`~pyfaid.render.MeshTopology`, whose
@@ -134,7 +137,8 @@ def sh_shading(normals: torch.Tensor, albedo: torch.Tensor, gamma: torch.Tensor)
     Works per vertex (``[B, V, 3]``) and per pixel (``[B, H, W, 3]`` or ``[B, H*W, 3]``).
 
     Args:
-        normals: unit normals ``[B, *, 3]``, float32 or float64, CPU or CUDA.
+        normals: unit normals ``[B, *, 3]``, float32 or float64, CPU or CUDA (under
+            ``torch.autocast``, bfloat16 / float16 inputs are cast to float32).
         albedo: colours ``[B, *, 3]`` (RGB), same dtype and device; its batch dimension may be 1
             (shared by the whole batch, broadcast), and its other dimensions must equal those of
             ``normals``.

@@ -55,6 +55,7 @@ from pyfaid.synth.render import SyntheticRendering
 from pyfaid.synth.sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 from pyfaid.synth.scene import SceneRenderer, lerp, soften
 from pyfaid.synth.skin import APPEARANCE_LABELS, SkinPainter
+from pyfaid.synth.views import faces_of, items_of_faces, views_of
 
 __all__ = ["SyntheticFaces", "FRAMINGS"]
 
@@ -106,6 +107,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             :data:`pyfaid.synth.backgrounds.BACKGROUND_KINDS` (default: all).
         yaw: every item at this absolute yaw in degrees (even indices turned one way, odd ones the
             other; everything else drawn as usual), or None for random poses (the default).
+        views: items per rendered face (:mod:`pyfaid.synth.views`): item ``i`` shows
+            face ``i // views`` with its own occluders and camera; 1 (default): one face per item.
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
@@ -157,6 +160,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         face_scale: float = 1.0,
         background_kinds: Sequence[str] | None = None,
         yaw: float | None = None,
+        views: int = 1,
     ) -> None:
         if int(length) < 0:
             raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
@@ -166,6 +170,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             raise ValueError(f"SyntheticFaces: `image_size` must be >= 16, got {image_size}")
         if framing not in FRAMINGS:
             raise ValueError(f"SyntheticFaces: `framing` must be one of {FRAMINGS}, got {framing!r}")
+        if int(views) < 1:
+            raise ValueError(f"SyntheticFaces: `views` must be >= 1, got {views}")
         if not 0.1 <= float(face_scale) <= 2.0:
             raise ValueError(f"SyntheticFaces: `face_scale` must be in [0.1, 2], got {face_scale}")
         if not 0.0 <= float(camera_effects) <= 2.0:
@@ -185,10 +191,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.occlusion = bool(occlusion)
         self.id_scale, self.exp_scale, self.tex_scale = float(id_scale), float(exp_scale), float(tex_scale)
         self.max_yaw, self.max_pitch, self.max_roll = float(max_yaw), float(max_pitch), float(max_roll)
-        self.harsh_light_prob = float(harsh_light_prob)
-        self.tint_prob = float(tint_prob)
-        self.blur_prob = float(blur_prob)
-        self.noise_prob = float(noise_prob)
+        self.harsh_light_prob, self.tint_prob = float(harsh_light_prob), float(tint_prob)
+        self.blur_prob, self.noise_prob = float(blur_prob), float(noise_prob)
         self.occlusion_kwargs = dict(occlusion_kwargs or {})
         self.occlusion_prob = float(occlusion_prob)
         self.device = torch.device(device)
@@ -200,6 +204,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.face_scale = float(face_scale)
         self.background_kinds = None if background_kinds is None else tuple(background_kinds)
         self.yaw = None if yaw is None else float(yaw)
+        self.views = int(views)
         self._face_model = face_model
         self._renderer = None
         self._parts = {}
@@ -285,24 +290,30 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             raise ValueError("SyntheticFaces.batch: `indices` is empty")
         fm = self.face_model
         self._tick(None)
-        plans = [self._plan(i) for i in idx]
+        faces = faces_of(idx, self.views)  # the faces to render (idx itself with one view per face)
+        plans = [self._plan(i) for i in faces]
         self._tick("plan")
         coeffs = torch.from_numpy(np.stack([p["coeffs"] for p in plans]))  # [B, layout.size]
         parts = fm.split_coeffs(coeffs)
         pheno = self.phenotype_labels(parts["id"], parts["exp"])
         model = fm.to(self.device) if next(iter(fm.buffers())).device != self.device else fm
-        styles, colors, appearance = self._paint_albedo(model, idx, parts, pheno)
+        styles, colors, appearance = self._paint_albedo(model, faces, parts, pheno)
         colors_t = torch.from_numpy(np.stack(colors))  # [B, V, 3]
         self._tick("albedo")
         face = self._render_face(model, coeffs, colors_t, plans, colors, parts)
-        cleans, hairies, hair_masks, fxs = self._compose_scenes(idx, plans, parts, styles, colors, face)
-        images, occ = self._paste_occluders(idx, hairies, hair_masks, face["lm2d"])
-        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, face["cover"])
+        cleans, hairies, hair_masks, fxs = self._compose_scenes(faces, plans, parts, styles, colors, face)
+        lm2d, cover, at = face["lm2d"], face["cover"], None
+        if self.views > 1:  # each item: its face's pictures, its own occluders and camera
+            at, cleans, hairies, hair_masks, fxs = views_of(self, idx, faces, cleans, hairies, hair_masks)
+            lm2d, cover = lm2d[torch.from_numpy(at)], cover[at]
+            self._tick("views")
+        images, occ = self._paste_occluders(idx, hairies, hair_masks, lm2d)
+        image, clean, face_mask, occ = self._camera_effects(cleans, images, occ, fxs, cover)
         visible = face_mask * (1 - occ)
         self._tick("camera")
         labels = self._batch_labels(parts, colors_t, appearance, pheno)
         self._tick("labels")
-        return {
+        out = {
             "image": image,
             "clean": clean,
             "mask": visible.contiguous(),
@@ -319,6 +330,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             "index": torch.tensor(idx, dtype=torch.int64),
             "labels": labels,
         }
+        return out if at is None else items_of_faces(out, at)
 
     # ------------------------------------------------------------------------------ batch stages
     def _paint_albedo(self, model, idx: list, parts: dict, pheno: dict) -> tuple[list, list, list]:

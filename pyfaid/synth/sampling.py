@@ -24,7 +24,9 @@ __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_
            "S_CONTEXT", "S_HAIR2D", "S_EYES", "EXPRESSIONS"]
 
 #: Per-item random streams: ``numpy.random.default_rng((seed, index, stream))``.
-S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D, S_EYES = 1, 2, 3, 4, 5, 6, 7, 8, 9
+S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
+#: The eye proportions' stream (9 is :data:`pyfaid.synth.views.S_VIEW`, an item's own camera).
+S_EYES = 10
 
 #: Facial expressions the generator makes (ARKit blendshape names): per expression, how often (a
 #: weight), and ``(unit or (left, right) pair, low, high)`` activation ranges (pairs get the same
