@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -175,6 +176,10 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
     models = load_methods(methods, dev)
     report = {"data": data, "kind": kind, "n": len(photos), "methods": {}}
     for m in methods:
+        net = models[m.name][0]
+        if kind == "aflw2000" and (net is None or getattr(net.coarse, "landmarks_3d", None) is None):
+            print(f"pyfaid.evaluate: {m.name} has no 3D-style landmark head (train it with configs/landmarks.yaml): "
+                  "its 3D-style points are the reconstructed mesh's landmark vertices", file=sys.stderr)
         rows = [_score_photo(p, m, models[m.name], dev, kind)
                 for p in tqdm(photos, desc=f"landmarks {m.name}", unit="photo", disable=not progress)]
         report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill,
