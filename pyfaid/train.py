@@ -64,7 +64,6 @@ def main(argv=None) -> int:
     ap.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                     help="override a config value (repeatable)")
-    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (train.threads; default: the config's)")
     ap.add_argument("--no-progress", action="store_true")
     args = ap.parse_args(argv)
     try:
