@@ -3,6 +3,7 @@ differentiable rendering and graph kernels for CPU and CUDA.
 
     import pyfaid
     rec = pyfaid.reconstruct("photo.jpg")          # a Reconstruction (see pyfaid.reconstruct)
+    clip = pyfaid.reconstruct_video("clip.mp4")    # a VideoReconstruction
 
 Subpackages (each a subsystem; a package imports only those listed above it here):
     pyfaid.render       rasterize, interpolate, texture, antialias, vertex_normals, sh_shading,
@@ -64,4 +65,8 @@ def __getattr__(name):
         import importlib
 
         return importlib.import_module("pyfaid.reconstruct")
+    if name == "reconstruct_video":  # pyfaid.reconstruct_video(path_or_frames): one face through a clip
+        import importlib
+
+        return importlib.import_module("pyfaid.reconstruct").reconstruct_video
     raise AttributeError(f"module 'pyfaid' has no attribute {name!r}")

@@ -373,7 +373,8 @@ def load_config(name_or_path: str = "default", overrides=None) -> Config:
 
 
 def apply_overrides(cfg: Config, overrides) -> Config:
-    """A new config with ``section.key=value`` strings applied (values parsed as YAML)."""
+    """A new config with ``section.key=value`` strings applied (values parsed as YAML); a mapping-valued
+    key such as ``data.synthetic`` takes single entries, ``data.synthetic.views=4``."""
     overrides = list(overrides or [])
     if not overrides:
         return cfg
@@ -383,14 +384,18 @@ def apply_overrides(cfg: Config, overrides) -> Config:
             raise ConfigError(f"override {ov!r}: expected section.key=value")
         key, value = ov.split("=", 1)
         parts = key.strip().split(".")
-        if len(parts) != 2:
-            raise ConfigError(f"override {ov!r}: expected section.key=value")
-        sec, k = parts
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"override {ov!r}: expected section.key=value (or section.key.entry=value)")
+        sec, k = parts[:2]
         d.setdefault(sec, {})
-        if isinstance(d[sec], dict):
-            d[sec][k] = yaml.safe_load(value)
+        if not isinstance(d[sec], dict):
+            d[sec] = {}
+        if len(parts) == 3:  # one entry of a mapping-valued key, e.g. data.synthetic.views=4
+            if not isinstance(d[sec].get(k) or {}, dict):
+                raise ConfigError(f"override {ov!r}: {sec}.{k} is not a mapping")
+            d[sec][k] = dict(d[sec].get(k) or {}, **{parts[2]: yaml.safe_load(value)})
         else:
-            d[sec] = {k: yaml.safe_load(value)}
+            d[sec][k] = yaml.safe_load(value)
     return from_dict(d, source="--set")
 
 

@@ -465,7 +465,7 @@ def test_write_outputs_default_and_chosen_exports(tiny_rec, tmp_path):
 
     photo = (tiny_rec.input.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
     write_outputs(tiny_rec, photo, tmp_path, "a", texture_size=128)
-    assert sorted(os.listdir(tmp_path)) == ["a.glb", "a.mtl", "a.npz", "a.obj", "a.ply", "a.png",
+    assert sorted(os.listdir(tmp_path)) == ["a.glb", "a.json", "a.mtl", "a.npz", "a.obj", "a.ply", "a.png",
                                             "a_overlay.jpg", "a_texture.png"]
     write_outputs(tiny_rec, photo, tmp_path, "b", exports=("glb",), turntable=True, texture="albedo", texture_size=64)
     assert sorted(f for f in os.listdir(tmp_path) if f.startswith("b")) == [

@@ -127,6 +127,13 @@ def test_config_unknown_key_and_overrides(tmp_path):
         apply_overrides(cfg, ["train.batch_size=abc"])
     with pytest.raises(ConfigError, match="not found"):
         load_config("no_such_config_xyz")
+    # one entry of a mapping-valued key, the others kept
+    cfg = apply_overrides(load_config("pretrain"), ["data.synthetic.views=4"])
+    assert cfg.data.synthetic["views"] == 4 and cfg.data.synthetic["occlusion_prob"] == 0.6
+    with pytest.raises(ConfigError, match="is not a mapping"):
+        apply_overrides(cfg, ["train.batch_size.x=1"])
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_overrides(cfg, ["a.b.c.d=1"])
 
 
 def test_config_base_inheritance_stages_and_frozen(tmp_path):

@@ -23,12 +23,14 @@ from pyfaid.encoders.dlib_landmarks import (
 )
 from pyfaid.metrics import identity_encoders
 from pyfaid.reconstruct.detect import Crop, crop_face, detect, select
+from pyfaid.reconstruct.expression import FIT_SPACES, solve_expression
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule, fit_prediction  # noqa: F401 (re-exported)
 from pyfaid.precision import for_call as precision_for_call
 from pyfaid.precision import use as use_precision
 from pyfaid.reconstruct.io import ImageReadError, load_image, to_rgb_uint8
 from pyfaid.reconstruct.predict import (
     cached_model,
+    crop_renderer,
     default_face_model,
     predict,
     resolve_device,
@@ -37,7 +39,7 @@ from pyfaid.reconstruct.result import Reconstruction, results
 
 __all__ = ["reconstruct", "ReconstructionError", "NoCheckpointError", "FaceNotFoundError", "ImageReadError",
            "NO_CHECKPOINT_MESSAGE", "DEFAULT_FIT_STEPS", "PREDICTION_SCHEDULE", "LANDMARK_SOURCES", "load_model",
-           "DlibLandmarksUnavailable"]
+           "DlibLandmarksUnavailable", "FIT_SPACES"]
 
 
 class NoCheckpointError(ValueError):
@@ -86,7 +88,8 @@ class ReconstructionError:
         return False
 
     def __str__(self) -> str:
-        return f"{self.source}: {self.error}"
+        msg = str(self.error)
+        return msg if msg.startswith(f"{self.source}:") else f"{self.source}: {msg}"  # errors name their input
 
 
 def load_model(checkpoint, device="cpu"):
@@ -126,7 +129,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
                 progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
-                precision: Optional[str] = None):
+                precision: Optional[str] = None, fit_space="coefficients"):
     """Reconstruct textured 3D faces from photos.
 
     Args:
@@ -165,6 +168,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
             ``"bf16"``: the precision of the model's networks when it predicts (:mod:`pyfaid.precision`:
             the coarse backbone, the segmenter, the identity and attribute encoders; fitting stays
             float32); None: an enclosing ``pyfaid.precision.use(...)``'s, else ``"auto"``.
+        fit_space: ``"coefficients"`` or ``"blendshapes"`` (:func:`pyfaid.reconstruct.expression.solve_expression`).
 
     Returns:
         For one input: a :class:`Reconstruction` (``faces="largest"``) or a list of them
@@ -178,7 +182,7 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
         ImageReadError / FaceNotFoundError: a single input that cannot be read / holds no face
             (for a list, only with ``errors="raise"``).
     """
-    _check_options(faces, errors, landmarks)
+    _check_options(faces, errors, landmarks, fit_space)
     single = not isinstance(image_or_path, (list, tuple))
     items = [image_or_path] if single else list(image_or_path)
     dev = resolve_device(device)
@@ -196,12 +200,12 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
                 raise
             out[i] = ReconstructionError(name, exc)
     for crop, rec in zip(crops, _reconstruct_crops(crops, net, face_model, dev, fit_steps, id_loss, schedule,
-                                                   progress, landmarks, fill, prec)):
+                                                   progress, landmarks, fill, prec, fit_space)):
         out[crop.item] = rec if faces == "largest" else (out[crop.item] or []) + [rec]
     return out[0] if single else out
 
 
-def _check_options(faces, errors, landmarks) -> None:
+def _check_options(faces, errors, landmarks, fit_space="coefficients") -> None:
     """ValueError naming a bad option; DlibLandmarksUnavailable before any work when dlib is missing."""
     if not callable(faces) and faces not in ("largest", "all"):
         raise ValueError(f"faces must be 'largest', 'all' or a function of the detections, got {faces!r}")
@@ -209,12 +213,14 @@ def _check_options(faces, errors, landmarks) -> None:
         raise ValueError(f"errors must be 'return' or 'raise', got {errors!r}")
     if landmarks not in LANDMARK_SOURCES:
         raise ValueError(f"landmarks must be one of {', '.join(map(repr, LANDMARK_SOURCES))}, got {landmarks!r}")
+    if fit_space not in FIT_SPACES:
+        raise ValueError(f"fit_space must be one of {', '.join(map(repr, FIT_SPACES))}, got {fit_space!r}")
     if landmarks == "dlib":
         load_shape_predictor()
 
 
 def _reconstruct_crops(crops: List[Crop], net, face_model, dev, fit_steps, id_loss, schedule, progress,
-                       landmarks="head", fill=True, prec=None) -> List[Reconstruction]:
+                       landmarks="head", fill=True, prec=None, fit_space="coefficients") -> List[Reconstruction]:
     """Steps 2-4: the network's prediction for every face at once, then test-time fitting face by
     face, then the results. With ``landmarks="dlib"`` dlib's points replace the head's (without
     confidences: the head's describe its own points; weighting dlib's by them moved the fitted
@@ -226,6 +232,8 @@ def _reconstruct_crops(crops: List[Crop], net, face_model, dev, fit_steps, id_lo
         pred = predict(net, images)
     if landmarks == "dlib":
         pred = pred.with_landmarks(torch.stack([c.landmarks68_crop_px for c in crops]))
+    if fit_space == "blendshapes":
+        pred = solve_expression(face_model, crop_renderer(dev), pred)
     encoder = identity_encoders(("dlib",), device=dev).get("dlib") if fit_steps > 0 and id_loss else None
     fitted = fit_prediction(face_model, images, pred, torch.stack([c.landmarks5_crop_px for c in crops]), fit_steps,
                             encoder, schedule, progress, fill=fill)

@@ -1,5 +1,6 @@
 """Textured exports of a :class:`~pyfaid.reconstruct.Reconstruction`: baked textures, OBJ + MTL + PNG,
-binary glTF (``.glb``), PLY and OBJ with vertex colours, ``.npz``.
+binary glTF (``.glb``, with the ARKit blendshapes as named morph targets), PLY and OBJ with vertex
+colours, ``.npz``, ``.json`` (blendshape weights, pose, landmarks).
 
 Textures (:func:`bake_texture`) are baked in the face model's UV layout
 (:meth:`pyfaid.facemodel.MorphableModel.uv_layout`: the model's own, or a generated one) with
@@ -19,12 +20,20 @@ shading) and the texture as the material's base colour. OBJ and PLY keep the mod
 (decimetres); glTF positions are in metres, the unit the glTF specification prescribes (what AR
 viewers show at true size).
 
+Blendshapes: with a face model built from the 52 ARKit units (the default model), the ``.glb``
+holds them as named morph targets (:mod:`pyfaid.reconstruct.gltf`) over the face without
+expression (identity only), with the weights of :attr:`Reconstruction.blendshapes` set: viewers
+show the fitted expression, and Blender and three.js show one slider per ARKit name. What the
+bounded weights cannot express of the reconstructed expression is not in the file.
+
 Every file is written through a temporary file and renamed, so an error never leaves a
 half-written file or destroys an existing one.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 from typing import Optional
 
@@ -36,16 +45,19 @@ from PIL import Image
 from trimesh.exchange.obj import export_obj
 from trimesh.visual.material import PBRMaterial, SimpleMaterial
 
+from pyfaid.facemodel.blendshapes import Blendshapes, has_blendshapes
 from pyfaid.facemodel.uv import split_seams
 from pyfaid.fileio import atomic_path, write_atomic
+from pyfaid.reconstruct import gltf
 from pyfaid.reconstruct.io import load_image, to_rgb_uint8
 from pyfaid.render import bake, sh_shading, vertex_normals
 from pyfaid.render import camera as cam
 
-__all__ = ["FORMATS", "TEXTURES", "bake_texture", "posed_geometry", "textured_mesh", "save"]
+__all__ = ["FORMATS", "TEXTURES", "bake_texture", "posed_geometry", "textured_mesh", "save", "face_json",
+           "blendshape_glb"]
 
 #: File formats :func:`save` writes, by extension.
-FORMATS = (".obj", ".glb", ".ply", ".npz")
+FORMATS = (".obj", ".glb", ".ply", ".npz", ".json")
 #: Texture kinds :func:`bake_texture` makes.
 TEXTURES = ("photo", "albedo")
 #: glTF is in metres; the face models are in decimetres.
@@ -216,6 +228,48 @@ def _vertex_color_mesh(rec, colors: str, gltf: bool = False):
                            process=False)
 
 
+def blendshape_glb(rec, texture, name: str = "face") -> bytes:
+    """The textured ``.glb`` of a reconstruction with its ARKit blendshapes as morph targets.
+
+    The mesh is the face without expression (identity only), the 52 targets are the blendshapes'
+    vertex offsets (metres, seam copies included) named by ARKit, and the mesh's weights are the
+    reconstruction's :attr:`~pyfaid.reconstruct.Reconstruction.blendshapes`.
+
+    Args:
+        rec: a Reconstruction of a model with blendshapes.
+        texture: ``[H, W, 3]`` texture (see :func:`textured_mesh`).
+        name: material name.
+
+    Returns:
+        the file's bytes.
+
+    Raises:
+        NoBlendshapesError: the face model has none.
+    """
+    shapes = Blendshapes(rec.face_model)
+    p = rec.parts()
+    with torch.no_grad():
+        neutral = rec.face_model.shape(p["id"][None], torch.zeros_like(p["exp"])[None])[0]
+        deltas = shapes.deltas().detach().float().cpu().numpy()  # [52, V, 3] decimetres
+    mesh = textured_mesh(dataclasses.replace(rec, vertices=neutral), texture, name=name, gltf=True)
+    data = mesh.export(file_type="glb", include_normals=True)
+    vertex_of = mesh.metadata["vertex_of"]
+    return gltf.add_morph_targets(data, deltas[:, vertex_of] * GLTF_SCALE, shapes.names,
+                                  shapes.weights(p["exp"]))
+
+
+def face_json(rec) -> dict:
+    """One face as plain JSON data: its source, face model, head pose (degrees), 68 landmarks
+    (photo pixels) and, for a model with blendshapes, the 52 ARKit weights (``blendshapes``,
+    ARKit's order) or else ``blendshapes: null``."""
+    out = {"source": rec.source, "face_model": rec.face_model.meta.get("name", ""),
+           "pose_degrees": rec.pose, "landmarks_photo_px": np.round(rec.landmarks, 3).tolist(),
+           "blendshapes": rec.blendshapes if has_blendshapes(rec.face_model) else None}
+    if rec.photo_size is not None:
+        out["photo_size"] = {"height": int(rec.photo_size[0]), "width": int(rec.photo_size[1])}
+    return out
+
+
 # ---------------------------------------------------------------------------- files
 def _check_path(path) -> tuple:
     path = os.fspath(path)
@@ -232,14 +286,15 @@ def _check_path(path) -> tuple:
 
 
 def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture="photo", texture_size: int = 1024,
-         photo=None, visibility=None) -> list:
+         photo=None, visibility=None, blendshapes: bool = True) -> list:
     """Write the reconstruction to ``path``, in the format its extension names.
 
     ``.obj``: textured OBJ + ``<stem>.mtl`` + ``<stem>_texture.png`` beside it (with
     ``vertex_colors=True``: one OBJ with ``v x y z r g b`` lines instead). ``.glb``: binary glTF
-    with the texture embedded (metres; with ``vertex_colors=True``, vertex colours instead).
+    with the texture embedded (metres; with ``vertex_colors=True``, vertex colours instead) and,
+    for a model with blendshapes, the 52 ARKit morph targets (see :func:`blendshape_glb`).
     ``.ply``: binary PLY with per-vertex RGBA colours. ``.npz``: coefficients, geometry, colours,
-    landmarks, pose and camera (:meth:`Reconstruction.save_npz`).
+    landmarks, pose and camera (:meth:`Reconstruction.save_npz`). ``.json``: :func:`face_json`.
 
     Args:
         rec: a Reconstruction.
@@ -250,6 +305,8 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
             ``[H, W, 3]`` texture (float in [0, 1] or uint8) to reuse.
         texture_size: side of a texture baked here.
         photo, visibility: see :func:`bake_texture`.
+        blendshapes: a textured ``.glb`` of a model with blendshapes holds them as morph targets
+            (False: the reconstructed mesh alone, a few megabytes smaller).
 
     Returns:
         the files written (the mesh first).
@@ -259,6 +316,9 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
         FileNotFoundError / IsADirectoryError: the folder is missing / ``path`` is a folder.
     """
     path, ext = _check_path(path)
+    if ext == ".json":
+        write_atomic(path, json.dumps(face_json(rec), indent=1).encode())
+        return [path]
     if ext == ".npz":
         with atomic_path(path) as tmp:
             rec.save_npz(tmp)
@@ -275,8 +335,11 @@ def save(rec, path, vertex_colors: bool = False, colors: str = "albedo", texture
         texture = bake_texture(rec, texture, texture_size, photo=photo, visibility=visibility)
     stem = os.path.splitext(os.path.basename(path))[0]
     if ext == ".glb":
-        mesh = textured_mesh(rec, texture, name=stem, gltf=True)
-        write_atomic(path, mesh.export(file_type="glb", include_normals=True))
+        if blendshapes and has_blendshapes(rec.face_model):
+            data = blendshape_glb(rec, texture, name=stem)
+        else:
+            data = textured_mesh(rec, texture, name=stem, gltf=True).export(file_type="glb", include_normals=True)
+        write_atomic(path, data)
         return [path]
 
     mesh = textured_mesh(rec, texture, name=f"{stem}_texture")

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 import trimesh
 
+from pyfaid.facemodel.blendshapes import Blendshapes
 from pyfaid.metrics import psnr
 from pyfaid.reconstruct import export, turntable
 from pyfaid.reconstruct.detect import Crop
@@ -201,6 +202,21 @@ class Reconstruction:
         cs = a[:, 0] / np.hypot(*a[:, 0])  # (cos phi, sin phi)
         rot = np.array([[cs[0], -cs[1], 0], [cs[1], cs[0], 0], [0, 0, 1.0]])
         return xcv @ rot.T
+
+    @property
+    def blendshapes(self) -> Dict[str, float]:
+        """The expression as Apple ARKit's 52 blendshape weights, ``{name: weight in [0, 1]}`` in
+        ARKit's order (``jawOpen``, ``mouthSmileLeft``, ``eyeBlinkLeft``, ...; ``Left`` is the
+        face's own left, the image right of a frontal photo).
+
+        A bounded least-squares fit of the expression (:class:`pyfaid.facemodel.blendshapes.Blendshapes`),
+        for a face model built from the ARKit units (the default model).
+
+        Raises:
+            NoBlendshapesError: the face model has no blendshapes (e.g. BFM).
+        """
+        shapes = Blendshapes(self.face_model)
+        return shapes.as_dict(shapes.weights(self.parts()["exp"]))
 
     # ------------------------------------------------------------------ renders
     @torch.no_grad()

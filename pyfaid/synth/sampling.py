@@ -91,7 +91,8 @@ class SyntheticSampling:
         rng = item_rng(self.seed, index, S_COEFFS)
         c = np.zeros(lay.size, np.float32)
         c[lay.slice("id")] = rng.standard_normal(fm.n_id) * self.id_scale
-        c[lay.slice("exp")] = self._sample_expression(rng)
+        blendshapes = self._sample_blendshape_weights(rng)
+        c[lay.slice("exp")] = self._expression_coeffs(blendshapes, rng)
         c[lay.slice("id")] += self._eye_proportions(item_rng(self.seed, index, S_EYES))
         c[lay.slice("tex")] = rng.standard_normal(fm.n_tex) * self.tex_scale
         # Pose: most faces within +-35 degrees of frontal, the rest anywhere up to max_yaw.
@@ -114,7 +115,8 @@ class SyntheticSampling:
             angles, trans = self._frame(index, c, angles)
         c[lay.slice("angle")] = angles
         c[lay.slice("trans")] = trans
-        return {"index": int(index), "coeffs": c, "key": key, "light": light_info, "torso": torso.astype(np.float32)}
+        return {"index": int(index), "coeffs": c, "key": key, "light": light_info, "torso": torso.astype(np.float32),
+                "blendshapes": blendshapes}
 
     def _frame(self, index: int, c: np.ndarray, angles: np.ndarray):
         """Pose the face where an aligned crop of it puts it (see :mod:`pyfaid.synth.alignment`)."""
@@ -152,8 +154,21 @@ class SyntheticSampling:
         angles = np.array([angles[0], angles[1], roll])
         return angles, trans
 
-    def _sample_expression(self, rng: np.random.Generator) -> np.ndarray:
-        """Expression coefficients ``[n_exp]``.
+    def sample_blendshapes(self, index: int) -> dict | None:
+        """The blendshape weights item ``index`` was made with (the generator's ground truth).
+
+        Returns:
+            ``{name: weight}`` over the model's ``labels["exp_target_names"]`` (weights in [0, 1];
+            for the default model the 52 ARKit units), or None for a model without blendshapes
+            (its expressions are drawn as coefficients).
+        """
+        w = self._plan(index)["blendshapes"]
+        if w is None:
+            return None
+        return {n: float(x) for n, x in zip(self.face_model.labels["exp_target_names"], w)}
+
+    def _sample_blendshape_weights(self, rng: np.random.Generator) -> np.ndarray | None:
+        """Blendshape weights ``[T]`` in [0, 1], or None for a model without a blendshape map.
 
         With a model that maps blendshape weights to coefficients (``labels["exp_from_target"]``
         ``[n_exp, T]``, weights in [0, 1]) and names them (``labels["exp_target_names"]``, ARKit's),
@@ -161,31 +176,38 @@ class SyntheticSampling:
         laughs, shouts, talking, frowns: the open mouths and smiles real photos are full of), with a
         little of one or two other units; a fifth of the rest activate a few random blendshapes,
         the others stay neutral; the eyes are often opened a little wider (the default model's
-        neutral eyes are narrow). Everything is mapped exactly. Otherwise ``N(0, exp_scale^2)``
-        coefficients.
+        neutral eyes are narrow).
         """
         fm = self.face_model
         from_target = getattr(fm, "labels", {}).get("exp_from_target")
-        if isinstance(from_target, torch.Tensor) and from_target.dim() == 2 and from_target.shape[0] == fm.n_exp:
-            weights = np.zeros(from_target.shape[1], np.float64)
-            names = fm.labels.get("exp_target_names")
-            named = isinstance(names, list) and len(names) == len(weights)
-            strength = self.exp_scale / 0.6
-            u = rng.random()
-            if named and u < 0.5:
-                _archetype(rng, names, weights, strength)
-                extra = rng.choice(len(weights), size=int(rng.integers(0, 3)), replace=False)
-                weights[extra] = np.maximum(weights[extra], rng.uniform(0.0, 0.3, len(extra)) * strength)
-            elif u < 0.8 or not named:
-                k = int(rng.integers(1, 6))
-                units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
-                weights[units] = rng.uniform(0.15, 1.0, len(units)) * strength
-            if named and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
-                wide = rng.uniform(0.15, 0.7)
-                for side in ("eyeWideLeft", "eyeWideRight"):
-                    j = names.index(side)
-                    weights[j] = max(weights[j], wide + rng.normal(0, 0.05))
-            return (from_target.double().numpy() @ np.clip(weights, 0.0, 1.0)).astype(np.float32)
+        if not (isinstance(from_target, torch.Tensor) and from_target.dim() == 2 and from_target.shape[0] == fm.n_exp):
+            return None
+        weights = np.zeros(from_target.shape[1], np.float64)
+        names = fm.labels.get("exp_target_names")
+        named = isinstance(names, list) and len(names) == len(weights)
+        strength = self.exp_scale / 0.6
+        u = rng.random()
+        if named and u < 0.5:
+            _archetype(rng, names, weights, strength)
+            extra = rng.choice(len(weights), size=int(rng.integers(0, 3)), replace=False)
+            weights[extra] = np.maximum(weights[extra], rng.uniform(0.0, 0.3, len(extra)) * strength)
+        elif u < 0.8 or not named:
+            k = int(rng.integers(1, 6))
+            units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
+            weights[units] = rng.uniform(0.15, 1.0, len(units)) * strength
+        if named and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
+            wide = rng.uniform(0.15, 0.7)
+            for side in ("eyeWideLeft", "eyeWideRight"):
+                j = names.index(side)
+                weights[j] = max(weights[j], wide + rng.normal(0, 0.05))
+        return np.clip(weights, 0.0, 1.0)
+
+    def _expression_coeffs(self, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """Expression coefficients ``[n_exp]``: the blendshape weights mapped exactly, or, for a
+        model without blendshapes, ``N(0, exp_scale^2)`` coefficients."""
+        fm = self.face_model
+        if weights is not None:
+            return (fm.labels["exp_from_target"].double().numpy() @ weights).astype(np.float32)
         return (rng.standard_normal(fm.n_exp) * self.exp_scale).astype(np.float32)
 
     def _eye_proportions(self, rng: np.random.Generator) -> np.ndarray:
