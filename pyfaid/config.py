@@ -399,6 +399,28 @@ def apply_overrides(cfg: Config, overrides) -> Config:
     return from_dict(d, source="--set")
 
 
+#: Settings that change where a run writes, how long it runs, on what and how it reports, never what
+#: it computes: a resumed run takes them from the command line, the rest from its checkpoint.
+RUN_SETTINGS = ("train.max_steps", "train.max_minutes", "train.device", "train.out", "train.threads",
+                "train.ckpt_every", "train.keep_last", "train.val_every", "data.num_workers", "log")
+
+
+def resumed_config(saved: Config, given: Config, keep=()) -> Config:
+    """The config a resumed run continues with: ``saved`` (its checkpoint's), with the
+    :data:`RUN_SETTINGS` of ``given`` except those named in ``keep`` (``"all"``: keep every saved one)."""
+    keep = RUN_SETTINGS if keep == "all" else tuple(keep)
+    changes: dict = {}
+    for name in RUN_SETTINGS:
+        if name in keep:
+            continue
+        if name == "log":
+            changes["log"] = dataclasses.asdict(given.log)
+            continue
+        sec, key = name.split(".")
+        changes.setdefault(sec, {})[key] = getattr(getattr(given, sec), key)
+    return replace(saved, **changes)
+
+
 def replace(cfg: Config, **sections) -> Config:
     """A copy of ``cfg`` with some keys changed: ``replace(cfg, train={"out": "runs/x"})``."""
     kw = {}

@@ -11,7 +11,6 @@ SIGTERM / Ctrl-C finish the current step, save a checkpoint and stop (a second C
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from pyfaid import checkpoint as ckpt_io
 from pyfaid import precision
-from pyfaid.config import Config, from_dict, replace
+from pyfaid.config import Config, from_dict, resumed_config
 from pyfaid.data.datasets import collate_skip
 from pyfaid.data.registry import build_dataset
 from pyfaid.data.sampler import ResumableSampler, TrainingView, init_worker
@@ -179,10 +178,13 @@ class Trainer:
         progress: show a tqdm bar (rank 0).
         build_model: optional ``f(cfg, device) -> FAID`` replacing :func:`pyfaid.models.build_faid`.
         dataset: optional dataset (items with ``image`` and ``mask``) replacing ``cfg.data``.
+        keep_run_settings: with ``resume``, the run settings (:data:`pyfaid.config.RUN_SETTINGS`) the
+            resumed run keeps from its checkpoint instead of taking ``cfg``'s (``"all"``: every one;
+            ``python -m pyfaid.train --resume`` without ``--config`` keeps all but those given).
     """
 
     def __init__(self, cfg: Config, resume: bool = False, progress: bool = True, build_model=None,
-                 dataset=None):
+                 dataset=None, keep_run_settings=()):
         self.dist = Dist()
         self.dev = resolve_device(cfg.train.device, self.dist)
         if self.dev.type == "cuda":
@@ -196,11 +198,7 @@ class Trainer:
             # The run's own config; only where, how long, on what and how it reports come from the
             # command line (none of these changes what is computed).
             saved = from_dict(precision.saved_config(self.resumed["config"]), source=self.resumed["path"])
-            t, d = cfg.train, cfg.data
-            cfg = replace(saved, train={"max_steps": t.max_steps, "device": t.device, "out": t.out,
-                                        "threads": t.threads, "ckpt_every": t.ckpt_every, "keep_last": t.keep_last,
-                                        "val_every": t.val_every, "max_minutes": t.max_minutes},
-                          data={"num_workers": d.num_workers}, log=dataclasses.asdict(cfg.log))
+            cfg = resumed_config(saved, cfg, keep_run_settings)
         self.cfg = cfg
         self.precision = precision.resolve(cfg.train.precision, self.dev, "train.precision")
         self.progress = progress
