@@ -63,7 +63,8 @@ def held_out_landmarks(faid, cfg, n: int = 200, batch_size: int = 16, device="cp
         |yaw| >= 45 degrees), ``pose_deg`` (mean absolute yaw/pitch/roll error, degrees) and ``samples``.
     """
     d = cfg.data
-    ds = SyntheticFaces(seed=d.val_seed, length=n, image_size=d.image_size, occlusion=True, **d.synthetic)
+    faces = {k: v for k, v in d.synthetic.items() if k != "views"}  # n distinct faces, however training reuses them
+    ds = SyntheticFaces(seed=d.val_seed, length=n, image_size=d.image_size, occlusion=True, **faces)
     was_training = faid.training
     faid.eval()
     acc, yaws = {}, []
