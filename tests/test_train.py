@@ -104,7 +104,8 @@ def build_tiny(cfg: Config, device="cpu"):
     feat = (16 if m.use_id_features else 0) + (6 if m.use_fa_features else 0)
     fine = FineModel(fm.triangles, fm.mean_shape, feat, hidden=m.hidden, K=m.cheb_k, nodes=m.decoder_nodes,
                      code=m.decoder_code, pos_embed=m.pos_embed) if m.fine else None
-    coarse = CoarseModel(fm.layout.size, m.backbone, None, m.input_size, landmark_head=m.landmark_head)
+    coarse = CoarseModel(fm.layout.size, m.backbone, None, m.input_size, landmark_head=m.landmark_head,
+                         landmark_head_3d=m.landmark_head_3d, landmark_branch=m.landmark_branch)
     return FAID(fm, Renderer(S), coarse, fine, FeatureEncoder(idn, att), m.use_id_features,
                 m.use_fa_features).to(device)
 
