@@ -91,7 +91,9 @@ class ModelConfig:
     pos_embed: int = 8                  # learned per-vertex positional embedding channels
     use_id_features: bool = True        # feed identity features to the FAID decoder
     use_fa_features: bool = True        # feed face-attribute features (ablation "w/o FA")
-    landmark_head: bool = True          # the coarse model also predicts 68 landmarks with confidences
+    landmark_head: bool = True          # the coarse model also predicts 68 landmarks with confidences (2D-style)
+    landmark_head_3d: bool = False      # ... and the 68 3D-style points (the landmark vertices projected)
+    landmark_branch: str = "shared"     # the heads read: shared (the backbone's features) | layer4 (their own last block)
     segmenter: bool = True              # a face/occluder segmentation net (masks photometric terms)
     identity_encoder: str = "dlib"      # dlib | facenet
     identity_weights: Optional[str] = None
@@ -115,6 +117,7 @@ class LossConfig:
     gamma: float = 10.0                 # monochromatic-light regulariser
     landmark: float = 0.0               # landmark term of the coarse stage (projected model landmarks)
     landmark_head: float = 0.0          # coarse stage: the landmark head's Laplace NLL (model.landmark_head)
+    landmark_head_3d: float = 0.0       # pretrain objective: the 3D-style head's NLL against the data's landmarks_3d
     sup_shape: float = 0.0              # pretrain objective: model-space vertex error (cm) against the data's coeffs
     sup_pose: float = 0.0               # pretrain objective: rotation-angle error (radians, squared)
     sup_tex: float = 0.0                # pretrain objective: albedo error against the data's colours (L1)
@@ -168,7 +171,8 @@ class TrainConfig:
     stages: tuple = (StageConfig(),)    # StageConfig entries; () = one faid stage
     init_from: Optional[str] = "pretrained"  # start from a checkpoint's trained weights ("pretrained" = the shipped model)
     init_parts: tuple = ("coarse", "segmenter")  # which of its trained parts to take (coarse, fine, segmenter)
-    freeze: tuple = ("coarse", "segmenter")  # trained parts kept fixed (no gradient, BatchNorm in eval mode)
+    freeze: tuple = ("coarse", "segmenter")  # trained parts kept fixed (no gradient, BatchNorm in eval mode): coarse,
+                                        # fine, segmenter or a submodule of one (coarse.backbone, coarse.fc, ...)
     max_minutes: float = 15.0           # stop (with a checkpoint) after this much training time; 0 = off
     seed: int = 0
     device: str = "auto"                # auto | cpu | cuda
@@ -393,6 +397,28 @@ def apply_overrides(cfg: Config, overrides) -> Config:
         else:
             d[sec][k] = yaml.safe_load(value)
     return from_dict(d, source="--set")
+
+
+#: Settings that change where a run writes, how long it runs, on what and how it reports, never what
+#: it computes: a resumed run takes them from the command line, the rest from its checkpoint.
+RUN_SETTINGS = ("train.max_steps", "train.max_minutes", "train.device", "train.out", "train.threads",
+                "train.ckpt_every", "train.keep_last", "train.val_every", "data.num_workers", "log")
+
+
+def resumed_config(saved: Config, given: Config, keep=()) -> Config:
+    """The config a resumed run continues with: ``saved`` (its checkpoint's), with the
+    :data:`RUN_SETTINGS` of ``given`` except those named in ``keep`` (``"all"``: keep every saved one)."""
+    keep = RUN_SETTINGS if keep == "all" else tuple(keep)
+    changes: dict = {}
+    for name in RUN_SETTINGS:
+        if name in keep:
+            continue
+        if name == "log":
+            changes["log"] = dataclasses.asdict(given.log)
+            continue
+        sec, key = name.split(".")
+        changes.setdefault(sec, {})[key] = getattr(getattr(given, sec), key)
+    return replace(saved, **changes)
 
 
 def replace(cfg: Config, **sections) -> Config:

@@ -11,7 +11,6 @@ SIGTERM / Ctrl-C finish the current step, save a checkpoint and stop (a second C
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -31,7 +30,7 @@ from tqdm import tqdm
 
 from pyfaid import checkpoint as ckpt_io
 from pyfaid import precision
-from pyfaid.config import Config, from_dict, replace
+from pyfaid.config import Config, from_dict, resumed_config
 from pyfaid.data.datasets import collate_skip
 from pyfaid.data.registry import build_dataset
 from pyfaid.data.sampler import ResumableSampler, TrainingView, init_worker
@@ -179,10 +178,13 @@ class Trainer:
         progress: show a tqdm bar (rank 0).
         build_model: optional ``f(cfg, device) -> FAID`` replacing :func:`pyfaid.models.build_faid`.
         dataset: optional dataset (items with ``image`` and ``mask``) replacing ``cfg.data``.
+        keep_run_settings: with ``resume``, the run settings (:data:`pyfaid.config.RUN_SETTINGS`) the
+            resumed run keeps from its checkpoint instead of taking ``cfg``'s (``"all"``: every one;
+            ``python -m pyfaid.train --resume`` without ``--config`` keeps all but those given).
     """
 
     def __init__(self, cfg: Config, resume: bool = False, progress: bool = True, build_model=None,
-                 dataset=None):
+                 dataset=None, keep_run_settings=()):
         self.dist = Dist()
         self.dev = resolve_device(cfg.train.device, self.dist)
         if self.dev.type == "cuda":
@@ -196,11 +198,7 @@ class Trainer:
             # The run's own config; only where, how long, on what and how it reports come from the
             # command line (none of these changes what is computed).
             saved = from_dict(precision.saved_config(self.resumed["config"]), source=self.resumed["path"])
-            t, d = cfg.train, cfg.data
-            cfg = replace(saved, train={"max_steps": t.max_steps, "device": t.device, "out": t.out,
-                                        "threads": t.threads, "ckpt_every": t.ckpt_every, "keep_last": t.keep_last,
-                                        "val_every": t.val_every, "max_minutes": t.max_minutes},
-                          data={"num_workers": d.num_workers}, log=dataclasses.asdict(cfg.log))
+            cfg = resumed_config(saved, cfg, keep_run_settings)
         self.cfg = cfg
         self.precision = precision.resolve(cfg.train.precision, self.dev, "train.precision")
         self.progress = progress
@@ -267,8 +265,9 @@ class Trainer:
             np.random.seed((seed + d.rank + 7919 * self.step) % 2 ** 32)
 
     def _init_from(self, path: str, parts: tuple):
-        """Start from another run's trained weights: every tensor of the named parts whose name and
-        shape match (the coarse model must match when taken; a part of another size starts fresh)."""
+        """Start from another run's trained weights: every tensor of the named parts whose name and shape
+        match (the coarse model must match when taken, but landmark heads or branch that train here may
+        be new: a head starts fresh, a branch from the backbone's last block; other parts start fresh)."""
         unknown = sorted(set(parts) - {"coarse", "fine", "segmenter"})
         if unknown:
             raise ValueError(f"train.init_parts: unknown part(s) {unknown}; choose from coarse, fine, segmenter")
@@ -278,14 +277,18 @@ class Trainer:
         fits = {k: v.float() if v.is_floating_point() else v for k, v in state.items()
                 if k.startswith(prefixes) and k in own and own[k].shape == v.shape}
         missing = [k for k in own if k.startswith("coarse.") and "coarse" in parts and k not in fits]
-        if missing:
+        trains = lambda k: any(p.requires_grad for p in self.faid.get_submodule(k.rsplit(".", 1)[0]).parameters())  # noqa: E731
+        fixed_missing = [k for k in missing if not (k.startswith(("coarse.landmark",)) and trains(k))]
+        if fixed_missing:
             raise ValueError(f"train.init_from={path}: its coarse model does not fit this config "
-                             f"(missing or resized: {missing[:4]})")
+                             f"(missing or resized: {fixed_missing[:4]})")
         self.faid.load_state_dict(fits, strict=False)
+        filled = {"coarse." + k for k in self.faid.coarse.complete_from_backbone([k[len("coarse."):] for k in missing])}
         if self.dist.main:
-            skipped = sorted({k.split(".")[1] for k in own if k not in fits})
-            print(f"pyfaid.train: started from {path} ({len(fits)} tensors)"
-                  + (f"; fresh: fine.{', fine.'.join(skipped)}" if skipped else ""), file=sys.stderr)
+            names = lambda keys: ", ".join(sorted({".".join(k.split(".")[:2]) for k in keys}))  # noqa: E731
+            fresh, copied = names(k for k in own if k not in fits and k not in filled), names(filled)
+            print(f"pyfaid.train: started from {path} ({len(fits)} tensors)" + (f"; fresh: {fresh}" if fresh else "")
+                  + (f"; from the backbone's last block: {copied}" if copied else ""), file=sys.stderr)
 
     def _wrap_ddp(self):
         if not self.dist.enabled:
@@ -316,7 +319,7 @@ class Trainer:
         while "image" not in batch:  # every item of this batch was unreadable
             batch = next(it)
             self.skipped += batch.get("skipped", 0)
-        keys = ("image", "mask", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
+        keys = ("image", "mask", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs", "colors")
         return {k: batch[k].to(self.dev, non_blocking=True) for k in keys if k in batch}
 
     def train_step(self, batch: dict, stage: Stage):

@@ -184,6 +184,7 @@ def test_item_contract(face_model, batch):
     assert item["coeffs"].shape == (face_model.layout.size,)
     assert item["vertices"].shape == (V, 3) and item["colors"].shape == (V, 3)
     assert item["landmarks"].shape == (68, 2) and item["landmarks_2d"].shape == (68, 2)
+    assert torch.equal(item["landmarks_3d"], item["landmarks"])
     assert item["landmarks_2d"].dtype == torch.float32
     assert item["landmark_visible"].shape == (68,) and item["landmark_visible"].dtype == torch.bool
     for key in ("image", "clean", "colors"):
@@ -311,7 +312,9 @@ def test_albedo_goes_beyond_the_basis(face_model):
     resid = (b["colors"].double() - face_model.mean_tex.double()).reshape(4, -1).T  # [3V, 4]
     coef = torch.linalg.lstsq(T, resid).solution
     miss = (resid - T @ coef).norm(dim=0) / resid.norm(dim=0)
-    assert (miss > 0.3).all(), miss
+    # (the Monk skin tone scales the skin by a colour set from the basis' first coefficient, a
+    # shift the projection partly captures: for two of these four faces 28 % and 30 % stays out)
+    assert (miss > 0.25).all(), miss
     # ... and it carries detail at the scale of a vertex: neighbour differences grow
     tri = face_model.triangles.long()
     def rough(a):
@@ -392,7 +395,7 @@ def test_bad_arguments(kw, match):
         SyntheticFaces(**kw)
 
 
-# ------------------------------------------------------------------------- 300-W landmarks
+# ------------------------------------------------------------------------- landmark conventions
 def _posed(face_model, poses, size=112):
     from pyfaid.render import Renderer
     from pyfaid.render.camera import euler_rotation
@@ -401,41 +404,99 @@ def _posed(face_model, poses, size=112):
     c = lay.zeros(len(poses))
     c[:, lay.slice("angle")] = torch.tensor(np.radians(poses)).float()
     r = Renderer(size)
-    return r, r(face_model, c), euler_rotation(c[:, lay.slice("angle")])
+    parts = face_model.split_coeffs(c)
+    shapes = face_model.shape(parts["id"], parts["exp"])
+    return r, r(face_model, c), euler_rotation(c[:, lay.slice("angle")]), parts["trans"], shapes
 
 
-def test_landmarks_2d_equal_on_frontal_faces_and_move_to_the_silhouette(face_model):
-    from pyfaid.synth.contour import JawContour
+@pytest.fixture(scope="module")
+def face_marching(face_model):
+    from pyfaid.synth.contour import LandmarkMarching
 
-    jc = JawContour(face_model)
-    r, out, rot = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
-    lm2d, vis = jc.compute(out.landmarks_px, out.vertices_cam, out.rast, r, rot)
-    assert torch.equal(lm2d[0], out.landmarks_px[0])  # frontal: the 3-D jaw line is the outline
-    assert vis[0].all()
+    return LandmarkMarching(face_model, None)  # the face mesh alone: its render's edge is the outline
+
+
+def test_landmarks_2d_frontal_near_3d_and_turned_on_the_silhouette(face_model, face_marching):
+    r, out, rot, trans, shapes = _posed(face_model, [(0, 0, 0), (0, 55, 0), (0, -55, 0)])
+    lm2d, vis, vis3d = face_marching.compute(out.landmarks_px, out.vertices_cam, rot, trans, out.rast, r)
+    lm3d = out.landmarks_px
+    # frontal: the jaw's outline is within a few pixels of the landmark vertices (never inside
+    # them: the outline is the outermost point of the surface), the chin stays on the chin (not on
+    # the throat below it), and every other point is the 3D-style one
+    d = lm2d[0, :17] - lm3d[0, :17]
+    centre = lm3d[0, [27, 30, 33, 51, 57]].mean(0)
+    out_dir = (lm3d[0, :17] - centre) / (lm3d[0, :17] - centre).norm(dim=-1, keepdim=True)
+    assert (d.norm(dim=-1) < 3.0).all(), d
+    assert ((d * out_dir).sum(-1) > -0.5).all(), d
+    assert torch.equal(lm2d[:, 27:], lm3d[:, 27:].float()) and torch.equal(lm2d[:, 19:25], lm3d[:, 19:25].float())
+    assert vis[0].all() and vis3d[0, 1:16].all() and vis3d[0, 17:].all()
     face = out.mask[:, 0]
     for b, far in ((1, range(9, 17)), (2, range(0, 8))):  # yaw > 0 turns the model's +x side away
-        moved = (lm2d[b] - out.landmarks_px[b]).norm(dim=1)
+        moved = (lm2d[b] - lm3d[b]).norm(dim=1)
         assert (moved[list(far)] > 1.0).sum() >= 5, moved
-        assert vis[b, :17].all()
-        # moved points lie on the silhouette: on face pixels, with background a few pixels outward
+        assert vis[b, :17].all() and not vis3d[b, list(far)].all()  # hidden 3D-style points are flagged
+        # points moved to the far side's outline: face pixels inward, background a few pixels outward
         sign = 1.0 if b == 1 else -1.0
         for j in far:
-            if moved[j] > 1.0:
+            if moved[j] > 1.0 and 2 <= j <= 14:
                 x, y = lm2d[b, j].round().long().tolist()
-                assert face[b, y, min(max(x - int(sign) * 1, 0), 111)] > 0
-                outside = face[b, y, min(max(x + int(sign) * 4, 0), 111)]
-                assert outside == 0, (b, j)
-    # inner points hidden by the face itself are flagged
-    assert not vis[1].all() and not vis[2].all()
+                assert face[b, y, min(max(x - int(sign) * 1, 0), 111)] > 0, (b, j)
+                assert face[b, y, min(max(x + int(sign) * 4, 0), 111)] == 0, (b, j)
 
 
-def test_landmarks_2d_in_items(batch):
+def test_marching_is_differentiable_in_the_chosen_point(face_model, face_marching):
+    r, out, rot, trans, shapes = _posed(face_model, [(0, 40, 0)])
+    verts = out.vertices_cam.detach().double().requires_grad_(True)
+    pts, chosen = face_marching.silhouette(verts, rot.double(), trans.double(), r)
+    assert pts.shape == (1, len(face_marching.line_of), 2) and chosen.shape == (1, len(face_marching.line_of))
+    pts[..., 0].sum().backward()
+    assert torch.isfinite(verts.grad).all() and verts.grad.abs().sum() > 0
+    # the chosen points are points of the mesh: moving the mesh right moves them right, not up
+    g = verts.grad[0].sum(0)
+    assert float(g[0]) > 0 and abs(float(g[1])) < 1e-6 * float(g[0])
+    # the same points for a moved mesh follow it exactly
+    moved = face_marching.points_at(out.vertices_cam + torch.tensor([0.05, 0.0, 0.0]), rot, trans, r, chosen)
+    assert (moved[..., 0] > pts.detach()[..., 0].float()).all()
+
+
+def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
+    from pyfaid.synth.contour import marching_for
+    from pyfaid.synth.scene import SceneRenderer
+    from pyfaid.render import Renderer, camera as cam_mod
+
+    m = marching_for(face_model)
+    if m.context is None:
+        pytest.skip("no head context for this face model")
+    ctx_points = (m.edge_a >= m.num_face) & m.valid
+    assert ctx_points.any()  # some lines continue on the head around the face
+    assert not ctx_points[[m.line_of[j] for j in (6, 7, 8, 9, 10)]].any()  # not under the chin
+    # the head's points follow a face exactly as the rendered context does
+    r, out, rot, trans, shapes = _posed(face_model, [(5, 30, 0)])
+    shapes = shapes + 0.02 * torch.randn_like(shapes)
+    verts = cam_mod.to_camera(cam_mod.apply_pose(shapes, rot, trans), r.camera_distance)
+    ours = m._context_points(verts, rot, trans, r.camera_distance)
+    world = SceneRenderer(face_model, Renderer(112)).ctx.pose(m.context.follow(shapes, face_model.mean_shape), rot, trans,
+                                                             rot)
+    ref = cam_mod.to_camera(world, r.camera_distance)[:, m.ctx_rows]
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_landmark_conventions_in_items(batch):
     _, b = batch
+    assert torch.equal(b["landmarks_3d"], b["landmarks"])
+    assert b["landmark_3d_visible"].dtype == torch.bool and b["landmark_3d_visible"].shape == (4, 68)
+    same = [j for j in range(68) if j >= 17 and j not in (17, 18, 25, 26)]
+    assert torch.equal(b["landmarks_2d"][:, same], b["landmarks"][:, same].float())
     moved = (b["landmarks_2d"] - b["landmarks"]).norm(dim=-1)
-    assert torch.equal(b["landmarks_2d"][:, 17:], b["landmarks"][:, 17:].float())  # only the jaw moves
     yaw = b["labels"]["angles"][:, 1].abs()
-    # the most turned face moves more jaw points than the least turned one
-    assert (moved[yaw.argmax(), :17] > 0.5).sum() >= (moved[yaw.argmin(), :17] > 0.5).sum()
+    # the most turned face's jaw moves further than the least turned one's
+    assert moved[yaw.argmax(), :17].mean() > moved[yaw.argmin(), :17].mean()
+
+
+def test_fixed_yaw_option(face_model):
+    ds = SyntheticFaces(seed=3, length=4, face_model=face_model, image_size=48, yaw=60.0)
+    yaw = np.degrees(ds.batch([0, 1])["labels"]["angles"][:, 1].numpy())
+    assert np.allclose(np.abs(yaw), 60.0, atol=1e-4) and yaw[0] * yaw[1] < 0
 
 
 # ------------------------------------------------------------------------- pieces
@@ -521,6 +582,63 @@ def test_skin_painter_is_reproducible(face_model):
     assert a.shape == base.shape and a.dtype == np.float32 and a.min() >= 0 and a.max() <= 1
 
 
+def test_skin_tones_follow_the_monk_scale(face_model):
+    from pyfaid.synth.skin import _LUMA, HAIR_COLOURS, MONK_SKIN_TONES, SkinPainter, monk_colour
+
+    assert np.allclose(monk_colour(0), MONK_SKIN_TONES[0]) and np.allclose(monk_colour(9), MONK_SKIN_TONES[9])
+    assert np.allclose(monk_colour(4.5), (MONK_SKIN_TONES[4] + MONK_SKIN_TONES[5]) / 2)
+    sp = SkinPainter(face_model)
+    base = face_model.mean_tex.numpy()
+    for position in (0.0, 4.0, 9.0):
+        a = sp._skin_tone(np.clip(base, 0, 1), np.random.default_rng(1), position)
+        ratio = a[sp._ref_idx].mean(0) / monk_colour(position)
+        assert np.all((ratio > 0.7 * 0.9) & (ratio < 0.92 * 1.1)), (position, ratio)
+    light, _ = sp.paint(base, np.random.default_rng(2), HAIR_COLOURS[1], tone=1.0)
+    dark, _ = sp.paint(base, np.random.default_rng(2), HAIR_COLOURS[1], tone=8.0)
+    assert (light[sp._ref_idx] @ _LUMA).mean() > 2 * (dark[sp._ref_idx] @ _LUMA).mean()
+
+
+def test_mouth_inside_has_teeth_above_and_the_tongue_below(face_model):
+    from pyfaid.synth.skin import _LUMA, HAIR_COLOURS, SkinPainter
+
+    sp = SkinPainter(face_model)
+    a, _ = sp.paint(face_model.mean_tex.numpy(), np.random.default_rng(5), HAIR_COLOURS[1], tone=6.0)
+    inside = sp.mouth * (1 - sp.lips) > 0.9
+    upper_front = inside & (sp.mouth_open_t < 0.1) & (sp.mouth_depth > 0.012) & (sp.mouth_depth < 0.04)
+    tongue = inside & (sp.mouth_open_t > 0.7) & (sp.mouth_depth > 0.04)
+    assert upper_front.sum() > 20 and tongue.sum() > 20
+    teeth, ton = a[upper_front], a[tongue]
+    assert (teeth @ _LUMA).mean() > 1.5 * (ton @ _LUMA).mean()  # bright teeth, a darker tongue
+    assert (ton[:, 0] > ton[:, 1] * 1.3).mean() > 0.8  # the tongue is red
+    # the upper inner lip's landmarks stay with the upper lip when the jaw opens, the lower ones go
+    names = face_model.labels["exp_target_names"]
+    w = torch.zeros(len(names), dtype=torch.float64)
+    w[names.index("jawOpen")] = 1.0
+    exp = (face_model.labels["exp_from_target"].double() @ w).float()[None]
+    moved = face_model.shape(torch.zeros(1, face_model.n_id), exp)[0] - face_model.mean_shape
+    dy = moved[face_model.landmark_idx, 1]
+    assert (dy[61:64] > -0.03).all() and (dy[65:68] < -0.2).all()
+
+
+def test_expressions_and_eyes_the_generator_makes(face_model):
+    from pyfaid.synth.sampling import EXPRESSIONS
+
+    ds = SyntheticFaces(seed=4, length=200, face_model=face_model, image_size=48)
+    names = face_model.labels["exp_target_names"]
+    to_target = face_model.labels["exp_to_target"].double().numpy()
+    w = np.stack([to_target @ ds.sample_coeffs(i)[face_model.layout.slice("exp")].astype(np.float64)
+                  for i in range(120)])
+    jaw, smile = w[:, names.index("jawOpen")], w[:, [names.index("mouthSmileLeft"), names.index("mouthSmileRight")]].mean(1)
+    assert (jaw > 0.3).mean() > 0.1 and (smile > 0.4).mean() > 0.2  # open mouths and smiles are common
+    assert ((jaw > 0.05) & (smile > 0.4)).mean() > 0.05  # toothy smiles and laughs
+    eyes = [names.index("eyeWideLeft"), names.index("eyeWideRight")]
+    assert (np.abs(np.delete(w, eyes, axis=1)).max(1) < 0.05).mean() > 0.1  # and some neutral faces
+    assert {"smile", "toothy_smile", "laugh", "shout", "talk", "frown"} == set(EXPRESSIONS)
+    # the eyes: larger and more open than the identity basis alone draws them, per (seed, index)
+    off = np.stack([ds._eye_proportions(np.random.default_rng(i)) for i in range(20)])
+    assert np.abs(off).sum(1).min() > 0 and np.array_equal(off[3], ds._eye_proportions(np.random.default_rng(3)))
+
+
 # ------------------------------------------------------------------------- cache
 def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     from pyfaid.data.registry import build_dataset, parse_spec
@@ -535,7 +653,7 @@ def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     # a shard as it was rendered (the same batch): the stored pictures are the generated ones
     got, ref = cache.batch([0, 1, 2, 3]), ds.batch([0, 1, 2, 3])
     for key in ("image", "clean", "face_mask", "occluder_mask", "mask", "coeffs", "landmarks", "landmarks_2d",
-                "landmark_visible", "index"):
+                "landmarks_3d", "landmark_visible", "landmark_3d_visible", "index"):
         assert torch.equal(got[key], ref[key].to(got[key].dtype)), key
     assert torch.allclose(got["vertices"], ref["vertices"], atol=1e-4)
     assert (got["colors"] - ref["colors"]).abs().max() <= 0.5 / 255 + 1e-6
@@ -549,7 +667,8 @@ def test_cache_round_trip_resume_and_errors(face_model, tmp_path):
     assert float((got["landmark_visible"] != ref["landmark_visible"]).float().mean()) < 0.02
     item = cache[5]
     assert set(item) >= {"image", "clean", "mask", "face_mask", "occluder_mask", "coeffs", "vertices", "colors",
-                         "landmarks", "landmarks_2d", "landmark_visible", "index", "labels"}
+                         "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "landmark_3d_visible",
+                         "index", "labels"}
     # resume: a lost shard is rendered again, the finished ones are left alone
     mtime = os.path.getmtime(os.path.join(root, "shard_00000", "image.npy"))
     import shutil

@@ -174,6 +174,62 @@ def test_nme_normalisations():
     assert got["nme51_box"] == 0 and got["nme68_box"] == pytest.approx(100 * 17 * np.sqrt(200) / 68 / np.sqrt(w * h))
 
 
+def test_nme_groups_outward_offset_and_depth():
+    import numpy as np
+
+    from pyfaid.data.landmarks import AnnotatedPhoto
+    from pyfaid.evaluate.landmarks import nme
+
+    t = np.linspace(-1.2, 1.2, 17)
+    jaw = np.stack([60 * np.sin(t), 60 * np.cos(t)], 1) + [100, 100]  # a U around (100, 100)
+    inner = np.stack([np.linspace(70, 130, 51), np.linspace(60, 140, 51)], 1)
+    gt = np.concatenate([jaw, inner])
+    photo = AnnotatedPhoto("x.jpg", gt, depth=np.linspace(0, 30, 68))
+    box = photo.box_size
+    pred = gt.copy()
+    pred[:17] = (jaw - [100, 100]) * (57 / 60) + [100, 100]  # the jaw 3 px inside the outline
+    got = nme(pred, photo)
+    assert got["jaw_out_box"] == pytest.approx(-100 * 3 / box, rel=0.05)
+    assert got["nme_jaw_box"] == pytest.approx(100 * 3 / box, rel=1e-6) and got["nme_mouth_box"] == 0
+    assert "nme68_xyz_box" not in got  # no predicted depth
+    got = nme(gt, photo, pred_depth=photo.depth + 7.0)  # a depth offset is not an error
+    assert got["nme68_xyz_box"] == pytest.approx(0, abs=1e-9)
+    got = nme(gt, photo, pred_depth=photo.depth[::-1])
+    assert got["nme68_xyz_box"] > 1
+
+
+def test_aflw2000_protocol_on_synthetic_faces_in_that_format(tmp_path):
+    """Synthetic faces written as AFLW2000-3D (``python -m pyfaid.data export``) are scored with the
+    3D-style points, depth included, by yaw group; annotations made from the reconstruction itself
+    score ~0 in x, y and depth."""
+    import cv2
+    import numpy as np
+
+    import pyfaid
+    from pyfaid.data.__main__ import main as data_main
+    from pyfaid.data.landmarks import annotated_photos, write_aflw2000
+
+    folder = tmp_path / "syn"
+    assert data_main(["export", "--format", "aflw2000", "--out", str(folder), "--n", "3", "--size", "256"]) == 0
+    photos = annotated_photos(str(folder), "aflw2000")
+    assert len(photos) == 3 and all(p.depth is not None and p.pose is not None for p in photos)
+    # the same picture, annotated with what pyfaid itself returns
+    rec = pyfaid.reconstruct(photos[0].path, fit_steps=0)
+    img = cv2.cvtColor(cv2.imread(photos[0].path), cv2.COLOR_BGR2RGB)
+    (tmp_path / "self").mkdir()
+    write_aflw2000(str(tmp_path / "self" / "a"), img, rec.landmarks_3d_xyz, np.zeros(3))
+    out = tmp_path / "eval"
+    assert E.main(["--checkpoint", "pretrained", "--data", f"aflw2000:{tmp_path / 'self'}", "--out", str(out)]) == 0
+    row = json.loads((out / "report.json").read_text())["methods"]["FAID"]["photos"][0]
+    assert row["found"] and row["nme68_box"] < 0.5 and row["nme68_xyz_box"] < 0.5
+    assert E.main(["--checkpoint", "pretrained", "--data", f"aflw2000:{folder}", "--out", str(out)]) == 0
+    rep = json.loads((out / "report.json").read_text())
+    s = rep["methods"]["FAID"]["summary"]
+    assert s["found"] >= 2 and 0 < s["nme68_box"] < 15 and s["nme68_xyz_box"] >= s["nme68_box"]
+    assert set(s["by_yaw"]) == {"0-30", "30-60", "60-90"}
+    assert "3D (x, y, depth) 68" in (out / "report.md").read_text()
+
+
 def test_landmark_protocol_end_to_end(tmp_path):
     """Annotations made from pyfaid's own reconstruction score ~0; moved ones score the move; an
     annotation where there is no face is a miss."""

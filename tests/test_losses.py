@@ -165,7 +165,7 @@ def test_dataclass_defaults_are_the_main_job():
     assert load_config("default") == Config()
 
 
-@pytest.mark.parametrize("name", ["default", "pretrain", "celeba_bfm", "ablation_photo_id", "ablation_no_rob",
+@pytest.mark.parametrize("name", ["default", "pretrain", "landmarks", "celeba_bfm", "ablation_photo_id", "ablation_no_rob",
                                   "ablation_no_sa", "ablation_no_fa"])
 def test_bundled_configs_round_trip(name, tmp_path):
     """Every shipped config survives its dict form and a YAML file written from it."""

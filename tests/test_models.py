@@ -194,6 +194,79 @@ def test_landmark_head_and_pretrain_objective():
         obj(bad)
 
 
+def test_two_convention_heads_on_a_branch_of_their_own():
+    """Both landmark heads on their own last block: the coefficients stay the backbone's, the
+    3D-style head trains against ``landmarks_3d`` (hidden points too), the 2D-style one against
+    ``landmarks_2d``, and a frozen backbone gets no gradient."""
+    from pyfaid.models import PretrainObjective
+
+    cfg = tiny_cfg(model__landmark_head=True, model__landmark_head_3d=True, model__landmark_branch="layer4",
+                   loss__landmark_head=1.0, loss__landmark_head_3d=1.0)
+    torch.manual_seed(0)
+    faid = build_tiny(cfg)
+    shared = build_tiny(tiny_cfg(model__landmark_head=True))
+    shared.coarse.load_state_dict({k: v for k, v in faid.coarse.state_dict().items()
+                                   if not k.startswith(("landmark_block.", "landmarks_3d."))})
+    faid.eval(), shared.eval()
+    ds = TinyFaces(4)
+    out, ref = faid(ds.images), shared(ds.images)
+    assert torch.equal(out.coeffs, ref.coeffs)  # the branch does not touch the coefficients
+    assert out.landmarks_head_3d_px.shape == (4, 68, 2) and out.landmark_confidence_3d.shape == (4, 68)
+    # a branch started from the backbone's last block reads the same features as the shared heads
+    faid.coarse.complete_from_backbone(["landmark_block.0.conv1.weight"])
+    assert torch.allclose(faid(ds.images).landmarks_head_px, ref.landmarks_head_px, atol=1e-5)
+    faid.train()
+    faid.freeze(["coarse.backbone", "coarse.fc"])
+    assert not faid.coarse.backbone.training and faid.coarse.landmark_block.training
+    fm = faid.face_model
+    lm3d = ds.landmarks.clone()
+    lm2d = ds.landmarks + 1.0
+    batch = {"image": ds.images, "mask": ds.masks, "landmarks": lm3d, "landmarks_3d": lm3d, "landmarks_2d": lm2d,
+             "coeffs": fm.layout.zeros(4), "colors": fm.mean_tex.expand(4, -1, -1).clone()}
+    total, terms, _, _ = PretrainObjective(faid, cfg.loss)(batch)
+    assert {"landmark_head", "landmark_head_3d"} <= set(terms) and "sup_shape" not in terms
+    total.backward()
+    assert faid.coarse.landmarks_3d.weight.grad.abs().sum() > 0 and faid.coarse.landmarks.weight.grad.abs().sum() > 0
+    assert faid.coarse.landmark_block[0].conv1.weight.grad is not None
+    assert all(p.grad is None for p in faid.coarse.backbone.parameters()) and faid.coarse.fc.weight.grad is None
+    with pytest.raises(ValueError, match="submodule"):
+        faid.freeze(["coarse.nothing"])
+    with pytest.raises(ValueError, match="landmark_branch"):
+        build_tiny(tiny_cfg(model__landmark_head=True, model__landmark_branch="layer9"))
+    with pytest.raises(ValueError, match="3D-style"):
+        no3d = build_tiny(tiny_cfg(model__landmark_head=True))
+        PretrainObjective(no3d, cfg.loss)(batch)
+
+
+def test_init_from_a_one_convention_model_trains_the_new_heads(tmp_path):
+    """A model with only the 2D-style head (as shipped before both conventions) starts a run that
+    trains the heads on the fixed rest: the 3D-style head starts fresh, the branch from the
+    backbone's last block; with the whole coarse model frozen the missing head is an error."""
+    from pyfaid.checkpoint import load_checkpoint
+    from pyfaid.train import train
+
+    old = tiny_cfg(model__landmark_head=True, train__max_steps=1)
+    train(old, out_dir=str(tmp_path / "old"), device="cpu", progress=False, build_model=build_tiny, dataset=TinyFaces())
+    assert not any(k.startswith("coarse.landmarks_3d") for k in load_checkpoint(str(tmp_path / "old"))["model"])
+    new = tiny_cfg(model__landmark_head=True, model__landmark_head_3d=True, model__landmark_branch="layer4",
+                   train__init_from=str(tmp_path / "old"), train__max_steps=1, optim__lr=0.0, loss__landmark_head=1.0,
+                   train__stages=[{"name": "heads", "objective": "coarse"}],
+                   train__freeze=["coarse.backbone", "coarse.fc", "fine"])
+    train(new, out_dir=str(tmp_path / "new"), device="cpu", progress=False, build_model=build_tiny,
+          dataset=TinyFaces())
+    state = load_checkpoint(str(tmp_path / "new"))["model"]
+    before = load_checkpoint(str(tmp_path / "old"))["model"]
+    for k in ("coarse.fc.weight", "coarse.backbone.layer4.0.conv1.weight", "coarse.landmarks.weight"):
+        assert torch.equal(state[k], before[k]), k
+    assert torch.equal(state["coarse.landmark_block.0.conv1.weight"], before["coarse.backbone.layer4.0.conv1.weight"])
+    assert state["coarse.landmarks_3d.weight"].abs().sum() == 0  # fresh (zero-initialised), lr 0
+    with pytest.raises(ValueError, match="init_from"):
+        frozen = tiny_cfg(model__landmark_head=True, model__landmark_head_3d=True, train__max_steps=0,
+                          train__init_from=str(tmp_path / "old"), train__freeze=["coarse"])
+        train(frozen, out_dir=str(tmp_path / "c"), device="cpu", progress=False, build_model=build_tiny,
+              dataset=TinyFaces())
+
+
 # ----------------------------------------------------------------------------- init_from and export
 def test_init_from_and_inference_export(tmp_path):
     from pyfaid.checkpoint import export_inference, load_checkpoint, sha256

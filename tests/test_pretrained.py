@@ -47,7 +47,7 @@ def test_loads_fp16_weights(card):
 
 def test_synthetic_landmarks_within_the_card_bound(card):
     """The landmark head on held-out synthetic faces (the training distribution, disjoint seed)."""
-    from pyfaid.config import from_dict
+    from pyfaid.config import from_dict, replace
     from pyfaid.evaluate.synthetic import held_out_landmarks
 
     torch.manual_seed(0)
@@ -57,10 +57,16 @@ def test_synthetic_landmarks_within_the_card_bound(card):
     bound = card["metrics"]["test_bound_head68"]
     assert res["head68"] <= bound, f"landmark head NME {res['head68']:.2f}% above the card's bound {bound}%"
     assert res["pose_deg"] <= card["metrics"]["test_bound_pose_deg"]
+    # a run that trains on several views per face is scored on the same distinct held-out faces
+    views = replace(cfg, data={"synthetic": {**cfg.data.synthetic, "views": 4}})
+    assert held_out_landmarks(model, views, n=12, batch_size=12) == held_out_landmarks(model, cfg, n=12, batch_size=12)
 
 
 def test_reconstruct_returns_head_points_then_fitted_mesh_points():
-    """Without fitting ``rec.landmarks`` are the landmark head's; after fitting, the fitted mesh's."""
+    """Without fitting ``rec.landmarks`` are the landmark head's (2D-style); after fitting, the fitted
+    mesh's 2D-style points (its landmark vertices with the jaw on its outline); ``landmarks_3d`` are
+    the 3D-style head's points without fitting (the mesh's landmark vertices when the model has no
+    such head) and the fitted mesh's landmark vertices after fitting."""
     import numpy as np
     from skimage import data
 
@@ -70,8 +76,17 @@ def test_reconstruct_returns_head_points_then_fitted_mesh_points():
     net = pyfaid.reconstruct(photo, fit_steps=0)
     assert net.detected_landmarks is not None and net.visibility is not None
     np.testing.assert_allclose(net.landmarks, net.to_photo(net.detected_landmarks), atol=1e-4)
+    if net.detected_landmarks_3d is None:  # a model with the 2D-style head only
+        np.testing.assert_allclose(net.landmarks_3d, net.model_landmarks, atol=1e-4)
+    else:
+        np.testing.assert_allclose(net.landmarks_3d, net.to_photo(net.detected_landmarks_3d), atol=1e-4)
     fitted = pyfaid.reconstruct(photo, fit_steps=2)
-    np.testing.assert_allclose(fitted.landmarks, fitted.model_landmarks, atol=1e-4)
+    np.testing.assert_allclose(fitted.landmarks, fitted.to_photo(fitted.landmarks_2d_crop), atol=1e-4)
+    np.testing.assert_allclose(fitted.landmarks[17:], fitted.model_landmarks[17:], atol=1e-4)
+    np.testing.assert_allclose(fitted.landmarks_3d, fitted.model_landmarks, atol=1e-4)
+    assert fitted.landmarks_3d_xyz.shape == (68, 3) and abs(fitted.landmarks_3d_xyz[:, 2].mean()) < 1e-6
+    # the nose tip is nearer the camera than the jaw's ends
+    assert fitted.landmarks_3d_xyz[30, 2] > fitted.landmarks_3d_xyz[[0, 16], 2].max()
     # the astronaut's face: the head's points and the fitted mesh's agree to a few pixels
     assert np.linalg.norm(net.landmarks - fitted.landmarks, axis=1).mean() < 8
 

@@ -65,6 +65,11 @@ def test_npz(tmp_path):
     np.testing.assert_allclose(z["vertices_camera"], rec.vertices_camera, atol=1e-5)
     assert z["landmarks_photo_px"].shape == z["landmarks_crop_px"].shape == (68, 2)
     np.testing.assert_allclose(z["landmarks_photo_px"], rec.landmarks, atol=1e-4)
+    # both conventions: the 3D-style points are the mesh's landmark vertices, with depth
+    assert z["landmarks_3d_photo_px"].shape == z["landmarks_3d_crop_px"].shape == (68, 2)
+    np.testing.assert_allclose(z["landmarks_3d_photo_px"], rec.landmarks_3d, atol=1e-4)
+    np.testing.assert_allclose(z["landmarks_3d_crop_px"], rec.landmarks_crop.numpy(), atol=1e-4)
+    np.testing.assert_allclose(z["landmarks_3d_xyz_photo_px"][:, :2], z["landmarks_3d_photo_px"], atol=1e-4)
     assert z["pose_degrees"].shape == (3,) and z["intrinsics_photo_px"].shape == (3, 3)
 
 

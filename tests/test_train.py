@@ -104,7 +104,8 @@ def build_tiny(cfg: Config, device="cpu"):
     feat = (16 if m.use_id_features else 0) + (6 if m.use_fa_features else 0)
     fine = FineModel(fm.triangles, fm.mean_shape, feat, hidden=m.hidden, K=m.cheb_k, nodes=m.decoder_nodes,
                      code=m.decoder_code, pos_embed=m.pos_embed) if m.fine else None
-    coarse = CoarseModel(fm.layout.size, m.backbone, None, m.input_size, landmark_head=m.landmark_head)
+    coarse = CoarseModel(fm.layout.size, m.backbone, None, m.input_size, landmark_head=m.landmark_head,
+                         landmark_head_3d=m.landmark_head_3d, landmark_branch=m.landmark_branch)
     return FAID(fm, Renderer(S), coarse, fine, FeatureEncoder(idn, att), m.use_id_features,
                 m.use_fa_features).to(device)
 
@@ -295,6 +296,31 @@ def test_resume_matches_uninterrupted_run(tmp_path):
     # max-steps counts resumed steps: asking for 4 again does nothing
     again = run(tmp_path, "part", tiny_cfg(train__max_steps=4), resume=True)
     assert again["step"] == 4
+
+
+def test_resume_without_config_keeps_the_runs_settings():
+    """``python -m pyfaid.train --out X --resume`` (no --config) continues the run as it was set up
+    (how long, how often it saves and validates); only what the command gives changes."""
+    import argparse
+
+    from pyfaid.config import RUN_SETTINGS, load_config, resumed_config
+    from pyfaid.train import _kept_on_resume
+
+    saved = tiny_cfg(train__max_steps=625, train__val_every=125, train__max_minutes=0.0)
+    given = load_config("default")  # what the command line resolves without --config
+    args = argparse.Namespace(resume=True, config=None, set=["train.val_every=5"], max_steps=None, threads=1,
+                              device=None)
+    kept = _kept_on_resume(args)
+    assert "train.val_every" not in kept and "train.threads" not in kept and "train.out" not in kept
+    cfg = resumed_config(saved, given, kept)
+    assert cfg.train.max_steps == 625 and cfg.train.max_minutes == 0.0 and cfg.train.ckpt_every == saved.train.ckpt_every
+    assert cfg.train.val_every == given.train.val_every and cfg.train.out == given.train.out
+    assert cfg.model == saved.model and cfg.loss == saved.loss  # what is computed: always the run's own
+    # with --config, every run setting is the command's (as before)
+    assert _kept_on_resume(argparse.Namespace(**{**vars(args), "config": "default"})) == ()
+    cfg = resumed_config(saved, given, ())
+    assert cfg.train.max_steps == given.train.max_steps and cfg.model == saved.model
+    assert resumed_config(saved, given, "all").train == saved.train and len(RUN_SETTINGS) == 10
 
 
 def test_coarse_stage_trains_only_the_coarse_model():

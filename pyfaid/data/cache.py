@@ -12,13 +12,14 @@ Layout::
     DIR/shard_00000/image.npy      uint8 [S, 3, H, W]      (also clean.npy)
     DIR/shard_00000/face_mask.npy  uint8 [S, H, ceil(W/8)] bit-packed 0/1 (also occluder_mask.npy)
     DIR/shard_00000/coeffs.npy     float32 [S, layout.size] (landmarks, landmarks_2d: float32 [S, 68, 2],
-                                   landmark_visible: bool [S, 68], index: int64 [S])
+                                   landmark_visible, landmark_3d_visible: bool [S, 68], index: int64 [S])
     DIR/shard_00000/colors.npy     uint8 [S, V, 3]  (only with ``colors=True``: albedo quantised to 1/255)
     DIR/shard_00000/label.<name>.npy  float32 [S] or [S, T]
 
 ``mask`` is not stored (it is ``face_mask * (1 - occluder_mask)``, recomputed on reading), nor are
 ``vertices`` (``CachedFaces(with_vertices=True)`` recomputes them exactly from ``coeffs`` with the
-face model). A shard is written into ``shard_XXXXX.tmp`` and renamed when complete, so an
+face model), nor ``landmarks_3d`` (the same points as ``landmarks``). Version 2: ``landmarks_2d`` follow
+the head's outline (:mod:`pyfaid.synth.contour`); version-1 caches hold the older jaw points. A shard is written into ``shard_XXXXX.tmp`` and renamed when complete, so an
 interrupted run leaves only whole shards; rerunning the same command skips them.
 """
 
@@ -41,10 +42,10 @@ from pyfaid.synth.faces import SyntheticFaces
 
 __all__ = ["write_cache", "CachedFaces", "CACHE_VERSION"]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _IMAGES = ("image", "clean")
 _MASKS = ("face_mask", "occluder_mask")
-_ARRAYS = ("coeffs", "landmarks", "landmarks_2d", "landmark_visible", "index")
+_ARRAYS = ("coeffs", "landmarks", "landmarks_2d", "landmark_visible", "landmark_3d_visible", "index")
 
 
 def _shard_name(k: int) -> str:
@@ -169,7 +170,8 @@ class CachedFaces(Dataset):
 
     Items are dicts like :class:`~pyfaid.synth.SyntheticFaces`': ``image``, ``clean [3, H, W]``
     float in [0, 1]; ``mask``, ``face_mask``, ``occluder_mask [1, H, W]`` 0/1; ``coeffs``,
-    ``landmarks``, ``landmarks_2d``, ``landmark_visible``, ``index``, ``labels``; ``colors`` when
+    ``landmarks`` (= ``landmarks_3d``), ``landmarks_2d``, ``landmark_visible``, ``landmark_3d_visible``,
+    ``index``, ``labels``; ``colors`` when
     the cache stores them (quantised to 1/255); ``vertices`` with ``with_vertices``. ``index`` is
     the item's index in the synthetic dataset it came from.
     """
@@ -256,6 +258,7 @@ class CachedFaces(Dataset):
         out["mask"] = out["face_mask"] * (1 - out["occluder_mask"])
         for key in _ARRAYS:
             out[key] = torch.from_numpy(np.array(a[key][rows]))
+        out["landmarks_3d"] = out["landmarks"]
         if self.has_colors:
             out["colors"] = torch.from_numpy(np.asarray(a["colors"][rows])).float().div_(255.0)
         out["labels"] = {name: torch.from_numpy(np.array(a["label." + name][rows])) for name in self._labels}

@@ -17,17 +17,21 @@ import os
 from dataclasses import dataclass
 from typing import List, Optional
 
+import cv2
 import numpy as np
 import scipy.io
 import torch
 
 from pyfaid.data.datasets import IMAGE_EXTS, ImageFolderFaces, list_images
 
-__all__ = ["read_pts", "write_pts", "AnnotatedPhoto", "annotated_photos", "iBUG300W", "INNER_51",
-           "OUTER_EYE_CORNERS"]
+__all__ = ["read_pts", "write_pts", "AnnotatedPhoto", "annotated_photos", "iBUG300W", "INNER_51", "GROUPS",
+           "OUTER_EYE_CORNERS", "write_aflw2000"]
 
 #: The 51 inner points (brows, nose, eyes, mouth: everything but the jaw line).
 INNER_51 = tuple(range(17, 68))
+#: Point groups of the iBUG scheme, by name.
+GROUPS = {"jaw": tuple(range(17)), "brows": tuple(range(17, 27)), "nose": tuple(range(27, 36)),
+          "eyes": tuple(range(36, 48)), "mouth": tuple(range(48, 68)), "inner": INNER_51, "all": tuple(range(68))}
 #: The outer eye corners (inter-ocular normalisation).
 OUTER_EYE_CORNERS = (36, 45)
 
@@ -85,11 +89,13 @@ class AnnotatedPhoto:
         path: the image file.
         points: ``[68, 2]`` pixel coordinates (centres at integers, x right, y down).
         pose: ``(pitch, yaw, roll)`` in radians when the dataset gives it, else None.
+        depth: ``[68]`` the points' depth in pixels (AFLW2000-3D's third ``pt3d_68`` row), else None.
     """
 
     path: str
     points: np.ndarray
     pose: Optional[np.ndarray] = None
+    depth: Optional[np.ndarray] = None
 
     @property
     def box(self) -> np.ndarray:
@@ -111,13 +117,15 @@ class AnnotatedPhoto:
 def _aflw_points(mat_path: str):
     try:
         mat = scipy.io.loadmat(mat_path)
-        pts = np.asarray(mat["pt3d_68"], np.float64)[:2].T  # [68, 2]
+        pt3d = np.asarray(mat["pt3d_68"], np.float64)
+        pts = pt3d[:2].T  # [68, 2]
+        depth = pt3d[2] if pt3d.shape[0] >= 3 else None
         pose = np.asarray(mat["Pose_Para"], np.float64).reshape(-1)[:3]
     except Exception as exc:  # noqa: BLE001 - name the broken file
         raise AnnotationError(f"{mat_path}: not an AFLW2000-3D annotation ({exc})") from exc
     if pts.shape != (68, 2):
         raise AnnotationError(f"{mat_path}: pt3d_68 must hold 68 points, got {pts.shape}")
-    return pts, pose
+    return pts, pose, depth
 
 
 def annotated_photos(root: str, kind: str = "300w") -> List[AnnotatedPhoto]:
@@ -143,8 +151,8 @@ def annotated_photos(root: str, kind: str = "300w") -> List[AnnotatedPhoto]:
                 raise AnnotationError(f"{stem}.pts: expected 68 points, got {len(pts)}")
             out.append(AnnotatedPhoto(img, pts))
         elif kind == "aflw2000" and os.path.isfile(stem + ".mat"):
-            pts, pose = _aflw_points(stem + ".mat")
-            out.append(AnnotatedPhoto(img, pts, pose))
+            pts, pose, depth = _aflw_points(stem + ".mat")
+            out.append(AnnotatedPhoto(img, pts, pose, depth))
     if not out:
         ext = ".pts" if kind == "300w" else ".mat"
         raise ValueError(f"{kind}: no image ({', '.join(IMAGE_EXTS)}) with a {ext} file beside it in {root}")
@@ -177,3 +185,21 @@ class iBUG300W(ImageFolderFaces):
             pts = self.photos[i].points @ np.asarray(m)[:, :2].T + np.asarray(m)[:, 2]
             item["landmarks68"] = torch.as_tensor(pts * (self.image_size / 224.0), dtype=torch.float32)
         return item
+
+
+def write_aflw2000(path_stem: str, image: np.ndarray, points_xyz: np.ndarray, pose: np.ndarray) -> None:
+    """Write one photo in AFLW2000-3D's layout: ``STEM.jpg`` and ``STEM.mat`` with ``pt3d_68``
+    (``[3, 68]``: x, y in pixels with pixel centres at integers, z depth in pixels) and
+    ``Pose_Para`` (``[1, 7]``: pitch, yaw, roll in radians, then zeros).
+
+    Args:
+        path_stem: the output path without extension.
+        image: ``[H, W, 3]`` uint8 RGB.
+        points_xyz: ``[68, 3]``.
+        pose: ``[3]`` pitch, yaw, roll (radians).
+    """
+    if not cv2.imwrite(path_stem + ".jpg", np.ascontiguousarray(image[..., ::-1]), [cv2.IMWRITE_JPEG_QUALITY, 95]):
+        raise OSError(f"could not write {path_stem}.jpg")
+    para = np.zeros((1, 7))
+    para[0, :3] = pose
+    scipy.io.savemat(path_stem + ".mat", {"pt3d_68": np.asarray(points_xyz, np.float64).T, "Pose_Para": para})

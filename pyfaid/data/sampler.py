@@ -15,7 +15,8 @@ import torch
 __all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS", "init_worker"]
 
 #: Item keys a training step uses.
-TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmark_visible", "coeffs", "colors")
+TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs",
+                 "colors")
 
 
 def init_worker(worker_id: int = 0) -> None:

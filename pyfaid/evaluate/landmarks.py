@@ -8,9 +8,17 @@ detection). Scores per photo, in % (mean point-to-point error divided by a size)
 
 * ``nme68_box`` / ``nme51_box``: all 68 points / the 51 inner points (no jaw line), normalised
   by ``sqrt(w * h)`` of the annotation's bounding box (the 3DDFA / AFLW2000-3D protocol);
-* ``nme68_io`` / ``nme51_io``: normalised by the outer-eye-corner distance (points 36, 45).
+* ``nme68_io`` / ``nme51_io``: normalised by the outer-eye-corner distance (points 36, 45);
+* ``nme_jaw_box`` (the 17 jaw points), ``nme_brows_box``, ``nme_nose_box``, ``nme_eyes_box``,
+  ``nme_mouth_box`` (20 points); ``jaw_out_box``: the jaw's mean offset along the annotated
+  outline's outward normal (negative: inside the outline);
+* on AFLW2000-3D, ``nme68_xyz_box``: the 3D error (x, y and depth, each side's depth relative to its
+  mean) over the same box size.
 
-The scored points are :attr:`pyfaid.reconstruct.Reconstruction.landmarks`; a method's
+The two conventions are scored each against its own annotation: 300-W-style sets (``300w:``, the
+jaw on the visible outline) with :attr:`pyfaid.reconstruct.Reconstruction.landmarks` (2D-style),
+AFLW2000-3D-style sets (``aflw2000:``, fixed 3D points) with
+:attr:`~pyfaid.reconstruct.Reconstruction.landmarks_3d` (and ``landmarks_3d_xyz`` for depth). A method's
 ``landmarks`` says where the 68 points fitting uses come from: ``"head"`` (pyfaid's landmark head,
 the default) or ``"dlib"`` (dlib's 68-point predictor, returned as they are). CAVEAT: dlib's model
 is trained on iBUG 300-W, which includes AFW (and HELEN, LFPW): with ``"dlib"`` scores on those
@@ -26,6 +34,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from typing import Dict, List, Optional
 
@@ -33,7 +42,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from pyfaid.data.landmarks import INNER_51, AnnotatedPhoto, annotated_photos
+from pyfaid.data.landmarks import GROUPS, INNER_51, AnnotatedPhoto, annotated_photos
 from pyfaid.data.registry import parse_spec
 from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE
 from pyfaid.evaluate.protocol import load_methods
@@ -44,16 +53,44 @@ __all__ = ["nme", "match_face", "evaluate_landmarks", "YAW_GROUPS", "landmark_ma
 
 #: Yaw groups of the AFLW2000-3D protocol (degrees, absolute yaw).
 YAW_GROUPS = ((0, 30), (30, 60), (60, 90.01))
-KEYS = ("nme68_box", "nme51_box", "nme68_io", "nme51_io", "mesh_nme68_box", "mesh_nme51_box")
+#: Point groups scored apart (``nme_<group>_box``).
+GROUP_KEYS = ("jaw", "brows", "nose", "eyes", "mouth")
+KEYS = ("nme68_box", "nme51_box", "nme68_io", "nme51_io", *(f"nme_{g}_box" for g in GROUP_KEYS), "jaw_out_box",
+        "nme68_xyz_box", "mesh_nme68_box", "mesh_nme51_box", "mesh_nme_jaw_box")
 
 
-def nme(pred: np.ndarray, photo: AnnotatedPhoto) -> Dict[str, float]:
-    """NME (%) of ``pred [68, 2]`` (photo pixels) against an annotated photo."""
-    err = np.linalg.norm(np.asarray(pred, np.float64) - photo.points, axis=1)  # [68]
+def jaw_outward(pred: np.ndarray, gt: np.ndarray) -> float:
+    """Mean signed distance of the predicted jaw points 0-16 from the annotated ones along the
+    annotated jaw curve's outward normal (pixels; negative: the prediction lies inside the outline)."""
+    jaw = gt[:17]
+    tangent = np.gradient(jaw, axis=0)
+    normal = np.stack([tangent[:, 1], -tangent[:, 0]], 1)
+    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-9)
+    centre = gt[list(INNER_51)].mean(0)
+    flip = ((jaw - centre) * normal).sum(1) < 0
+    normal[flip] *= -1
+    return float(((pred[:17] - jaw) * normal).sum(1).mean())
+
+
+def nme(pred: np.ndarray, photo: AnnotatedPhoto, pred_depth: Optional[np.ndarray] = None) -> Dict[str, float]:
+    """NME (%) of ``pred [68, 2]`` (photo pixels) against an annotated photo: all 68, the 51 inner
+    points and each group (:data:`GROUP_KEYS`) over sqrt(w h) of the annotation's box, 68 / 51 over
+    the outer-eye-corner distance, the jaw's mean outward offset (``jaw_out_box``, % of the box) and,
+    when both sides have depth (``pred_depth [68]``, AFLW2000-3D's ``pt3d_68``), the 3D error
+    ``nme68_xyz_box`` with each side's depth taken relative to its mean (the depth offset is arbitrary)."""
+    pred = np.asarray(pred, np.float64)
+    err = np.linalg.norm(pred - photo.points, axis=1)  # [68]
     inner = list(INNER_51)
     box, io = photo.box_size, max(photo.interocular, 1e-6)
-    return {"nme68_box": 100 * err.mean() / box, "nme51_box": 100 * err[inner].mean() / box,
-            "nme68_io": 100 * err.mean() / io, "nme51_io": 100 * err[inner].mean() / io}
+    out = {"nme68_box": 100 * err.mean() / box, "nme51_box": 100 * err[inner].mean() / box,
+           "nme68_io": 100 * err.mean() / io, "nme51_io": 100 * err[inner].mean() / io,
+           "jaw_out_box": 100 * jaw_outward(pred, photo.points) / box}
+    for g in GROUP_KEYS:
+        out[f"nme_{g}_box"] = 100 * err[list(GROUPS[g])].mean() / box
+    if pred_depth is not None and photo.depth is not None:
+        dz = (np.asarray(pred_depth, np.float64) - np.mean(pred_depth)) - (photo.depth - photo.depth.mean())
+        out["nme68_xyz_box"] = 100 * np.sqrt(err ** 2 + dz ** 2).mean() / box
+    return out
 
 
 def match_face(detections, photo: AnnotatedPhoto) -> list:
@@ -68,7 +105,7 @@ def match_face(detections, photo: AnnotatedPhoto) -> list:
     return [best] if (x0 <= cx <= x1 and y0 <= cy <= y1) else []
 
 
-def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
+def _score_photo(photo: AnnotatedPhoto, method, model, device, kind: str = "300w") -> dict:
     t0 = time.perf_counter()
     res = reconstruct([photo.path], checkpoint=None, fit_steps=method.fit_steps, device=device,
                       faces=lambda dets: match_face(dets, photo), model=model if model[0] is not None else None,
@@ -80,11 +117,13 @@ def _score_photo(photo: AnnotatedPhoto, method, model, device) -> dict:
     if rec is None:
         row["error"] = res.message
         return row
-    pred = rec.landmarks
-    row.update(nme(pred, photo))
-    # the reconstructed mesh's own landmark vertices (its geometry; equal to the above without a head)
-    mesh = nme(rec.model_landmarks, photo)
-    row.update(mesh_nme68_box=mesh["nme68_box"], mesh_nme51_box=mesh["nme51_box"])
+    # 300-W-style annotation: the 2D-style points; AFLW2000-3D's: the 3D-style points (and depth)
+    three_d = kind == "aflw2000"
+    pred = rec.landmarks_3d if three_d else rec.landmarks
+    row.update(nme(pred, photo, rec.landmarks_3d_xyz[:, 2] if three_d else None))
+    # the reconstructed mesh's own points of the same convention (its geometry)
+    mesh = nme(rec.model_landmarks if three_d else rec.to_photo(rec.landmarks_2d_crop), photo)
+    row.update(mesh_nme68_box=mesh["nme68_box"], mesh_nme51_box=mesh["nme51_box"], mesh_nme_jaw_box=mesh["nme_jaw_box"])
     row["yaw_pred"] = rec.pose["yaw"]
     row["pred"] = pred.tolist()
     row["gt"] = photo.points.tolist()
@@ -137,7 +176,11 @@ def evaluate_landmarks(methods, data: str, n: int = 0, device="cpu", progress: b
     models = load_methods(methods, dev)
     report = {"data": data, "kind": kind, "n": len(photos), "methods": {}}
     for m in methods:
-        rows = [_score_photo(p, m, models[m.name], dev)
+        net = models[m.name][0]
+        if kind == "aflw2000" and (net is None or getattr(net.coarse, "landmarks_3d", None) is None):
+            print(f"pyfaid.evaluate: {m.name} has no 3D-style landmark head (train it with configs/landmarks.yaml): "
+                  "its 3D-style points are the reconstructed mesh's landmark vertices", file=sys.stderr)
+        rows = [_score_photo(p, m, models[m.name], dev, kind)
                 for p in tqdm(photos, desc=f"landmarks {m.name}", unit="photo", disable=not progress)]
         report["methods"][m.name] = {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill,
                                      "landmarks": m.landmarks, "summary": _summary(rows), "photos": rows}
@@ -153,20 +196,32 @@ def landmark_markdown(report: dict) -> str:
     lines = [f"# pyfaid landmark evaluation: {report['data']} ({report['n']} photos)", "",
              "NME in % of sqrt(w*h) of the annotation's box (`box`) or of the outer-eye-corner distance (`io`), "
              "over the photos where the face was found; a miss is a photo without a detected face at the "
-             "annotated one. `mesh 68`: the reconstructed mesh's landmark vertices projected (its geometry), "
-             "where the other columns score the returned landmarks (the landmark head's when the model has one). "
+             "annotated one. Scored points: 2D-style (`Reconstruction.landmarks`) on 300-W-style data, 3D-style "
+             "(`Reconstruction.landmarks_3d`) on AFLW2000-3D-style data. `mesh 68` / `mesh jaw`: the reconstructed "
+             "mesh's own points of that convention (its geometry), where the other columns score the returned "
+             "landmarks (the landmark head's when the model has one and nothing was fitted). `jaw outward`: the "
+             "jaw's mean offset along the annotated outline's outward normal (% of the box; negative: inside). "
              "`landmarks`: the source of the 68 points fitting uses (`head`: pyfaid's landmark head; "
              "`dlib`: dlib's 68-point predictor, whose points are also the ones returned).", ""]
     if any(m.get("landmarks") == "dlib" for m in report["methods"].values()):
         lines += [f"**Caveat (`dlib`):** {LICENCE_NOTE}; the same holds for HELEN and LFPW photos.", ""]
-    lines += ["| Method | fit steps | landmarks | NME 68 box | NME 51 box | NME 68 io | NME 51 io | mesh 68 box | misses | "
-              ">10 % | s / photo |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| Method | fit steps | landmarks | NME 68 box | NME 51 box | jaw 17 | mouth 20 | jaw outward | "
+              "NME 68 io | NME 51 io | mesh 68 box | mesh jaw | misses | >10 % | s / photo |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, m in report["methods"].items():
         s = m["summary"]
+        above = None if s["above_10pct"] is None else 100 * s["above_10pct"]
         lines.append(f"| {name} | {m['fit_steps']} | {m.get('landmarks', 'head')} | {_f(s['nme68_box'])} | "
-                     f"{_f(s['nme51_box'])} | {_f(s['nme68_io'])} | "
-                     f"{_f(s['nme51_io'])} | {_f(s.get('mesh_nme68_box'))} | {s['misses']}/{s['photos']} | {_f(100 * s['above_10pct'] if s['above_10pct'] is not None else None, 1)} % | "
-                     f"{_f(s['seconds_per_photo'])} |")
+                     f"{_f(s['nme51_box'])} | {_f(s.get('nme_jaw_box'))} | {_f(s.get('nme_mouth_box'))} | "
+                     f"{_f(s.get('jaw_out_box'))} | {_f(s['nme68_io'])} | {_f(s['nme51_io'])} | "
+                     f"{_f(s.get('mesh_nme68_box'))} | {_f(s.get('mesh_nme_jaw_box'))} | {s['misses']}/{s['photos']} | "
+                     f"{_f(above, 1)} % | {_f(s['seconds_per_photo'])} |")
+    lines += ["", "## Other point groups (NME box) and the 3D error", "",
+              "| Method | brows | nose | eyes | 3D (x, y, depth) 68 |", "|---|---|---|---|---|"]
+    for name, m in report["methods"].items():
+        s = m["summary"]
+        lines.append(f"| {name} | {_f(s.get('nme_brows_box'))} | {_f(s.get('nme_nose_box'))} | {_f(s.get('nme_eyes_box'))} | "
+                     f"{_f(s.get('nme68_xyz_box'))} |")
     if any("by_yaw" in m["summary"] for m in report["methods"].values()):
         lines += ["", "## By yaw (annotated pose), NME 68 box", "", "| Method | " +
                   " | ".join(f"{lo}-{int(hi)}" for lo, hi in YAW_GROUPS) + " |", "|---|" + "---|" * len(YAW_GROUPS)]

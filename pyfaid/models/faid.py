@@ -45,8 +45,9 @@ class FAIDOutput:
         mask: ``[B, 1, H, W]`` face coverage; landmarks_mesh_px: ``[B, 68, 2]`` render pixels (the model's
         landmark vertices projected); residual: ``[B, V, 3]`` fine - coarse colours;
         landmarks_head_px: ``[B, 68, 2]`` render pixels and landmark_log_scale ``[B, 68]`` (log of each
-        point's expected error in image sides) from the coarse model's landmark head (None
-        without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``.
+        point's expected error in image sides) from the coarse model's landmark head (2D-style
+        points; None without one); :attr:`landmark_confidence` is ``exp(-landmark_log_scale)``;
+        landmarks_head_3d_px / landmark_log_scale_3d: the same from its 3D-style head.
     """
 
     coeffs: torch.Tensor
@@ -60,10 +61,16 @@ class FAIDOutput:
     residual: Optional[torch.Tensor] = None
     landmarks_head_px: Optional[torch.Tensor] = None
     landmark_log_scale: Optional[torch.Tensor] = None
+    landmarks_head_3d_px: Optional[torch.Tensor] = None
+    landmark_log_scale_3d: Optional[torch.Tensor] = None
 
     @property
     def landmark_confidence(self) -> Optional[torch.Tensor]:
         return None if self.landmark_log_scale is None else torch.exp(-self.landmark_log_scale)
+
+    @property
+    def landmark_confidence_3d(self) -> Optional[torch.Tensor]:
+        return None if self.landmark_log_scale_3d is None else torch.exp(-self.landmark_log_scale_3d)
 
     def __getitem__(self, key: str):
         """Dict-style access (``out["coeffs"]``)."""
@@ -128,21 +135,33 @@ class FAID(nn.Module):
     TRAINED = ("coarse.", "fine.", "segmenter.")
 
     def freeze(self, parts) -> None:
-        """Keep trained parts (``"coarse"``, ``"fine"``, ``"segmenter"``) fixed: no gradient, and in
-        eval mode (BatchNorm statistics kept) whatever ``train()`` is called with."""
+        """Keep trained parts fixed: no gradient, and in eval mode (BatchNorm statistics kept)
+        whatever ``train()`` is called with. A part is ``"coarse"``, ``"fine"``, ``"segmenter"`` or
+        a submodule of one by its dotted name (``"coarse.backbone"``, ``"coarse.fc"``, ...: the rest
+        of the part then trains, e.g. the landmark heads on a fixed backbone)."""
         parts = tuple(parts)
-        unknown = sorted(set(parts) - {"coarse", "fine", "segmenter"})
+        unknown = sorted(p for p in parts if p.split(".")[0] not in ("coarse", "fine", "segmenter"))
         if unknown:
-            raise ValueError(f"FAID.freeze: unknown part(s) {unknown}; choose from coarse, fine, segmenter")
-        self.frozen = tuple(p for p in parts if getattr(self, p) is not None)
+            raise ValueError(f"FAID.freeze: unknown part(s) {unknown}; choose from coarse, fine, segmenter "
+                             "or a submodule of them (e.g. coarse.backbone)")
+        frozen = []
+        for p in parts:
+            if getattr(self, p.split(".")[0]) is None:
+                continue
+            try:
+                self.get_submodule(p)
+            except AttributeError:
+                raise ValueError(f"FAID.freeze: the model has no submodule {p!r}") from None
+            frozen.append(p)
+        self.frozen = tuple(frozen)
         for p in self.frozen:
-            getattr(self, p).requires_grad_(False)
+            self.get_submodule(p).requires_grad_(False)
         self.train(self.training)
 
     def train(self, mode: bool = True):
         super().train(mode)
         for p in getattr(self, "frozen", ()):
-            getattr(self, p).eval()
+            self.get_submodule(p).eval()
         return self
 
     def trainable_state_dict(self) -> dict:
@@ -210,12 +229,14 @@ class FAID(nn.Module):
         coarse_image = None
         if rc:
             coarse_image = self.renderer.shade(fragments, mesh).image if fine is not None else out.image
-        lm_head = head.get("landmarks_unit")
+        lm_head, lm_3d = head.get("landmarks_unit"), head.get("landmarks_3d_unit")
         return FAIDOutput(coeffs=coeffs, vertices_cam=out.vertices_cam, coarse_colors=coarse_colors,
                           fine_colors=fine_colors, image=out.image, coarse_image=coarse_image,
                           mask=out.mask, landmarks_mesh_px=out.landmarks_px, residual=residual,
                           landmarks_head_px=None if lm_head is None else lm_head * self.image_size - 0.5,
-                          landmark_log_scale=head.get("log_scale"))
+                          landmark_log_scale=head.get("log_scale"),
+                          landmarks_head_3d_px=None if lm_3d is None else lm_3d * self.image_size - 0.5,
+                          landmark_log_scale_3d=head.get("log_scale_3d"))
 
     @torch.no_grad()
     def photo_on_mesh(self, images: torch.Tensor, fragments: Fragments, mesh: FaceMesh) -> tuple:
@@ -266,7 +287,8 @@ def build_faid(cfg, device="cpu") -> FAID:
     fm = facemodel.load(m.face_model)
     renderer = Renderer(cfg.data.image_size)
     coarse = CoarseModel(fm.layout.size, m.backbone, m.backbone_weights, m.input_size,
-                         landmark_head=m.landmark_head)
+                         landmark_head=m.landmark_head, landmark_head_3d=m.landmark_head_3d,
+                         landmark_branch=m.landmark_branch)
     features = build_features(cfg)
     fine = None
     if m.fine:

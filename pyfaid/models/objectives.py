@@ -100,8 +100,11 @@ class PretrainObjective(nn.Module):
     region), rotation error (``loss.sup_pose``), albedo error against the exact per-vertex colours
     (``loss.sup_tex``), lighting error (``loss.sup_light``), the projected-landmark term
     (``loss.landmark``, which ties translation and scale), the landmark head's NLL against the
-    photo-style 68 points (``loss.landmark_head``, ``landmarks_2d`` when the data has them) and
-    optionally the photometric term (``loss.coarse_photo``) and the regularisers.
+    2D-style 68 points (``loss.landmark_head``, ``landmarks_2d`` when the data has them), the
+    3D-style head's against the 3D-style points (``loss.landmark_head_3d``, ``landmarks_3d`` or
+    ``landmarks``) and optionally the photometric term (``loss.coarse_photo``) and the regularisers.
+    Terms of weight 0 are not computed, so a stage can train the landmark heads alone on a fixed
+    backbone (``train.freeze``).
 
     The batch must hold ``coeffs [B, layout.size]`` and ``colors [B, V, 3]`` (pyfaid's synthetic
     data does) besides ``image``, ``mask`` and ``landmarks``.
@@ -117,7 +120,7 @@ class PretrainObjective(nn.Module):
     def weights(self) -> dict:
         c = self.cfg
         return {"coarse_photo": c.coarse_photo, "landmark": c.landmark, "landmark_head": c.landmark_head,
-                "sup_shape": c.sup_shape, "sup_pose": c.sup_pose, "sup_tex": c.sup_tex, "sup_light": c.sup_light,
+                "landmark_head_3d": c.landmark_head_3d, "sup_shape": c.sup_shape, "sup_pose": c.sup_pose, "sup_tex": c.sup_tex, "sup_light": c.sup_light,
                 "seg": c.seg, "reg": c.reg, "gamma": c.gamma}
 
     def _supervised(self, out: FAIDOutput, batch: dict, terms: dict) -> None:
@@ -151,6 +154,15 @@ class PretrainObjective(nn.Module):
             w = batch.get("landmark_visible")
             terms["landmark_head"] = L.landmark_nll(out.landmarks_head_px / size, out.landmark_log_scale, target / size,
                                                     None if w is None else w.float())
+        if c.landmark_head_3d > 0:
+            if out.landmarks_head_3d_px is None:
+                raise ValueError("loss.landmark_head_3d > 0 but the coarse model has no 3D-style landmark head "
+                                 "(model.landmark_head_3d: true)")
+            target = batch.get("landmarks_3d", landmarks)
+            # every point counts, hidden or not (3D-style points are defined where hidden), inside the picture
+            w = ((target >= -0.5) & (target <= size - 0.5)).all(-1).float()
+            terms["landmark_head_3d"] = L.landmark_nll(out.landmarks_head_3d_px / size, out.landmark_log_scale_3d,
+                                                       target / size, w)
         if c.coarse_photo > 0:
             terms["coarse_photo"] = L.photometric_loss(images, out.image, out.mask if mask is None else mask)
         if c.seg > 0:

@@ -13,9 +13,14 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
 * a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
   MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
   mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
-  confidences; the jaw line (points 0-16) is matched to the mesh's current silhouette (the photo's
-  jaw points lie on the visible outline of the face, which on a turned face is not the model's
-  3D jaw line), re-matched every few steps,
+  confidences: 2D-style points with the jaw line (points 0-16) matched to the mesh's current
+  outline by contour correspondence (the photo's jaw points lie on the visible outline of the
+  head, which on a turned face is not the model's 3D jaw line; re-chosen as the pose changes, by
+  the landmark marching that labels the synthetic faces), and 3D-style points against the
+  landmark vertices,
+* opt-in (``FitSchedule.w_silhouette > 0``), a silhouette term: the rendered face's outline,
+  softened (:mod:`pyfaid.reconstruct.silhouette`), against the face segmenter's face region, beside
+  the cheeks (between the eye and the mouth lines),
 * an identity loss (:func:`~pyfaid.losses.identity_loss` of dlib embeddings of the photo and of the
   render pasted over it),
 * the coefficient regularisers (Deep3DFaceRecon's weights) and an L2 + edge-smoothness
@@ -45,8 +50,10 @@ from pyfaid.reconstruct.prior import (
     resolve_fill,
     start_colors,
 )
+from pyfaid.reconstruct.silhouette import SoftEdge
 from pyfaid.render import camera as cam
 from pyfaid.render.mesh import Render
+from pyfaid.synth.contour import marching_for
 
 __all__ = ["FitSchedule", "PREDICTION_SCHEDULE", "Fit", "fit", "fit_prediction", "LANDMARK5_FROM_68", "landmarks5_of"]
 
@@ -80,7 +87,12 @@ class FitSchedule:
     w_photo: float = 1.0
     w_landmark: float = 20.0
     w_landmark68: float = 20.0
-    contour_every: int = 10
+    w_landmark3d: float = 10.0
+    contour_every: int = 1
+    # Off by default: with the shipped model's segmenter, 1.0 took AFW's 68-point NME (40 steps,
+    # first 40 photos) from 4.49 % to 5.73 %, the inner 51 points too (3.62 -> 4.55 %).
+    w_silhouette: float = 0.0
+    silhouette_sigma: float = 1.0
     w_id: float = 0.2
     id_every: int = 2
     w_reg_id: float = 3e-4
@@ -119,36 +131,73 @@ def _prealign(face_model, renderer, p: Dict[str, torch.Tensor], landmarks5: torc
 
 
 class _Landmarks68:
-    """The 68-point landmark term: fixed correspondences for the inner points, silhouette
-    correspondences for the jaw (re-matched every ``every`` steps)."""
+    """The 68-point landmark terms (photo-style points, crop pixels, squared error in image sides).
 
-    def __init__(self, face_model, targets: torch.Tensor, weights: Optional[torch.Tensor], every: int):
+    * 2D-style points (``targets``, e.g. the landmark head's): the inner points 17-67 against the
+      mesh's landmark vertices, the jaw 0-16 against the mesh's current outline by *contour
+      correspondence*: each jaw point against the outline point of its line on the head
+      (:class:`pyfaid.synth.contour.LandmarkMarching`, the same rule that labels the synthetic
+      faces), re-chosen from the current shape and pose every ``every`` steps;
+    * 3D-style points (``targets_3d``, the 3D-style head's): all 68 against the landmark vertices,
+      hidden ones included.
+    """
+
+    def __init__(self, face_model, targets: Optional[torch.Tensor], weights: Optional[torch.Tensor],
+                 targets_3d: Optional[torch.Tensor] = None, weights_3d: Optional[torch.Tensor] = None,
+                 every: int = 1):
         self.fm = face_model
-        self.targets = targets.float()
-        self.weights = torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
-        self.cand = face_model.outline_candidates().to(targets.device)
-        self.every = max(1, every)
-        self.jaw = None  # [B, 17] vertex ids matched to jaw points 0-16
+        self.targets = None if targets is None else targets.float()
+        self.weights = self._weights(targets, weights)
+        self.targets_3d = None if targets_3d is None else targets_3d.float()
+        self.weights_3d = self._weights(targets_3d, weights_3d)
+        self.march = marching_for(face_model)
+        self.every = max(1, int(every))
+        self.chosen = None  # [B, L] the outline point of each line, re-chosen every ``every`` steps
 
-    @torch.no_grad()
-    def _match(self, proj: torch.Tensor, normals: torch.Tensor) -> torch.Tensor:
-        """Jaw points -> the nearest silhouette candidate (normal nearly perpendicular to the view)."""
-        nz = normals[:, self.cand, 2].abs()  # [B, C]
-        p = proj[:, self.cand]  # [B, C, 2]
-        d = torch.cdist(self.targets[:, :17], p)  # [B, 17, C]
-        d = d + 1e6 * (nz > 0.35)[:, None, :]  # only outline vertices
-        return self.cand[d.argmin(-1)]  # [B, 17]
+    @staticmethod
+    def _weights(targets, weights):
+        if targets is None:
+            return None
+        return torch.ones(targets.shape[:2], device=targets.device) if weights is None else weights.float()
 
-    def loss(self, renderer, out: Render, step: int, size: float) -> torch.Tensor:
-        verts = out.vertices_cam
-        if self.jaw is None or step % self.every == 0:
-            self.jaw = self._match(renderer.project_points(verts.detach()), out.mesh.normals_world.detach())
-        b = torch.arange(verts.shape[0], device=verts.device)[:, None]
-        inner = renderer.project_points(verts[:, self.fm.landmark_idx[17:]])
-        jaw = renderer.project_points(verts[b, self.jaw])
-        pred = torch.cat([jaw, inner], dim=1)  # [B, 68, 2]
-        err = ((pred - self.targets) / size).pow(2).sum(-1)
-        return (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
+    def jaw(self, renderer, verts_cam, rotation, trans, step: int) -> torch.Tensor:
+        """``[B, 17, 2]`` the mesh's jaw outline points (pixels), differentiable."""
+        if self.chosen is None or step % self.every == 0:
+            pts, self.chosen = self.march.silhouette(verts_cam, rotation, trans, renderer)
+        else:
+            pts = self.march.points_at(verts_cam, rotation, trans, renderer, self.chosen)
+        return pts[:, :17]
+
+    def loss(self, renderer, out: Render, rotation, trans, step: int, size: float) -> dict:
+        """``{"landmark68": ..., "landmark3d": ...}`` for the targets given (``out``: the render)."""
+        terms = {}
+        if self.targets is not None:
+            pred = torch.cat([self.jaw(renderer, out.vertices_cam, rotation, trans, step), out.landmarks_px[:, 17:]], 1)
+            err = ((pred - self.targets) / size).pow(2).sum(-1)
+            terms["landmark68"] = (err * self.weights).sum() / self.weights.sum().clamp_min(1e-6)
+        if self.targets_3d is not None:
+            err = ((out.landmarks_px - self.targets_3d) / size).pow(2).sum(-1)
+            terms["landmark3d"] = (err * self.weights_3d).sum() / self.weights_3d.sum().clamp_min(1e-6)
+        return terms
+
+
+def _cheek_rows(landmarks: torch.Tensor, size) -> torch.Tensor:
+    """``[B, 1, H, W]`` the pixels between the eye line and the mouth line of faces with landmarks
+    ``[B, 68, 2]``, along the face's own down direction: where the outline of the face is the cheeks'
+    against what lies beside them. The silhouette term is held to them: below the mouth the chin
+    meets the neck and above the eyes the forehead meets hair or a hat, and a face segmenter does
+    not tell skin of the face from skin of the neck or hair on the brow from the background (pulled
+    to its region there, fitted AFW faces slid down into the neck)."""
+    eyes = landmarks[:, 36:48].mean(1)  # [B, 2]
+    mouth = landmarks[:, [48, 54]].mean(1)
+    down = mouth - eyes
+    length = down.norm(dim=-1, keepdim=True).clamp_min(1e-6)
+    down = down / length
+    ys, xs = torch.meshgrid(torch.arange(size[0], device=landmarks.device), torch.arange(size[1], device=landmarks.device),
+                            indexing="ij")
+    pix = torch.stack([xs, ys], -1).to(landmarks.dtype)  # [H, W, 2]
+    t = ((pix[None] - eyes[:, None, None]) * down[:, None, None]).sum(-1)  # [B, H, W]
+    return ((t >= 0) & (t <= length[:, :, None]))[:, None]
 
 
 class _Fitter:
@@ -158,7 +207,8 @@ class _Fitter:
                     3: ("angle", "trans", "gamma", "delta")}
 
     def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
-                 landmarks68=None, landmark_weights=None, visibility=None, fill=True, hold=None):
+                 landmarks68=None, landmark_weights=None, visibility=None, fill=True, landmarks3d=None,
+                 landmark3d_weights=None, hold=None):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -174,9 +224,13 @@ class _Fitter:
         self.visibility = None if visibility is None else visibility.detach().to(dev, torch.float32)
         self.skin = skin_mask(self.target) if visibility is None else None
         self.lm5 = None if landmarks5 is None else landmarks5.to(dev, torch.float32)
-        self.lm68 = None if landmarks68 is None else _Landmarks68(
-            face_model, landmarks68.to(dev), None if landmark_weights is None else landmark_weights.to(dev),
-            sch.contour_every)
+        self.lm68 = None
+        if landmarks68 is not None or landmarks3d is not None:
+            to = lambda t: None if t is None else t.to(dev)  # noqa: E731
+            self.lm68 = _Landmarks68(face_model, to(landmarks68), to(landmark_weights), to(landmarks3d),
+                                     to(landmark3d_weights), sch.contour_every)
+        self.soft_edge = SoftEdge(face_model, sch.silhouette_sigma) \
+            if self.visibility is not None and sch.w_silhouette > 0 else None
         self.id_encoder = id_encoder
         if id_encoder is not None:
             with torch.no_grad():
@@ -251,9 +305,17 @@ class _Fitter:
             loss = loss + sch.w_landmark * lml
             terms["landmark"] = float(lml.detach())
         if self.lm68 is not None:
-            l68 = self.lm68.loss(self.renderer, out, step, float(self.target.shape[-1]))
-            loss = loss + sch.w_landmark68 * l68
-            terms["landmark68"] = float(l68.detach())
+            p = self.p
+            lterms = self.lm68.loss(self.renderer, out, cam.euler_rotation(p["angle"]), p["trans"], step,
+                                    float(self.target.shape[-1]))
+            for name, value in lterms.items():
+                loss = loss + {"landmark68": sch.w_landmark68, "landmark3d": sch.w_landmark3d}[name] * value
+                terms[name] = float(value.detach())
+        if self.soft_edge is not None:
+            sil = self.soft_edge.loss(self.renderer.project_points(out.vertices_cam), out.rast, self.visibility,
+                                      _cheek_rows(out.landmarks_px.detach(), out.rast.shape[1:3]))
+            loss = loss + sch.w_silhouette * sil
+            terms["silhouette"] = float(sil.detach())
         if self.id_encoder is not None and stage >= 2 and (step - self.n1) % max(1, sch.id_every) == 0:
             comp = L.composite(out.image, mask, self.target)
             idl = L.perceptual_losses(self.id_target, {"id": self.id_encoder.embed(comp)})["id"]
@@ -298,7 +360,8 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
         prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
         landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None,
-        fill=True, hold: Optional[torch.Tensor] = None):
+        fill=True, landmarks3d: Optional[torch.Tensor] = None,
+        landmark3d_weights: Optional[torch.Tensor] = None, hold: Optional[torch.Tensor] = None):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -315,11 +378,13 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         prealign_steps: landmark-only pose steps before fitting from the mean face (cheap; needs
             ``landmarks5``; skipped when ``coeffs`` are given: a network's prediction is already
             posed, and MTCNN's 5 points would only pull it towards their own definition).
-        landmarks68: ``[B, 68, 2]`` 68 photo-style points in crop pixels (e.g. the landmark head's),
-            or None.
+        landmarks68: ``[B, 68, 2]`` 68 2D-style points in crop pixels (e.g. the landmark head's:
+            the jaw on the face's outline, matched to the mesh's outline), or None.
         landmark_weights: ``[B, 68]`` their weights (e.g. confidences), or None (all 1).
         visibility: ``[B, 1, 224, 224]`` probability that a pixel shows the face unoccluded (a
-            face segmenter's), weighting the photometric term; None: a skin-colour test.
+            face segmenter's), weighting the photometric term and, with ``schedule.w_silhouette``,
+            the target of the silhouette term (the rendered outline, softened by
+            :class:`~pyfaid.reconstruct.silhouette.SoftEdge`, pulled to it); None: a skin-colour test.
         fill: with ``visibility``, the colour offsets of the rendered vertices the photo hides
             (:func:`~pyfaid.reconstruct.fill.hidden_vertices`, found when the colour stage starts)
             are held at 0 while fitting, so an occluder is not painted into the face (under Adam a
@@ -332,11 +397,16 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
             fitted offsets alone), ``"hold"`` no painting; False paints every vertex from the photo.
         hold: ``[B, V]`` bool, the vertices to hold (None: found when the colour stage starts).
 
+        landmarks3d: ``[B, 68, 2]`` 3D-style points in crop pixels (e.g. the 3D-style head's),
+            matched to the landmark vertices (all 68, hidden ones too), or None.
+        landmark3d_weights: ``[B, 68]`` their weights, or None (all 1).
+
     Returns:
         ``(coeffs [B, layout.size], colors [B, V, 3], history)``; ``history`` lists per-step loss values.
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
-                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill, hold)
+                schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill, landmarks3d,
+                landmark3d_weights, hold)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     history = [f.step(step) for step in tqdm(range(steps), desc="fitting", leave=False, disable=not progress)]
@@ -400,6 +470,7 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
     colors = start_colors(face_model, renderer, pred, prior)
     hold = held_vertices(face_model, renderer, coeffs, colors, pred, prior)  # [N, V] or None
     vis, lm68, conf = pred.visibility, pred.landmarks_crop_px, pred.landmark_confidence
+    lm3d, conf3d = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
     out_c, out_col, hists = [], [], []
     for i in range(n):
         c, col, hist = fit(face_model, renderer, crops[i:i + 1], coeffs[i:i + 1],
@@ -409,7 +480,9 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
                            visibility=None if vis is None else vis[i:i + 1],
-                           fill=None if prior is None else HOLD, hold=None if hold is None else hold[i:i + 1])
+                           fill=None if prior is None else HOLD, hold=None if hold is None else hold[i:i + 1],
+                           landmarks3d=None if lm3d is None else lm3d[i:i + 1],
+                           landmark3d_weights=None if conf3d is None else _confidence_weights(conf3d[i:i + 1]))
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)

@@ -75,9 +75,13 @@ class Prediction:
         coeffs: ``[N, layout.size]`` coefficients.
         albedo: ``[N, V, 3]`` per-vertex albedo (the fine stage's when the model has one).
         coarse_albedo: ``[N, V, 3]`` the coarse regressor's albedo (only with a fine stage).
-        landmarks_crop_px: ``[N, 68, 2]`` 68 points in crop pixels (x right, y down) from the
-            landmark head, or dlib's (``landmarks="dlib"``).
+        landmarks_crop_px: ``[N, 68, 2]`` 68 2D-style points (the jaw on the face's visible
+            outline) in crop pixels (x right, y down) from the landmark head, or dlib's
+            (``landmarks="dlib"``).
         landmark_confidence: ``[N, 68]`` the head's per-point confidences (None for dlib's points).
+        landmarks_3d_crop_px: ``[N, 68, 2]`` 68 3D-style points (the landmark vertices projected,
+            also where hidden) in crop pixels from the 3D-style head (None without one).
+        landmark_confidence_3d: ``[N, 68]`` their confidences.
         visibility: ``[N, 1, 224, 224]`` the segmenter's probability that a crop pixel shows the
             face unoccluded.
     """
@@ -87,11 +91,13 @@ class Prediction:
     coarse_albedo: Optional[torch.Tensor] = None
     landmarks_crop_px: Optional[torch.Tensor] = None
     landmark_confidence: Optional[torch.Tensor] = None
+    landmarks_3d_crop_px: Optional[torch.Tensor] = None
+    landmark_confidence_3d: Optional[torch.Tensor] = None
     visibility: Optional[torch.Tensor] = None
 
     def with_landmarks(self, landmarks_crop_px: torch.Tensor) -> "Prediction":
         """The prediction with other 68 points (e.g. dlib's) and no confidences: the head's describe
-        its own points, so fitting weighs the new ones equally."""
+        its own points, so fitting weighs the new ones equally. The 3D-style points stay."""
         return replace(self, landmarks_crop_px=landmarks_crop_px, landmark_confidence=None)
 
 
@@ -117,11 +123,12 @@ def predict(model, crops: torch.Tensor) -> Prediction:
     if x.shape[-1] != size or x.shape[-2] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     out = model(x, render_coarse=False)
-    lm = None
-    if out.landmarks_head_px is not None:  # render pixels -> crop pixels
-        lm = (out.landmarks_head_px + 0.5) * (crops.shape[-1] / size) - 0.5
+    scale = crops.shape[-1] / size  # render pixels -> crop pixels
+    lm = None if out.landmarks_head_px is None else (out.landmarks_head_px + 0.5) * scale - 0.5
+    lm3 = None if out.landmarks_head_3d_px is None else (out.landmarks_head_3d_px + 0.5) * scale - 0.5
     return Prediction(
         coeffs=out.coeffs, albedo=out.fine_colors,
         coarse_albedo=out.coarse_colors if model.fine is not None else None,
         landmarks_crop_px=lm, landmark_confidence=None if lm is None else out.landmark_confidence,
+        landmarks_3d_crop_px=lm3, landmark_confidence_3d=None if lm3 is None else out.landmark_confidence_3d,
         visibility=None if model.segmenter is None else model.segmenter.visibility(crops))

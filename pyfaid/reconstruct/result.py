@@ -27,6 +27,7 @@ from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.render import camera as cam
 from pyfaid.render.mesh import Render, UVTexture
 from pyfaid.render.renderer import Renderer
+from pyfaid.synth.contour import marching_for
 
 __all__ = ["Reconstruction", "make_reconstruction", "results"]
 
@@ -54,9 +55,12 @@ class Reconstruction:
         source: where the image came from (file name or "array").
         transform: ``2x3`` similarity from photo pixels to crop pixels (None: the input was a crop).
         photo_size: ``(height, width)`` of the original photo.
-        detected_landmarks: ``[68, 2]`` detected points in the crop: the landmark head's, or dlib's
-            with ``landmarks="dlib"`` (None when there are none).
+        detected_landmarks: ``[68, 2]`` detected 2D-style points in the crop: the landmark head's,
+            or dlib's with ``landmarks="dlib"`` (None when there are none).
         landmark_confidence: ``[68]`` the landmark head's confidences (None for dlib's points).
+        detected_landmarks_3d: ``[68, 2]`` the 3D-style head's points in the crop (None without one:
+            a model with a 2D-style head only, such as the one shipped before both conventions).
+        landmark_confidence_3d: ``[68]`` their confidences.
         landmark_source: where ``detected_landmarks`` come from: ``"head"``, ``"dlib"`` or None.
         detection_score: the face detector's probability (or None).
         fit_history: losses recorded during test-time fitting (empty without fitting).
@@ -82,6 +86,8 @@ class Reconstruction:
     fit_history: List[Dict[str, float]] = field(default_factory=list, repr=False)
     visibility: Optional[torch.Tensor] = field(default=None, repr=False)
     landmark_source: Optional[str] = None
+    detected_landmarks_3d: Optional[torch.Tensor] = None
+    landmark_confidence_3d: Optional[torch.Tensor] = None
 
     # ------------------------------------------------------------------ parts and frames
     def parts(self) -> Dict[str, torch.Tensor]:
@@ -99,22 +105,56 @@ class Reconstruction:
 
     @property
     def landmarks_crop(self) -> torch.Tensor:
-        """``[68, 2]`` the model's landmark vertices projected into the crop."""
+        """``[68, 2]`` the model's landmark vertices projected into the crop (3D-style points of the mesh)."""
         with torch.no_grad():
             return self.renderer.project_landmarks(self.face_model, self.coeffs[None])[0]
 
     @property
+    def landmarks_2d_crop(self) -> torch.Tensor:
+        """``[68, 2]`` the mesh's 2D-style points in the crop: its landmark vertices, with the jaw on
+        the posed head's outline (:class:`pyfaid.synth.contour.LandmarkMarching`)."""
+        with torch.no_grad():
+            p = self.face_model.split_coeffs(self.coeffs[None])
+            rot = cam.euler_rotation(p["angle"])
+            verts = cam.to_camera(cam.apply_pose(self.vertices[None].to(rot.dtype), rot, p["trans"]),
+                                  self.renderer.camera_distance)
+            jaw, _ = marching_for(self.face_model).silhouette(verts, rot, p["trans"], self.renderer)
+            return torch.cat([jaw[0, :17], self.landmarks_crop[17:]])
+
+    @property
     def landmarks(self) -> np.ndarray:
-        """``[68, 2]`` landmarks in photo pixels: after test-time fitting the fitted mesh's landmark
-        vertices projected (:attr:`model_landmarks`: fitted to the landmark head's points and the
-        photo, they are the more accurate, AFW NME 4.49 % against the head's 4.53 % with the shipped
-        model); without fitting the landmark head's points when the model has one, else the mesh's.
-        With ``landmarks="dlib"`` always dlib's points, fitted or not: on AFW they are much closer
-        than the mesh fitted to them (NME 2.14 % against 4.03 % after 40 steps), but AFW is in dlib's
-        training set (see :mod:`pyfaid.encoders.dlib_landmarks` for that and the licence caveat)."""
+        """``[68, 2]`` 2D-style landmarks in photo pixels (the jaw on the face's visible outline, as
+        300-W and people draw them): after test-time fitting the fitted mesh's (:attr:`landmarks_2d_crop`:
+        fitted to the landmark head's points, the photo and, with a segmenter, the face's outline);
+        without fitting the landmark head's points when the model has one, else the mesh's. With
+        ``landmarks="dlib"`` always dlib's points, fitted or not: on AFW they are much closer than the
+        mesh fitted to them (NME 2.14 % against 4.03 % after 40 steps), but AFW is in dlib's training
+        set (see :mod:`pyfaid.encoders.dlib_landmarks` for that and the licence caveat)."""
         use_detected = self.detected_landmarks is not None and (not self.fit_history or self.landmark_source == "dlib")
-        pts = self.detected_landmarks if use_detected else self.landmarks_crop
+        pts = self.detected_landmarks if use_detected else self.landmarks_2d_crop
         return self.to_photo(pts)
+
+    @property
+    def landmarks_3d(self) -> np.ndarray:
+        """``[68, 2]`` 3D-style landmarks in photo pixels (AFLW2000-3D / 3DDFA: fixed points of the
+        head, drawn where they project, also when hidden): after fitting the fitted mesh's landmark
+        vertices, without fitting the 3D-style head's points when the model has one, else the mesh's."""
+        use_detected = self.detected_landmarks_3d is not None and not self.fit_history
+        return self.to_photo(self.detected_landmarks_3d if use_detected else self.landmarks_crop)
+
+    @property
+    def landmarks_3d_xyz(self) -> np.ndarray:
+        """``[68, 3]`` 3D-style landmarks with depth: x, y as :attr:`landmarks_3d` and z the mesh's
+        landmark vertices' depth in photo pixels (at the landmarks' mean distance), positive towards
+        the camera, zero mean (AFLW2000-3D's ``pt3d_68`` up to its depth offset)."""
+        with torch.no_grad():
+            p = self.parts()
+            verts = self.vertices[self.face_model.landmark_idx][None].float()
+            world = cam.apply_pose(verts, cam.euler_rotation(p["angle"][None].float()), p["trans"][None].float())
+            depth = cam.to_camera(world, self.renderer.camera_distance)[0, :, 2].double().cpu().numpy()
+        k = float(np.hypot(*self._crop_to_photo()[:, 0]))  # crop -> photo scale
+        z = (depth.mean() - depth) * k * self.renderer.camera.focal / depth.mean()
+        return np.concatenate([self.landmarks_3d, z[:, None]], 1)
 
     @property
     def model_landmarks(self) -> np.ndarray:
@@ -256,8 +296,8 @@ class Reconstruction:
         Args:
             photo: the photo this face came from (``[H, W, 3]`` uint8 RGB, a path or a tensor).
             alpha: opacity of the render.
-            landmarks: also draw the 68 points (green) and the model's landmark vertices (red,
-                when they differ: a landmark head's points are drawn in green).
+            landmarks: also draw the 68 points: 2D-style (:attr:`landmarks`, green, joined along the
+                jaw) and 3D-style (:attr:`landmarks_3d`, red).
 
         Returns:
             ``[H, W, 3]`` uint8 RGB.
@@ -273,11 +313,12 @@ class Reconstruction:
         res = (img.astype(np.float32) * (1 - m) + warp(rgb) * m).clip(0, 255).astype(np.uint8)
         if landmarks:
             r = max(1, int(round(max(h, w) / 400)))
-            if self.detected_landmarks is not None:
-                for x, y in self.model_landmarks:
-                    cv2.circle(res, (int(round(x)), int(round(y))), r, (230, 40, 40), -1, cv2.LINE_AA)
-            for x, y in self.landmarks:
-                cv2.circle(res, (int(round(x)), int(round(y))), r, (40, 230, 40), -1, cv2.LINE_AA)
+            pts2, pts3 = self.landmarks, self.landmarks_3d
+            cv2.polylines(res, [np.round(pts2[:17] * 16).astype(np.int32)], False, (40, 230, 40), max(1, r // 2),
+                          cv2.LINE_AA, 4)
+            for pts, colour in ((pts3, (230, 40, 40)), (pts2, (40, 230, 40))):
+                for x, y in pts:
+                    cv2.circle(res, (int(round(x)), int(round(y))), r, colour, -1, cv2.LINE_AA)
         return res
 
     @torch.no_grad()
@@ -338,12 +379,16 @@ class Reconstruction:
         self._trimesh(colors).export(str(path), file_type="ply")
 
     def save_npz(self, path) -> None:
-        """Write coefficients (whole and by part), the mesh, colours, landmarks, head pose, camera and
-        the alignment transform to an ``.npz``; every key that holds points names their frame:
-        ``vertices_model`` (model frame, decimetres), ``vertices_camera`` (the photo's camera, OpenCV
-        axes), ``landmarks_photo_px`` / ``landmarks_crop_px`` (68 points, 2D-style, pixels of the
-        photo / of the 224 crop), ``landmarks5_crop_px`` (the detector's 5 points), ``intrinsics_photo_px``
-        (3 x 3, pixels of the photo), ``transform_photo_to_crop`` (2 x 3)."""
+        """Write coefficients (whole and by part), the mesh, colours, landmarks in both conventions,
+        head pose, camera and the alignment transform to an ``.npz``; every key that holds points
+        names their frame: ``vertices_model`` (model frame, decimetres), ``vertices_camera`` (the
+        photo's camera, OpenCV axes), ``landmarks_photo_px`` (68 points, 2D-style: the jaw on the
+        face's visible outline, :attr:`landmarks`, pixels of the photo), ``landmarks_crop_px`` (the
+        mesh's 2D-style points, pixels of the 224 crop), ``landmarks_3d_photo_px`` /
+        ``landmarks_3d_crop_px`` (3D-style: :attr:`landmarks_3d` / the mesh's landmark vertices
+        projected), ``landmarks_3d_xyz_photo_px`` (3D-style with depth, :attr:`landmarks_3d_xyz`),
+        ``landmarks5_crop_px`` (the detector's 5 points), ``intrinsics_photo_px`` (3 x 3, pixels of
+        the photo), ``transform_photo_to_crop`` (2 x 3)."""
         arrays = {"coeffs": self.coeffs.detach().cpu().numpy(), "vertices_model": self.vertices.detach().cpu().numpy(),
                   "faces": self.faces.detach().cpu().numpy(), "albedo": self.albedo.detach().cpu().numpy(),
                   "shaded": self.shaded.detach().cpu().numpy(),
@@ -353,7 +398,10 @@ class Reconstruction:
             arrays.update({f"coeff_{k}": v.detach().cpu().numpy() for k, v in self.parts().items()})
         if self.renderer is not None and self.face_model is not None:
             arrays["landmarks_photo_px"] = self.landmarks.astype(np.float32)
-            arrays["landmarks_crop_px"] = self.landmarks_crop.detach().cpu().numpy()
+            arrays["landmarks_crop_px"] = self.landmarks_2d_crop.detach().cpu().numpy()
+            arrays["landmarks_3d_photo_px"] = self.landmarks_3d.astype(np.float32)
+            arrays["landmarks_3d_crop_px"] = self.landmarks_crop.detach().cpu().numpy()
+            arrays["landmarks_3d_xyz_photo_px"] = self.landmarks_3d_xyz.astype(np.float32)
             arrays["pose_degrees"] = np.array([self.pose[k] for k in ("yaw", "pitch", "roll")], np.float32)
             arrays["intrinsics_photo_px"] = self.intrinsics
             arrays["vertices_camera"] = self.vertices_camera.astype(np.float32)
@@ -381,7 +429,7 @@ class Reconstruction:
 
 def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source, transform, history,
                         photo_size=None, detected=None, confidence=None, score=None, visibility=None,
-                        landmark_source=None) -> Reconstruction:
+                        landmark_source=None, detected_3d=None, confidence_3d=None) -> Reconstruction:
     """Assemble a :class:`Reconstruction` from one face's coefficients (``[layout.size]``) and albedo."""
     with torch.no_grad():
         c = coeffs[None]
@@ -396,7 +444,8 @@ def make_reconstruction(face_model, renderer, crop, coeffs, colors, lm5, source,
         photo_size=photo_size, detected_landmarks=None if detected is None else detected.detach(),
         landmark_confidence=None if confidence is None else confidence.detach(), detection_score=score,
         fit_history=history, visibility=None if visibility is None else visibility.detach().reshape(crop.shape[-2:]),
-        landmark_source=landmark_source)
+        landmark_source=landmark_source, detected_landmarks_3d=None if detected_3d is None else detected_3d.detach(),
+        landmark_confidence_3d=None if confidence_3d is None else confidence_3d.detach())
 
 
 def results(crops: List[Crop], pred: Prediction, fit: Fit, face_model, landmark_source: Optional[str] = None) -> list:
@@ -404,16 +453,20 @@ def results(crops: List[Crop], pred: Prediction, fit: Fit, face_model, landmark_
 
     Args:
         crops: the faces (:class:`~pyfaid.reconstruct.detect.Crop`).
-        pred: their :class:`~pyfaid.reconstruct.predict.Prediction` (landmarks, confidences, visibility).
+        pred: their :class:`~pyfaid.reconstruct.predict.Prediction` (landmarks of both conventions,
+            confidences, visibility).
         fit: their :class:`~pyfaid.reconstruct.fitting.Fit` (coefficients, albedo, histories).
         face_model: the MorphableModel.
-        landmark_source: where ``pred``'s 68 points come from (``"head"``, ``"dlib"``), None without.
+        landmark_source: where ``pred``'s 68 2D-style points come from (``"head"``, ``"dlib"``), None without.
     """
     renderer = crop_renderer(fit.coeffs.device)
     lm, conf, vis = pred.landmarks_crop_px, pred.landmark_confidence, pred.visibility
+    lm3, conf3 = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
     return [make_reconstruction(face_model, renderer, c.image, fit.coeffs[k], None if fit.albedo is None else fit.albedo[k],
                                 c.landmarks5_crop_px, c.source, c.photo_to_crop, fit.histories[k], photo_size=c.photo_size,
                                 detected=None if lm is None else lm[k], confidence=None if conf is None else conf[k],
                                 score=c.detection.score, visibility=None if vis is None else vis[k],
-                                landmark_source=None if lm is None else landmark_source)
+                                landmark_source=None if lm is None else landmark_source,
+                                detected_3d=None if lm3 is None else lm3[k],
+                                confidence_3d=None if conf3 is None else conf3[k])
             for k, c in enumerate(crops)]

@@ -20,8 +20,9 @@
   aberration, vignetting, exposure, noise, white balance, gamma, JPEG).
 
 Items carry the occluded and the clean picture, the visible-face, face and occluder masks, the
-coefficients, camera-space vertices, albedo, the projected model landmarks and 300-W-style 2-D
-landmarks (jaw on the silhouette) with visibility, and the generator's labels.
+coefficients, camera-space vertices, albedo, the 68 landmarks in both conventions (3D-style: the
+model's landmark vertices projected; 2D-style: the jaw on the head's outline) with visibility, and
+the generator's labels.
 
 Whole batches render in one ``Renderer`` call: use ``SyntheticFaces.batch(indices)``, or a
 ``DataLoader`` (the dataset implements ``__getitems__``, which the loader's batched fetch uses).
@@ -31,6 +32,7 @@ the key light's residual, the context and the 2-D hair are rendered by :mod:`pyf
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Sequence
 
@@ -40,15 +42,16 @@ from torch.utils.data import Dataset
 
 from pyfaid import facemodel
 from pyfaid.occlusion import occlude_arrays
+from pyfaid.render import camera as cam_mod
 from pyfaid.render.camera import FOCAL_AT_224
 from pyfaid.render.renderer import Renderer
 from pyfaid.synth import hair as H
 from pyfaid.synth.alignment import AlignmentJitter
 from pyfaid.synth.backgrounds import BACKGROUND_KINDS, background
-from pyfaid.synth.contour import JawContour
+from pyfaid.synth.contour import marching_for
 from pyfaid.synth.lighting import ShadowMaps
 from pyfaid.synth.photo import apply_effects, sample_effects
-from pyfaid.synth.render import SyntheticRendering, cam_rotation
+from pyfaid.synth.render import SyntheticRendering
 from pyfaid.synth.sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 from pyfaid.synth.scene import SceneRenderer, lerp, soften
 from pyfaid.synth.skin import APPEARANCE_LABELS, SkinPainter
@@ -102,6 +105,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             photo-like frame with the face at half size, used to measure MTCNN's errors).
         background_kinds: restrict backgrounds to these kinds of
             :data:`pyfaid.synth.backgrounds.BACKGROUND_KINDS` (default: all).
+        yaw: every item at this absolute yaw in degrees (even indices turned one way, odd ones the
+            other; everything else drawn as usual), or None for random poses (the default).
         views: items per rendered face (:mod:`pyfaid.synth.views`): item ``i`` shows
             face ``i // views`` with its own occluders and camera; 1 (default): one face per item.
 
@@ -110,10 +115,13 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         ``clean [3, H, W]``, ``mask [1, H, W]`` face pixels not covered by occluders or hair (0/1),
         ``face_mask [1, H, W]`` all face pixels, ``occluder_mask [1, H, W]`` (pasted occluders
         anywhere, and hair where it covers the face), ``coeffs [layout.size]``, ``vertices [V, 3]``
-        (camera space), ``colors [V, 3]`` the exact albedo rendered, ``landmarks [68, 2]`` (the
-        model's landmark vertices projected; pixels, y down), ``landmarks_2d [68, 2]`` (300-W
-        convention: jaw points 0-16 on the visible silhouette), ``landmark_visible [68]`` (bool:
-        not hidden by the face itself, inside the picture), ``index`` (int64 scalar), and
+        (camera space), ``colors [V, 3]`` the exact albedo rendered, ``landmarks_3d [68, 2]``
+        (3D-style: the model's landmark vertices projected, also where hidden; pixels, y down;
+        ``landmarks`` is the same tensor), ``landmarks_2d [68, 2]`` (2D-style, 300-W's convention:
+        the jaw on the head's visible outline at every pose, the outer brow points on it where the
+        head hides them; :mod:`pyfaid.synth.contour`), ``landmark_visible [68]`` and
+        ``landmark_3d_visible [68]`` (bool: the 2D-style / 3D-style point is not hidden by the face
+        itself and inside the picture), ``index`` (int64 scalar), and
         ``labels``: a dict with ``id [n_id]``, ``exp [n_exp]``, ``tex [n_tex]``, ``angles [3]``
         (radians), ``skin_tone`` (scalar: mean luma of the albedo over the skin region), the
         appearance scalars of :data:`pyfaid.synth.skin.APPEARANCE_LABELS` and
@@ -151,6 +159,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         framing: str = "mtcnn",
         face_scale: float = 1.0,
         background_kinds: Sequence[str] | None = None,
+        yaw: float | None = None,
         views: int = 1,
     ) -> None:
         if int(length) < 0:
@@ -182,10 +191,8 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.occlusion = bool(occlusion)
         self.id_scale, self.exp_scale, self.tex_scale = float(id_scale), float(exp_scale), float(tex_scale)
         self.max_yaw, self.max_pitch, self.max_roll = float(max_yaw), float(max_pitch), float(max_roll)
-        self.harsh_light_prob = float(harsh_light_prob)
-        self.tint_prob = float(tint_prob)
-        self.blur_prob = float(blur_prob)
-        self.noise_prob = float(noise_prob)
+        self.harsh_light_prob, self.tint_prob = float(harsh_light_prob), float(tint_prob)
+        self.blur_prob, self.noise_prob = float(blur_prob), float(noise_prob)
         self.occlusion_kwargs = dict(occlusion_kwargs or {})
         self.occlusion_prob = float(occlusion_prob)
         self.device = torch.device(device)
@@ -196,6 +203,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.framing = framing
         self.face_scale = float(face_scale)
         self.background_kinds = None if background_kinds is None else tuple(background_kinds)
+        self.yaw = None if yaw is None else float(yaw)
         self.views = int(views)
         self._face_model = face_model
         self._renderer = None
@@ -239,7 +247,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             elif name == "scene":
                 self._parts[name] = SceneRenderer(fm, self.renderer)
             elif name == "contour":
-                self._parts[name] = JawContour(fm)
+                self._parts[name] = marching_for(fm, context=self.context)
             elif name == "shadows":
                 self._parts[name] = ShadowMaps(fm)
             elif name == "jitter":
@@ -315,8 +323,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             "vertices": face["verts"],
             "colors": colors_t,
             "landmarks": torch.from_numpy(face["lm3d"]),
+            "landmarks_3d": torch.from_numpy(face["lm3d"]),
             "landmarks_2d": face["lm2d"].float(),
             "landmark_visible": face["lm_vis"],
+            "landmark_3d_visible": face["lm_vis3d"],
             "index": torch.tensor(idx, dtype=torch.int64),
             "labels": labels,
         }
@@ -336,7 +346,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             style = H.sample_hair(item_rng(self.seed, i, S_HAIR), skin_light, male, age)
             styles.append(style)
             if self.texture_detail:
-                a, lab = self._part("painter").paint(base[b], item_rng(self.seed, i, S_SKIN), style.colour, male, age)
+                # the skin tone follows the albedo's first direction (melanin for the default model)
+                tone = 9.0 * float(_normal_cdf(tex0)) if fm.n_tex else None
+                a, lab = self._part("painter").paint(base[b], item_rng(self.seed, i, S_SKIN), style.colour, male, age,
+                                                     tone=tone)
             else:
                 a, lab = np.clip(base[b], 0, 1).astype(np.float32), {k: 0.0 for k in APPEARANCE_LABELS}
             colors.append(a)
@@ -360,12 +373,17 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         if self.lighting_extras:
             face_np += self._light_residual(plans, colors, out) * cover_np[..., None]
         self._tick("light")
-        rotation = cam_rotation(parts["angle"].double().numpy())
-        lm2d, lm_vis = self._part("contour").compute(out.landmarks_px.float().cpu(), verts_cam, rast, self.renderer,
-                                                     torch.from_numpy(rotation))
+        lm3d = out.landmarks_px.float().cpu()
+        lm2d, lm_vis, lm_vis3d = self._landmarks_2d(lm3d, verts_cam, rast, parts)
         self._tick("landmarks_2d")
         return {"out": out, "rast": rast, "image": face_np, "cover": cover_np, "verts": verts_cam,
-                "lm3d": out.landmarks_px.float().cpu().numpy(), "lm2d": lm2d, "lm_vis": lm_vis}
+                "lm3d": lm3d.numpy(), "lm2d": lm2d, "lm_vis": lm_vis, "lm_vis3d": lm_vis3d}
+
+    def _landmarks_2d(self, landmarks: torch.Tensor, verts_cam: torch.Tensor, rast: torch.Tensor, parts: dict):
+        """2D-style landmarks (:mod:`pyfaid.synth.contour`: the jaw on the head's outline, marched over
+        the head around the face when the context is rendered) and their visibility."""
+        rotation = cam_mod.euler_rotation(parts["angle"].float())
+        return self._part("contour").compute(landmarks, verts_cam, rotation, parts["trans"].float(), rast, self.renderer)
 
     def _compose_scenes(self, idx: list, plans: list, parts: dict, styles: list, colors: list, face: dict):
         """The context around the face, backgrounds and compositing: ``(cleans, hairies, hair_masks,
@@ -461,6 +479,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         """Batched fetch used by ``torch.utils.data.DataLoader`` (one render per batch)."""
         batch = self.batch(list(indices))
         return [self._unbatch(batch, b) for b in range(len(batch["index"]))]
+
+
+def _normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
 
 
 def _blend(dst: np.ndarray, src: np.ndarray, cover: np.ndarray) -> None:

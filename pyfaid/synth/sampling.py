@@ -1,8 +1,9 @@
 """What :class:`pyfaid.synth.faces.SyntheticFaces` draws for an item before rendering it, and
 the labels that follow from the coefficients.
 
-Per item ``(seed, index)``: the identity, expression (blendshape activations when the model maps
-them, eyes often a little wide open) and albedo coefficients, the pose, the SH lighting and key
+Per item ``(seed, index)``: the identity (with larger, more open eyes than the basis draws), the
+expression (blendshape activations when the model maps them: smiles, laughs, shouts, talking and
+frowns among them, eyes often a little wide open) and albedo coefficients, the pose, the SH lighting and key
 light (:mod:`pyfaid.synth.lighting`), the torso's turn, and the framing of the aligned crop
 (:mod:`pyfaid.synth.alignment`). Every part of an item draws from its own random stream,
 :func:`item_rng` ``(seed, index, stream)`` with the ``S_*`` stream numbers below, so parts do not
@@ -20,10 +21,48 @@ from pyfaid.synth.lighting import sample_lighting
 from pyfaid.synth.skin import APPEARANCE_LABELS
 
 __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_HAIR", "S_LIGHT", "S_ALIGN",
-           "S_CONTEXT", "S_HAIR2D"]
+           "S_CONTEXT", "S_HAIR2D", "S_EYES", "EXPRESSIONS"]
 
 #: Per-item random streams: ``numpy.random.default_rng((seed, index, stream))``.
 S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
+#: The eye proportions' stream (9 is :data:`pyfaid.synth.views.S_VIEW`, an item's own camera).
+S_EYES = 10
+
+#: Facial expressions the generator makes (ARKit blendshape names): per expression, how often (a
+#: weight), and ``(unit or (left, right) pair, low, high)`` activation ranges (pairs get the same
+#: draw with a little asymmetry).
+EXPRESSIONS = {
+    "smile": (0.25, [(("mouthSmileLeft", "mouthSmileRight"), 0.35, 1.0), (("cheekSquintLeft", "cheekSquintRight"), 0.1, 0.6),
+                     (("eyeSquintLeft", "eyeSquintRight"), 0.0, 0.4), (("mouthDimpleLeft", "mouthDimpleRight"), 0.0, 0.4)]),
+    "toothy_smile": (0.22, [(("mouthSmileLeft", "mouthSmileRight"), 0.5, 1.0), ("jawOpen", 0.08, 0.3),
+                            (("mouthUpperUpLeft", "mouthUpperUpRight"), 0.2, 0.7),
+                            (("mouthLowerDownLeft", "mouthLowerDownRight"), 0.1, 0.6),
+                            (("cheekSquintLeft", "cheekSquintRight"), 0.2, 0.7), (("eyeSquintLeft", "eyeSquintRight"), 0.0, 0.5)]),
+    "laugh": (0.13, [(("mouthSmileLeft", "mouthSmileRight"), 0.6, 1.0), ("jawOpen", 0.3, 0.75),
+                     (("mouthUpperUpLeft", "mouthUpperUpRight"), 0.2, 0.6), (("cheekSquintLeft", "cheekSquintRight"), 0.4, 0.9),
+                     (("eyeSquintLeft", "eyeSquintRight"), 0.3, 0.8)]),
+    "shout": (0.12, [("jawOpen", 0.5, 1.0), (("mouthStretchLeft", "mouthStretchRight"), 0.0, 0.6), ("browInnerUp", 0.2, 0.9),
+                     (("browOuterUpLeft", "browOuterUpRight"), 0.0, 0.7), (("eyeWideLeft", "eyeWideRight"), 0.2, 0.8),
+                     ("mouthFunnel", 0.0, 0.4), (("mouthLowerDownLeft", "mouthLowerDownRight"), 0.2, 0.8)]),
+    "talk": (0.14, [("jawOpen", 0.08, 0.4), ("mouthFunnel", 0.0, 0.5), ("mouthPucker", 0.0, 0.3),
+                    (("mouthLowerDownLeft", "mouthLowerDownRight"), 0.0, 0.5), (("mouthUpperUpLeft", "mouthUpperUpRight"), 0.0, 0.4)]),
+    "frown": (0.14, [(("browDownLeft", "browDownRight"), 0.3, 1.0), (("mouthFrownLeft", "mouthFrownRight"), 0.2, 0.8),
+                     (("noseSneerLeft", "noseSneerRight"), 0.0, 0.5), (("mouthPressLeft", "mouthPressRight"), 0.0, 0.6),
+                     ("mouthShrugLower", 0.0, 0.5)]),
+}
+
+
+def _archetype(rng: np.random.Generator, names: list, weights: np.ndarray, strength: float) -> str:
+    """Set ``weights`` (in place) to one of :data:`EXPRESSIONS`, drawn by its weight; returns its name."""
+    kinds = list(EXPRESSIONS)
+    p = np.array([EXPRESSIONS[k][0] for k in kinds])
+    kind = kinds[int(rng.choice(len(kinds), p=p / p.sum()))]
+    for unit, lo, hi in EXPRESSIONS[kind][1]:
+        value = rng.uniform(lo, hi) * strength
+        for u in (unit if isinstance(unit, tuple) else (unit,)):
+            if u in names:
+                weights[names.index(u)] = max(weights[names.index(u)], value + rng.normal(0, 0.04))
+    return kind
 
 # Rec. 709 luma weights, for the scalar skin tone label.
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -54,12 +93,15 @@ class SyntheticSampling:
         c[lay.slice("id")] = rng.standard_normal(fm.n_id) * self.id_scale
         blendshapes = self._sample_blendshape_weights(rng)
         c[lay.slice("exp")] = self._expression_coeffs(blendshapes, rng)
+        c[lay.slice("id")] += self._eye_proportions(item_rng(self.seed, index, S_EYES))
         c[lay.slice("tex")] = rng.standard_normal(fm.n_tex) * self.tex_scale
         # Pose: most faces within +-35 degrees of frontal, the rest anywhere up to max_yaw.
         if rng.random() < 0.6:
             yaw = np.clip(rng.normal(0.0, 20.0), -self.max_yaw, self.max_yaw)
         else:
             yaw = rng.uniform(-self.max_yaw, self.max_yaw)
+        if self.yaw is not None:  # a fixed yaw (previews, by-pose evaluation)
+            yaw = self.yaw if index % 2 == 0 else -self.yaw
         pitch = np.clip(rng.normal(0.0, self.max_pitch / 2.0), -self.max_pitch, self.max_pitch)
         roll = np.clip(rng.normal(0.0, self.max_roll / 2.0), -self.max_roll, self.max_roll)
         angles = np.radians([pitch, yaw, roll])
@@ -129,26 +171,36 @@ class SyntheticSampling:
         """Blendshape weights ``[T]`` in [0, 1], or None for a model without a blendshape map.
 
         With a model that maps blendshape weights to coefficients (``labels["exp_from_target"]``
-        ``[n_exp, T]``, weights in [0, 1]), a few blendshapes are activated (a quarter of the faces
-        stay neutral), and the eyes are often opened a little wider (the default model's neutral
-        eyes are narrow).
+        ``[n_exp, T]``, weights in [0, 1]) and names them (``labels["exp_target_names"]``, ARKit's),
+        about half of the faces make one of :data:`EXPRESSIONS` (smiles with closed or parted lips,
+        laughs, shouts, talking, frowns: the open mouths and smiles real photos are full of), with a
+        little of one or two other units; a fifth of the rest activate a few random blendshapes,
+        the others stay neutral; the eyes are often opened a little wider (the default model's
+        neutral eyes are narrow).
         """
         fm = self.face_model
         from_target = getattr(fm, "labels", {}).get("exp_from_target")
         if not (isinstance(from_target, torch.Tensor) and from_target.dim() == 2 and from_target.shape[0] == fm.n_exp):
             return None
         weights = np.zeros(from_target.shape[1], np.float64)
-        if rng.random() < 0.75:
+        names = fm.labels.get("exp_target_names")
+        named = isinstance(names, list) and len(names) == len(weights)
+        strength = self.exp_scale / 0.6
+        u = rng.random()
+        if named and u < 0.5:
+            _archetype(rng, names, weights, strength)
+            extra = rng.choice(len(weights), size=int(rng.integers(0, 3)), replace=False)
+            weights[extra] = np.maximum(weights[extra], rng.uniform(0.0, 0.3, len(extra)) * strength)
+        elif u < 0.8 or not named:
             k = int(rng.integers(1, 6))
             units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
-            weights[units] = np.clip(rng.uniform(0.15, 1.0, len(units)) * self.exp_scale / 0.6, 0.0, 1.0)
-        names = fm.labels.get("exp_target_names")
-        if isinstance(names, list) and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
+            weights[units] = rng.uniform(0.15, 1.0, len(units)) * strength
+        if named and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
             wide = rng.uniform(0.15, 0.7)
             for side in ("eyeWideLeft", "eyeWideRight"):
                 j = names.index(side)
-                weights[j] = np.clip(max(weights[j], wide + rng.normal(0, 0.05)), 0, 1)
-        return weights
+                weights[j] = max(weights[j], wide + rng.normal(0, 0.05))
+        return np.clip(weights, 0.0, 1.0)
 
     def _expression_coeffs(self, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         """Expression coefficients ``[n_exp]``: the blendshape weights mapped exactly, or, for a
@@ -157,6 +209,23 @@ class SyntheticSampling:
         if weights is not None:
             return (fm.labels["exp_from_target"].double().numpy() @ weights).astype(np.float32)
         return (rng.standard_normal(fm.n_exp) * self.exp_scale).astype(np.float32)
+
+    def _eye_proportions(self, rng: np.random.Generator) -> np.ndarray:
+        """An identity offset ``[n_id]`` that makes the eyes larger and more open than the model's
+        basis draws them (its mean eyes are small and narrow), through the model's eye sliders
+        (``labels["id_from_target"]``, MakeHuman's ``eyes/eye-scale-incr``, ``eyes/eye-height2-incr``);
+        zero for a model without them."""
+        fm = self.face_model
+        from_target = getattr(fm, "labels", {}).get("id_from_target")
+        names = getattr(fm, "labels", {}).get("id_target_names")
+        out = np.zeros(fm.n_id, np.float64)
+        if not (isinstance(from_target, torch.Tensor) and isinstance(names, list)
+                and from_target.shape == (fm.n_id, len(names))):
+            return out
+        for name, lo, hi in (("eyes/eye-scale-incr:sym", 0.0, 0.6), ("eyes/eye-height2-incr:sym", 0.1, 0.7)):
+            if name in names:
+                out += from_target[:, names.index(name)].double().numpy() * rng.uniform(lo, hi)
+        return out
 
     # ------------------------------------------------------------------------------ labels
     def phenotype_labels(self, id_coeffs: torch.Tensor, exp_coeffs: torch.Tensor) -> dict[str, torch.Tensor]:

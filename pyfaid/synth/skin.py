@@ -32,7 +32,7 @@ from pyfaid.synth.skin_canvas import (
     texel_polygon,
 )
 
-__all__ = ["SkinPainter", "APPEARANCE_LABELS", "HAIR_COLOURS"]
+__all__ = ["SkinPainter", "APPEARANCE_LABELS", "HAIR_COLOURS", "MONK_SKIN_TONES", "monk_colour"]
 
 #: Scalar appearance labels :meth:`SkinPainter.paint` returns (all floats; counts for ``moles``).
 APPEARANCE_LABELS = (
@@ -74,6 +74,25 @@ _SHADOW = np.array(
 )
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
 
+#: The Monk Skin Tone Scale (Ellis Monk with Google, 2022; published under CC BY 4.0): its ten
+#: reference colours, lightest (MST-1) to darkest (MST-10), sRGB in [0, 1]. Skin tones are drawn
+#: along it (:meth:`SkinPainter.paint`), so the synthetic faces span light to dark skin evenly.
+MONK_SKIN_TONES = np.array(
+    [
+        [246, 237, 228], [243, 231, 219], [247, 234, 208], [234, 218, 186], [215, 189, 150],
+        [160, 126, 86], [130, 92, 67], [96, 65, 52], [58, 49, 42], [41, 36, 32],
+    ],
+    np.float32,
+) / 255.0
+
+
+def monk_colour(position: float) -> np.ndarray:
+    """The skin colour at ``position`` in [0, 9] along :data:`MONK_SKIN_TONES` (0 = MST-1, 9 = MST-10),
+    linearly between neighbouring swatches; ``[3]`` sRGB."""
+    t = float(np.clip(position, 0.0, 9.0))
+    k = min(int(t), 8)
+    return MONK_SKIN_TONES[k] * (1 - (t - k)) + MONK_SKIN_TONES[k + 1] * (t - k)
+
 
 class SkinPainter(SkinCanvas):
     """Paints per-vertex albedo layers for one face model.
@@ -87,7 +106,8 @@ class SkinPainter(SkinCanvas):
     """
 
     def paint(self, albedo: np.ndarray, rng: np.random.Generator, hair_colour: np.ndarray,
-              male: float = 0.5, age: float = 0.5, detail: bool = True) -> tuple[np.ndarray, dict]:
+              male: float = 0.5, age: float = 0.5, detail: bool = True,
+              tone: float | None = None) -> tuple[np.ndarray, dict]:
         """Add the random layers to one face's basis albedo.
 
         Args:
@@ -97,6 +117,9 @@ class SkinPainter(SkinCanvas):
             male: in [0, 1], how likely beards (vs make-up) are.
             age: in [0, 1], how likely age spots, grey beards and rough skin are.
             detail: False skips everything (returns the clipped basis albedo and zero labels).
+            tone: the skin tone's position on the Monk scale (0 = MST-1 ... 9 = MST-10; see
+                :func:`monk_colour`), or None to draw it; the basis albedo is scaled per colour
+                channel so its skin takes that colour (its own variation across the face kept).
 
         Returns:
             ``(albedo [V, 3] float32 in [0, 1], labels)``: the final albedo and a dict of
@@ -107,6 +130,7 @@ class SkinPainter(SkinCanvas):
         if not detail:
             return A.copy(), labels
         hair_colour = np.asarray(hair_colour, np.float32)
+        A = self._skin_tone(A, rng, tone)
         lum_ref = float((A[self._ref_idx] @ _LUMA).mean())
         fair = float(np.clip((lum_ref - 0.25) / 0.35, 0, 1))
         made_up = rng.random() < 0.55 * (1 - male) + 0.03
@@ -120,6 +144,17 @@ class SkinPainter(SkinCanvas):
         return A, labels
 
     # ------------------------------------------------------------------------------ layers
+    def _skin_tone(self, A: np.ndarray, rng: np.random.Generator, tone: float | None) -> np.ndarray:
+        """The albedo scaled per channel so that the skin's mean is a Monk-scale colour: the swatch
+        at ``tone`` (drawn uniformly along the scale when None), a little darker than the swatch
+        (the swatches show lit skin; the key light brightens the albedo again) and a little hue
+        jitter."""
+        position = rng.uniform(0.0, 9.0) if tone is None else float(tone)
+        target = monk_colour(position) * rng.uniform(0.7, 0.92) * np.exp(rng.normal(0, 0.03, 3)).astype(np.float32)
+        mean = A[self._ref_idx].mean(0)
+        gain = np.clip(target / np.maximum(mean, 1e-3), 0.05, 4.0).astype(np.float32)
+        return np.clip(A * gain, 0.0, 1.0)
+
     def _skin_detail(self, A, rng, labels: dict, lum_ref: float, fair: float, age: float, made_up: bool) -> np.ndarray:
         """Skin detail (luminance and redness noise at several scales), spots and marks: the new albedo."""
         skin = self.skin_free
@@ -232,11 +267,40 @@ class SkinPainter(SkinCanvas):
         if made_up:
             labels.update(self._makeup(A, rng))
         labels["iris_lightness"] = self._eyes(A, rng, labels["eyeliner"])
-        teeth = np.array([0.62, 0.58, 0.5], np.float32) * rng.uniform(0.7, 1.05)  # in the mouth's shade
-        inside = np.array([0.2, 0.06, 0.06], np.float32) * rng.uniform(0.6, 1.2)
-        t = (0.8 * smoothstep((self.mouth_t[ls.idx] - 0.72) / 0.2))[:, None]
-        mw = (self.mouth[ls.idx] * (1 - self.lips[ls.idx]))[:, None]
-        A[ls.idx] = A[ls.idx] * (1 - mw) + (inside * (1 - t) + teeth * t) * mw
+        self._mouth_inside(A, rng)
+
+    def _mouth_inside(self, A, rng) -> None:
+        """The inside of the mouth, in place: the lips' wet inner edge, the upper and lower teeth
+        (tooth by tooth, ivory to yellowish), the gums above the upper teeth, the tongue behind the
+        lower ones, and a dark cavity; darker the deeper it lies (the light does not reach it)."""
+        i = self.lip_set.idx
+        mw = (self.mouth[i] * (1 - self.lips[i]))[:, None]
+        d, t, x = self.mouth_depth[i], self.mouth_open_t[i], np.abs(self.mouth_x[i])
+        teeth = np.array([0.80, 0.76, 0.66], np.float32) * rng.uniform(0.72, 1.0) \
+            + np.array([0.0, 0.0, -0.08], np.float32) * rng.uniform(0, 1)
+        # tooth edges along the arch (incisors, laterals, canines, premolars; model units)
+        edges = np.array([0.0, 0.085, 0.15, 0.225, 0.295, 0.36], np.float32) * rng.uniform(0.9, 1.1)
+        gap = np.exp(-((np.abs(x[:, None] - edges[None]).min(1) / 0.005) ** 2))
+        tooth = np.searchsorted(edges, x)
+        shade = (1 - 0.07 * (tooth % 2) - 0.06 * np.clip(tooth - 2, 0, None)) * (1 - 0.55 * gap)
+        behind_lips = smoothstep((d - 0.004) / 0.006)  # teeth stand just behind the lips
+        show = rng.uniform(0.18, 0.32)  # how far the upper teeth reach down, in the opened mouth
+        upper_teeth = behind_lips * (1 - smoothstep((t - show) / 0.05)) * (1 - smoothstep((d - 0.045) / 0.01))
+        lower_teeth = behind_lips * smoothstep((t - 0.85) / 0.05) * (1 - smoothstep((d - 0.022) / 0.008))
+        gums = (1 - smoothstep((t - show) / 0.05)) * smoothstep((d - 0.045) / 0.01) * (1 - smoothstep((d - 0.06) / 0.01))
+        tongue = smoothstep((t - 0.55) / 0.1) * smoothstep((d - 0.022) / 0.008)
+        tongue_colour = np.array([0.68, 0.30, 0.30], np.float32) * rng.uniform(0.75, 1.1)
+        groove = 1 - 0.3 * np.exp(-((x / 0.02) ** 2))
+        cavity = np.array([0.16, 0.045, 0.045], np.float32) * rng.uniform(0.6, 1.2)
+        wet = np.array([0.55, 0.22, 0.22], np.float32)
+        colour = cavity[None] * np.ones_like(A[i])
+        for w, c in ((gums, np.array([0.72, 0.36, 0.38], np.float32)), (tongue, tongue_colour * groove[:, None]),
+                     (np.clip(upper_teeth + lower_teeth, 0, 1), teeth * shade[:, None]),
+                     (1 - smoothstep((d - 0.004) / 0.008), wet)):
+            w = w[:, None]
+            colour = colour * (1 - w) + c * w
+        light = np.clip(np.exp(-d / 0.12), 0.3, 1.0)[:, None]  # the deeper, the less light reaches it
+        A[i] = A[i] * (1 - mw) + colour * light * mw
 
     def _skin_reference(self, A: np.ndarray) -> np.ndarray:
         """The face's skin colour above the brows (what erased brows become), ``[3]``."""

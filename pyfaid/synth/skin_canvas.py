@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from pyfaid.facemodel.builder.texture import BROW_COLOUR, MEAN_SKIN
 
@@ -81,6 +82,7 @@ class SkinCanvas:
         self.eye_width = float(np.mean([np.linalg.norm(self.lm[39] - self.lm[36]),
                                         np.linalg.norm(self.lm[45] - self.lm[42])]))
         self._fixed_regions()
+        self._mouth_geometry(face_model, V)
 
     # ------------------------------------------------------------------------------ helpers
     def canvas(self, channels: int = 1) -> np.ndarray:
@@ -188,6 +190,39 @@ class SkinCanvas:
         fh_idx = np.flatnonzero((self.forehead > 0.5) & (self.skin_free > 0.5) & (self.old_brows < 0.05))[::5]
         self._forehead_idx = fh_idx if len(fh_idx) else self._ref_idx
         self._prepare_fast_paths()
+
+    def _mouth_geometry(self, face_model, V: np.ndarray) -> None:
+        """Per vertex of the mouth's inside: ``mouth_depth`` (model units behind the front of the
+        mouth at the same x), ``mouth_open_t`` (0 at the upper inner lip, 1 at the lower one, in
+        the mouth opened wide by the model's ``jawOpen`` blendshape; without it :attr:`mouth_t`'s
+        reverse) and ``mouth_x`` (the mean shape's x)."""
+        inside = self.mouth > 0.3
+        self.mouth_x = V[:, 0].astype(np.float32)
+        self.mouth_depth = np.zeros(len(V), np.float32)
+        self.mouth_open_t = (1 - self.mouth_t).astype(np.float32)
+        if not inside.any():
+            return
+        x, z = V[inside, 0], V[inside, 2]
+        bins = np.round(x / 0.02).astype(np.int64)
+        front = {b: z[bins == b].max() for b in np.unique(bins)}
+        self.mouth_depth[inside] = np.clip(np.array([front[b] for b in bins]) - z, 0, None)
+        labels = getattr(face_model, "labels", {})
+        names, from_target = labels.get("exp_target_names"), labels.get("exp_from_target")
+        if isinstance(names, list) and "jawOpen" in names and from_target is not None:
+            w = torch.zeros(from_target.shape[1], dtype=torch.float64)
+            w[names.index("jawOpen")] = 1.0
+            c = (from_target.double() @ w).float()[None]
+            with torch.no_grad():
+                opened = face_model.shape(torch.zeros(1, face_model.n_id), c)[0].cpu().numpy()
+            lm = face_model.landmark_idx.cpu().numpy()
+            def lip_curve(idx):  # the inner lip line y(x) of the opened mouth
+                pts = opened[lm[idx], :2]
+                pts = pts[np.argsort(pts[:, 0])]
+                return np.interp(V[:, 0], pts[:, 0], pts[:, 1])
+
+            up, lo = lip_curve([60, 61, 62, 63, 64]), lip_curve([60, 67, 66, 65, 64])
+            t = (up - opened[:, 1]) / np.maximum(up - lo, 1e-3)
+            self.mouth_open_t[inside] = np.clip(t[inside], 0, 1)
 
     def _beard_poly(self, part: str) -> np.ndarray:
         lm = self.lm

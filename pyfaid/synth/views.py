@@ -29,7 +29,8 @@ __all__ = ["S_VIEW", "faces_of", "views_of", "items_of_faces", "FACE_KEYS"]
 S_VIEW = 9
 
 #: Item keys that belong to the face (shared by its views); the others belong to the item.
-FACE_KEYS = ("coeffs", "vertices", "colors", "landmarks", "landmarks_2d", "landmark_visible", "labels")
+FACE_KEYS = ("coeffs", "vertices", "colors", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible",
+             "landmark_3d_visible", "labels")
 
 
 def faces_of(idx: list, views: int) -> list:

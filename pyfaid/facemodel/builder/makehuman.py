@@ -455,9 +455,16 @@ def load_default(cache: bool = True) -> MorphableModel:
     path = default_cache_path()
     if cache and os.path.isfile(path):
         try:
-            return MorphableModel.from_npz(path)
+            model = MorphableModel.from_npz(path)
         except (ValueError, OSError):
-            pass
+            model = None
+        if model is not None:
+            # the landmark indices are the asset file's (a cache made before a change of them holds
+            # others; it is left as it is for the versions that made it)
+            idx = _landmark_indices(model.num_vertices)
+            if not np.array_equal(model.landmark_idx.cpu().numpy(), idx):
+                model.landmark_idx.copy_(model.landmark_idx.new_tensor(idx))
+            return model
     model = build_default_model()
     if cache:
         try:
