@@ -6,6 +6,7 @@ The ops are always compiled for the CPU. CUDA kernels are added when torch was b
 """
 
 import glob
+import importlib.util
 import os
 import re
 import shutil
@@ -36,10 +37,18 @@ def _find_cuda_home():
 
 
 def _nvidia_wheel_dirs():
-    """Include/lib folders of torch's nvidia-* wheels (cusparse.h etc. live there)."""
-    site = sysconfig.get_paths()["purelib"]
+    """Include/lib folders of torch's nvidia-* wheels (cusparse.h etc. live there): beside the torch
+    that builds the ops, which in a ``venv --system-site-packages`` is not this environment's own
+    site-packages."""
+    sites = [sysconfig.get_paths()["purelib"]]
+    spec = importlib.util.find_spec("torch")
+    if spec is not None and spec.origin:
+        sites.insert(0, os.path.dirname(os.path.dirname(spec.origin)))
     inc, lib = [], []
-    for root in sorted(glob.glob(os.path.join(site, "nvidia", "cu*"))) + [os.path.join(site, "nvidia")]:
+    roots = []
+    for site in dict.fromkeys(sites):
+        roots += sorted(glob.glob(os.path.join(site, "nvidia", "cu*"))) + [os.path.join(site, "nvidia")]
+    for root in roots:
         if os.path.isdir(os.path.join(root, "include")):
             inc.append(os.path.join(root, "include"))
         if os.path.isdir(os.path.join(root, "lib")):

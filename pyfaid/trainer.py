@@ -33,7 +33,7 @@ from pyfaid import precision
 from pyfaid.config import Config, from_dict, resumed_config
 from pyfaid.data.datasets import collate_skip
 from pyfaid.data.registry import build_dataset
-from pyfaid.data.sampler import ResumableSampler, TrainingView, init_worker
+from pyfaid.data.sampler import ResumableSampler, TrainingView, init_worker, prepare_workers
 from pyfaid.distributed import Dist
 from pyfaid.evaluate import held_out_landmarks, held_out_psnr
 from pyfaid.losses import composite
@@ -305,6 +305,8 @@ class Trainer:
         sampler = ResumableSampler(len(self.dataset), batch_size, d.rank, d.world, seed=self.cfg.data.seed,
                                    start=self.samples, group=getattr(self.dataset.ds, "views", 1))
         workers = self.cfg.data.num_workers
+        if workers > 0:
+            prepare_workers()
         return iter(torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler, collate_fn=collate_skip,
                                                 num_workers=workers, pin_memory=self.dev.type == "cuda",
                                                 worker_init_fn=init_worker if workers > 0 else None))

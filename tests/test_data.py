@@ -708,3 +708,34 @@ def test_cache_command_line(tmp_path):
     assert main(["cache", "--out", root, "--n", "3", "--size", "32", "--shard", "2", "--batch", "2"]) == 0
     assert len(CachedFaces(root)) == 3
     assert main(["cache", "--out", root, "--n", "3", "--size", "48"]) == 2  # other settings: refused
+
+
+def test_loader_workers_start_after_the_parent_used_opencv_threads():
+    """Training with ``data.num_workers > 0``: the workers start and generate even when the training
+    process had used OpenCV's thread pool before forking them (resizing the pool inside a forked
+    worker waits forever for threads the fork did not copy; the trainer sets it before the fork)."""
+    import cv2
+
+    from pyfaid.data.sampler import init_worker, prepare_workers
+
+    big = np.random.default_rng(0).random((1500, 1500, 3), dtype=np.float32)
+    threads = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)
+        for _ in range(2):
+            cv2.GaussianBlur(big, (31, 31), 5)  # the parent's pool has run
+
+        class Blurs(torch.utils.data.Dataset):
+            def __len__(self):
+                return 2
+
+            def __getitem__(self, i):
+                return float(cv2.GaussianBlur(big[:300, :300], (15, 15), 3).sum()), cv2.getNumThreads()
+
+        prepare_workers()
+        loader = torch.utils.data.DataLoader(Blurs(), num_workers=1, worker_init_fn=init_worker, timeout=60,
+                                             multiprocessing_context="fork")
+        got = list(loader)
+        assert len(got) == 2 and all(int(n) == 1 for _, n in got)  # one OpenCV thread in the worker
+    finally:
+        cv2.setNumThreads(threads)

@@ -12,21 +12,28 @@ import signal
 import cv2
 import torch
 
-__all__ = ["ResumableSampler", "TrainingView", "TRAINING_KEYS", "init_worker"]
+__all__ = ["prepare_workers", "ResumableSampler", "TrainingView", "TRAINING_KEYS", "init_worker"]
 
 #: Item keys a training step uses.
 TRAINING_KEYS = ("image", "mask", "clean", "landmarks", "landmarks_2d", "landmarks_3d", "landmark_visible", "coeffs",
                  "colors")
 
 
+def prepare_workers() -> None:
+    """In the training process, before its DataLoader forks workers: OpenCV on one thread, so the
+    workers generating data (torch already runs them on one thread) and the training process share
+    the cores without oversubscribing them. It must happen here, not in the worker: a forked child
+    that resizes OpenCV's thread pool waits forever for the parent's pool threads, which a fork does
+    not copy; set in the parent, the pool is stopped before the fork and the workers inherit one thread."""
+    cv2.setNumThreads(1)
+
+
 def init_worker(worker_id: int = 0) -> None:
     """Start of a training DataLoader worker: SIGINT / SIGTERM ignored, as
     :func:`pyfaid.trainer.ignore_stop_signals` explains (the main process saves and stops its
-    workers), and OpenCV on one thread, as torch already is in workers, so the workers generating
-    data and the training process share the cores without oversubscribing them."""
+    workers). OpenCV's threads are set before the fork (:func:`prepare_workers`)."""
     for s in (signal.SIGINT, signal.SIGTERM):
         signal.signal(s, signal.SIG_IGN)
-    cv2.setNumThreads(1)
 
 
 class ResumableSampler(torch.utils.data.Sampler):
