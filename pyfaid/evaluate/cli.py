@@ -96,7 +96,7 @@ def _parser():
                          "python -m pyfaid.reconstruct")
     ap.add_argument("--fill", nargs="+", default=[], choices=list(FILL_STEPS), metavar="STEP",
                     help="score these ways of painting the hidden vertices side by side, one fit shared: "
-                         f"{', '.join(FILL_STEPS)} (each adds to the one before; default: the default prior "
+                         f"{', '.join(FILL_STEPS)} (from harmonic on, each adds to the one before; default: the default fill "
                          f"alone, {default_step})")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")

@@ -71,7 +71,7 @@ CONDITIONS = ("none", "synthetic", "sunglasses", "glasses", "hand", "hair", "pat
 class Method:
     """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face),
     ``fit_steps`` of test-time fitting, ``fill`` (how the vertices the segmenter says the photo hides
-    are painted: True the default prior, a step name of
+    are painted: True the default fill, a step name of
     :data:`~pyfaid.reconstruct.prior.FILL_STEPS`, False from the photo; :func:`pyfaid.reconstruct`'s
     ``fill``; methods that differ only in it share one fit) and, in the landmark
     protocol, the source of the 68 points (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat
@@ -167,6 +167,10 @@ def _reconstruct(method, net, fm, inp, lm5, fits: dict):
     does)."""
     prior = resolve_fill(method.fill)
     renderer = crop_renderer(inp.device)
+    if prior is not None and prior.at_colour_stage:  # its own fit: the hidden set is found inside it
+        pred = predict(net, inp)
+        fitted = fit_prediction(fm, inp, pred, lm5, method.fit_steps, fill=prior)
+        return fitted.coeffs, fitted.albedo
     key = (method.checkpoint, method.coarse, method.fit_steps, prior is not None)
     if key not in fits:
         pred = predict(net, inp)

@@ -39,7 +39,7 @@ import torch
 from tqdm import tqdm
 
 from pyfaid import losses as L
-from pyfaid.reconstruct.fill import hidden_vertices
+from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.reconstruct.predict import Prediction, crop_renderer
 from pyfaid.reconstruct.prior import (
@@ -349,7 +349,9 @@ class _Fitter:
     def result(self):
         albedo = self.fm.texture(self.p["tex"]) if self.tex_drives_colors else self.base
         colors = (albedo + self.offsets()).clamp(0, 1).detach()
-        if self.hidden is not None:  # the hidden vertices' colours from the face itself
+        if self.hidden is not None and self.prior.at_colour_stage:  # harmonic fill of the held offsets
+            colors = (albedo + fill_hidden(self.offsets(), self.hidden, self.edges)).clamp(0, 1).detach()
+        elif self.hidden is not None:  # the hidden vertices' colours from the face itself
             colors = paint_hidden(self.fm, self.renderer, self.coeffs().detach(), colors, self.visibility,
                                   self.prior, base=albedo.detach(), hidden=self.hidden)
         return self.coeffs().detach(), colors
@@ -390,11 +392,12 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
             are held at 0 while fitting, so an occluder is not painted into the face (under Adam a
             small photometric weight is no protection: each offset's step is normalised, so a
             vertex that only an occluder's pixels reach, at any weight, takes its colour); then the
-            hidden vertices are painted from the face itself
-            (:func:`~pyfaid.reconstruct.prior.paint_hidden`): True the default prior, a
-            :class:`~pyfaid.reconstruct.prior.FillPrior` or the name of a step of
-            :data:`~pyfaid.reconstruct.prior.FILL_STEPS` (``"harmonic"``: the harmonic fill of the
-            fitted offsets alone), ``"hold"`` no painting; False paints every vertex from the photo.
+            hidden vertices are filled: True (:data:`~pyfaid.reconstruct.prior.DEFAULT_PRIOR`,
+            step ``"stage"``) harmonically from the visible offsets around them; a
+            :class:`~pyfaid.reconstruct.prior.FillPrior` or another step of
+            :data:`~pyfaid.reconstruct.prior.FILL_STEPS` painted from the face itself
+            (:func:`~pyfaid.reconstruct.prior.paint_hidden`); ``"hold"`` no painting; False paints
+            every vertex from the photo.
         hold: ``[B, V]`` bool, the vertices to hold (None: found when the colour stage starts).
 
         landmarks3d: ``[B, 68, 2]`` 3D-style points in crop pixels (e.g. the 3D-style head's),
@@ -467,8 +470,9 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
         schedule = PREDICTION_SCHEDULE
     renderer = crop_renderer(crops.device)
     prior = resolve_fill(fill)
+    late = prior is not None and prior.at_colour_stage  # hidden set found, and filled, inside fit()
     colors = start_colors(face_model, renderer, pred, prior)
-    hold = held_vertices(face_model, renderer, coeffs, colors, pred, prior)  # [N, V] or None
+    hold = None if late else held_vertices(face_model, renderer, coeffs, colors, pred, prior)  # [N, V] or None
     vis, lm68, conf = pred.visibility, pred.landmarks_crop_px, pred.landmark_confidence
     lm3d, conf3d = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
     out_c, out_col, hists = [], [], []
@@ -480,12 +484,14 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
                            visibility=None if vis is None else vis[i:i + 1],
-                           fill=None if prior is None else HOLD, hold=None if hold is None else hold[i:i + 1],
+                           fill=prior if late or prior is None else HOLD, hold=None if hold is None else hold[i:i + 1],
                            landmarks3d=None if lm3d is None else lm3d[i:i + 1],
                            landmark3d_weights=None if conf3d is None else _confidence_weights(conf3d[i:i + 1]))
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)
     out_c = torch.cat(out_c)  # then the vertices the photo hides, painted from the face itself
-    out_col = paint_prediction(face_model, renderer, pred, out_c, torch.cat(out_col), prior, colors, hold)
+    out_col = torch.cat(out_col)
+    if not late:
+        out_col = paint_prediction(face_model, renderer, pred, out_c, out_col, prior, colors, hold)
     return Fit(out_c, out_col, hists)
