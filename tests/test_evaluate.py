@@ -96,8 +96,13 @@ def test_evaluate_synthetic_end_to_end(tmp_path, capsys):
             assert 0 < st["ssim"]["mean"] <= 1 and st["psnr"]["mean"] > 0
             for e in rep["identity_encoders"]:
                 assert -1 <= st[f"id_{e}"]["mean"] <= 1
+    # the occluded and the visible face pixels apart: nothing is occluded in the clean images
+    occ, clean = rep["conditions"]["occluded"]["FAID"], rep["conditions"]["clean"]["FAID"]
+    assert clean["psnr_occluded"]["n"] == 0 and clean["psnr_visible"]["mean"] == pytest.approx(clean["psnr"]["mean"])
+    assert occ["psnr_visible"]["n"] == 2 and 0 < occ["occluded_share"]["mean"] < 1
     md = (out / "report.md").read_text()
     assert "| Synthetic (occluded) | FAID |" in md and "Table 2 layout" in md and "3D errors" in md
+    assert "## Per region" in md and "| occluded share |" in md
     assert (out / "report.png").stat().st_size > 1000
 
 

@@ -141,6 +141,19 @@ def test_evaluate_fill_option_reaches_fitting(tmp_path):
     assert reports[False]["methods"]["FAID"]["fill"] is True and reports[True]["methods"]["FAID"]["fill"] is False
     err = {k: r["conditions"]["occluded"]["FAID"]["color_error"]["mean"] for k, r in reports.items()}
     assert err[False] != pytest.approx(err[True], rel=1e-4), err
+    # --fill STEP ...: one row per step from one shared fit; the default prior's row is the default's
+    from pyfaid.reconstruct.prior import DEFAULT_PRIOR, FILL_STEPS
+
+    default = next(k for k, v in FILL_STEPS.items() if v == DEFAULT_PRIOR)
+    out = tmp_path / "steps"
+    assert E.main(["--checkpoint", "pretrained", "--fit", "6", "--data", "synthetic", "--n", "2",
+                   "--batch-size", "2", "--occlusion", "synthetic", "--out", str(out),
+                   "--fill", "harmonic", default]) == 0
+    rows = json.loads((out / "report.json").read_text())["conditions"]["occluded"]
+    assert set(rows) == {"FAID harmonic", f"FAID {default}"}
+    assert rows[f"FAID {default}"]["color_error"]["mean"] == pytest.approx(err[False], abs=1e-6)
+    assert rows["FAID harmonic"]["color_error"]["mean"] != pytest.approx(err[False], abs=1e-6)
+    assert "| FAID harmonic |" in (out / "report.md").read_text()
 
 
 def test_fill_refinement_replaces_what_the_refiners_changed_on_hidden_vertices():

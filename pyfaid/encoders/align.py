@@ -116,12 +116,13 @@ def crop224_to_dlib_chip_matrix() -> np.ndarray:
 _MTCNN_CACHE: dict = {}
 
 
-def _mtcnn(device):
+def _mtcnn(device, thresholds=None):
     from facenet_pytorch import MTCNN  # weights ship inside the wheel
 
-    key = str(device)
+    key = (str(device), None if thresholds is None else tuple(thresholds))
     if key not in _MTCNN_CACHE:
-        _MTCNN_CACHE[key] = MTCNN(keep_all=False, select_largest=True, device=device)
+        kw = {} if thresholds is None else {"thresholds": list(thresholds)}
+        _MTCNN_CACHE[key] = MTCNN(keep_all=False, select_largest=True, device=device, **kw)
     return _MTCNN_CACHE[key]
 
 
@@ -163,7 +164,7 @@ MAX_DETECT_SIDE = 1280
 
 
 def detect_faces(image: np.ndarray, device: str | torch.device = "cpu", min_prob: float = 0.9,
-                 max_side: int = MAX_DETECT_SIDE) -> list:
+                 max_side: int = MAX_DETECT_SIDE, thresholds=None) -> list:
     """Every face MTCNN finds in one photo, largest first.
 
     Args:
@@ -171,6 +172,7 @@ def detect_faces(image: np.ndarray, device: str | torch.device = "cpu", min_prob
         device: where MTCNN runs.
         min_prob: minimum face probability.
         max_side: detect on a copy downscaled so its longer side is at most this (0 = never).
+        thresholds: MTCNN's three stage thresholds (None: its defaults, 0.6, 0.7, 0.7).
 
     Returns:
         list of dicts ``{"box": [x0, y0, x1, y1], "score": p, "landmarks5": [5, 2]}`` in the
@@ -185,7 +187,7 @@ def detect_faces(image: np.ndarray, device: str | torch.device = "cpu", min_prob
         scale = max_side / max(h, w)
         small = cv2.resize(image, (max(12, int(round(w * scale))), max(12, int(round(h * scale)))),
                            interpolation=cv2.INTER_AREA)
-    boxes, probs, points = _mtcnn(device).detect(small, landmarks=True)
+    boxes, probs, points = _mtcnn(device, thresholds).detect(small, landmarks=True)
     if boxes is None or len(boxes) == 0:
         return []
     out = []

@@ -15,6 +15,7 @@ import torch
 from pyfaid import precision
 from pyfaid.data.registry import parse_spec
 from pyfaid.encoders.dlib_landmarks import LICENCE_NOTE, load_shape_predictor
+from pyfaid.evaluate.detection import detection_markdown, evaluate_detection
 from pyfaid.evaluate.landmarks import (
     evaluate_landmarks,
     landmark_figures,
@@ -23,6 +24,7 @@ from pyfaid.evaluate.landmarks import (
 from pyfaid.evaluate.protocol import CONDITIONS, Method, evaluate
 from pyfaid.evaluate.report import figure, json_safe, markdown_report
 from pyfaid.reconstruct.predict import resolve_device
+from pyfaid.reconstruct.prior import DEFAULT_PRIOR, FILL_STEPS
 
 __all__ = ["main"]
 
@@ -33,6 +35,8 @@ EPILOG = """examples:
   python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data 300w:/data/afw --landmarks dlib --out eval/
   python -m pyfaid.evaluate --checkpoint none --fit 200 --data folder:photos/ --occlusion none synthetic --out eval/
   python -m pyfaid.evaluate --checkpoint CKPT --ablations no_sa=CKPT2 --data celeba:/data/celeba --out eval/
+  python -m pyfaid.evaluate --protocol detection --data 300w:/data/afw --occlusion none synthetic mask hand --out eval/
+  python -m pyfaid.evaluate --checkpoint pretrained --fit 40 --data folder:photos/ --occlusion none synthetic mask --fill harmonic symmetry albedo edges learned --out eval/
 
 --checkpoint none is the mean face (use it with --fit). Annotated data (300w:DIR, aflw2000:DIR) runs
 the landmark protocol (--protocol landmarks), everything else the photometric one; in the
@@ -44,9 +48,14 @@ dlib's 68-point predictor instead of pyfaid's landmark head: its model is traine
 
 def _methods(args, ap):
     methods = []
+    if args.fill and args.no_fill:
+        ap.error("give --fill STEP ... or --no-fill, not both")
     if args.checkpoint:
         ck = None if args.checkpoint.lower() == "none" else args.checkpoint
-        methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
+        if args.fill:  # one method per step, all from one fit
+            methods += [Method(f"{args.name} {step}", ck, args.fit, args.landmarks, step) for step in args.fill]
+        else:
+            methods.append(Method(args.name, ck, args.fit, args.landmarks, not args.no_fill))
         if args.coarse:
             if ck is None:
                 ap.error("--coarse needs a --checkpoint with a model (not none)")
@@ -64,6 +73,7 @@ def _methods(args, ap):
 
 
 def _parser():
+    default_step = next((k for k, v in FILL_STEPS.items() if v == DEFAULT_PRIOR), "custom")
     ap = argparse.ArgumentParser(prog="python -m pyfaid.evaluate", epilog=EPILOG,
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
                                  description="Evaluate FAID checkpoints with the paper's protocol (Tables 1 and 2).")
@@ -73,8 +83,9 @@ def _parser():
     ap.add_argument("--data", default="synthetic", help="synthetic | celeba:DIR | aflw2000:DIR | 300w:DIR | folder:DIR")
     ap.add_argument("--occlusion", nargs="+", default=["none", "synthetic"], choices=list(CONDITIONS),
                     help="input conditions (default: none synthetic); the clean image is always the reference")
-    ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks"], default="auto",
-                    help="auto: landmarks for 300w / aflw2000 data, photometric otherwise")
+    ap.add_argument("--protocol", choices=["auto", "photometric", "landmarks", "detection"], default="auto",
+                    help="auto: landmarks for 300w / aflw2000 data, photometric otherwise; detection: face "
+                         "detection misses on annotated photos with --occlusion's occluders pasted on")
     ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
                     help="landmark protocol: the 68 points fitting uses and that are scored; head (default): "
                          "pyfaid's landmark head; dlib: dlib's 68-point predictor (pip install dlib-bin "
@@ -83,6 +94,10 @@ def _parser():
                     help="fitting paints every rendered vertex from the input (default: the vertices the "
                          "segmenter says it hides are filled from the visible ones), as --no-fill of "
                          "python -m pyfaid.reconstruct")
+    ap.add_argument("--fill", nargs="+", default=[], choices=list(FILL_STEPS), metavar="STEP",
+                    help="score these ways of painting the hidden vertices side by side, one fit shared: "
+                         f"{', '.join(FILL_STEPS)} (from harmonic on, each adds to the one before; default: the default fill "
+                         f"alone, {default_step})")
     ap.add_argument("--n", type=int, default=None, help="number of images (default 100; landmarks: all)")
     ap.add_argument("--out", required=True, help="output folder")
     ap.add_argument("--ablations", nargs="*", default=[], metavar="NAME=CKPT",
@@ -113,13 +128,18 @@ def _photometric(args, methods, out: Path):
     return report, markdown_report(report, ablation=len(methods) > 1), ["report.json", "report.md", "report.png"]
 
 
+def _detection(args, out: Path):
+    report = evaluate_detection(args.data, args.occlusion, args.n or 0, args.device)
+    return report, detection_markdown(report), ["report.json", "report.md"]
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pyfaid.evaluate``."""
     ap = _parser()
     args = ap.parse_args(argv)
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    methods = _methods(args, ap)
+    methods = _methods(args, ap) if args.protocol != "detection" else []
     if args.n is not None and args.n <= 0:
         ap.error("--n must be positive")
     t0 = time.perf_counter()
@@ -136,9 +156,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         prec = precision.resolve(args.precision, resolve_device(args.device), "--precision")
         print(f"pyfaid.evaluate: {prec.describe()}", file=sys.stderr)
-        with precision.use(prec):  # every method's networks, in both protocols
-            report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
-        report["precision"] = prec.name
+        if protocol == "detection":  # MTCNN alone, in float32
+            report, md, files = _detection(args, out)
+        else:
+            with precision.use(prec):  # every method's networks, in both reconstruction protocols
+                report, md, files = (_landmarks if protocol == "landmarks" else _photometric)(args, methods, out)
+            report["precision"] = prec.name
     except (FileNotFoundError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,10 @@ A method is a checkpoint (or none: the mean face) plus test-time fitting steps (
 alone): the same reconstruction :func:`pyfaid.reconstruct` gives a user.
 
 Metrics per image: ``psnr``, ``ssim`` inside the rendered face mask (the numbers of the paper's
-tables; see :mod:`pyfaid.metrics`), ``psnr_image``, ``ssim_image`` (the render pasted over the
+tables; see :mod:`pyfaid.metrics`); with occluders pasted on, ``psnr_occluded`` and ``psnr_visible``
+(the same PSNR over the rendered face pixels the occluders cover and over the ones they leave
+visible, so a change shows where it acts) and ``occluded_share`` (the share of the rendered face the
+occluders cover); ``psnr_image``, ``ssim_image`` (the render pasted over the
 reference), ``id_<encoder>`` (cosine of identity embeddings of the reference and the pasted
 render), and on synthetic data against the generator's ground truth ``color_error``,
 ``shape_error``, ``shape_error_mm``.
@@ -42,6 +45,12 @@ from pyfaid.reconstruct.predict import (
     predict,
     resolve_device,
 )
+from pyfaid.reconstruct.prior import (
+    held_vertices,
+    paint_prediction,
+    resolve_fill,
+    start_colors,
+)
 
 __all__ = ["Method", "evaluate", "load_methods", "CONDITIONS", "OCCLUSION_SEED", "condition_names"]
 
@@ -53,14 +62,18 @@ def condition_names() -> dict:
     return {"none": "clean", "synthetic": "occluded", **{k: f"occluded ({k})" for k in OCCLUDER_KINDS}}
 
 
-CONDITIONS = ("none", "synthetic", "sunglasses", "hand", "hair", "patch", "noise")
+#: Input conditions: the clean image, every occluder kind at random, or one kind
+#: (:data:`pyfaid.occlusion.OCCLUDER_KINDS`).
+CONDITIONS = ("none", "synthetic", "sunglasses", "glasses", "hand", "hair", "patch", "noise", "mask")
 
 
 @dataclass(frozen=True)
 class Method:
     """A way to reconstruct: ``checkpoint`` (file / run folder, or None for the mean face),
-    ``fit_steps`` of test-time fitting, ``fill`` (fitting fills the vertices the segmenter says the
-    photo hides instead of painting them; :func:`pyfaid.reconstruct`'s ``fill``) and, in the landmark
+    ``fit_steps`` of test-time fitting, ``fill`` (how the vertices the segmenter says the photo hides
+    are painted: True the default fill, a step name of
+    :data:`~pyfaid.reconstruct.prior.FILL_STEPS`, False from the photo; :func:`pyfaid.reconstruct`'s
+    ``fill``; methods that differ only in it share one fit) and, in the landmark
     protocol, the source of the 68 points (``landmarks``: ``"head"``, or ``"dlib"`` with the caveat
     of :mod:`pyfaid.encoders.dlib_landmarks`); ``coarse``: the checkpoint's coarse stage alone, its
     fine model skipped (the coarse-against-fine comparison of one model)."""
@@ -69,7 +82,7 @@ class Method:
     checkpoint: Optional[str] = None
     fit_steps: int = 0
     landmarks: str = "head"
-    fill: bool = True
+    fill: object = True
     coarse: bool = False  # the checkpoint's coarse stage alone (its fine model skipped)
 
 
@@ -124,10 +137,16 @@ def _ground_truth(items, face_model, dev):
             "colors": torch.stack([it["colors"] for it in items]).to(dev).float()}
 
 
-def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
+def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors, occluder=None) -> dict:
     comp = mask * img + (1 - mask) * clean
     vals = {"psnr": metrics.psnr(img, clean, mask), "ssim": metrics.ssim(img, clean, mask),
             "psnr_image": metrics.psnr(comp, clean), "ssim_image": metrics.ssim(comp, clean)}
+    if occluder is not None:  # [B, 1, H, W] 1 where an occluder covers the pixel
+        face = (mask > 0.5).float()
+        hidden = face * (occluder > 0.5).float()
+        vals["psnr_occluded"] = metrics.psnr(img, clean, hidden)  # nan where no face pixel is covered
+        vals["psnr_visible"] = metrics.psnr(img, clean, face - hidden)
+        vals["occluded_share"] = hidden.sum((1, 2, 3)) / face.sum((1, 2, 3)).clamp_min(1)
     for ename, enc in encs.items():
         vals[f"id_{ename}"] = metrics.id_similarity(comp, clean, enc)
     if gt is not None and fm.num_vertices == gt["colors"].shape[1]:
@@ -140,11 +159,29 @@ def _metrics(img, mask, clean, encs, coeffs, fm, gt, colors) -> dict:
     return vals, comp
 
 
-def _reconstruct(method, net, fm, inp, lm5):
+def _reconstruct(method, net, fm, inp, lm5, fits: dict):
     """The pipeline's predict and fit steps, as :func:`pyfaid.reconstruct` runs them by default (no
-    identity term): ``(coeffs, albedo or None)``."""
-    fitted = fit_prediction(fm, inp, predict(net, inp), lm5, method.fit_steps, fill=method.fill)
-    return fitted.coeffs, fitted.albedo
+    identity term): ``(coeffs, albedo or None)``. Methods that differ only in how they paint the
+    hidden vertices share one fit (``fits``: the fits of this input so far): it holds the hidden
+    vertices, and each method paints them (as :func:`~pyfaid.reconstruct.fitting.fit_prediction`
+    does)."""
+    prior = resolve_fill(method.fill)
+    renderer = crop_renderer(inp.device)
+    if prior is not None and prior.at_colour_stage:  # its own fit: the hidden set is found inside it
+        pred = predict(net, inp)
+        fitted = fit_prediction(fm, inp, pred, lm5, method.fit_steps, fill=prior)
+        return fitted.coeffs, fitted.albedo
+    key = (method.checkpoint, method.coarse, method.fit_steps, prior is not None)
+    if key not in fits:
+        pred = predict(net, inp)
+        fitted = fit_prediction(fm, inp, pred, lm5, method.fit_steps, fill="hold" if prior is not None else False)
+        base = start_colors(fm, renderer, pred, prior)  # what fitting started from and held
+        start = pred.coeffs if pred.coeffs is not None else fm.layout.zeros(inp.shape[0], device=inp.device)
+        fits[key] = pred, fitted.coeffs, fitted.albedo, base, held_vertices(fm, renderer, start, base, pred, prior)
+    pred, coeffs, colors, base, hold = fits[key]
+    if method.fit_steps > 0:
+        colors = paint_prediction(fm, renderer, pred, coeffs, colors, prior, base, hold)
+    return coeffs, colors
 
 
 class _Run:
@@ -175,19 +212,21 @@ def _score_batch(run, items, bi, methods, models, occlusions, encs, fm0, dev):
     run.keep("input", clean)
     renderer = crop_renderer(dev)
     for occ in occlusions:
-        inp = clean
+        inp, occluder = clean, torch.zeros_like(clean[:, :1])
         if occ != "none":
             kinds = None if occ == "synthetic" else (occ,)
-            inp, _ = occlude(clean.cpu(), seed=OCCLUSION_SEED + bi, kinds=kinds)
-            inp = inp.to(dev)
+            inp, occluder = occlude(clean.cpu(), seed=OCCLUSION_SEED + bi, kinds=kinds)
+            inp, occluder = inp.to(dev), occluder.to(dev)
             if occ == occlusions[-1] or len(run.samples["occluded"]) == 0:
                 run.keep("occluded", inp)
+        fits: dict = {}
         for method in methods:
             net, fm = models[method.name]
             with torch.enable_grad():
-                coeffs, colors = _reconstruct(method, net, fm, inp, lm5)
+                coeffs, colors = _reconstruct(method, net, fm, inp, lm5, fits)
             out = renderer(fm, coeffs, colors=colors)
-            vals, comp = _metrics(out.image.clamp(0, 1), out.mask, clean, encs, coeffs, fm, gt, out.mesh.albedo)
+            vals, comp = _metrics(out.image.clamp(0, 1), out.mask, clean, encs, coeffs, fm, gt, out.mesh.albedo,
+                                  occluder)
             run.add(names[occ], method.name, vals)
             if occ != "none" or len(occlusions) == 1:
                 run.keep("render", comp, method.name)
@@ -271,7 +310,8 @@ def evaluate(methods, data: str = "synthetic", occlusions: Sequence[str] = ("non
         "dataset": dataset_name, "data": data, "n": used, "skipped": skipped, "seed": seed,
         "occlusion_seed": OCCLUSION_SEED, "reference": "clean image", "mask": "rendered face region",
         "identity_encoders": list(encs), "mm_per_unit": MM_PER_UNIT,
-        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps, "fill": m.fill} for m in methods},
+        "methods": {m.name: {"checkpoint": m.checkpoint, "fit_steps": m.fit_steps,
+                             "fill": m.fill if isinstance(m.fill, (bool, str)) else repr(m.fill)} for m in methods},
         "conditions": {cond: {m: {k: _summary(v) for k, v in mv.items()} for m, mv in cv.items()}
                        for cond, cv in run.values.items()},
     }

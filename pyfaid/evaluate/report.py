@@ -9,7 +9,7 @@ import numpy as np
 
 from pyfaid.evaluate.geometry import MM_PER_UNIT
 
-__all__ = ["markdown_report", "figure", "json_safe"]
+__all__ = ["markdown_report", "region_table", "figure", "json_safe"]
 
 
 def _fmt(s: Dict[str, float], digits: int) -> Tuple[str, str]:
@@ -56,6 +56,7 @@ def markdown_report(report: dict, ablation: bool = False) -> str:
                 row += "".join(f" {_fmt(st.get('id_' + e), 3)[0]} |" for e in encs)
                 lines.append(row)
             lines.append("")
+    lines += region_table(report)
     any_3d = any("shape_error" in st for cv in report["conditions"].values() for st in cv.values())
     if any_3d:
         lines += ["", "## 3D errors against ground truth (synthetic data)", "",
@@ -72,6 +73,29 @@ def markdown_report(report: dict, ablation: bool = False) -> str:
                 lines.append(f"| {cond} | {m} | {se} ± {sd} | {mm} ± {mmd} | {ce} ± {cd} |")
     lines += ["", "Whole-image values (render pasted over the reference) and every count are in report.json.", ""]
     return "\n".join(lines)
+
+
+def _region_cell(st: dict) -> str:
+    return " / ".join(_fmt(st.get(k), 2)[0] for k in ("psnr", "psnr_occluded", "psnr_visible"))
+
+
+def region_table(report: dict) -> list:
+    """Lines of the per-region table: one row per method, one column per condition, each cell
+    ``whole face / occluded pixels / visible pixels`` masked PSNR (empty when no condition has
+    region values)."""
+    conds = report["conditions"]
+    if not any("psnr_occluded" in st for cv in conds.values() for st in cv.values()):
+        return []
+    methods = list(dict.fromkeys(m for cv in conds.values() for m in cv))
+    lines = ["", "## Per region", "",
+             "Masked PSNR (dB) over the whole rendered face / the face pixels the occluders cover / the "
+             "ones they leave visible; the share of the face the occluders cover is the last row.", "",
+             "| Method | " + " | ".join(conds) + " |", "|---|" + "---|" * len(conds)]
+    for m in methods:
+        lines.append(f"| {m} | " + " | ".join(_region_cell(conds[c].get(m, {})) for c in conds) + " |")
+    share = [_fmt(next(iter(conds[c].values())).get("occluded_share"), 3)[0] for c in conds]
+    lines.append("| occluded share | " + " | ".join(share) + " |")
+    return lines
 
 
 def figure(report: dict, samples: dict, path) -> None:

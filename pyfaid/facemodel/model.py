@@ -21,6 +21,7 @@ from pyfaid.render.mesh import FaceMesh, RestShape, UVTexture, pose_mesh
 from pyfaid.render.topology import MeshTopology
 
 from .layout import CoeffLayout
+from .symmetry import mirror_pairs
 from .uv import check_layout, cylindrical_layout
 
 __all__ = ["MorphableModel"]
@@ -54,6 +55,11 @@ class MorphableModel(nn.Module):
             exports then generate a layout, :meth:`uv_layout`).
         uv_faces: optional ``[F, 3]`` indices into ``uv``, one row per triangle, corner for corner
             (face-varying: a seam vertex has a UV per side).
+
+    Attributes:
+        mirror_idx: ``[V]`` int64, each vertex's left-right mirror partner in the mean shape (itself
+            on the mirror plane, -1 where none; :func:`pyfaid.facemodel.symmetry.mirror_pairs`),
+            found when the model is built; a buffer that is not saved.
     """
 
     def __init__(
@@ -120,6 +126,8 @@ class MorphableModel(nn.Module):
         self.register_buffer("uv_faces", uv_faces)
         self.meta = {str(k): str(v) for k, v in (meta or {}).items()}
         self.labels = _label_dict(labels)
+        # left-right mirror partner of each vertex (-1: none), found once from the mean shape
+        self.register_buffer("mirror_idx", mirror_pairs(mean_shape, tri), persistent=False)
         # derived data, made on first use (a generated UV layout, UV atlases per size and device,
         # the UV triangles as a topology, the vertices that can form the face's outline)
         self._uv_generated = None

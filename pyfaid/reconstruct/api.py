@@ -22,7 +22,7 @@ from pyfaid.encoders.dlib_landmarks import (
     load_shape_predictor,
 )
 from pyfaid.metrics import identity_encoders
-from pyfaid.reconstruct.detect import Crop, crop_face, detect, select
+from pyfaid.reconstruct.detect import Crop, crop_face, detect
 from pyfaid.reconstruct.expression import FIT_SPACES, solve_expression
 from pyfaid.reconstruct.fitting import PREDICTION_SCHEDULE, FitSchedule, fit_prediction  # noqa: F401 (re-exported)
 from pyfaid.precision import for_call as precision_for_call
@@ -109,9 +109,8 @@ def _read(item, name: str) -> np.ndarray:
 
 
 def _crops_of(img: np.ndarray, name: str, index: int, which, device, landmarks: str = "head") -> List[Crop]:
-    """Steps 1-2 for one photo: its chosen faces, cropped."""
-    return [crop_face(img, det, name, index, device, dlib=landmarks == "dlib")
-            for det in select(detect(img, name), which, name)]
+    """Steps 1-2 for one photo: its chosen faces (detection retried when none is found or chosen), cropped."""
+    return [crop_face(img, det, name, index, device, dlib=landmarks == "dlib") for det in detect(img, name, which)]
 
 
 def _resolve_models(checkpoint, model, fit_steps, device):
@@ -128,7 +127,7 @@ def _resolve_models(checkpoint, model, fit_steps, device):
 
 def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = None, device="cpu", faces: str = "largest",
                 errors: str = "return", id_loss: bool = False, schedule: Optional[FitSchedule] = None,
-                progress: bool = False, model=None, landmarks: str = "head", fill: bool = True,
+                progress: bool = False, model=None, landmarks: str = "head", fill=True,
                 precision: Optional[str] = None, fit_space="coefficients"):
     """Reconstruct textured 3D faces from photos.
 
@@ -161,9 +160,12 @@ def reconstruct(image_or_path, checkpoint="default", fit_steps: Optional[int] = 
             weights and returned as they are, also after fitting. CAVEAT: dlib's model is trained on
             iBUG 300-W, whose licence excludes commercial use, and 300-W includes AFW, so AFW scores
             with ``"dlib"`` are not a held-out measure.
-        fill: with a model's segmenter, fitting fills the colour offsets of the vertices the photo
-            hides from the visible ones around them (:mod:`pyfaid.reconstruct.fill`); False paints
-            every rendered vertex from the photo (closer to a photo whose glasses or hair count).
+        fill: with a model's segmenter, the vertices the photo hides are not painted from it but from
+            the face itself: their mirror side, the albedo model fitted to the visible skin, a seam fill
+            (:mod:`pyfaid.reconstruct.prior`; True: every step; a step name of
+            :data:`~pyfaid.reconstruct.prior.FILL_STEPS`, e.g. ``"harmonic"``: the fitted colours filled in
+            from around them); False paints every rendered vertex from the photo (closer to a photo
+            whose glasses or hair count).
         precision: ``"auto"`` (bf16 where the hardware has native bfloat16), ``"fp32"`` or
             ``"bf16"``: the precision of the model's networks when it predicts (:mod:`pyfaid.precision`:
             the coarse backbone, the segmenter, the identity and attribute encoders; fitting stays

@@ -30,6 +30,7 @@ from pyfaid.reconstruct.api import (
 from pyfaid.reconstruct.filters import OneEuro
 from pyfaid.reconstruct.io import ImageDecodeWarning, collect_inputs, load_image
 from pyfaid.reconstruct.predict import resolve_device
+from pyfaid.reconstruct.prior import FILL_STEPS
 from pyfaid.reconstruct.video import DEFAULT_FILTER, reconstruct_video
 from pyfaid.reconstruct.video_track import VIDEO_EXTENSIONS
 
@@ -115,8 +116,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--id-loss", action="store_true", help="add the dlib identity loss to fitting")
     ap.add_argument("--no-id-loss", action="store_true", help=argparse.SUPPRESS)  # the default; kept for old scripts
     ap.add_argument("--no-fill", action="store_true",
-                    help="let fitting paint the vertices the segmenter says the photo hides (default: fill them "
-                         "from the visible ones, so occluders stay out of the face)")
+                    help="let fitting paint the vertices the segmenter says the photo hides (default: paint them "
+                         "from the face itself, its mirror side and albedo model, so occluders stay out of it)")
+    ap.add_argument("--fill", choices=list(FILL_STEPS), default=None, metavar="STEP",
+                    help=f"how the hidden vertices are painted, one of {', '.join(FILL_STEPS)} (each step adds "
+                         "to the one before; harmonic: the fitted colours filled in from around them; default: "
+                         "every step)")
     ap.add_argument("--landmarks", choices=["head", "dlib"], default="head",
                     help="68 points fitting uses and the outputs hold: head (default, pyfaid's own landmark head, "
                          "licence-clean) or dlib (dlib's 68-point predictor; pip install dlib-bin "
@@ -225,7 +230,8 @@ def _reconstruct_video_file(path: str, args, dev, model, out_dir: Path, used: se
 def _reconstruct_file(path: str, args, fit: int, dev, model, out_dir: Path, used: set, progress: bool) -> tuple:
     """Reconstruct one photo's faces and write their outputs; returns ``(reconstructions, stem)``."""
     res = reconstruct([path], checkpoint=None, fit_steps=fit, device=dev, faces="all",
-                      id_loss=args.id_loss and not args.no_id_loss, fill=not args.no_fill, model=model,
+                      id_loss=args.id_loss and not args.no_id_loss, model=model,
+                      fill=False if args.no_fill else (args.fill or True),
                       progress=progress, landmarks=args.landmarks, precision=args.precision)[0]
     if isinstance(res, ReconstructionError):
         raise res.error

@@ -6,14 +6,14 @@ one warped onto the 224 x 224 template the models see (:class:`Crop`, crop pixel
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Callable, List, Optional
 
 import numpy as np
 import torch
 
-from pyfaid.encoders.align import FaceNotFoundError, align_crop, detect_faces
+from pyfaid.encoders.align import FaceNotFoundError, align_crop
+from pyfaid.encoders.detect_retry import PLAIN, RETRIES, detect_with_retries
 from pyfaid.encoders.dlib_landmarks import dlib_landmarks68
 
 __all__ = ["Detection", "Crop", "detect", "select", "crop_face"]
@@ -65,22 +65,51 @@ class Crop:
     landmarks68_crop_px: Optional[torch.Tensor] = None
 
 
-def detect(photo: np.ndarray, name: str) -> List[Detection]:
-    """Every face in a photo, largest first.
+def _detection(found: dict) -> Detection:
+    """A detector's (or a ``faces`` function's) ``{"box", "score", "landmarks5"}`` dict -> :class:`Detection`."""
+    return Detection(np.asarray(found["box"], np.float64), np.asarray(found["landmarks5"], np.float64),
+                     float(found["score"]))
+
+
+def _chooser(which) -> Callable[[list], list]:
+    """``which`` (``"largest"``, ``"all"`` or a function of the detections) as a function of one
+    attempt's detections (dicts, largest first)."""
+    if which == "largest":
+        return lambda found: found[:1]
+    if which == "all":
+        return list
+    if not callable(which):
+        raise ValueError(f"faces must be 'largest', 'all' or a function of the detections, got {which!r}")
+    return lambda found: list(which(found))
+
+
+def detect(photo: np.ndarray, name: str, which="all", retries: bool = True) -> List[Detection]:
+    """The faces of a photo to reconstruct, largest first.
+
+    When MTCNN finds no face, or none that ``which`` chooses (a face behind a mask or a hand, cut by
+    the border, small), detection is tried again on the photo padded, upscaled, then with lower
+    thresholds (:func:`pyfaid.encoders.detect_retry.detect_with_retries`); the first attempt that
+    yields a chosen face wins, so a photo the plain detection handles costs nothing more.
 
     Args:
         photo: ``[H, W, 3]`` uint8 RGB.
         name: the photo's name, for the error.
+        which: ``"all"``, ``"largest"`` (one), or a function of the detections (as
+            ``{"box", "score", "landmarks5", "attempt"}`` dicts in photo pixels, largest first)
+            returning the chosen ones.
+        retries: False: the plain detection alone (e.g. a video tracker that looks again in the
+            next frame).
 
     Raises:
-        FaceNotFoundError: no face found (naming the photo).
+        FaceNotFoundError: no face found, or none chosen, by any attempt (naming the photo).
     """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        found = detect_faces(photo)
+    chosen, found = detect_with_retries(photo, _chooser(which), attempts=(PLAIN,) + (RETRIES if retries else ()))
     if not found:
-        raise FaceNotFoundError(f"{name}: no face detected")
-    return [Detection(d["box"], d["landmarks5"], d["score"]) for d in found]
+        tried = " (also padded, upscaled and with lower thresholds)" if retries else ""
+        raise FaceNotFoundError(f"{name}: no face detected{tried}")
+    if not chosen:
+        raise FaceNotFoundError(f"{name}: none of the {len(found)} detected faces was selected")
+    return [_detection(d) for d in chosen]
 
 
 def select(detections: List[Detection], which, name: str) -> List[Detection]:
@@ -90,12 +119,7 @@ def select(detections: List[Detection], which, name: str) -> List[Detection]:
     Raises:
         FaceNotFoundError: the function chose none.
     """
-    if which == "largest":
-        return detections[:1]
-    if which == "all":
-        return list(detections)
-    picked = [Detection(np.asarray(d["box"], np.float64), np.asarray(d["landmarks5"], np.float64), float(d["score"]))
-              for d in which([det.as_dict() for det in detections])]
+    picked = [_detection(d) for d in _chooser(which)([det.as_dict() for det in detections])]
     if not picked:
         raise FaceNotFoundError(f"{name}: none of the {len(detections)} detected faces was selected")
     return picked

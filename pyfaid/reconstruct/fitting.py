@@ -7,8 +7,9 @@ differentiable :class:`pyfaid.render.Renderer` against the loss functions of :mo
   the rendered face region times, with a face segmenter, the probability that a pixel shows the
   face unoccluded (so occluders are not fitted), else a skin-colour test that down-weights other
   pixels); with a segmenter, the colour offsets of the vertices the photo hides are held at 0 and
-  then filled from the visible ones around them (``fill``, :mod:`pyfaid.reconstruct.fill`), so
-  occluders are not painted into the colours either,
+  those vertices are then painted from the face itself (``fill``, :mod:`pyfaid.reconstruct.prior`:
+  the mirror side, the albedo model, a seam fill), so occluders are not painted into the colours
+  either,
 * a landmark loss (:func:`~pyfaid.losses.landmark_loss`): projected model landmarks against
   MTCNN's 5 points (eye centres = mean of the model's eye landmarks 36-41 / 42-47, nose tip 30,
   mouth corners 48 / 54) and, when a landmark head gave them, the 68 points weighted by their
@@ -38,13 +39,21 @@ import torch
 from tqdm import tqdm
 
 from pyfaid import losses as L
-from pyfaid.reconstruct.fill import fill_hidden, fill_refinement, hidden_vertices
+from pyfaid.reconstruct.fill import fill_hidden, hidden_vertices
 from pyfaid.reconstruct.io import skin_mask
 from pyfaid.reconstruct.predict import Prediction, crop_renderer
+from pyfaid.reconstruct.prior import (
+    HOLD,
+    held_vertices,
+    paint_hidden,
+    paint_prediction,
+    resolve_fill,
+    start_colors,
+)
 from pyfaid.reconstruct.silhouette import SoftEdge
-from pyfaid.synth.contour import marching_for
 from pyfaid.render import camera as cam
 from pyfaid.render.mesh import Render
+from pyfaid.synth.contour import marching_for
 
 __all__ = ["FitSchedule", "PREDICTION_SCHEDULE", "Fit", "fit", "fit_prediction", "LANDMARK5_FROM_68", "landmarks5_of"]
 
@@ -199,7 +208,7 @@ class _Fitter:
 
     def __init__(self, face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder, sch,
                  landmarks68=None, landmark_weights=None, visibility=None, fill=True, landmarks3d=None,
-                 landmark3d_weights=None):
+                 landmark3d_weights=None, hold=None):
         self.fm, self.renderer, self.sch, self.steps = face_model, renderer, sch, steps
         dev, B = target.device, target.shape[0]
         self.layout = face_model.layout
@@ -233,8 +242,12 @@ class _Fitter:
         self.opt = torch.optim.Adam(groups)
         self.n1, self.n2 = int(round(steps * sch.pose_frac)), int(round(steps * sch.shape_frac))
         self.stage, self.rest, self.albedo_fixed = 0, None, None
-        self.fill = bool(fill) and self.visibility is not None
+        self.prior = resolve_fill(fill)  # a bad value fails here, with or without visibility
+        if self.visibility is None:
+            self.prior = None
+        self.fill = self.prior is not None
         self.hidden = None  # [B, V] bool: the vertices the photo hides (stage 3, with ``fill``)
+        self.hold = None if hold is None else hold.to(dev, torch.bool)
 
     def coeffs(self) -> torch.Tensor:
         return self.layout.join(self.p)
@@ -249,7 +262,9 @@ class _Fitter:
         with torch.no_grad():
             self.albedo_fixed = self.fm.texture(self.p["tex"]).detach() if self.tex_drives_colors else self.base
             self.rest = None if stage == 2 else self.fm.rest_shape(self.coeffs())
-        if stage == 3 and self.fill:
+        if stage == 3 and self.fill and self.hold is not None:
+            self.hidden = self.hold
+        elif stage == 3 and self.fill:
             with torch.no_grad():
                 rast = self.renderer.rasterize(self.fm.mesh(self.coeffs(), self.albedo_fixed, rest=self.rest)).rast
             self.hidden, _ = hidden_vertices(rast, self.fm.topology.triangles, self.visibility, self.fm.num_vertices)
@@ -333,10 +348,13 @@ class _Fitter:
     @torch.no_grad()
     def result(self):
         albedo = self.fm.texture(self.p["tex"]) if self.tex_drives_colors else self.base
-        offsets = self.delta
-        if self.hidden is not None:
-            offsets = fill_hidden(self.offsets(), self.hidden, self.edges)
-        return self.coeffs().detach(), (albedo + offsets).clamp(0, 1).detach()
+        colors = (albedo + self.offsets()).clamp(0, 1).detach()
+        if self.hidden is not None and self.prior.at_colour_stage:  # harmonic fill of the held offsets
+            colors = (albedo + fill_hidden(self.offsets(), self.hidden, self.edges)).clamp(0, 1).detach()
+        elif self.hidden is not None:  # the hidden vertices' colours from the face itself
+            colors = paint_hidden(self.fm, self.renderer, self.coeffs().detach(), colors, self.visibility,
+                                  self.prior, base=albedo.detach(), hidden=self.hidden)
+        return self.coeffs().detach(), colors
 
 
 def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tensor] = None,
@@ -344,8 +362,8 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
         id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
         prealign_steps: int = 60, landmarks68: Optional[torch.Tensor] = None,
         landmark_weights: Optional[torch.Tensor] = None, visibility: Optional[torch.Tensor] = None,
-        fill: bool = True, landmarks3d: Optional[torch.Tensor] = None,
-        landmark3d_weights: Optional[torch.Tensor] = None):
+        fill=True, landmarks3d: Optional[torch.Tensor] = None,
+        landmark3d_weights: Optional[torch.Tensor] = None, hold: Optional[torch.Tensor] = None):
     """Test-time fitting of coefficients and per-vertex colours to aligned photos.
 
     Args:
@@ -371,11 +389,16 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
             :class:`~pyfaid.reconstruct.silhouette.SoftEdge`, pulled to it); None: a skin-colour test.
         fill: with ``visibility``, the colour offsets of the rendered vertices the photo hides
             (:func:`~pyfaid.reconstruct.fill.hidden_vertices`, found when the colour stage starts)
-            are held at 0 while fitting and then filled harmonically from the visible ones around
-            them (:func:`~pyfaid.reconstruct.fill.fill_hidden`), so an occluder is not painted into
-            the face. Under Adam a small photometric weight is no protection: each offset's step is
-            normalised, so a vertex that only an occluder's pixels reach, at any weight, takes its
-            colour.
+            are held at 0 while fitting, so an occluder is not painted into the face (under Adam a
+            small photometric weight is no protection: each offset's step is normalised, so a
+            vertex that only an occluder's pixels reach, at any weight, takes its colour); then the
+            hidden vertices are filled: True (:data:`~pyfaid.reconstruct.prior.DEFAULT_PRIOR`,
+            step ``"stage"``) harmonically from the visible offsets around them; a
+            :class:`~pyfaid.reconstruct.prior.FillPrior` or another step of
+            :data:`~pyfaid.reconstruct.prior.FILL_STEPS` painted from the face itself
+            (:func:`~pyfaid.reconstruct.prior.paint_hidden`); ``"hold"`` no painting; False paints
+            every vertex from the photo.
+        hold: ``[B, V]`` bool, the vertices to hold (None: found when the colour stage starts).
 
         landmarks3d: ``[B, 68, 2]`` 3D-style points in crop pixels (e.g. the 3D-style head's),
             matched to the landmark vertices (all 68, hidden ones too), or None.
@@ -386,7 +409,7 @@ def fit(face_model, renderer, target: torch.Tensor, coeffs: Optional[torch.Tenso
     """
     f = _Fitter(face_model, renderer, target, coeffs, colors, landmarks5, steps, id_encoder,
                 schedule or FitSchedule(), landmarks68, landmark_weights, visibility, fill, landmarks3d,
-                landmark3d_weights)
+                landmark3d_weights, hold)
     if f.lm5 is not None and prealign_steps > 0 and coeffs is None:  # a prediction is already posed
         _prealign(face_model, renderer, f.p, f.lm5, prealign_steps)
     history = [f.step(step) for step in tqdm(range(steps), desc="fitting", leave=False, disable=not progress)]
@@ -418,7 +441,7 @@ def _confidence_weights(conf: torch.Tensor) -> torch.Tensor:
 
 def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5_crop_px: Optional[torch.Tensor],
                    steps: int, id_encoder=None, schedule: Optional[FitSchedule] = None, progress: bool = False,
-                   fill: bool = True) -> Fit:
+                   fill=True) -> Fit:
     """Pipeline step 3, fit: the prediction ``pred`` refined by ``steps`` of test-time fitting per face.
 
     Args:
@@ -427,8 +450,10 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
         landmarks5_crop_px: ``[N, 5, 2]`` MTCNN points in crop pixels (or None).
         steps: fitting steps per face (0 = the prediction as it is).
         id_encoder, progress: see :func:`fit`.
-        fill: with a segmenter's ``visibility`` in ``pred``, do not paint the vertices the photo
-            hides but fill them from the visible ones (see :func:`fit`); with a fine stage
+        fill: with a segmenter's ``visibility`` in ``pred``, the vertices the photo hides are held
+            while fitting and then painted from the face itself, not from the photo (True, a step
+            name of :data:`~pyfaid.reconstruct.prior.FILL_STEPS` or a
+            :class:`~pyfaid.reconstruct.prior.FillPrior`; see :func:`fit`); with a fine stage
             (``pred.coarse_albedo``) fitting starts from
             :func:`~pyfaid.reconstruct.fill.fill_refinement` of its colours.
         schedule: see :func:`fit`; None: :data:`PREDICTION_SCHEDULE` when starting from a network's
@@ -439,16 +464,16 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
     """
     n = crops.shape[0]
     coeffs = pred.coeffs if pred.coeffs is not None else face_model.layout.zeros(n, device=crops.device)
-    colors = pred.albedo
     if steps <= 0:
-        return Fit(coeffs, colors, [[] for _ in range(n)])
+        return Fit(coeffs, pred.albedo, [[] for _ in range(n)])
     if schedule is None and pred.coeffs is not None:
         schedule = PREDICTION_SCHEDULE
     renderer = crop_renderer(crops.device)
-    vis = pred.visibility
-    if fill and colors is not None and pred.coarse_albedo is not None and vis is not None:  # a fine stage's colours
-        colors = fill_refinement(face_model, renderer, coeffs, colors, pred.coarse_albedo, vis)
-    lm68, conf = pred.landmarks_crop_px, pred.landmark_confidence
+    prior = resolve_fill(fill)
+    late = prior is not None and prior.at_colour_stage  # hidden set found, and filled, inside fit()
+    colors = start_colors(face_model, renderer, pred, prior)
+    hold = None if late else held_vertices(face_model, renderer, coeffs, colors, pred, prior)  # [N, V] or None
+    vis, lm68, conf = pred.visibility, pred.landmarks_crop_px, pred.landmark_confidence
     lm3d, conf3d = pred.landmarks_3d_crop_px, pred.landmark_confidence_3d
     out_c, out_col, hists = [], [], []
     for i in range(n):
@@ -458,10 +483,15 @@ def fit_prediction(face_model, crops: torch.Tensor, pred: Prediction, landmarks5
                            id_encoder=id_encoder, schedule=schedule, progress=progress,
                            landmarks68=None if lm68 is None else lm68[i:i + 1],
                            landmark_weights=None if conf is None else _confidence_weights(conf[i:i + 1]),
-                           visibility=None if vis is None else vis[i:i + 1], fill=fill,
+                           visibility=None if vis is None else vis[i:i + 1],
+                           fill=prior if late or prior is None else HOLD, hold=None if hold is None else hold[i:i + 1],
                            landmarks3d=None if lm3d is None else lm3d[i:i + 1],
                            landmark3d_weights=None if conf3d is None else _confidence_weights(conf3d[i:i + 1]))
         out_c.append(c)
         out_col.append(col)
         hists.append(hist)
-    return Fit(torch.cat(out_c), torch.cat(out_col), hists)
+    out_c = torch.cat(out_c)  # then the vertices the photo hides, painted from the face itself
+    out_col = torch.cat(out_col)
+    if not late:
+        out_col = paint_prediction(face_model, renderer, pred, out_c, out_col, prior, colors, hold)
+    return Fit(out_c, out_col, hists)

@@ -183,7 +183,7 @@ class FaceTracker:
     def _detect(self, frame: np.ndarray) -> Optional[Detection]:
         """Step 1 on a whole frame: the largest face, or once tracked the one nearest the track."""
         try:
-            found = detect(frame, "frame")
+            found = detect(frame, "frame", retries=False)  # the next frame is the retry
         except FaceNotFoundError:
             return None
         if self.box is None:
