@@ -11,20 +11,10 @@
 #include <tuple>
 
 #include "antialias/antialias.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
-
-struct AddAtomic {
-  template <typename T>
-  __device__ void operator()(T* p, T v) const { gpuAtomicAdd(p, v); }
-};
 
 template <typename T>
 __global__ void screen_kernel(const T* __restrict__ pos, T* __restrict__ screen, int64_t n,

@@ -8,13 +8,12 @@
 
 #include "cheb/cheb.h"
 #include "utils/checks.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid::cheb {
 namespace {
 
 constexpr int kColsPerLane = 4;
-constexpr int kThreads = 256;
-
 template <typename T>
 __global__ void spmm_kernel(const int64_t* __restrict__ crow, const int64_t* __restrict__ col,
                             const T* __restrict__ val, const T* __restrict__ in, const T* prev,

@@ -9,15 +9,10 @@
 #include <tuple>
 
 #include "interpolate/interpolate.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
 
 template <typename T>
 __global__ void interpolate_kernel(const T* __restrict__ attr, const T* __restrict__ rast,

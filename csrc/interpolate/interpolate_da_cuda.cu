@@ -10,15 +10,10 @@
 #include <vector>
 
 #include "interpolate/interpolate_da.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
 
 // diff_attrs on attr's device (an asynchronous copy from pinned host memory).
 at::Tensor channels_on_device(at::IntArrayRef diff_attrs, const at::Device& device) {

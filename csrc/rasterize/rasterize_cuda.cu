@@ -30,6 +30,7 @@
 #include <string_view>
 
 #include "rasterize/rasterize.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
@@ -38,8 +39,6 @@ using raster::kTile;
 using raster::TriSetup;
 
 constexpr int kBlock = kTile * kTile;  // 256 threads: one per pixel of a tile
-constexpr int kThreads = 256;
-
 // Capacity of the tile-list buffer, in entries (int32 ids). A triangle enters the list of every
 // tile its bbox overlaps. Most triangles of a face-sized mesh are smaller than a tile: two entries
 // per triangle leave room for those on tile borders, and 64 per tile for a few large triangles
@@ -223,10 +222,6 @@ __global__ void rasterize_backward_kernel(const T* __restrict__ grad_rast, const
     gpuAtomicAdd(gp + 4 * int64_t(t[k]) + 1, gq[k][1] * half_h);
     gpuAtomicAdd(gp + 4 * int64_t(t[k]) + 3, gq[k][2]);
   }
-}
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
 // cpu_path and simd choose between CPU kernels: checked, then unused here.

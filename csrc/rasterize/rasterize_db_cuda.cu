@@ -7,15 +7,10 @@
 #include <torch/library.h>
 
 #include "rasterize/rasterize_db.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
 
 template <typename T>
 __global__ void rasterize_db_kernel(const T* __restrict__ pos, const int32_t* __restrict__ tri,

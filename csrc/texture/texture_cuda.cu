@@ -12,22 +12,12 @@
 #include <vector>
 
 #include "texture/texture_sample.h"
+#include "utils/cuda_launch.cuh"
 
 namespace pyfaid {
 namespace {
 
 using tex::Levels;
-
-constexpr int kThreads = 256;
-
-inline unsigned blocks_for(int64_t n, int threads) {
-  return static_cast<unsigned>((n + threads - 1) / threads);
-}
-
-struct AddAtomic {
-  template <typename T>
-  __device__ void operator()(T* p, T v) const { gpuAtomicAdd(p, v); }
-};
 
 template <typename T>
 __global__ void downsample_kernel(const T* __restrict__ src, T* __restrict__ dst, int64_t G,
