@@ -45,7 +45,7 @@ rc=${PIPESTATUS[0]}
 
 echo "=== CUDA benchmarks ($(date +%T))"
 timeout "${BENCH_TIMEOUT:-240}" "$PY" benchmarks/run.py --device cuda --quick \
-    --only rasterize,texture,antialias,normals,sh_shading,cheb \
+    --only rasterize,derivatives,texture,antialias,normals,sh_shading,cheb \
     --out "$OUT/bench_cuda.json" 2>&1 | tee "$OUT/bench.log" || echo "gpu_check: benchmarks did not finish"
 echo "=== done ($(date +%T)); tests exit $rc"
 exit "$rc"
