@@ -481,6 +481,25 @@ def test_marching_over_the_head_reaches_beyond_the_face_mesh(face_model):
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
+def test_marching_poses_only_the_vertices_its_lines_use(face_model):
+    """posed_points gathers the lines' face vertices (and the context's) only: the same points, and
+    the same gradients to the mesh, as gathering from the whole mesh with the context appended."""
+    from pyfaid.synth.contour import marching_for
+
+    m = marching_for(face_model)
+    r, out, rot, trans, shapes = _posed(face_model, [(5, 30, 0)])
+    verts = out.vertices_cam.detach().requires_grad_(True)
+    ours = m.posed_points(verts, rot, trans, r.camera_distance)
+    full = verts if not len(m.ctx_rows) else torch.cat([verts, m._context_points(verts, rot, trans, r.camera_distance)], 1)
+    w = m.weight.float().reshape(1, -1, 1)
+    ref = full[:, m.edge_a.reshape(-1)] * (1 - w) + full[:, m.edge_b.reshape(-1)] * w
+    assert torch.equal(ours, ref)
+    g = torch.randn_like(ours)
+    (grad_ours,) = torch.autograd.grad(ours, verts, g)
+    (grad_ref,) = torch.autograd.grad(ref, verts, g)
+    assert torch.equal(grad_ours, grad_ref)
+
+
 def test_landmark_conventions_in_items(batch):
     _, b = batch
     assert torch.equal(b["landmarks_3d"], b["landmarks"])

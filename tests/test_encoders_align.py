@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pyfaid.encoders import TEMPLATE_224, FaceNotFoundError, align_face, align_faces
-from pyfaid.encoders.align import _mtcnn
+from pyfaid.encoders.align import _MaxPool2Ceil, _mtcnn
 
 skimage_data = pytest.importorskip("skimage.data")
 
@@ -78,3 +78,13 @@ def test_template_frames_faces_like_the_training_data():
     lm = out.landmarks_px[0].double().numpy()
     five = np.stack([lm[36:42].mean(0), lm[42:48].mean(0), lm[30], lm[48], lm[54]])
     assert np.abs(five - TEMPLATE_224).max() < 3.0, five - TEMPLATE_224
+
+
+@pytest.mark.parametrize("size", [(9, 12), (10, 13), (11, 11), (1, 2), (6, 8)])
+def test_pnet_pool_equals_max_pool2d(size):
+    """MTCNN's first network pools with :class:`_MaxPool2Ceil`: bit-identical to MaxPool2d(2, 2, ceil_mode=True)."""
+    x = torch.randn(2, 10, *size)
+    x[0, 0, 0, 0] = float("nan")  # NaN propagates as in PyTorch's pooling
+    ref = torch.nn.MaxPool2d(2, 2, ceil_mode=True)(x)
+    assert torch.equal(_MaxPool2Ceil()(x).nan_to_num(7.0), ref.nan_to_num(7.0))
+    assert isinstance(_mtcnn("cpu").pnet.pool1, _MaxPool2Ceil)

@@ -116,6 +116,29 @@ def crop224_to_dlib_chip_matrix() -> np.ndarray:
 _MTCNN_CACHE: dict = {}
 
 
+class _MaxPool2Ceil(torch.nn.Module):
+    """``MaxPool2d(2, 2, ceil_mode=True)`` as the maximum of four strided views (a trailing odd row
+    or column padded with -inf): the same values, bit for bit (a maximum rounds nothing), about 5x
+    faster on the CPU than PyTorch's NCHW pooling kernel. MTCNN's first network pools every level
+    of the image pyramid with it, which was the largest single cost of detection."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h % 2 or w % 2:
+            x = torch.nn.functional.pad(x, (0, w % 2, 0, h % 2), value=float("-inf"))
+        return torch.maximum(torch.maximum(x[..., 0::2, 0::2], x[..., 0::2, 1::2]),
+                             torch.maximum(x[..., 1::2, 0::2], x[..., 1::2, 1::2]))
+
+
+def _fast_pnet_pool(mtcnn) -> None:
+    """Swap the first network's 2 x 2 pooling for :class:`_MaxPool2Ceil` (identical output)."""
+    pool = getattr(mtcnn.pnet, "pool1", None)
+    if isinstance(pool, torch.nn.MaxPool2d) and pool.kernel_size in (2, (2, 2)) and \
+            pool.stride in (2, (2, 2)) and pool.padding in (0, (0, 0)) and pool.dilation in (1, (1, 1)) and \
+            pool.ceil_mode and not pool.return_indices:
+        mtcnn.pnet.pool1 = _MaxPool2Ceil()
+
+
 def _mtcnn(device, thresholds=None):
     from facenet_pytorch import MTCNN  # weights ship inside the wheel
 
@@ -123,6 +146,7 @@ def _mtcnn(device, thresholds=None):
     if key not in _MTCNN_CACHE:
         kw = {} if thresholds is None else {"thresholds": list(thresholds)}
         _MTCNN_CACHE[key] = MTCNN(keep_all=False, select_largest=True, device=device, **kw)
+        _fast_pnet_pool(_MTCNN_CACHE[key])
     return _MTCNN_CACHE[key]
 
 

@@ -250,6 +250,13 @@ class LandmarkMarching:
                 if int(r) in at:
                     spread[i, scols[at[int(r)]]] = sw[at[int(r)]]
             self.ctx_spread = torch.from_numpy(spread)  # [R, A]
+        # the face vertices the lines use: posing gathers them (and the context's) only, not the whole mesh
+        self.face_rows = torch.unique(torch.cat([self.edge_a.reshape(-1), self.edge_b.reshape(-1)]))
+        self.face_rows = self.face_rows[self.face_rows < self.num_face]  # [U] face vertex ids
+        local = torch.full((self.num_face + len(self.ctx_rows),), -1, dtype=torch.int64)
+        local[self.face_rows] = torch.arange(len(self.face_rows))
+        local[self.num_face:] = len(self.face_rows) + torch.arange(len(self.ctx_rows))
+        self.local_a, self.local_b = local[self.edge_a].reshape(-1), local[self.edge_b].reshape(-1)
 
     @staticmethod
     def _directions(lm: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
@@ -299,10 +306,10 @@ class LandmarkMarching:
             camera_distance: the renderer's camera distance.
         """
         dev, dt = verts_cam.device, verts_cam.dtype
-        verts = verts_cam
+        verts = verts_cam[:, self.face_rows.to(dev)]  # [B, U, 3]: the face vertices the lines use
         if self.context is not None and len(self.ctx_rows):
-            verts = torch.cat([verts_cam, self._context_points(verts_cam, rotation, translation, camera_distance)], 1)
-        a, b = self.edge_a.to(dev).reshape(-1), self.edge_b.to(dev).reshape(-1)
+            verts = torch.cat([verts, self._context_points(verts_cam, rotation, translation, camera_distance)], 1)
+        a, b = self.local_a.to(dev), self.local_b.to(dev)
         w = self.weight.to(dev, dt).reshape(1, -1, 1)
         return verts[:, a] * (1 - w) + verts[:, b] * w
 
