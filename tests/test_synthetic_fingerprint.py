@@ -103,6 +103,25 @@ def test_summary_catches_a_changed_item():
         _check_summary(other, _recorded()["summaries"]["default"])
 
 
+def test_generator_threads_change_nothing_but_speed():
+    """``SyntheticFaces(threads=1)`` (the default) in a 2-thread process gives the bits the process's
+    2 threads give (``threads=0``), and leaves the process's thread count as it was."""
+    from pyfaid.data import SyntheticFaces
+
+    kw = dict(seed=7, length=100, image_size=48, occlusion_prob=0.6)
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        one = SyntheticFaces(**kw).batch([1, 2, 3])
+        assert torch.get_num_threads() == 2
+        both = SyntheticFaces(threads=0, **kw).batch([1, 2, 3])
+    finally:
+        torch.set_num_threads(old)
+    assert fingerprint(one) == fingerprint(both)
+    with pytest.raises(ValueError, match="threads"):
+        SyntheticFaces(threads=-1, **kw)
+
+
 if __name__ == "__main__":  # python tests/test_synthetic_fingerprint.py --record: record a deliberate change
     got = {n: _batch(n) for n in sorted(CASES)}
     out = {"recorded_on": platform(), "digests": {n: fingerprint(b) for n, b in got.items()},
