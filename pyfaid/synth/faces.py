@@ -167,18 +167,12 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         views: int = 1,
         threads: int = 1,
     ) -> None:
-        if int(length) < 0:
-            raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
-        if int(seed) < 0:
-            raise ValueError(f"SyntheticFaces: `seed` must be >= 0, got {seed}")
-        if int(image_size) < 16:
-            raise ValueError(f"SyntheticFaces: `image_size` must be >= 16, got {image_size}")
+        for name, n, low in (("length", length, 0), ("seed", seed, 0), ("image_size", image_size, 16),
+                             ("views", views, 1), ("threads", threads, 0)):
+            if int(n) < low:
+                raise ValueError(f"SyntheticFaces: `{name}` must be >= {low}, got {n}")
         if framing not in FRAMINGS:
             raise ValueError(f"SyntheticFaces: `framing` must be one of {FRAMINGS}, got {framing!r}")
-        if int(views) < 1:
-            raise ValueError(f"SyntheticFaces: `views` must be >= 1, got {views}")
-        if int(threads) < 0:
-            raise ValueError(f"SyntheticFaces: `threads` must be >= 0 (0: the process's), got {threads}")
         if not 0.1 <= float(face_scale) <= 2.0:
             raise ValueError(f"SyntheticFaces: `face_scale` must be in [0.1, 2], got {face_scale}")
         if not 0.0 <= float(camera_effects) <= 2.0:
