@@ -112,7 +112,9 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         threads: torch's intra-op threads while a batch is generated (the process's setting is
             restored after it), 0: the process's setting. Its tensors are small (a few MB): with 2
             threads on a shared CPU each op waits for the second thread to be scheduled, which
-            costs more than it saves (2-3x the CPU time per face); the results are the same.
+            costs more than it saves (2-3x the CPU time per face). With 1, a batch has the bits a
+            1-thread process (a DataLoader worker) gives it, whatever the process's threads
+            (BLAS may round the batched shape matmuls differently with another thread count).
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
