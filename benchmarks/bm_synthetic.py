@@ -10,13 +10,23 @@ off (texture detail, context and hair, light extras, camera effects, alignment f
 what the generator drew before those were added), as the in-run peer; ``cached`` the same items
 read back from a cache folder (``pyfaid.data.CachedFaces``, batches of 32).
 
+``stages`` rows: the pretraining data (``configs/pretrain.yaml``: 128 px, ``occlusion_prob`` 0.6,
+``views`` 1, batches of 32) per generation stage, in ms per face (``stage_cpu_ms``: process CPU
+time; ``ms``: wall clock of whole batches), in a process with ``--threads`` torch threads, for the
+generator's own thread setting ``SyntheticFaces(threads=T)``: ``threads=1`` (the default) and
+``threads=0`` (the process's threads, as before that option), interleaved over ``--rounds``.
+
     python benchmarks/bm_synthetic.py [--quick] [--threads N]
+    python benchmarks/bm_synthetic.py --stages [--threads 2] [--rounds 3] [--batches 3]
 """
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -40,6 +50,31 @@ def _time_batches(ds, n_batches: int, batch: int) -> tuple[float, float]:
         ds.batch(range(batch * (r + 1), batch * (r + 2)))
     n = n_batches * batch
     return (time.perf_counter() - t0) * 1e3 / n, (time.process_time() - c0) * 1e3 / n
+
+
+def stages(device: str = "cpu", rounds: int = 3, n_batches: int = 3, batch: int = 32) -> list[dict]:
+    """Per-stage ms per face of the pretraining data; one row per generator thread setting, each
+    stage the median over ``rounds`` interleaved rounds (a fresh dataset per round)."""
+    kw = dict(seed=7, length=10 ** 6, image_size=128, occlusion_prob=0.6, device=device)
+    settings = [1, 0] if "threads" in inspect.signature(SyntheticFaces).parameters else [None]
+    got = {t: [] for t in settings}
+    for _ in range(rounds):
+        for t in settings:
+            ds = SyntheticFaces(**kw, **({} if t is None else {"threads": t}))
+            ms, cpu = _time_batches(ds, n_batches, batch)
+            per = {k: v * 1e3 / (n_batches * batch) for k, v in ds.stage_seconds.items()}
+            got[t].append((ms, cpu, per))
+    rows = []
+    for t, rs in got.items():
+        med = statistics.median
+        per = {k: round(med(r[2].get(k, 0.0) for r in rs), 2) for k in rs[0][2]}
+        ms = med(r[0] for r in rs)
+        rows.append(common.row("synthetic-stages", f"pretrain B{batch} 128px {torch.get_num_threads()} threads",
+                               "pyfaid" if t is None else f"pyfaid threads={t}", ms,
+                               cpu_ms=round(med(r[1] for r in rs), 2), items_per_s=round(1e3 / ms, 1),
+                               stage_cpu_ms=per, rounds_ms=[round(r[0], 1) for r in rs],
+                               load=round(os.getloadavg()[0], 1)))
+    return rows
 
 
 def run(device: str = "cpu", quick: bool = False) -> list[dict]:
@@ -89,8 +124,22 @@ def run(device: str = "cpu", quick: bool = False) -> list[dict]:
                     shutil.rmtree(folder, ignore_errors=True)
     finally:
         torch.set_num_threads(old)
+    if not quick:
+        rows += stages(device, rounds=2)
     return rows
 
 
 if __name__ == "__main__":
-    common.main(run)
+    if "--stages" not in sys.argv:
+        common.main(run)
+    else:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--stages", action="store_true")
+        ap.add_argument("--device", default="cpu")
+        ap.add_argument("--threads", type=int, default=2)
+        ap.add_argument("--rounds", type=int, default=3)
+        ap.add_argument("--batches", type=int, default=3)
+        a = ap.parse_args()
+        torch.set_num_threads(a.threads)
+        for r in stages(a.device, a.rounds, a.batches):
+            print(r, flush=True)

@@ -103,6 +103,26 @@ def test_summary_catches_a_changed_item():
         _check_summary(other, _recorded()["summaries"]["default"])
 
 
+def test_generator_threads_give_one_thread_bits_in_any_process():
+    """``SyntheticFaces(threads=1)`` (the default) in a 2-thread process gives the bits of a 1-thread
+    process, and leaves the process's thread count as it was."""
+    from pyfaid.data import SyntheticFaces
+
+    kw = dict(seed=7, length=100, image_size=48, occlusion_prob=0.6)
+    old = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        one = SyntheticFaces(**kw).batch(range(6))
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        process = SyntheticFaces(threads=0, **kw).batch(range(6))
+    finally:
+        torch.set_num_threads(old)
+    assert fingerprint(one) == fingerprint(process)
+    with pytest.raises(ValueError, match="threads"):
+        SyntheticFaces(threads=-1, **kw)
+
+
 if __name__ == "__main__":  # python tests/test_synthetic_fingerprint.py --record: record a deliberate change
     got = {n: _batch(n) for n in sorted(CASES)}
     out = {"recorded_on": platform(), "digests": {n: fingerprint(b) for n, b in got.items()},

@@ -32,6 +32,7 @@ the key light's residual, the context and the 2-D hair are rendered by :mod:`pyf
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Sequence
@@ -41,7 +42,6 @@ import torch
 from torch.utils.data import Dataset
 
 from pyfaid import facemodel
-from pyfaid.occlusion import occlude_arrays
 from pyfaid.render import camera as cam_mod
 from pyfaid.render.camera import FOCAL_AT_224
 from pyfaid.render.renderer import Renderer
@@ -50,7 +50,7 @@ from pyfaid.synth.alignment import AlignmentJitter
 from pyfaid.synth.backgrounds import BACKGROUND_KINDS, background
 from pyfaid.synth.contour import marching_for
 from pyfaid.synth.lighting import ShadowMaps
-from pyfaid.synth.photo import apply_effects, sample_effects
+from pyfaid.synth.photo import sample_effects
 from pyfaid.synth.render import SyntheticRendering
 from pyfaid.synth.sampling import S_HAIR, S_SCENE, S_SKIN, SyntheticSampling, item_rng
 from pyfaid.synth.scene import SceneRenderer, lerp, soften
@@ -109,6 +109,12 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
             other; everything else drawn as usual), or None for random poses (the default).
         views: items per rendered face (:mod:`pyfaid.synth.views`): item ``i`` shows
             face ``i // views`` with its own occluders and camera; 1 (default): one face per item.
+        threads: torch's intra-op threads while a batch is generated (the process's setting is
+            restored after it), 0: the process's setting. Its tensors are small (a few MB): with 2
+            threads on a shared CPU each op waits for the second thread to be scheduled, which
+            costs more than it saves (2-3x the CPU time per face). With 1, a batch has the bits a
+            1-thread process (a DataLoader worker) gives it, whatever the process's threads
+            (BLAS may round the batched shape matmuls differently with another thread count).
 
     Each item is a dict:
         ``image [3, H, W]`` occluded picture in [0, 1] (same as ``clean`` when ``occlusion`` is off),
@@ -161,17 +167,14 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         background_kinds: Sequence[str] | None = None,
         yaw: float | None = None,
         views: int = 1,
+        threads: int = 1,
     ) -> None:
-        if int(length) < 0:
-            raise ValueError(f"SyntheticFaces: `length` must be >= 0, got {length}")
-        if int(seed) < 0:
-            raise ValueError(f"SyntheticFaces: `seed` must be >= 0, got {seed}")
-        if int(image_size) < 16:
-            raise ValueError(f"SyntheticFaces: `image_size` must be >= 16, got {image_size}")
+        for name, n, low in (("length", length, 0), ("seed", seed, 0), ("image_size", image_size, 16),
+                             ("views", views, 1), ("threads", threads, 0)):
+            if int(n) < low:
+                raise ValueError(f"SyntheticFaces: `{name}` must be >= {low}, got {n}")
         if framing not in FRAMINGS:
             raise ValueError(f"SyntheticFaces: `framing` must be one of {FRAMINGS}, got {framing!r}")
-        if int(views) < 1:
-            raise ValueError(f"SyntheticFaces: `views` must be >= 1, got {views}")
         if not 0.1 <= float(face_scale) <= 2.0:
             raise ValueError(f"SyntheticFaces: `face_scale` must be in [0.1, 2], got {face_scale}")
         if not 0.0 <= float(camera_effects) <= 2.0:
@@ -205,6 +208,7 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self.background_kinds = None if background_kinds is None else tuple(background_kinds)
         self.yaw = None if yaw is None else float(yaw)
         self.views = int(views)
+        self.threads = int(threads)
         self._face_model = face_model
         self._renderer = None
         self._parts = {}
@@ -288,6 +292,10 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         idx = [self._check_index(i) for i in indices]
         if not idx:
             raise ValueError("SyntheticFaces.batch: `indices` is empty")
+        with torch_threads(self.threads):
+            return self._batch(idx)
+
+    def _batch(self, idx: list) -> dict:
         fm = self.face_model
         self._tick(None)
         faces = faces_of(idx, self.views)  # the faces to render (idx itself with one view per face)
@@ -425,46 +433,6 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         self._tick("composite")
         return cleans, hairies, hair_masks, fxs
 
-    def _paste_occluders(self, idx: list, hairies, hair_masks: np.ndarray, lm2d: torch.Tensor):
-        """With ``occlusion``, the occluded pictures and occluder masks ``(images, occ)`` (hair over
-        the face and pasted occluders), else ``(None, None)``."""
-        images = occ = None
-        if self.occlusion:
-            B = len(idx)
-            np.clip(hairies, 0, 1, out=hairies)
-            images, occ = hairies, hair_masks
-            pasted = [b for b, i in enumerate(idx)
-                      if self.occlusion_prob >= 1.0 or item_rng(self.seed, i, S_SCENE + 20).random() < self.occlusion_prob]
-            if len(pasted) == B:  # all of them (the default): draw in place
-                _, got_occ = occlude_arrays(images, seed=self.seed, indices=idx, landmarks=lm2d.numpy(), copy=False,
-                                            **self.occlusion_kwargs)
-                np.maximum(occ, got_occ, out=occ)
-            elif pasted:
-                sel = np.asarray(pasted)
-                got, got_occ = occlude_arrays(hairies[sel], seed=self.seed, indices=[idx[b] for b in pasted],
-                                              landmarks=lm2d.numpy()[sel], copy=False, **self.occlusion_kwargs)
-                images[sel] = got
-                occ[sel] = np.maximum(got_occ, hair_masks[sel])
-        self._tick("occlusion")
-        return images, occ
-
-    def _camera_effects(self, cleans: np.ndarray, images, occ, fxs: list, cover_np: np.ndarray):
-        """Camera effects, the same camera for the clean and the occluded picture: ``(image, clean,
-        face mask, occluder mask)`` tensors ``[B, C, H, W]``."""
-        B, size = cleans.shape[0], self.image_size
-        clean_u8 = np.empty((B, size, size, 3), np.uint8)
-        image_u8 = np.empty((B, size, size, 3), np.uint8) if self.occlusion else clean_u8
-        for b in range(B):
-            clean_u8[b] = apply_effects(cleans[b], fxs[b])
-            if self.occlusion:
-                image_u8[b] = apply_effects(images[b], fxs[b])
-        clean = torch.from_numpy(clean_u8).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        image = torch.from_numpy(image_u8).permute(0, 3, 1, 2).float().div_(255.0).contiguous() \
-            if self.occlusion else clean.clone()
-        face = torch.from_numpy(cover_np)[:, None].contiguous()
-        occ = torch.from_numpy(occ)[:, None].contiguous() if self.occlusion else torch.zeros_like(face)
-        return image, clean, face, occ
-
     # ------------------------------------------------------------------------------ items
     @staticmethod
     def _unbatch(batch: dict, b: int) -> dict:
@@ -479,6 +447,19 @@ class SyntheticFaces(SyntheticSampling, SyntheticRendering, Dataset):
         """Batched fetch used by ``torch.utils.data.DataLoader`` (one render per batch)."""
         batch = self.batch(list(indices))
         return [self._unbatch(batch, b) for b in range(len(batch["index"]))]
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Torch's intra-op threads set to ``n`` inside (0: unchanged), restored after."""
+    old = torch.get_num_threads()
+    if n and n != old:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if n and n != old:
+            torch.set_num_threads(old)
 
 
 def _normal_cdf(x: float) -> float:

@@ -1,6 +1,6 @@
 """Rendering pieces of :class:`pyfaid.synth.faces.SyntheticFaces`: the key light's cast shadows
-and highlights on the face, the context around it (head, ears, neck, clothes, hair) and the 2-D
-hair drawn over the picture.
+and highlights on the face, the context around it (head, ears, neck, clothes, hair), the 2-D
+hair drawn over the picture, the pasted occluders and the camera effects.
 """
 
 from __future__ import annotations
@@ -10,20 +10,62 @@ import torch
 from scipy.spatial import cKDTree
 
 from pyfaid.facemodel.builder.meshops import boundary_vertices
+from pyfaid.occlusion import occlude_arrays
 from pyfaid.render import camera as cam_mod
 from pyfaid.render import interpolate
 from pyfaid.render.camera import euler_rotation
 from pyfaid.synth import hair as H
 from pyfaid.synth.lighting import key_light_residual
-from pyfaid.synth.sampling import S_CONTEXT, S_HAIR2D, S_LIGHT, item_rng
+from pyfaid.synth.photo import apply_effects
+from pyfaid.synth.sampling import S_CONTEXT, S_HAIR2D, S_LIGHT, S_SCENE, item_rng
 
 __all__ = ["SyntheticRendering", "cam_rotation"]
 
 
 class SyntheticRendering:
-    """The key-light residual, context renders and 2-D hair layers of
+    """The key-light residual, context renders, 2-D hair layers, occluders and camera effects of
     :class:`~pyfaid.synth.faces.SyntheticFaces` (a base class of it).
     """
+
+    def _paste_occluders(self, idx: list, hairies, hair_masks: np.ndarray, lm2d: torch.Tensor):
+        """With ``occlusion``, the occluded pictures and occluder masks ``(images, occ)`` (hair over
+        the face and pasted occluders), else ``(None, None)``."""
+        images = occ = None
+        if self.occlusion:
+            B = len(idx)
+            np.clip(hairies, 0, 1, out=hairies)
+            images, occ = hairies, hair_masks
+            pasted = [b for b, i in enumerate(idx)
+                      if self.occlusion_prob >= 1.0 or item_rng(self.seed, i, S_SCENE + 20).random() < self.occlusion_prob]
+            if len(pasted) == B:  # all of them (the default): draw in place
+                _, got_occ = occlude_arrays(images, seed=self.seed, indices=idx, landmarks=lm2d.numpy(), copy=False,
+                                            **self.occlusion_kwargs)
+                np.maximum(occ, got_occ, out=occ)
+            elif pasted:
+                sel = np.asarray(pasted)
+                got, got_occ = occlude_arrays(hairies[sel], seed=self.seed, indices=[idx[b] for b in pasted],
+                                              landmarks=lm2d.numpy()[sel], copy=False, **self.occlusion_kwargs)
+                images[sel] = got
+                occ[sel] = np.maximum(got_occ, hair_masks[sel])
+        self._tick("occlusion")
+        return images, occ
+
+    def _camera_effects(self, cleans: np.ndarray, images, occ, fxs: list, cover_np: np.ndarray):
+        """Camera effects, the same camera for the clean and the occluded picture: ``(image, clean,
+        face mask, occluder mask)`` tensors ``[B, C, H, W]``."""
+        B, size = cleans.shape[0], self.image_size
+        clean_u8 = np.empty((B, size, size, 3), np.uint8)
+        image_u8 = np.empty((B, size, size, 3), np.uint8) if self.occlusion else clean_u8
+        for b in range(B):
+            clean_u8[b] = apply_effects(cleans[b], fxs[b])
+            if self.occlusion:
+                image_u8[b] = apply_effects(images[b], fxs[b])
+        clean = torch.from_numpy(clean_u8).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+        image = torch.from_numpy(image_u8).permute(0, 3, 1, 2).float().div_(255.0).contiguous() \
+            if self.occlusion else clean.clone()
+        face = torch.from_numpy(cover_np)[:, None].contiguous()
+        occ = torch.from_numpy(occ)[:, None].contiguous() if self.occlusion else torch.zeros_like(face)
+        return image, clean, face, occ
 
     def _light_residual(self, plans: list, colors: list, out) -> np.ndarray:
         """The key light's cast shadows and highlights on the face, per pixel ``[B, H, W, 3]``."""

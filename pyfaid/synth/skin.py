@@ -273,9 +273,8 @@ class SkinPainter(SkinCanvas):
         """The inside of the mouth, in place: the lips' wet inner edge, the upper and lower teeth
         (tooth by tooth, ivory to yellowish), the gums above the upper teeth, the tongue behind the
         lower ones, and a dark cavity; darker the deeper it lies (the light does not reach it)."""
-        i = self.lip_set.idx
-        mw = (self.mouth[i] * (1 - self.lips[i]))[:, None]
-        d, t, x = self.mouth_depth[i], self.mouth_open_t[i], np.abs(self.mouth_x[i])
+        i, m = self.lip_set.idx, self.mouth_weights  # the fixed weights (SkinCanvas._mouth_weights)
+        t, x = m["t"], m["x"]
         teeth = np.array([0.80, 0.76, 0.66], np.float32) * rng.uniform(0.72, 1.0) \
             + np.array([0.0, 0.0, -0.08], np.float32) * rng.uniform(0, 1)
         # tooth edges along the arch (incisors, laterals, canines, premolars; model units)
@@ -283,24 +282,19 @@ class SkinPainter(SkinCanvas):
         gap = np.exp(-((np.abs(x[:, None] - edges[None]).min(1) / 0.005) ** 2))
         tooth = np.searchsorted(edges, x)
         shade = (1 - 0.07 * (tooth % 2) - 0.06 * np.clip(tooth - 2, 0, None)) * (1 - 0.55 * gap)
-        behind_lips = smoothstep((d - 0.004) / 0.006)  # teeth stand just behind the lips
         show = rng.uniform(0.18, 0.32)  # how far the upper teeth reach down, in the opened mouth
-        upper_teeth = behind_lips * (1 - smoothstep((t - show) / 0.05)) * (1 - smoothstep((d - 0.045) / 0.01))
-        lower_teeth = behind_lips * smoothstep((t - 0.85) / 0.05) * (1 - smoothstep((d - 0.022) / 0.008))
-        gums = (1 - smoothstep((t - show) / 0.05)) * smoothstep((d - 0.045) / 0.01) * (1 - smoothstep((d - 0.06) / 0.01))
-        tongue = smoothstep((t - 0.55) / 0.1) * smoothstep((d - 0.022) / 0.008)
+        above = 1 - smoothstep((t - show) / 0.05)
+        upper_teeth = m["behind_lips"] * above * m["upper_teeth_depth"]
+        gums = above * m["gums_front"] * m["gums_back"]
         tongue_colour = np.array([0.68, 0.30, 0.30], np.float32) * rng.uniform(0.75, 1.1)
-        groove = 1 - 0.3 * np.exp(-((x / 0.02) ** 2))
         cavity = np.array([0.16, 0.045, 0.045], np.float32) * rng.uniform(0.6, 1.2)
         wet = np.array([0.55, 0.22, 0.22], np.float32)
-        colour = cavity[None] * np.ones_like(A[i])
-        for w, c in ((gums, np.array([0.72, 0.36, 0.38], np.float32)), (tongue, tongue_colour * groove[:, None]),
-                     (np.clip(upper_teeth + lower_teeth, 0, 1), teeth * shade[:, None]),
-                     (1 - smoothstep((d - 0.004) / 0.008), wet)):
-            w = w[:, None]
+        colour = np.broadcast_to(cavity, (len(i), 3))
+        for w, c in ((gums[:, None], np.array([0.72, 0.36, 0.38], np.float32)),
+                     (m["tongue"][:, None], tongue_colour * m["groove"]),
+                     (np.clip(upper_teeth + m["lower_teeth"], 0, 1)[:, None], teeth * shade[:, None]), (m["wet"], wet)):
             colour = colour * (1 - w) + c * w
-        light = np.clip(np.exp(-d / 0.12), 0.3, 1.0)[:, None]  # the deeper, the less light reaches it
-        A[i] = A[i] * (1 - mw) + colour * light * mw
+        A[i] = A[i] * (1 - m["inside"]) + colour * m["light"] * m["inside"]
 
     def _skin_reference(self, A: np.ndarray) -> np.ndarray:
         """The face's skin colour above the brows (what erased brows become), ``[3]``."""

@@ -83,6 +83,7 @@ class SkinCanvas:
                                         np.linalg.norm(self.lm[45] - self.lm[42])]))
         self._fixed_regions()
         self._mouth_geometry(face_model, V)
+        self._mouth_weights()
 
     # ------------------------------------------------------------------------------ helpers
     def canvas(self, channels: int = 1) -> np.ndarray:
@@ -223,6 +224,25 @@ class SkinCanvas:
             up, lo = lip_curve([60, 61, 62, 63, 64]), lip_curve([60, 67, 66, 65, 64])
             t = (up - opened[:, 1]) / np.maximum(up - lo, 1e-3)
             self.mouth_open_t[inside] = np.clip(t[inside], 0, 1)
+
+    def _mouth_weights(self) -> None:
+        """The fixed weights of the mouth's inside over :attr:`lip_set` (``mouth_weights``): what
+        :meth:`SkinPainter._mouth_inside` draws that no random choice moves (depth bands of teeth,
+        gums and tongue, the wet inner edge, the light reaching in)."""
+        i = self.lip_set.idx
+        d, t, x = self.mouth_depth[i], self.mouth_open_t[i], np.abs(self.mouth_x[i])
+        behind_lips = smoothstep((d - 0.004) / 0.006)  # teeth stand just behind the lips
+        self.mouth_weights = {
+            "t": t, "x": x, "behind_lips": behind_lips,
+            "upper_teeth_depth": 1 - smoothstep((d - 0.045) / 0.01),
+            "lower_teeth": behind_lips * smoothstep((t - 0.85) / 0.05) * (1 - smoothstep((d - 0.022) / 0.008)),
+            "gums_front": smoothstep((d - 0.045) / 0.01), "gums_back": 1 - smoothstep((d - 0.06) / 0.01),
+            "tongue": smoothstep((t - 0.55) / 0.1) * smoothstep((d - 0.022) / 0.008),
+            "groove": (1 - 0.3 * np.exp(-((x / 0.02) ** 2)))[:, None],
+            "wet": (1 - smoothstep((d - 0.004) / 0.008))[:, None],
+            "light": np.clip(np.exp(-d / 0.12), 0.3, 1.0)[:, None],  # the deeper, the less light reaches it
+            "inside": (self.mouth[i] * (1 - self.lips[i]))[:, None],
+        }
 
     def _beard_poly(self, part: str) -> np.ndarray:
         lm = self.lm
