@@ -21,7 +21,8 @@ from pyfaid.synth.lighting import sample_lighting
 from pyfaid.synth.skin import APPEARANCE_LABELS
 
 __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_HAIR", "S_LIGHT", "S_ALIGN",
-           "S_CONTEXT", "S_HAIR2D", "S_EYES", "EXPRESSIONS"]
+           "S_CONTEXT", "S_HAIR2D", "S_EYES", "EXPRESSIONS",
+           "EYES_CLOSED_SHARE", "EYES_WIDE_SHARE"]
 
 #: Per-item random streams: ``numpy.random.default_rng((seed, index, stream))``.
 S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
@@ -63,6 +64,39 @@ def _archetype(rng: np.random.Generator, names: list, weights: np.ndarray, stren
             if u in names:
                 weights[names.index(u)] = max(weights[names.index(u)], value + rng.normal(0, 0.04))
     return kind
+
+#: Share of faces whose eyes are partly or fully closed (blinks, half-closed and downcast eyes,
+#: squints into light: common in photos), and of the others whose eyes open a little wider.
+EYES_CLOSED_SHARE = 0.2
+EYES_WIDE_SHARE = 0.7
+
+
+def _eye_state(rng: np.random.Generator, names: list, weights: np.ndarray) -> None:
+    """The eyes' state, drawn apart from the expression (in place on ``weights``): with
+    :data:`EYES_CLOSED_SHARE` both lids close by 0.35-1.0 (a little asymmetry), some of those
+    looking down too; otherwise, with :data:`EYES_WIDE_SHARE`, both open wider by 0.15-0.7."""
+    def put(unit: str, value: float) -> None:
+        if unit in names:
+            j = names.index(unit)
+            weights[j] = max(weights[j], value)
+
+    u = rng.random()
+    if u < EYES_CLOSED_SHARE:
+        closed = rng.uniform(0.35, 1.0)
+        for side in ("Left", "Right"):
+            put(f"eyeBlink{side}", closed + rng.normal(0, 0.04))
+        if rng.random() < 0.4:
+            down = rng.uniform(0.2, 0.7)
+            for side in ("Left", "Right"):
+                put(f"eyeLookDown{side}", down)
+        for side in ("Left", "Right"):  # a closing lid is not a widened one
+            if f"eyeWide{side}" in names:
+                weights[names.index(f"eyeWide{side}")] = 0.0
+    elif rng.random() < EYES_WIDE_SHARE:
+        wide = rng.uniform(0.15, 0.7)
+        for side in ("Left", "Right"):
+            put(f"eyeWide{side}", wide + rng.normal(0, 0.05))
+
 
 # Rec. 709 luma weights, for the scalar skin tone label.
 _LUMA = np.array([0.2126, 0.7152, 0.0722], np.float32)
@@ -175,8 +209,9 @@ class SyntheticSampling:
         about half of the faces make one of :data:`EXPRESSIONS` (smiles with closed or parted lips,
         laughs, shouts, talking, frowns: the open mouths and smiles real photos are full of), with a
         little of one or two other units; a fifth of the rest activate a few random blendshapes,
-        the others stay neutral; the eyes are often opened a little wider (the default model's
-        neutral eyes are narrow).
+        the others stay neutral. The eyes have a state of their own (:func:`_eye_state`): partly or
+        fully closed for about a fifth of the faces, otherwise often opened a little wider (the
+        default model's neutral eyes are narrow).
         """
         fm = self.face_model
         from_target = getattr(fm, "labels", {}).get("exp_from_target")
@@ -195,11 +230,8 @@ class SyntheticSampling:
             k = int(rng.integers(1, 6))
             units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
             weights[units] = rng.uniform(0.15, 1.0, len(units)) * strength
-        if named and "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < 0.7:
-            wide = rng.uniform(0.15, 0.7)
-            for side in ("eyeWideLeft", "eyeWideRight"):
-                j = names.index(side)
-                weights[j] = max(weights[j], wide + rng.normal(0, 0.05))
+        if named:
+            _eye_state(rng, names, weights)
         return np.clip(weights, 0.0, 1.0)
 
     def _expression_coeffs(self, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
