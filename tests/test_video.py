@@ -3,6 +3,7 @@ known pose and expression, the exports (Live Link Face CSV, animated glb, overla
 files, losing and finding the face again, the errors and the command line."""
 
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -192,3 +193,33 @@ def test_video_command_line(clip, tmp_path, capsys):
     assert "a face in 5 frames" in capsys.readouterr().out
     assert R.main([str(tmp_path / "none.mp4"), "--out", str(out)]) == 1
     assert "none.mp4: no such file" in capsys.readouterr().err
+
+
+def test_tracker_keeps_a_track_through_one_low_score_and_drops_it_below_the_floor(monkeypatch):
+    """A refined score below MTCNN's threshold for one frame (noise on a still, dark face) keeps
+    the track; a second low frame in a row, or a score below KEEP_FLOOR, goes back to detection."""
+    import pyfaid.reconstruct.video_track as vt
+
+    scores = iter([0.95, 0.5, 0.95, 0.5, 0.5, 0.95, 0.1])
+    detections = []
+    box = np.array([100.0, 100.0, 200.0, 200.0])
+    pts = np.tile([150.0, 150.0], (5, 1))
+    monkeypatch.setattr(vt, "refine_face", lambda frame, guess, device: {"score": next(scores), "box": box,
+                                                                         "landmarks5": pts})
+    monkeypatch.setattr(vt, "crop_face", lambda *a, **k: SimpleNamespace(photo_to_crop=np.eye(3)[:2], image=None))
+    tracker = object.__new__(vt.FaceTracker)
+    tracker.threshold, tracker.device, tracker.name = 0.7, "cpu", "frames"
+    tracker.box, tracker.before, tracker.low = None, None, 0
+    monkeypatch.setattr(tracker, "_predict", lambda crop: (None, None, None))
+
+    def detect(frame):
+        detections.append(len(detections))
+        return vt.Detection(box, pts, 0.99)
+
+    monkeypatch.setattr(tracker, "_detect", detect)
+    frame = np.zeros((300, 300, 3), np.uint8)
+    got = [tracker.step(frame, i).detected for i in range(8)]
+    # frame 0 detects; then 0.95 follow, 0.5 kept (grace), 0.95, 0.5 kept, 0.5 again -> detect,
+    # 0.95 follow, 0.1 (below the floor) -> detect
+    assert got == [True, False, False, False, False, True, False, True]
+    assert vt.GRACE_FRAMES == 1 and 0 < vt.KEEP_FLOOR < 0.7

@@ -9,6 +9,12 @@ points the crop is aligned by, exactly as a detection's are. The detector runs o
 frame, and the crop never depends on the network's own landmarks of the previous frame: the
 landmark head follows a face moved inside its crop by only part of the move (a feedback loop
 through it lags or oscillates), MTCNN's points follow it fully.
+
+The output network's probability is noisy from frame to frame on a face that does not move (on
+dark, low-contrast faces it dips well below its threshold for a single frame), so the track has a
+grace of :data:`GRACE_FRAMES` frames: a refined box scoring below the threshold but at least
+:data:`KEEP_FLOOR` is still followed, and only a score below the floor, or a run of low scores
+longer than the grace, sends the tracker back to detection.
 """
 
 from __future__ import annotations
@@ -27,7 +33,13 @@ from pyfaid.fileio import atomic_path
 from pyfaid.reconstruct.detect import Crop, Detection, crop_face, detect
 from pyfaid.reconstruct.io import ImageReadError, to_rgb_uint8
 
-__all__ = ["VideoFrames", "VideoReadError", "FaceTracker", "Track", "VIDEO_EXTENSIONS", "write_video"]
+__all__ = ["VideoFrames", "VideoReadError", "FaceTracker", "Track", "VIDEO_EXTENSIONS", "write_video", "GRACE_FRAMES",
+           "KEEP_FLOOR"]
+
+#: Consecutive frames a track keeps whose refined score is below MTCNN's threshold.
+GRACE_FRAMES = 1
+#: The refined score below which a track is dropped at once (the face is gone).
+KEEP_FLOOR = 0.2
 
 #: File extensions the command line treats as videos.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
@@ -170,6 +182,7 @@ class FaceTracker:
         self.threshold = face_threshold(self.device)
         self.box: Optional[np.ndarray] = None  # the face's square box in the last tracked frame (photo pixels)
         self.before: Optional[np.ndarray] = None  # the box in the frame before it (when tracked too)
+        self.low = 0  # consecutive frames followed with a score below the threshold
 
     @torch.no_grad()
     def _predict(self, crop: Crop) -> tuple:
@@ -199,8 +212,11 @@ class FaceTracker:
         if self.box is not None:
             guess = self.box if self.before is None else 2 * self.box - self.before  # constant velocity
             refined = refine_face(frame, guess, self.device)
-            if refined["score"] >= self.threshold:
-                found = Detection(_square(refined["box"]), np.asarray(refined["landmarks5"]), float(refined["score"]))
+            score = refined["score"]
+            low = score < self.threshold
+            if not low or (score >= KEEP_FLOOR and self.low < GRACE_FRAMES):
+                found = Detection(_square(refined["box"]), np.asarray(refined["landmarks5"]), float(score))
+                self.low = self.low + 1 if low else 0
         if found is None:
             det = self._detect(frame)
             self.before = None
@@ -208,6 +224,7 @@ class FaceTracker:
                 self.box = None
                 return None
             found, detected = Detection(_square(det.box_photo_px), det.landmarks5_photo_px, det.score), True
+            self.low = 0
         crop = crop_face(frame, found, self.name, index, self.device)
         coeffs, landmarks, conf = self._predict(crop)
         self.before, self.box = (None if detected else self.box), found.box_photo_px
