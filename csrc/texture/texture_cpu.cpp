@@ -161,8 +161,8 @@ void texture_backward_cpu_impl(const T* grad_out, const Levels<const T*>& lv, co
     if constexpr (std::is_same_v<T, float>) {
       if (simd)
         i += tex_cpu::linear_backward_avx2(lv.ptr[0] + tg * lv.stride[0], lv.w[0], lv.h[0], C,
-                                           uv + 2 * i, grad_out + C * i, stop - i, boundary, g,
-                                           guv + 2 * i);
+                                           uv + 2 * i, grad_out + C * i, stop - i, boundary,
+                                           g + offset[0], n_all - offset[0], guv + 2 * i);
     }
     for (; i < stop; ++i) {
       tex::texture_pixel_backward<T, kC>(lv, glv, tg, 0, C, uv + 2 * i,

@@ -14,10 +14,11 @@ namespace tex_cpu {
 
 int64_t linear_forward_avx2(const float* tex, int w, int h, int64_t C, const float* uv, int64_t n,
                             int boundary, float* out);
-// Adds the texel gradients into gtex (lane by lane, in pixel order) and writes guv.
+// Adds the texel gradients into gtex (lane by lane, in pixel order) and writes guv. gtex_len:
+// the floats from gtex on that this thread alone writes (row adds read and write 8 at a time).
 int64_t linear_backward_avx2(const float* tex, int w, int h, int64_t C, const float* uv,
                              const float* grad_out, int64_t n, int boundary, float* gtex,
-                             float* guv);
+                             int64_t gtex_len, float* guv);
 
 }  // namespace tex_cpu
 }  // namespace pyfaid

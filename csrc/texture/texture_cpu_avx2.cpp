@@ -4,6 +4,9 @@
 // in the scalar order; the backward's texel gradients are added lane by lane in pixel order.
 #include "texture/texture_cpu.h"
 
+#include <algorithm>
+#include <cstdint>
+
 #include "texture/texture.h"
 #include "utils/avx2.h"
 
@@ -28,6 +31,13 @@ PYFAID_AVX2 void load_uv(const float* uv, __m256& u, __m256& v) {
   const __m256 a = _mm256_loadu_ps(uv), b = _mm256_loadu_ps(uv + 8);
   u = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
   v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+
+// The inverse of load_uv: eight (u, v) pairs to uv[0..16).
+PYFAID_AVX2 void store_uv(__m256 u, __m256 v, float* uv) {
+  const __m256 lo = _mm256_unpacklo_ps(u, v), hi = _mm256_unpackhi_ps(u, v);  // (0 1 | 4 5), (2 3 | 6 7)
+  _mm256_storeu_ps(uv, _mm256_permute2f128_ps(lo, hi, 0x20));
+  _mm256_storeu_ps(uv + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
 }
 
 PYFAID_AVX2 __m256 floor8(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC); }
@@ -115,6 +125,66 @@ PYFAID_AVX2 void load_taps(const float* tex, const Taps& t, __m256 v[4][4]) {
   }
 }
 
+// 8 x 8 transpose: in[j] holds element j of eight rows (lane l = row l); out[l] is row l.
+PYFAID_AVX2 void transpose8(const __m256 in[8], __m256 out[8]) {
+  __m256 t[8], u[8];
+  for (int k = 0; k < 4; ++k) {
+    t[2 * k] = _mm256_unpacklo_ps(in[2 * k], in[2 * k + 1]);
+    t[2 * k + 1] = _mm256_unpackhi_ps(in[2 * k], in[2 * k + 1]);
+  }
+  for (int k = 0; k < 2; ++k) {
+    u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
+    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
+    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
+    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; ++k) {
+    out[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    out[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+
+// The four taps of eight pixels as load_taps gives them, C = 3 or 4, by two 8-float loads per
+// pixel (taps 0, 1 and taps 2, 3 are horizontal neighbours: texels x0 and x0 + 1 of one row) and
+// two transposes. Returns false, loading nothing, unless every lane's second tap of a pair is the
+// neighbour or invalid, and every 8-float read stays inside the texture's texel_len floats.
+template <int kC>
+PYFAID_AVX2 bool load_tap_pairs(const float* tex, const Taps& t, int64_t texel_len, __m256 v[4][4]) {
+  if (texel_len < 8) return false;
+  const __m256i vc = _mm256_set1_epi32(kC);
+  const __m256i lim = _mm256_set1_epi32(static_cast<int>(std::min<int64_t>(texel_len - 7, INT32_MAX)));
+  const __m256 zero = _mm256_setzero_ps();
+  const __m256i a = _mm256_and_si256(t.off[0], _mm256_castps_si256(t.valid[0]));
+  const __m256i b = _mm256_and_si256(t.off[2], _mm256_castps_si256(t.valid[2]));
+  // the neighbour, or a tap that reads nothing (a clamped tap repeats x0: its difference to tap
+  // 0 must stay 0 in the gradient, so it is no neighbour and takes the general path)
+  const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+  const __m256 pa = _mm256_or_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t.off[1], _mm256_add_epi32(a, vc))),
+                                 _mm256_andnot_ps(t.valid[1], all));
+  const __m256 pb = _mm256_or_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(t.off[3], _mm256_add_epi32(b, vc))),
+                                 _mm256_andnot_ps(t.valid[3], all));
+  const __m256i inside = _mm256_and_si256(_mm256_cmpgt_epi32(lim, a), _mm256_cmpgt_epi32(lim, b));
+  const __m256 ok = _mm256_and_ps(_mm256_and_ps(pa, pb), _mm256_castsi256_ps(inside));
+  if (_mm256_movemask_ps(ok) != 0xFF) return false;
+  alignas(32) int32_t oa[8], ob[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(oa), a);
+  _mm256_store_si256(reinterpret_cast<__m256i*>(ob), b);
+  __m256 rows[8], cols[8];
+  for (int l = 0; l < 8; ++l) rows[l] = _mm256_loadu_ps(tex + oa[l]);
+  transpose8(rows, cols);
+  for (int c = 0; c < 4; ++c) {
+    v[0][c] = c < kC ? _mm256_and_ps(t.valid[0], cols[c]) : zero;
+    v[1][c] = c < kC ? _mm256_and_ps(t.valid[1], cols[kC + c]) : zero;
+  }
+  for (int l = 0; l < 8; ++l) rows[l] = _mm256_loadu_ps(tex + ob[l]);
+  transpose8(rows, cols);
+  for (int c = 0; c < 4; ++c) {
+    v[2][c] = c < kC ? _mm256_and_ps(t.valid[2], cols[c]) : zero;
+    v[3][c] = c < kC ? _mm256_and_ps(t.valid[3], cols[kC + c]) : zero;
+  }
+  return true;
+}
+
 // wk = ((1 - fx) (1 - fy), fx (1 - fy), (1 - fx) fy, fx fy) times the level weight 1.
 PYFAID_AVX2 void weights(const Taps& t, __m256 wk[4]) {
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -156,22 +226,29 @@ PYFAID_AVX2 void store_rows(const __m256 cols[4], int64_t C, float* p) {
   avx2::store3(p + 21, _mm256_extractf128_ps(r[3], 1));
 }
 
-// dst[0..C) += wa * g, dst[C..2C) += wb * g for C = 3 or 4 (one masked 8-float read-modify-write),
-// skipping the products the scalar loop skips (a zero weight or gradient), so the sums match.
-PYFAID_AVX2 void add_row_pair(float* dst, const float* g, float wa, float wb, int64_t C) {
-  const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(2 * C)), lane);
-  const __m128 g4 = C == 4 ? _mm_loadu_ps(g) : avx2::load3(g);
-  // (g0, g1, g2, [g3,] g0, g1, g2, [g3]) and (wa x C, wb x C)
-  const __m256 gg = C == 4 ? _mm256_set_m128(g4, g4)
-                           : _mm256_setr_ps(g[0], g[1], g[2], g[0], g[1], g[2], 0.0f, 0.0f);
-  const __m256 ww = C == 4 ? _mm256_setr_ps(wa, wa, wa, wa, wb, wb, wb, wb)
-                           : _mm256_setr_ps(wa, wa, wa, wb, wb, wb, 0.0f, 0.0f);
-  const __m256 gw = _mm256_mul_ps(gg, _mm256_set1_ps(1.0f));
-  const __m256 skip = _mm256_or_ps(_mm256_cmp_ps(gw, _mm256_setzero_ps(), _CMP_EQ_OQ),
-                                   _mm256_cmp_ps(ww, _mm256_setzero_ps(), _CMP_EQ_OQ));
-  const __m256 add = _mm256_andnot_ps(skip, _mm256_mul_ps(ww, gw));
-  _mm256_maskstore_ps(dst, mask, _mm256_add_ps(_mm256_maskload_ps(dst, mask), add));
+// Per lane, the texel-gradient products of two horizontally adjacent taps a, b (C = 3 or 4):
+// rows[l] = (wa g0, .., wa g(C-1), wb g0, .., wb g(C-1), 0...) of pixel l, a product the scalar
+// loop skips (zero weight or gradient) as 0.
+PYFAID_AVX2 void pair_rows(__m256 wa, __m256 wb, const __m256 gcols[4], int64_t C, __m256 rows[8]) {
+  const __m256 zero = _mm256_setzero_ps();
+  __m256 cols[8];
+  const __m256 w2[2] = {wa, wb};
+  for (int j = 0; j < 8; ++j) cols[j] = zero;
+  for (int k = 0; k < 2; ++k) {
+    const __m256 wz = _mm256_cmp_ps(w2[k], zero, _CMP_EQ_OQ);
+    for (int64_t c = 0; c < C; ++c) {
+      const __m256 skip = _mm256_or_ps(wz, _mm256_cmp_ps(gcols[c], zero, _CMP_EQ_OQ));
+      cols[k * C + c] = _mm256_andnot_ps(skip, _mm256_mul_ps(w2[k], gcols[c]));
+    }
+  }
+  transpose8(cols, rows);
+}
+
+// dst[0..8) += row where row != 0 (a skipped product keeps dst's bits, as the scalar loop does).
+PYFAID_AVX2 void add_row(float* dst, __m256 row) {
+  const __m256 old = _mm256_loadu_ps(dst);
+  const __m256 keep = _mm256_cmp_ps(row, _mm256_setzero_ps(), _CMP_EQ_OQ);
+  _mm256_storeu_ps(dst, _mm256_blendv_ps(_mm256_add_ps(old, row), old, keep));
 }
 
 }  // namespace
@@ -180,6 +257,7 @@ __attribute__((target("avx2"))) int64_t linear_forward_avx2(const float* tex, in
                                                             int64_t C, const float* uv, int64_t n,
                                                             int boundary, float* out) {
   if (C > kMaxChannels) return 0;
+  const int64_t texel_len = int64_t(w) * h * C;
   alignas(32) float col[kMaxChannels][8];
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
@@ -187,8 +265,8 @@ __attribute__((target("avx2"))) int64_t linear_forward_avx2(const float* tex, in
     __m256 wk[4];
     weights(t, wk);
     __m256 v4[4][4];
-    if (C == 3) load_taps<3>(tex, t, v4);
-    if (C == 4) load_taps<4>(tex, t, v4);
+    if (C == 3 && !load_tap_pairs<3>(tex, t, texel_len, v4)) load_taps<3>(tex, t, v4);
+    if (C == 4 && !load_tap_pairs<4>(tex, t, texel_len, v4)) load_taps<4>(tex, t, v4);
     float* o = out + C * i;
     if (C == 3 || C == 4) {
       __m256 acc[4];
@@ -216,9 +294,10 @@ __attribute__((target("avx2"))) int64_t linear_backward_avx2(const float* tex, i
                                                              int64_t C, const float* uv,
                                                              const float* grad_out, int64_t n,
                                                              int boundary, float* gtex,
-                                                             float* guv) {
+                                                             int64_t gtex_len, float* guv) {
   if (C > kMaxChannels) return 0;
-  alignas(32) float wl[4][8], gu[8], gv[8];
+  const int64_t texel_len = int64_t(w) * h * C;
+  alignas(32) float wl[4][8];
   alignas(32) int32_t off[4][8], valid[4][8];
   int64_t i = 0;
   const __m256 one = _mm256_set1_ps(1.0f);
@@ -232,8 +311,8 @@ __attribute__((target("avx2"))) int64_t linear_backward_avx2(const float* tex, i
     __m256 dfx = _mm256_setzero_ps(), dfy = _mm256_setzero_ps();
     const float* g = grad_out + C * i;
     __m256 v4[4][4], gcols[4];
-    if (C == 3) load_taps<3>(tex, t, v4);
-    if (C == 4) load_taps<4>(tex, t, v4);
+    if (C == 3 && !load_tap_pairs<3>(tex, t, texel_len, v4)) load_taps<3>(tex, t, v4);
+    if (C == 4 && !load_tap_pairs<4>(tex, t, texel_len, v4)) load_taps<4>(tex, t, v4);
     if (C == 3 || C == 4) load_rows(g, C, gcols);
     for (int64_t c = 0; c < C; ++c) {
       __m256 v[4];
@@ -249,25 +328,42 @@ __attribute__((target("avx2"))) int64_t linear_backward_avx2(const float* tex, i
                                                                _mm256_mul_ps(t.fx, _mm256_sub_ps(v[3], v[1])))));
     }
     // guv = 0 + (1 * dfx) * w, as bilinear_backward's guv[0] += weight * dfx * w (0 where no tap)
-    _mm256_store_ps(gu, _mm256_and_ps(t.ok, _mm256_mul_ps(_mm256_mul_ps(one, dfx), _mm256_set1_ps(float(w)))));
-    _mm256_store_ps(gv, _mm256_and_ps(t.ok, _mm256_mul_ps(_mm256_mul_ps(one, dfy), _mm256_set1_ps(float(h)))));
-    for (int k = 0; k < 4; ++k) {
-      _mm256_store_ps(wl[k], wk[k]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(off[k]), t.off[k]);
-      _mm256_store_si256(reinterpret_cast<__m256i*>(valid[k]), _mm256_castps_si256(t.valid[k]));
+    const __m256 gu8 = _mm256_add_ps(_mm256_and_ps(t.ok, _mm256_mul_ps(_mm256_mul_ps(one, dfx), _mm256_set1_ps(float(w)))),
+                                     _mm256_setzero_ps());
+    const __m256 gv8 = _mm256_add_ps(_mm256_and_ps(t.ok, _mm256_mul_ps(_mm256_mul_ps(one, dfy), _mm256_set1_ps(float(h)))),
+                                     _mm256_setzero_ps());
+    store_uv(gu8, gv8, guv + 2 * i);
+    // Lanes whose four taps are valid, two horizontal pairs, with 8 floats of room at each pair
+    // (this thread's buffer): their adds are whole rows, the rest go channel by channel.
+    int fast = 0;
+    __m256 rows_a[8], rows_b[8];
+    if (C == 3 || C == 4) {
+      const __m256i vc = _mm256_set1_epi32(static_cast<int>(C));
+      const __m256i lim = _mm256_set1_epi32(static_cast<int>(std::min<int64_t>(gtex_len - 7, INT32_MAX)));
+      __m256i ok = _mm256_and_si256(_mm256_cmpeq_epi32(t.off[1], _mm256_add_epi32(t.off[0], vc)),
+                                    _mm256_cmpeq_epi32(t.off[3], _mm256_add_epi32(t.off[2], vc)));
+      ok = _mm256_and_si256(ok, _mm256_and_si256(_mm256_cmpgt_epi32(lim, t.off[0]), _mm256_cmpgt_epi32(lim, t.off[2])));
+      const __m256 all = _mm256_and_ps(_mm256_and_ps(t.valid[0], t.valid[1]), _mm256_and_ps(t.valid[2], t.valid[3]));
+      fast = gtex_len < 8 ? 0 : _mm256_movemask_ps(_mm256_and_ps(all, _mm256_castsi256_ps(ok)));
+      if (fast) {
+        pair_rows(wk[0], wk[1], gcols, C, rows_a);
+        pair_rows(wk[2], wk[3], gcols, C, rows_b);
+      }
+    }
+    for (int k = 0; k < 4; ++k) _mm256_store_si256(reinterpret_cast<__m256i*>(off[k]), t.off[k]);
+    if (fast != 0xFF) {
+      for (int k = 0; k < 4; ++k) {
+        _mm256_store_ps(wl[k], wk[k]);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(valid[k]), _mm256_castps_si256(t.valid[k]));
+      }
     }
     for (int l = 0; l < 8; ++l) {
-      guv[2 * (i + l)] = gu[l] + 0.0f;
-      guv[2 * (i + l) + 1] = gv[l] + 0.0f;
-      const float* gl = g + C * l;
-      // Two horizontally adjacent taps per row, C = 3 or 4: one 8-float read-modify-write per row
-      // (each texel channel still gets its own single add, so the sums are the scalar ones).
-      if ((C == 3 || C == 4) && valid[0][l] && valid[1][l] && valid[2][l] && valid[3][l] &&
-          off[1][l] == off[0][l] + C && off[3][l] == off[2][l] + C) {
-        add_row_pair(gtex + off[0][l], gl, wl[0][l], wl[1][l], C);
-        add_row_pair(gtex + off[2][l], gl, wl[2][l], wl[3][l], C);
+      if (fast & (1 << l)) {
+        add_row(gtex + off[0][l], rows_a[l]);
+        add_row(gtex + off[2][l], rows_b[l]);
         continue;
       }
+      const float* gl = g + C * l;
       for (int64_t c = 0; c < C; ++c) {
         const float gw = gl[c] * 1.0f;
         if (gw == 0.0f) continue;
@@ -285,7 +381,7 @@ int64_t linear_forward_avx2(const float*, int, int, int64_t, const float*, int64
   return 0;
 }
 int64_t linear_backward_avx2(const float*, int, int, int64_t, const float*, const float*, int64_t,
-                             int, float*, float*) {
+                             int, float*, int64_t, float*) {
   return 0;
 }
 
