@@ -21,13 +21,16 @@ from pyfaid.synth.lighting import sample_lighting
 from pyfaid.synth.skin import APPEARANCE_LABELS
 
 __all__ = ["SyntheticSampling", "item_rng", "S_COEFFS", "S_SCENE", "S_SKIN", "S_HAIR", "S_LIGHT", "S_ALIGN",
-           "S_CONTEXT", "S_HAIR2D", "S_EYES", "EXPRESSIONS",
+           "S_CONTEXT", "S_HAIR2D", "S_EYES", "S_EYE_STATE", "EXPRESSIONS",
            "EYES_CLOSED_SHARE", "EYES_WIDE_SHARE"]
 
 #: Per-item random streams: ``numpy.random.default_rng((seed, index, stream))``.
 S_COEFFS, S_SCENE, S_SKIN, S_HAIR, S_LIGHT, S_ALIGN, S_CONTEXT, S_HAIR2D = 1, 2, 3, 4, 5, 6, 7, 8
 #: The eye proportions' stream (9 is :data:`pyfaid.synth.views.S_VIEW`, an item's own camera).
 S_EYES = 10
+#: The eyes' state's stream (closed or not), apart from the coefficients' stream so that the other
+#: draws of an item stay what they were.
+S_EYE_STATE = 11
 
 #: Facial expressions the generator makes (ARKit blendshape names): per expression, how often (a
 #: weight), and ``(unit or (left, right) pair, low, high)`` activation ranges (pairs get the same
@@ -66,36 +69,31 @@ def _archetype(rng: np.random.Generator, names: list, weights: np.ndarray, stren
     return kind
 
 #: Share of faces whose eyes are partly or fully closed (blinks, half-closed and downcast eyes,
-#: squints into light: common in photos), and of the others whose eyes open a little wider.
+#: squints into light: common in photos), and of faces whose eyes open a little wider (unless closed).
 EYES_CLOSED_SHARE = 0.2
 EYES_WIDE_SHARE = 0.7
 
 
-def _eye_state(rng: np.random.Generator, names: list, weights: np.ndarray) -> None:
-    """The eyes' state, drawn apart from the expression (in place on ``weights``): with
-    :data:`EYES_CLOSED_SHARE` both lids close by 0.35-1.0 (a little asymmetry), some of those
-    looking down too; otherwise, with :data:`EYES_WIDE_SHARE`, both open wider by 0.15-0.7."""
-    def put(unit: str, value: float) -> None:
-        if unit in names:
-            j = names.index(unit)
-            weights[j] = max(weights[j], value)
-
-    u = rng.random()
-    if u < EYES_CLOSED_SHARE:
-        closed = rng.uniform(0.35, 1.0)
-        for side in ("Left", "Right"):
-            put(f"eyeBlink{side}", closed + rng.normal(0, 0.04))
-        if rng.random() < 0.4:
-            down = rng.uniform(0.2, 0.7)
-            for side in ("Left", "Right"):
-                put(f"eyeLookDown{side}", down)
-        for side in ("Left", "Right"):  # a closing lid is not a widened one
-            if f"eyeWide{side}" in names:
-                weights[names.index(f"eyeWide{side}")] = 0.0
-    elif rng.random() < EYES_WIDE_SHARE:
+def _eye_state(rng: np.random.Generator, eyes: np.random.Generator, names: list, weights: np.ndarray) -> None:
+    """The eyes' state (in place on ``weights``). From the coefficients' stream ``rng``, as always:
+    with :data:`EYES_WIDE_SHARE` both eyes open wider by 0.15-0.7. From the eyes' own stream
+    ``eyes``: with :data:`EYES_CLOSED_SHARE` both lids close by 0.35-1.0 instead (a little
+    asymmetry, no widening), 40 % of those looking down too."""
+    if "eyeWideLeft" in names and "eyeWideRight" in names and rng.random() < EYES_WIDE_SHARE:
         wide = rng.uniform(0.15, 0.7)
-        for side in ("Left", "Right"):
-            put(f"eyeWide{side}", wide + rng.normal(0, 0.05))
+        for side in ("eyeWideLeft", "eyeWideRight"):
+            j = names.index(side)
+            weights[j] = max(weights[j], wide + rng.normal(0, 0.05))
+    if eyes.random() >= EYES_CLOSED_SHARE:
+        return
+    closed = eyes.uniform(0.35, 1.0)
+    down = eyes.uniform(0.2, 0.7) if eyes.random() < 0.4 else 0.0
+    for side in ("Left", "Right"):
+        for unit, value in ((f"eyeBlink{side}", closed + eyes.normal(0, 0.04)), (f"eyeLookDown{side}", down)):
+            if unit in names:
+                weights[names.index(unit)] = max(weights[names.index(unit)], value)
+        if f"eyeWide{side}" in names:  # a closing lid is not a widened one
+            weights[names.index(f"eyeWide{side}")] = 0.0
 
 
 # Rec. 709 luma weights, for the scalar skin tone label.
@@ -125,7 +123,7 @@ class SyntheticSampling:
         rng = item_rng(self.seed, index, S_COEFFS)
         c = np.zeros(lay.size, np.float32)
         c[lay.slice("id")] = rng.standard_normal(fm.n_id) * self.id_scale
-        blendshapes = self._sample_blendshape_weights(rng)
+        blendshapes = self._sample_blendshape_weights(rng, item_rng(self.seed, index, S_EYE_STATE))
         c[lay.slice("exp")] = self._expression_coeffs(blendshapes, rng)
         c[lay.slice("id")] += self._eye_proportions(item_rng(self.seed, index, S_EYES))
         c[lay.slice("tex")] = rng.standard_normal(fm.n_tex) * self.tex_scale
@@ -201,7 +199,7 @@ class SyntheticSampling:
             return None
         return {n: float(x) for n, x in zip(self.face_model.labels["exp_target_names"], w)}
 
-    def _sample_blendshape_weights(self, rng: np.random.Generator) -> np.ndarray | None:
+    def _sample_blendshape_weights(self, rng: np.random.Generator, eyes: np.random.Generator) -> np.ndarray | None:
         """Blendshape weights ``[T]`` in [0, 1], or None for a model without a blendshape map.
 
         With a model that maps blendshape weights to coefficients (``labels["exp_from_target"]``
@@ -231,7 +229,7 @@ class SyntheticSampling:
             units = rng.choice(len(weights), size=min(k, len(weights)), replace=False)
             weights[units] = rng.uniform(0.15, 1.0, len(units)) * strength
         if named:
-            _eye_state(rng, names, weights)
+            _eye_state(rng, eyes, names, weights)
         return np.clip(weights, 0.0, 1.0)
 
     def _expression_coeffs(self, weights: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
