@@ -19,23 +19,18 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bm_rasterize import face_patch
+from bm_rasterize import face_patch_case
 from common import row, time_ms_interleaved
 
-from pyfaid.render import MeshTopology, antialias, interpolate, rasterize
+from pyfaid.render import antialias, interpolate, rasterize
 
 BENCH = "antialias"
 
 
 def run(device: str, quick: bool) -> list[dict]:
     dev = torch.device(device)
-    batch, res = (4, 224) if quick else (16, 224)
-    iters = 3 if quick else 10
-    pos, tri = face_patch(batch)
-    pos, tri = pos.to(dev), tri.to(dev)
-    topo = MeshTopology(tri, pos.shape[1])
+    batch, res, iters, pos, tri, topo, attr = face_patch_case(dev, quick, 3)
     topo.triangle_neighbors(dev)  # per-mesh data, built once
-    attr = torch.rand(batch, pos.shape[1], 3, device=dev)
     rast = rasterize(pos, topo, (res, res))
     color = interpolate(attr, rast, topo)
     g = torch.randn(batch, res, res, 3, device=dev)

@@ -16,22 +16,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bm_rasterize import face_patch
+from bm_rasterize import face_patch_case
 from common import row, time_ms_interleaved
 
-from pyfaid.render import MeshTopology, interpolate, rasterize
+from pyfaid.render import interpolate, rasterize
 
 BENCH = "derivatives"
 
 
 def run(device: str, quick: bool) -> list[dict]:
     dev = torch.device(device)
-    batch, res = (4, 224) if quick else (16, 224)
-    iters = 3 if quick else 10
-    pos, tri = face_patch(batch)
-    pos, tri = pos.to(dev), tri.to(dev)
-    topo = MeshTopology(tri, pos.shape[1])
-    attr = torch.rand(batch, pos.shape[1], 2, device=dev)
+    batch, res, iters, pos, tri, topo, attr = face_patch_case(dev, quick, 2)
 
     def analytic(p, a):
         rast, db = rasterize(p, topo, (res, res), grad_db=True)

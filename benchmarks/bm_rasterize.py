@@ -78,6 +78,18 @@ def face_patch(batch: int, dtype=torch.float32):
     return torch.stack(out).to(dtype), tri
 
 
+def face_patch_case(dev, quick: bool, channels: int) -> tuple:
+    """The face patch on ``dev`` for a benchmark case: ``(batch, res, iters, pos, tri, topo, attr)``,
+    batch 16 (4 with ``quick``) at 224 x 224, ``attr [B, V, channels]`` uniform in [0, 1)."""
+    batch, res = (4, 224) if quick else (16, 224)
+    iters = 3 if quick else 10
+    pos, tri = face_patch(batch)
+    pos, tri = pos.to(dev), tri.to(dev)
+    topo = MeshTopology(tri, pos.shape[1])
+    attr = torch.rand(batch, pos.shape[1], channels, device=dev)
+    return batch, res, iters, pos, tri, topo, attr
+
+
 class ModernGLRenderer:
     """Forward-only OpenGL peer: ids + depth in one RGBA32F target, attributes in another."""
 

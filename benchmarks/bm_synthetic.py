@@ -23,7 +23,6 @@ generator's own thread setting ``SyntheticFaces(threads=T)``: ``threads=1`` (the
 from __future__ import annotations
 
 import argparse
-import inspect
 import os
 import shutil
 import statistics
@@ -56,11 +55,10 @@ def stages(device: str = "cpu", rounds: int = 3, n_batches: int = 3, batch: int 
     """Per-stage ms per face of the pretraining data; one row per generator thread setting, each
     stage the median over ``rounds`` interleaved rounds (a fresh dataset per round)."""
     kw = dict(seed=7, length=10 ** 6, image_size=128, occlusion_prob=0.6, device=device)
-    settings = [1, 0] if "threads" in inspect.signature(SyntheticFaces).parameters else [None]
-    got = {t: [] for t in settings}
+    got = {t: [] for t in (1, 0)}
     for _ in range(rounds):
-        for t in settings:
-            ds = SyntheticFaces(**kw, **({} if t is None else {"threads": t}))
+        for t in got:
+            ds = SyntheticFaces(**kw, threads=t)
             ms, cpu = _time_batches(ds, n_batches, batch)
             per = {k: v * 1e3 / (n_batches * batch) for k, v in ds.stage_seconds.items()}
             got[t].append((ms, cpu, per))
@@ -70,7 +68,7 @@ def stages(device: str = "cpu", rounds: int = 3, n_batches: int = 3, batch: int 
         per = {k: round(med(r[2].get(k, 0.0) for r in rs), 2) for k in rs[0][2]}
         ms = med(r[0] for r in rs)
         rows.append(common.row("synthetic-stages", f"pretrain B{batch} 128px {torch.get_num_threads()} threads",
-                               "pyfaid" if t is None else f"pyfaid threads={t}", ms,
+                               f"pyfaid threads={t}", ms,
                                cpu_ms=round(med(r[1] for r in rs), 2), items_per_s=round(1e3 / ms, 1),
                                stage_cpu_ms=per, rounds_ms=[round(r[0], 1) for r in rs],
                                load=round(os.getloadavg()[0], 1)))

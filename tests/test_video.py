@@ -7,7 +7,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-import torch
 
 import pyfaid
 from pyfaid import reconstruct as R

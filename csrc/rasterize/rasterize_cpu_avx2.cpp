@@ -47,32 +47,13 @@ PYFAID_AVX2 __m256 centre(__m256i i, int n) {
   return _mm256_mul_ps(_mm256_cvtepi32_ps(k), _mm256_set1_ps(0.5f));
 }
 
-// 8 x 8 transpose: r[l] holds row l; afterwards r[k] holds column k.
-PYFAID_AVX2 void transpose8(__m256 r[8]) {
-  __m256 t[8], u[8];
-  for (int i = 0; i < 4; ++i) {
-    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 2; ++i) {
-    u[4 * i + 0] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int k = 0; k < 4; ++k) {
-    r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
-    r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
-  }
-}
-
 // Fields of the per-vertex records written by vertex_pass_avx2 (kRecord floats each).
 enum Field { kQx = 0, kQy, kW, kZ, kSx, kSy, kCode };
 
 // Loads the records of vertices idx[0..7] as columns: out[field] over the 8 lanes.
 PYFAID_AVX2 void load_records(const float* rec, const int32_t* idx, __m256 out[8]) {
   for (int l = 0; l < 8; ++l) out[l] = _mm256_load_ps(rec + kRecord * int64_t(idx[l]));
-  transpose8(out);
+  avx2::transpose8(out);
 }
 
 // c = a x b for homogeneous 2D points (x, y, w), as raster::cross3.
@@ -176,7 +157,7 @@ __attribute__((target("avx2"))) void vertex_pass_avx2(const float* p, int64_t V,
                    _mm256_and_ps(valid, _mm256_div_ps(qx, w)),
                    _mm256_and_ps(valid, _mm256_div_ps(qy, w)),
                    _mm256_castsi256_ps(c), zero};
-    transpose8(r);
+    avx2::transpose8(r);
     for (int l = 0; l < 8; ++l) _mm256_store_ps(rec + kRecord * (i + l), r[l]);
   }
   for (; i < V; ++i) {

@@ -1,7 +1,9 @@
 // AVX2 kernels of the CPU bilinear texture lookup, float32 (texture_cpu.h). Per eight pixels: uv
 // to texel coordinates, boundary handling, taps and weights in the vector (linear_taps' steps),
-// then per channel four masked gathers (zero for a tap outside the texture) and the weighted sum
-// in the scalar order; the backward's texel gradients are added lane by lane in pixel order.
+// then the taps' texels by one 8-float load per pixel and texel row (load_tap_pairs; loads per
+// texel, or gathers for C > 4, where a row read does not fit) and the weighted sum in the scalar
+// order; the backward's texel gradients are added pixel by pixel in pixel order, whole rows at a
+// time where they can be.
 #include "texture/texture_cpu.h"
 
 #include <algorithm>
@@ -125,25 +127,6 @@ PYFAID_AVX2 void load_taps(const float* tex, const Taps& t, __m256 v[4][4]) {
   }
 }
 
-// 8 x 8 transpose: in[j] holds element j of eight rows (lane l = row l); out[l] is row l.
-PYFAID_AVX2 void transpose8(const __m256 in[8], __m256 out[8]) {
-  __m256 t[8], u[8];
-  for (int k = 0; k < 4; ++k) {
-    t[2 * k] = _mm256_unpacklo_ps(in[2 * k], in[2 * k + 1]);
-    t[2 * k + 1] = _mm256_unpackhi_ps(in[2 * k], in[2 * k + 1]);
-  }
-  for (int k = 0; k < 2; ++k) {
-    u[4 * k] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0x44);
-    u[4 * k + 1] = _mm256_shuffle_ps(t[4 * k], t[4 * k + 2], 0xEE);
-    u[4 * k + 2] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0x44);
-    u[4 * k + 3] = _mm256_shuffle_ps(t[4 * k + 1], t[4 * k + 3], 0xEE);
-  }
-  for (int k = 0; k < 4; ++k) {
-    out[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
-    out[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
-  }
-}
-
 // The four taps of eight pixels as load_taps gives them, C = 3 or 4, by two 8-float loads per
 // pixel (taps 0, 1 and taps 2, 3 are horizontal neighbours: texels x0 and x0 + 1 of one row) and
 // two transposes. Returns false, loading nothing, unless every lane's second tap of a pair is the
@@ -169,15 +152,15 @@ PYFAID_AVX2 bool load_tap_pairs(const float* tex, const Taps& t, int64_t texel_l
   alignas(32) int32_t oa[8], ob[8];
   _mm256_store_si256(reinterpret_cast<__m256i*>(oa), a);
   _mm256_store_si256(reinterpret_cast<__m256i*>(ob), b);
-  __m256 rows[8], cols[8];
-  for (int l = 0; l < 8; ++l) rows[l] = _mm256_loadu_ps(tex + oa[l]);
-  transpose8(rows, cols);
+  __m256 cols[8];  // rows loaded, then transposed in place
+  for (int l = 0; l < 8; ++l) cols[l] = _mm256_loadu_ps(tex + oa[l]);
+  avx2::transpose8(cols);
   for (int c = 0; c < 4; ++c) {
     v[0][c] = c < kC ? _mm256_and_ps(t.valid[0], cols[c]) : zero;
     v[1][c] = c < kC ? _mm256_and_ps(t.valid[1], cols[kC + c]) : zero;
   }
-  for (int l = 0; l < 8; ++l) rows[l] = _mm256_loadu_ps(tex + ob[l]);
-  transpose8(rows, cols);
+  for (int l = 0; l < 8; ++l) cols[l] = _mm256_loadu_ps(tex + ob[l]);
+  avx2::transpose8(cols);
   for (int c = 0; c < 4; ++c) {
     v[2][c] = c < kC ? _mm256_and_ps(t.valid[2], cols[c]) : zero;
     v[3][c] = c < kC ? _mm256_and_ps(t.valid[3], cols[kC + c]) : zero;
@@ -231,17 +214,16 @@ PYFAID_AVX2 void store_rows(const __m256 cols[4], int64_t C, float* p) {
 // loop skips (zero weight or gradient) as 0.
 PYFAID_AVX2 void pair_rows(__m256 wa, __m256 wb, const __m256 gcols[4], int64_t C, __m256 rows[8]) {
   const __m256 zero = _mm256_setzero_ps();
-  __m256 cols[8];
   const __m256 w2[2] = {wa, wb};
-  for (int j = 0; j < 8; ++j) cols[j] = zero;
+  for (int j = 0; j < 8; ++j) rows[j] = zero;  // columns first, transposed in place below
   for (int k = 0; k < 2; ++k) {
     const __m256 wz = _mm256_cmp_ps(w2[k], zero, _CMP_EQ_OQ);
     for (int64_t c = 0; c < C; ++c) {
       const __m256 skip = _mm256_or_ps(wz, _mm256_cmp_ps(gcols[c], zero, _CMP_EQ_OQ));
-      cols[k * C + c] = _mm256_andnot_ps(skip, _mm256_mul_ps(w2[k], gcols[c]));
+      rows[k * C + c] = _mm256_andnot_ps(skip, _mm256_mul_ps(w2[k], gcols[c]));
     }
   }
-  transpose8(cols, rows);
+  avx2::transpose8(rows);
 }
 
 // dst[0..8) += row where row != 0 (a skipped product keeps dst's bits, as the scalar loop does).
